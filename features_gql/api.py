@@ -1,0 +1,262 @@
+"""FeaturesAPI: the port every driving adapter talks to. It knows no GraphQL and no database."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from features_gql.domain import (
+    ChangeEvent,
+    Resource,
+    ResourcePage,
+    WriteResult,
+    validate_feature,
+    validate_slug,
+)
+from features_gql.errors import InvalidInput, StoreError, StoreTimeout
+from features_gql.events import OperationEvent
+from features_gql.request_context import request_id
+from features_gql.stores.base import Store
+
+log = logging.getLogger("features_gql.api")
+
+T = TypeVar("T")
+
+DEFAULT_DEADLINE = 2.0
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+MAX_BATCH = 10_000
+
+
+def encode_cursor(resource: Resource) -> str:
+    raw = json.dumps([resource.type, resource.id], ensure_ascii=False, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, field: str = "after") -> Resource:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(isinstance(part, str) for part in value)
+        ):
+            return Resource(value[0], value[1])
+    except (ValueError, binascii.Error, UnicodeError):
+        pass
+    raise InvalidInput(
+        field, "cursor", f"{field} must be a cursor returned by this API (got {cursor!r:.80})"
+    )
+
+
+def _resource(resource: Resource | tuple[str, str], field: str = "resource") -> Resource:
+    if isinstance(resource, Resource):
+        return Resource.of(resource.type, resource.id, field)
+    type_, id_ = resource
+    return Resource.of(type_, id_, field)
+
+
+class FeaturesAPI:
+    """Attach features to resources and ask about them.
+
+    Every store call goes through :meth:`_call`, the one instrumentation point: it
+    applies the deadline, turns a missed deadline into :class:`StoreTimeout`, times
+    the call and emits an :class:`OperationEvent` to ``on_event``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        deadline: float = DEFAULT_DEADLINE,
+        on_event: Callable[[OperationEvent], None] | None = None,
+    ) -> None:
+        if deadline <= 0:
+            raise ValueError("deadline must be positive")
+        self.store = store
+        self.deadline = deadline
+        self._on_event = on_event
+
+    async def _call(
+        self,
+        op: str,
+        call: Callable[[], Awaitable[T]],
+        *,
+        resource: Resource | None = None,
+        feature: str | None = None,
+        items: int = 1,
+    ) -> T:
+        started = time.perf_counter()
+        outcome = "ok"
+        error: str | None = None
+        injected = False
+        try:
+            async with asyncio.timeout(self.deadline):
+                return await call()
+        except TimeoutError:
+            outcome, error = "timeout", f"no answer within {self.deadline:g}s"
+            raise StoreTimeout(
+                f"the store did not answer {op} within {self.deadline:g}s"
+            ) from None
+        except StoreError as exc:
+            outcome, error, injected = exc.outcome, str(exc), exc.injected
+            raise
+        except Exception as exc:
+            outcome, error = "error", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            if self._on_event is not None:
+                self._on_event(
+                    OperationEvent(
+                        store=self.store.name,
+                        op=op,
+                        duration=time.perf_counter() - started,
+                        outcome=outcome,
+                        resource=None if resource is None else str(resource),
+                        feature=feature,
+                        items=items,
+                        request_id=request_id.get(),
+                        error=error,
+                        injected=injected,
+                    )
+                )
+
+    async def has(self, resource: Resource | tuple[str, str], feature: str) -> bool:
+        """Does ``resource`` have ``feature``?"""
+        res = _resource(resource)
+        validate_feature(feature)
+        return await self._call(
+            "has", lambda: self.store.has(res, feature), resource=res, feature=feature
+        )
+
+    async def add(
+        self, resource: Resource | tuple[str, str], feature: str, *, actor: str | None = None
+    ) -> WriteResult:
+        """Give ``resource`` the feature; ``changed`` is false if it already had it."""
+        res = _resource(resource)
+        validate_feature(feature)
+        return await self._call(
+            "add",
+            lambda: self.store.add(res, feature, actor=actor),
+            resource=res,
+            feature=feature,
+        )
+
+    async def remove(
+        self, resource: Resource | tuple[str, str], feature: str, *, actor: str | None = None
+    ) -> WriteResult:
+        """Take the feature away; ``changed`` is false if it did not have it."""
+        res = _resource(resource)
+        validate_feature(feature)
+        return await self._call(
+            "remove",
+            lambda: self.store.remove(res, feature, actor=actor),
+            resource=res,
+            feature=feature,
+        )
+
+    async def features_of(self, resource: Resource | tuple[str, str]) -> list[str]:
+        """The features of one resource, sorted."""
+        res = _resource(resource)
+        (features,) = await self._call(
+            "features_of", lambda: self.store.features_of_many([res]), resource=res
+        )
+        return features
+
+    async def features_of_many(
+        self, resources: Sequence[Resource | tuple[str, str]]
+    ) -> list[list[str]]:
+        """The features of each resource, in one store call."""
+        _check_batch(len(resources), "resources")
+        checked = [_resource(r, f"resources[{i}]") for i, r in enumerate(resources)]
+        if not checked:
+            return []
+        return await self._call(
+            "features_of", lambda: self.store.features_of_many(checked), items=len(checked)
+        )
+
+    async def check_many(
+        self, items: Sequence[tuple[Resource | tuple[str, str], str]]
+    ) -> list[bool]:
+        """Answer many (resource, feature) questions in one store call, in order."""
+        _check_batch(len(items), "items")
+        checked: list[tuple[Resource, str]] = []
+        for i, (resource, feature) in enumerate(items):
+            checked.append(
+                (_resource(resource, f"items[{i}].resource"), validate_feature(
+                    feature, f"items[{i}].feature"
+                ))
+            )
+        if not checked:
+            return []
+        return await self._call(
+            "check_many", lambda: self.store.check_many(checked), items=len(checked)
+        )
+
+    async def resources_with(
+        self,
+        feature: str,
+        *,
+        type: str | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> ResourcePage:
+        """Resources having ``feature``, ordered by (type, id), ``first`` per page."""
+        validate_feature(feature)
+        if type is not None:
+            validate_slug(type, "type")
+        limit = DEFAULT_PAGE_SIZE if first is None else first
+        if not 0 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidInput(
+                "first", "range", f"first must be between 0 and {MAX_PAGE_SIZE} (got {limit})"
+            )
+        after_resource = None if after is None else decode_cursor(after)
+        if limit == 0:
+            return ResourcePage([], False, None)
+        found = await self._call(
+            "resources_with",
+            lambda: self.store.resources_with(
+                feature, type=type, after=after_resource, limit=limit + 1
+            ),
+            feature=feature,
+        )
+        page = found[:limit]
+        return ResourcePage(
+            resources=page,
+            has_next_page=len(found) > limit,
+            end_cursor=encode_cursor(page[-1]) if page else None,
+        )
+
+    async def changes_since(self, revision: int = 0, *, limit: int = 100) -> list[ChangeEvent]:
+        """Change events after ``revision``, oldest first."""
+        if revision < 0:
+            raise InvalidInput("after", "range", f"after must be >= 0 (got {revision})")
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise InvalidInput(
+                "first", "range", f"first must be between 1 and {MAX_PAGE_SIZE} (got {limit})"
+            )
+        return await self._call(
+            "changes_since", lambda: self.store.changes_since(revision, limit=limit)
+        )
+
+    async def revision(self) -> int:
+        """The revision of the latest change."""
+        return await self._call("revision", self.store.revision)
+
+    async def ping(self) -> None:
+        """Raise a StoreError unless the store answers a cheap probe in time."""
+        await self._call("ping", self.store.ping)
+
+
+def _check_batch(size: int, field: str) -> None:
+    if size > MAX_BATCH:
+        raise InvalidInput(
+            field, "batch-size", f"{field} may hold at most {MAX_BATCH} entries (got {size})"
+        )

@@ -1,0 +1,80 @@
+"""The one place that wires plugins, store, loggers and the API together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from features_gql.api import FeaturesAPI
+from features_gql.config import Settings
+from features_gql.errors import ConfigError
+from features_gql.events import EventDispatcher, OperationSink
+from features_gql.loggers import Logger, LogSettings
+from features_gql.plugin_manager import Plugins, collect, create_plugin_manager
+from features_gql.stores.base import Store
+from features_gql.stores.registry import StoreBuilder
+
+log = logging.getLogger("features_gql.bootstrap")
+
+#: Used when no store is configured: a SQLite file under the user's data directory.
+DEFAULT_STORE = {"plugin": "sqlite"}
+
+
+@dataclass
+class Service:
+    """Everything a running features-gql needs; entry points build one with :func:`build`."""
+
+    settings: Settings
+    plugins: Plugins
+    store: Store
+    api: FeaturesAPI
+    dispatcher: EventDispatcher
+    loggers: list[Logger] = field(default_factory=list)
+    store_description: str = ""
+
+    async def start(self) -> None:
+        self.dispatcher.start()
+        await self.store.open()
+
+    async def stop(self) -> None:
+        try:
+            await self.store.close()
+        finally:
+            self.dispatcher.stop()
+            for logger in self.loggers:
+                logger.close()
+
+
+def store_table(settings: Settings, plugins: Plugins) -> dict[str, Any]:
+    if settings.store is None:
+        return dict(DEFAULT_STORE)
+    if isinstance(settings.store, str):
+        return plugins.stores.table_for_spec(settings.store)
+    return dict(settings.store)
+
+
+def build(settings: Settings, *, extra_plugins: Sequence[object] = ()) -> Service:
+    """Load plugins, build the configured store and loggers, and the API over them."""
+    plugins = collect(create_plugin_manager(settings.plugins_dir, extra_plugins))
+    log_settings = LogSettings(format=settings.log_format, level=settings.log_level)
+    loggers = [plugins.loggers.get(name).factory(log_settings) for name in settings.loggers]
+    table = store_table(settings, plugins)
+    store = StoreBuilder(plugins.stores).build(table)
+    sinks: list[tuple[str, OperationSink]] = [
+        (name, logger.operation) for name, logger in zip(settings.loggers, loggers, strict=True)
+    ]
+    sinks += plugins.operation_sinks
+    dispatcher = EventDispatcher(sinks)
+    api = FeaturesAPI(store, deadline=settings.deadline, on_event=dispatcher.emit)
+    description = ", ".join(f"{k}={v}" for k, v in table.items() if k != "inner") or "?"
+    return Service(settings, plugins, store, api, dispatcher, loggers, description)
+
+
+def check_loggers(settings: Settings, plugins: Plugins) -> None:
+    for name in settings.loggers:
+        if name not in plugins.loggers.names():
+            raise ConfigError(
+                f"unknown logger {name!r}; available: {', '.join(plugins.loggers.names())}"
+            )

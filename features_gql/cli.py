@@ -1,0 +1,131 @@
+"""The ``features-gql`` command: serve, plugins, export-schema."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from features_gql import __version__
+from features_gql.config import ENVIRONMENT, load_settings
+from features_gql.errors import ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    env_help = "\n".join(f"  {name:<32} {meaning}" for name, meaning in ENVIRONMENT.items())
+    parser = argparse.ArgumentParser(
+        prog="features-gql",
+        description="Attach any feature to any resource, and ask for it over GraphQL.",
+        epilog=f"environment variables (a command-line option wins over them):\n{env_help}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"features-gql {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the GraphQL service")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument(
+        "--store",
+        help="memory, sqlite:///path/to/file.db, or a URL another store plugin handles "
+        "(default: a SQLite file in $XDG_DATA_HOME/features-gql/, "
+        "~/.local/share/features-gql/features.db)",
+    )
+    serve.add_argument("--deadline", type=float, help="seconds each store call may take (default 2)")
+    _common(serve)
+    serve.add_argument(
+        "--no-introspection", action="store_true", help="refuse introspection queries"
+    )
+
+    plugins = commands.add_parser("plugins", help="list discovered plugins and what they provide")
+    _common(plugins)
+
+    export = commands.add_parser("export-schema", help="print the GraphQL schema (SDL)")
+    export.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
+    return parser
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="a TOML config file")
+    parser.add_argument("--log-format", choices=("console", "json"), help="default console")
+    parser.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
+    parser.add_argument("--plugins-dir", type=Path, help="also load plugins from these .py files")
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    overrides = {
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+        "store": getattr(args, "store", None),
+        "deadline": getattr(args, "deadline", None),
+        "log_format": args.log_format,
+        "log_level": args.log_level,
+        "plugins_dir": args.plugins_dir,
+    }
+    if getattr(args, "no_introspection", False):
+        overrides["introspection"] = False
+    return load_settings(config_file=args.config, overrides=overrides)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from features_gql.bootstrap import build
+    from features_gql.http.app import create_app
+
+    settings = _settings(args)
+    service = build(settings)
+    app = create_app(service)
+    print(
+        f"features-gql {__version__}: GraphQL on http://{settings.host}:{settings.port}/graphql "
+        f"(store: {service.store_description})",
+        file=sys.stderr,
+        flush=True,
+    )
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    return 0
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from features_gql.plugin_manager import collect, create_plugin_manager, describe
+
+    settings = _settings(args)
+    plugins = collect(create_plugin_manager(settings.plugins_dir))
+    for info in describe(plugins):
+        print(f"{info.name}  ({info.version or 'local'})")
+        print(f"  hooks:   {', '.join(info.hooks) or '-'}")
+        for store in info.stores:
+            entry = plugins.stores.get(store)
+            schemes = f" [{', '.join(s + '://' for s in entry.url_schemes)}]" if entry.url_schemes else ""
+            print(f"  store:   {store}{schemes} - {entry.description}")
+        for name in info.loggers:
+            print(f"  logger:  {name} - {plugins.loggers.get(name).description}")
+    return 0
+
+
+def _export_schema(args: argparse.Namespace) -> int:
+    from features_gql.graphql.schema import schema_sdl
+
+    sdl = schema_sdl()
+    if args.output is None:
+        sys.stdout.write(sdl)
+    else:
+        args.output.write_text(sdl, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    commands = {"serve": _serve, "plugins": _plugins, "export-schema": _export_schema}
+    try:
+        return commands[args.command](args)
+    except ConfigError as exc:
+        print(f"features-gql: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

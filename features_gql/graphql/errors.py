@@ -1,0 +1,90 @@
+"""Turns domain errors into GraphQL errors with codes, and masks unexpected ones."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+
+from features_gql.errors import InvalidInput, StoreConflict, StoreError, StoreTimeout
+
+log = logging.getLogger("features_gql.graphql")
+
+BAD_USER_INPUT = "BAD_USER_INPUT"
+PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
+VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+INTERNAL = "INTERNAL_SERVER_ERROR"
+
+_STORE_MESSAGES = {
+    StoreTimeout: "The feature store did not answer in time; try again.",
+    StoreConflict: "The write conflicted with another write in flight and was not applied; retry.",
+}
+_STORE_DEFAULT = "The feature store is unavailable; try again."
+
+
+def _copy(error: GraphQLError, message: str, extensions: dict[str, object]) -> GraphQLError:
+    return GraphQLError(
+        message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        extensions=extensions,
+    )
+
+
+def translate(error: GraphQLError, request_id: str | None) -> GraphQLError:
+    """The error a client sees: a code in ``extensions`` and nothing internal."""
+    original = error.original_error
+    if isinstance(original, InvalidInput):
+        return _copy(
+            error,
+            original.message,
+            {"code": BAD_USER_INPUT, "field": original.field, "rule": original.rule},
+        )
+    if isinstance(original, StoreError):
+        log.warning(
+            "store error answered as %s: %s",
+            original.code,
+            original,
+            extra={"fields": {"request_id": request_id, "injected": original.injected or None}},
+        )
+        extensions: dict[str, object] = {"code": original.code, "requestId": request_id}
+        if original.injected:
+            extensions["injected"] = True
+        return _copy(error, _STORE_MESSAGES.get(type(original), _STORE_DEFAULT), extensions)
+    if original is None or isinstance(original, GraphQLError):
+        if error.extensions and "code" in error.extensions:
+            return error
+        if error.message.startswith("Syntax Error"):
+            code = PARSE_FAILED
+        elif error.path is None:
+            code = VALIDATION_FAILED
+        else:
+            code = BAD_USER_INPUT
+        return _copy(error, error.message, {**(error.extensions or {}), "code": code})
+    log.error(
+        "unexpected error in GraphQL execution",
+        exc_info=original,
+        extra={"fields": {"request_id": request_id}},
+    )
+    return _copy(
+        error,
+        f"Internal error; quote request id {request_id} when reporting it.",
+        {"code": INTERNAL, "requestId": request_id},
+    )
+
+
+class ErrorCodes(SchemaExtension):
+    """Runs after each operation and rewrites its errors with :func:`translate`."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        if result is None or not result.errors:
+            return
+        context = self.execution_context.context
+        request_id = getattr(context, "request_id", None)
+        result.errors = [translate(error, request_id) for error in result.errors]

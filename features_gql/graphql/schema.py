@@ -1,0 +1,134 @@
+"""The Query and Mutation roots and the schema they form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
+from strawberry.types import ExecutionContext
+
+from features_gql import domain
+from features_gql.errors import InvalidInput
+from features_gql.graphql.errors import ErrorCodes
+from features_gql.graphql.types import (
+    ChangeEvent,
+    Check,
+    CheckInput,
+    Feature,
+    FeatureChange,
+    FeatureChangeResult,
+    Info,
+    InvalidInputError,
+    Resource,
+    ResourceInput,
+)
+
+MAX_DEPTH = 10
+MAX_TOKENS = 50_000
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Does this resource have this feature?")
+    async def has_feature(self, info: Info, resource: ResourceInput, feature: str) -> bool:
+        return await info.context.api.has(resource.to_domain(), feature)
+
+    @strawberry.field(description="A resource, whether or not it has any features.")
+    def resource(self, type: str, id: str) -> Resource:
+        return Resource.of(domain.Resource.of(type, id))
+
+    @strawberry.field(description="A feature, whether or not any resource has it.")
+    def feature(self, name: str) -> Feature:
+        return Feature(name=domain.validate_feature(name, "name"))
+
+    @strawberry.field(description="Many checks in one store round trip, answered in order.")
+    async def checks(self, info: Info, items: list[CheckInput]) -> list[Check]:
+        asked = [
+            (item.resource.to_domain(f"items[{i}].resource"), item.feature)
+            for i, item in enumerate(items)
+        ]
+        answers = await info.context.api.check_many(asked)
+        return [
+            Check(resource=Resource.of(resource), feature=feature, enabled=enabled)
+            for (resource, feature), enabled in zip(asked, answers, strict=True)
+        ]
+
+    @strawberry.field(description="The revision of the latest change.")
+    async def revision(self, info: Info) -> int:
+        return await info.context.api.revision()
+
+    @strawberry.field(description="Changes after revision `after`, oldest first (at most 1000).")
+    async def changes(self, info: Info, after: int = 0, first: int = 100) -> list[ChangeEvent]:
+        events = await info.context.api.changes_since(after, limit=first)
+        return [ChangeEvent.of(event) for event in events]
+
+
+async def _change(
+    info: Info, op: str, resource: ResourceInput, feature: str
+) -> FeatureChange | InvalidInputError:
+    api = info.context.api
+    try:
+        target = resource.to_domain()
+        call = api.add if op == "add" else api.remove
+        result = await call(target, feature, actor=info.context.actor)
+    except InvalidInput as exc:
+        return InvalidInputError(field=exc.field, rule=exc.rule, message=exc.message)
+    return FeatureChange(
+        resource=Resource.of(target),
+        feature=feature,
+        changed=result.changed,
+        revision=result.revision,
+    )
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Give a resource a feature. Adding twice is not an error.")
+    async def add_feature(
+        self, info: Info, resource: ResourceInput, feature: str
+    ) -> FeatureChangeResult:
+        return await _change(info, "add", resource, feature)
+
+    @strawberry.mutation(
+        description="Take a feature from a resource. Removing an absent one is not an error."
+    )
+    async def remove_feature(
+        self, info: Info, resource: ResourceInput, feature: str
+    ) -> FeatureChangeResult:
+        return await _change(info, "remove", resource, feature)
+
+
+class FeaturesSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # ErrorCodes already logged what deserves logging, with the request id.
+        return None
+
+
+def build_schema(*, introspection: bool = True) -> strawberry.Schema:
+    extensions: list[Any] = [
+        ErrorCodes,
+        lambda: ParserCache(maxsize=256),
+        lambda: ValidationCache(maxsize=256),
+        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+    ]
+    if not introspection:
+        extensions.append(DisableIntrospection)
+    ext: list[type[SchemaExtension] | Any] = extensions
+    return FeaturesSchema(query=Query, mutation=Mutation, extensions=ext)
+
+
+def schema_sdl() -> str:
+    """The schema in SDL, as committed in ``schema.graphql``."""
+    return build_schema().as_str() + "\n"

@@ -1,0 +1,158 @@
+"""GraphQL object and input types. Resolvers are thin: they call FeaturesAPI."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated
+
+import strawberry
+
+from features_gql import domain
+from features_gql.graphql.context import Context
+
+Info = strawberry.Info[Context, None]
+
+
+@strawberry.input(description="A resource: its type (a slug) and its id (an opaque string).")
+class ResourceInput:
+    type: str
+    id: str
+
+    def to_domain(self, field: str = "resource") -> domain.Resource:
+        return domain.Resource.of(self.type, self.id, field)
+
+
+@strawberry.input(description="One question of a batch: does this resource have this feature?")
+class CheckInput:
+    resource: ResourceInput
+    feature: str
+
+
+@strawberry.type(description="A thing features attach to, identified by (type, id).")
+class Resource:
+    type: str
+    id: str
+
+    @classmethod
+    def of(cls, resource: domain.Resource) -> Resource:
+        return cls(type=resource.type, id=resource.id)
+
+    @strawberry.field(description="The features this resource has, sorted.")
+    async def features(self, info: Info) -> list[str]:
+        return await info.context.features.load(domain.Resource(self.type, self.id))
+
+    @strawberry.field(description="Whether this resource has the feature.")
+    async def has_feature(self, info: Info, feature: str) -> bool:
+        domain.validate_feature(feature)
+        return await info.context.checks.load((domain.Resource(self.type, self.id), feature))
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type
+class ResourceEdge:
+    cursor: str
+    node: Resource
+
+
+@strawberry.type(description="A page of resources, Relay-style.")
+class ResourceConnection:
+    edges: list[ResourceEdge]
+    page_info: PageInfo
+
+
+@strawberry.type(description="A feature name, and the resources that have it.")
+class Feature:
+    name: str
+
+    @strawberry.field(
+        description="Resources with this feature ordered by (type, id); first defaults to 100, "
+        "at most 1000."
+    )
+    async def resources(
+        self,
+        info: Info,
+        type_: Annotated[str | None, strawberry.argument(name="type")] = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> ResourceConnection:
+        from features_gql.api import encode_cursor
+
+        page = await info.context.api.resources_with(
+            self.name, type=type_, first=first, after=after
+        )
+        edges = [ResourceEdge(cursor=encode_cursor(r), node=Resource.of(r)) for r in page.resources]
+        return ResourceConnection(
+            edges=edges,
+            page_info=PageInfo(
+                has_next_page=page.has_next_page,
+                has_previous_page=after is not None,
+                start_cursor=edges[0].cursor if edges else None,
+                end_cursor=page.end_cursor,
+            ),
+        )
+
+
+@strawberry.type(description="The answer to one CheckInput, in the order asked.")
+class Check:
+    resource: Resource
+    feature: str
+    enabled: bool
+
+
+@strawberry.type(description="The result of an add or remove that was carried out.")
+class FeatureChange:
+    resource: Resource
+    feature: str
+    changed: bool = strawberry.field(
+        description="False when the resource already had (add) or lacked (remove) the feature."
+    )
+    revision: int = strawberry.field(description="The store's revision after this change.")
+
+
+@strawberry.type(
+    name="InvalidInput", description="An argument broke a rule; nothing was changed."
+)
+class InvalidInputError:
+    field: str = strawberry.field(description="The argument at fault, e.g. resource.type.")
+    rule: str = strawberry.field(description="The rule it broke: slug, length, printable...")
+    message: str
+
+
+FeatureChangeResult = Annotated[
+    FeatureChange | InvalidInputError, strawberry.union("FeatureChangeResult")
+]
+
+
+@strawberry.enum
+class ChangeOp(enum.Enum):
+    ADD = "add"
+    REMOVE = "remove"
+
+
+@strawberry.type(description="A change that took effect, from the store's change log.")
+class ChangeEvent:
+    revision: int
+    op: ChangeOp
+    resource: Resource
+    feature: str
+    at: datetime
+    actor: str | None
+
+    @classmethod
+    def of(cls, event: domain.ChangeEvent) -> ChangeEvent:
+        return cls(
+            revision=event.revision,
+            op=ChangeOp(event.op),
+            resource=Resource.of(event.resource),
+            feature=event.feature,
+            at=event.at,
+            actor=event.actor,
+        )

@@ -1,0 +1,124 @@
+"""The store protocol. A plugin author implements this class in one module.
+
+Inputs reaching a store are already validated by the core. Stores raise
+:class:`~features_gql.errors.StoreError` subclasses for expected failures; the
+core times every call, applies the deadline and reports an operation event.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+from features_gql.domain import ChangeEvent, Resource, WriteResult
+
+
+class Store(abc.ABC):
+    """Async storage for feature assignments and their change log."""
+
+    #: A short label for logs and metrics (``memory``, ``sqlite``, ``failing(sqlite)``).
+    name: str = "store"
+
+    async def open(self) -> None:
+        """Connect, create tables or indexes. Called once before any other method."""
+
+    async def close(self) -> None:
+        """Release connections. Called once; the store is not used afterwards."""
+
+    async def ping(self) -> None:
+        """Raise a StoreError if the store cannot answer; used by readiness probes."""
+        await self.revision()
+
+    @abc.abstractmethod
+    async def has(self, resource: Resource, feature: str) -> bool:
+        """Whether ``resource`` has ``feature``."""
+
+    @abc.abstractmethod
+    async def add(self, resource: Resource, feature: str, *, actor: str | None) -> WriteResult:
+        """Give ``resource`` the feature. Idempotent: adding twice changes nothing.
+
+        A change that takes effect is appended to the change log, atomically with the
+        change itself, under the next revision. An add that changes nothing returns the
+        current revision and logs nothing.
+        """
+
+    @abc.abstractmethod
+    async def remove(self, resource: Resource, feature: str, *, actor: str | None) -> WriteResult:
+        """Take the feature away. Removing something absent changes nothing."""
+
+    @abc.abstractmethod
+    async def features_of_many(self, resources: Sequence[Resource]) -> list[list[str]]:
+        """The features of each resource, sorted, in the order of ``resources``.
+
+        One round trip for the whole batch: GraphQL batches every ``features``
+        field of a request into a single call.
+        """
+
+    @abc.abstractmethod
+    async def check_many(self, items: Sequence[tuple[Resource, str]]) -> list[bool]:
+        """Answer many ``has`` questions in one round trip, in the order asked."""
+
+    @abc.abstractmethod
+    async def resources_with(
+        self, feature: str, *, type: str | None, after: Resource | None, limit: int
+    ) -> list[Resource]:
+        """Up to ``limit`` resources having ``feature``, ordered by (type, id).
+
+        Order compares strings by Unicode code point (the order of their UTF-8 bytes).
+        ``after`` excludes everything up to and including that resource; ``type``
+        keeps only resources of that type.
+        """
+
+    @abc.abstractmethod
+    async def changes_since(self, revision: int, *, limit: int) -> list[ChangeEvent]:
+        """Up to ``limit`` change events with a revision greater than ``revision``, ascending."""
+
+    @abc.abstractmethod
+    async def revision(self) -> int:
+        """The revision of the latest change (0 for a store that never changed)."""
+
+
+class WrappingStore(Store):
+    """A store that holds another store and delegates to it (slow, failing, cached...).
+
+    Subclasses override the operations they change and call ``self.inner``.
+    """
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.name = f"{type(self).__name__.lower()}({inner.name})"
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def ping(self) -> None:
+        await self.inner.ping()
+
+    async def has(self, resource: Resource, feature: str) -> bool:
+        return await self.inner.has(resource, feature)
+
+    async def add(self, resource: Resource, feature: str, *, actor: str | None) -> WriteResult:
+        return await self.inner.add(resource, feature, actor=actor)
+
+    async def remove(self, resource: Resource, feature: str, *, actor: str | None) -> WriteResult:
+        return await self.inner.remove(resource, feature, actor=actor)
+
+    async def features_of_many(self, resources: Sequence[Resource]) -> list[list[str]]:
+        return await self.inner.features_of_many(resources)
+
+    async def check_many(self, items: Sequence[tuple[Resource, str]]) -> list[bool]:
+        return await self.inner.check_many(items)
+
+    async def resources_with(
+        self, feature: str, *, type: str | None, after: Resource | None, limit: int
+    ) -> list[Resource]:
+        return await self.inner.resources_with(feature, type=type, after=after, limit=limit)
+
+    async def changes_since(self, revision: int, *, limit: int) -> list[ChangeEvent]:
+        return await self.inner.changes_since(revision, limit=limit)
+
+    async def revision(self) -> int:
+        return await self.inner.revision()

@@ -1,0 +1,123 @@
+"""The ``loguru`` logger: readable console lines by default, one JSON object per line with
+``--log-format json``. It also takes over the standard ``logging`` records of
+features-gql, aiohttp and the libraries, so everything leaves the process one way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from features_gql import hookimpl
+from features_gql.events import OperationEvent
+from features_gql.loggers import Logger, LoggerRegistry, LogSettings
+
+if TYPE_CHECKING:
+    from loguru import Record
+
+_CONSOLE = (
+    "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
+    "<cyan>{name}</cyan> {message}{extra[_fields]}\n{exception}"
+)
+_OPERATION_FIELDS = (
+    "store", "op", "resource", "feature", "items", "duration_ms", "outcome", "injected",
+    "request_id", "error",
+)
+
+
+def _fields(record: Record) -> dict[str, Any]:
+    return {k: v for k, v in record["extra"].items() if not k.startswith("_")}
+
+
+def _console_format(record: Record) -> str:
+    extra = _fields(record)
+    record["extra"]["_fields"] = "".join(
+        f" {key}={value}" for key, value in extra.items() if value is not None
+    )
+    return _CONSOLE
+
+
+def _json_format(record: Record) -> str:
+    line: dict[str, Any] = {
+        "time": record["time"].isoformat(),
+        "level": record["level"].name,
+        "logger": record["name"],
+        "message": record["message"],
+    }
+    line.update({k: v for k, v in _fields(record).items() if v is not None})
+    if record["exception"] is not None:
+        exc_type = record["exception"].type
+        line["exception"] = exc_type.__name__ if exc_type else None
+    record["extra"]["_json"] = json.dumps(line, ensure_ascii=False, default=str)
+    return "{extra[_json]}\n"
+
+
+class _Intercept(logging.Handler):
+    """Send standard-library log records through loguru (the loguru docs' recipe)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        extra = getattr(record, "fields", None)
+        bound = logger.bind(**extra) if isinstance(extra, dict) else logger
+        bound.patch(lambda r: r.update(name=record.name)).opt(
+            exception=record.exc_info
+        ).log(level, record.getMessage())
+
+
+class LoguruLogger:
+    def __init__(self, settings: LogSettings) -> None:
+        logger.remove()
+        fmt = _json_format if settings.format == "json" else _console_format
+        self._handler = logger.add(
+            sys.stderr,
+            level=settings.level.upper(),
+            format=fmt,
+            colorize=settings.format == "console" and sys.stderr.isatty(),
+            backtrace=False,
+            diagnose=False,
+        )
+        logging.basicConfig(handlers=[_Intercept()], level=logging.INFO, force=True)
+        logging.getLogger("features_gql").setLevel(settings.level.upper())
+        # aiohttp.access would duplicate the structured request line.
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+    def operation(self, event: OperationEvent) -> None:
+        fields = {
+            "store": event.store,
+            "op": event.op,
+            "resource": event.resource,
+            "feature": event.feature,
+            "items": event.items if event.items != 1 else None,
+            "duration_ms": round(event.duration * 1000, 3),
+            "outcome": event.outcome,
+            "injected": True if event.injected else None,
+            "request_id": event.request_id,
+            "error": event.error,
+        }
+        level = "INFO" if event.outcome == "ok" else "WARNING"
+        logger.bind(**{k: fields[k] for k in _OPERATION_FIELDS}).patch(
+            lambda r: r.update(name="features_gql.store")
+        ).log(level, "store operation")
+
+    def close(self) -> None:
+        logger.complete()
+
+
+def _factory(settings: LogSettings) -> Logger:
+    return LoguruLogger(settings)
+
+
+@hookimpl
+def features_gql_register_loggers(registry: LoggerRegistry) -> None:
+    registry.add(
+        "loguru",
+        _factory,
+        description="Console lines or JSON (one object per line) on stderr, via loguru.",
+    )

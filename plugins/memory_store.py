@@ -1,0 +1,92 @@
+"""The ``memory`` store: everything in dictionaries, gone when the process exits.
+
+For tests, demos and as the reference implementation of the store protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from features_gql import hookimpl
+from features_gql.domain import ChangeEvent, ChangeOp, Resource, WriteResult
+from features_gql.stores import Store, StoreBuilder, StoreOptions, StoreRegistry
+
+
+class MemoryStore(Store):
+    """Dict-backed store. Every method finishes without awaiting, so each is atomic."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._features: dict[Resource, set[str]] = {}
+        self._holders: dict[str, set[Resource]] = {}
+        self._changes: list[ChangeEvent] = []
+
+    async def has(self, resource: Resource, feature: str) -> bool:
+        features = self._features.get(resource)
+        return features is not None and feature in features
+
+    def _record(self, op: ChangeOp, resource: Resource, feature: str, actor: str | None) -> int:
+        revision = len(self._changes) + 1
+        self._changes.append(
+            ChangeEvent(revision, op, resource, feature, datetime.now(UTC), actor)
+        )
+        return revision
+
+    async def add(self, resource: Resource, feature: str, *, actor: str | None) -> WriteResult:
+        features = self._features.setdefault(resource, set())
+        if feature in features:
+            return WriteResult(False, len(self._changes))
+        features.add(feature)
+        self._holders.setdefault(feature, set()).add(resource)
+        return WriteResult(True, self._record("add", resource, feature, actor))
+
+    async def remove(self, resource: Resource, feature: str, *, actor: str | None) -> WriteResult:
+        features = self._features.get(resource)
+        if features is None or feature not in features:
+            return WriteResult(False, len(self._changes))
+        features.discard(feature)
+        if not features:
+            del self._features[resource]
+        holders = self._holders[feature]
+        holders.discard(resource)
+        if not holders:
+            del self._holders[feature]
+        return WriteResult(True, self._record("remove", resource, feature, actor))
+
+    async def features_of_many(self, resources: Sequence[Resource]) -> list[list[str]]:
+        return [sorted(self._features.get(resource, ())) for resource in resources]
+
+    async def check_many(self, items: Sequence[tuple[Resource, str]]) -> list[bool]:
+        get = self._features.get
+        return [feature in get(resource, ()) for resource, feature in items]
+
+    async def resources_with(
+        self, feature: str, *, type: str | None, after: Resource | None, limit: int
+    ) -> list[Resource]:
+        holders = self._holders.get(feature, ())
+        selected = sorted(
+            r for r in holders if (type is None or r.type == type) and (after is None or r > after)
+        )
+        return selected[:limit]
+
+    async def changes_since(self, revision: int, *, limit: int) -> list[ChangeEvent]:
+        # Revisions are 1, 2, 3...: revision N sits at index N - 1.
+        return self._changes[revision : revision + limit]
+
+    async def revision(self) -> int:
+        return len(self._changes)
+
+
+def _factory(options: StoreOptions, builder: StoreBuilder) -> Store:
+    return MemoryStore()
+
+
+@hookimpl
+def features_gql_register_stores(registry: StoreRegistry) -> None:
+    registry.add(
+        "memory",
+        _factory,
+        description="In-process dictionaries; fast, and empty again after a restart.",
+    )
