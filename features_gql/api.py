@@ -35,7 +35,9 @@ MAX_BATCH = 10_000
 
 
 def encode_cursor(resource: Resource) -> str:
-    raw = json.dumps([resource.type, resource.id], ensure_ascii=False, separators=(",", ":")).encode()
+    raw = json.dumps(
+        [resource.type, resource.id], ensure_ascii=False, separators=(",", ":")
+    ).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -102,9 +104,7 @@ class FeaturesAPI:
                 return await call()
         except TimeoutError:
             outcome, error = "timeout", f"no answer within {self.deadline:g}s"
-            raise StoreTimeout(
-                f"the store did not answer {op} within {self.deadline:g}s"
-            ) from None
+            raise StoreTimeout(f"the store did not answer {op} within {self.deadline:g}s") from None
         except StoreError as exc:
             outcome, error, injected = exc.outcome, str(exc), exc.injected
             raise
@@ -190,9 +190,10 @@ class FeaturesAPI:
         checked: list[tuple[Resource, str]] = []
         for i, (resource, feature) in enumerate(items):
             checked.append(
-                (_resource(resource, f"items[{i}].resource"), validate_feature(
-                    feature, f"items[{i}].feature"
-                ))
+                (
+                    _resource(resource, f"items[{i}].resource"),
+                    validate_feature(feature, f"items[{i}].feature"),
+                )
             )
         if not checked:
             return []

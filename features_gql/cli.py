@@ -33,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
         "(default: a SQLite file in $XDG_DATA_HOME/features-gql/, "
         "~/.local/share/features-gql/features.db)",
     )
-    serve.add_argument("--deadline", type=float, help="seconds each store call may take (default 2)")
+    serve.add_argument(
+        "--deadline", type=float, help="seconds each store call may take (default 2)"
+    )
     _common(serve)
     serve.add_argument(
         "--no-introspection", action="store_true", help="refuse introspection queries"
@@ -98,7 +100,9 @@ def _plugins(args: argparse.Namespace) -> int:
         print(f"  hooks:   {', '.join(info.hooks) or '-'}")
         for store in info.stores:
             entry = plugins.stores.get(store)
-            schemes = f" [{', '.join(s + '://' for s in entry.url_schemes)}]" if entry.url_schemes else ""
+            schemes = (
+                f" [{', '.join(s + '://' for s in entry.url_schemes)}]" if entry.url_schemes else ""
+            )
             print(f"  store:   {store}{schemes} - {entry.description}")
         for name in info.loggers:
             print(f"  logger:  {name} - {plugins.loggers.get(name).description}")

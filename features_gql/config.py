@@ -10,7 +10,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from features_gql.api import DEFAULT_DEADLINE
 from features_gql.errors import ConfigError
@@ -75,7 +75,9 @@ def _check(settings: Settings) -> Settings:
     return replace(settings, log_level=settings.log_level.upper())
 
 
-def _take(table: Mapping[str, Any], section: str, allowed: dict[str, type | tuple[type, ...]]) -> dict[str, Any]:
+def _take(
+    table: Mapping[str, Any], section: str, allowed: dict[str, type | tuple[type, ...]]
+) -> dict[str, Any]:
     unknown = sorted(set(table) - set(allowed))
     if unknown:
         raise ConfigError(
@@ -85,7 +87,10 @@ def _take(table: Mapping[str, Any], section: str, allowed: dict[str, type | tupl
     for key, kinds in allowed.items():
         if key in table and (
             not isinstance(table[key], kinds)
-            or (isinstance(table[key], bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)))
+            or (
+                isinstance(table[key], bool)
+                and bool not in (kinds if isinstance(kinds, tuple) else (kinds,))
+            )
         ):
             raise ConfigError(f"[{section}] {key} has the wrong type: {table[key]!r}")
     return dict(table)
@@ -107,16 +112,27 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
     server = _take(
         data.get("server", {}),
         "server",
-        {"host": str, "port": int, "deadline_seconds": (int, float), "introspection": bool,
-         "graphiql": bool},
+        {
+            "host": str,
+            "port": int,
+            "deadline_seconds": (int, float),
+            "introspection": bool,
+            "graphiql": bool,
+        },
     )
-    for key, attr in (("host", "host"), ("port", "port"), ("introspection", "introspection"),
-                      ("graphiql", "graphiql")):
+    for key, attr in (
+        ("host", "host"),
+        ("port", "port"),
+        ("introspection", "introspection"),
+        ("graphiql", "graphiql"),
+    ):
         if key in server:
             changes[attr] = server[key]
     if "deadline_seconds" in server:
         changes["deadline"] = float(server["deadline_seconds"])
-    logging_ = _take(data.get("logging", {}), "logging", {"format": str, "level": str, "loggers": list})
+    logging_ = _take(
+        data.get("logging", {}), "logging", {"format": str, "level": str, "loggers": list}
+    )
     if "format" in logging_:
         changes["log_format"] = logging_["format"]
     if "level" in logging_:
@@ -128,7 +144,7 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
         changes["plugins_dir"] = (path.parent / plugins["directory"]).resolve()
     if "store" in data:
         if not isinstance(data["store"], dict):
-            raise ConfigError(f"{path}: [store] must be a table with plugin = \"<name>\"")
+            raise ConfigError(f'{path}: [store] must be a table with plugin = "<name>"')
         changes["store"] = data["store"]
     return replace(base, **changes)
 
@@ -146,7 +162,9 @@ def from_environment(env: Mapping[str, str], base: Settings) -> Settings:
         try:
             changes["port"] = int(env["FEATURES_GQL_PORT"])
         except ValueError:
-            raise ConfigError(f"FEATURES_GQL_PORT must be a number, got {env['FEATURES_GQL_PORT']!r}") from None
+            raise ConfigError(
+                f"FEATURES_GQL_PORT must be a number, got {env['FEATURES_GQL_PORT']!r}"
+            ) from None
     if "FEATURES_GQL_STORE" in env:
         changes["store"] = env["FEATURES_GQL_STORE"]
     if "FEATURES_GQL_DEADLINE_SECONDS" in env:
@@ -159,7 +177,9 @@ def from_environment(env: Mapping[str, str], base: Settings) -> Settings:
     if "FEATURES_GQL_LOG_LEVEL" in env:
         changes["log_level"] = env["FEATURES_GQL_LOG_LEVEL"]
     if "FEATURES_GQL_INTROSPECTION" in env:
-        changes["introspection"] = _bool(env["FEATURES_GQL_INTROSPECTION"], "FEATURES_GQL_INTROSPECTION")
+        changes["introspection"] = _bool(
+            env["FEATURES_GQL_INTROSPECTION"], "FEATURES_GQL_INTROSPECTION"
+        )
     if "FEATURES_GQL_PLUGINS_DIR" in env:
         changes["plugins_dir"] = Path(env["FEATURES_GQL_PLUGINS_DIR"])
     return replace(base, **changes)
@@ -174,10 +194,12 @@ def load_settings(
     """Defaults, then the TOML file, then the environment, then explicit overrides."""
     env = dict(os.environ if env is None else env)
     settings = Settings()
-    file = config_file or (Path(env["FEATURES_GQL_CONFIG"]) if env.get("FEATURES_GQL_CONFIG") else None)
+    file = config_file or (
+        Path(env["FEATURES_GQL_CONFIG"]) if env.get("FEATURES_GQL_CONFIG") else None
+    )
     if file is not None:
         settings = from_toml(file, settings)
     settings = from_environment(env, settings)
     if overrides:
         settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-    return _check(cast(Settings, settings))
+    return _check(settings)

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pluggy
 
@@ -90,7 +90,7 @@ def collect(pm: pluggy.PluginManager) -> Plugins:
         loggers.current_plugin = impl.plugin_name
         _call(impl, registry=loggers)
     sinks: list[tuple[str, OperationSink]] = [
-        (impl.plugin_name, impl.function)
+        (impl.plugin_name, cast(OperationSink, impl.function))
         for impl in pm.hook.features_gql_operation_event.get_hookimpls()
     ]
     return Plugins(pm, stores, loggers, sinks)
@@ -102,7 +102,9 @@ def _call(impl: Any, **kwargs: Any) -> None:
     except PluginError:
         raise
     except Exception as exc:
-        raise PluginError(f"plugin {impl.plugin_name!r} failed in {impl.function.__name__}: {exc!r}") from exc
+        raise PluginError(
+            f"plugin {impl.plugin_name!r} failed in {impl.function.__name__}: {exc!r}"
+        ) from exc
 
 
 @dataclass(frozen=True)

@@ -117,9 +117,7 @@ class FeatureChange:
     revision: int = strawberry.field(description="The store's revision after this change.")
 
 
-@strawberry.type(
-    name="InvalidInput", description="An argument broke a rule; nothing was changed."
-)
+@strawberry.type(name="InvalidInput", description="An argument broke a rule; nothing was changed.")
 class InvalidInputError:
     field: str = strawberry.field(description="The argument at fault, e.g. resource.type.")
     rule: str = strawberry.field(description="The rule it broke: slug, length, printable...")

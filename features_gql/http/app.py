@@ -67,7 +67,12 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         request.method,
         request.path,
         response.status,
-        extra={"fields": {"request_id": rid, "duration_ms": round((time.perf_counter() - started) * 1000, 3)}},
+        extra={
+            "fields": {
+                "request_id": rid,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+        },
     )
     return response
 
@@ -103,7 +108,14 @@ def mount_graphql(
 
 async def _method_not_allowed(request: web.Request) -> web.Response:
     return web.json_response(
-        {"errors": [{"message": "GraphQL accepts GET and POST only.", "extensions": {"code": "METHOD_NOT_ALLOWED"}}]},
+        {
+            "errors": [
+                {
+                    "message": "GraphQL accepts GET and POST only.",
+                    "extensions": {"code": "METHOD_NOT_ALLOWED"},
+                }
+            ]
+        },
         status=405,
         headers={"Allow": "GET, POST"},
     )
@@ -132,4 +144,3 @@ def create_app(service: Service) -> web.Application:
 
     app.cleanup_ctx.append(lifecycle)
     return app
-

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from aiohttp import web
 from cross_web import HTTPException
 from strawberry.aiohttp.views import GraphQLView
@@ -13,13 +14,14 @@ from strawberry.types import ExecutionResult
 
 from features_gql.api import FeaturesAPI
 from features_gql.graphql.context import Context
+from features_gql.graphql.errors import translate
 from features_gql.request_context import request_id
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
 
-REQUEST_KEY = "features_gql.request_id"
-ACCEPT_KEY = "features_gql.accept"
+REQUEST_KEY = web.RequestKey("features_gql.request_id", str)
+ACCEPT_KEY = web.ResponseKey("features_gql.accept", str)
 
 
 def wants_graphql_response(accept: str) -> bool:
@@ -62,6 +64,10 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
     async def process_result(
         self, request: web.Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
+        if result.errors:
+            # Errors raised before execution (parse) bypass the schema extension.
+            rid = request.get(REQUEST_KEY)
+            result.errors = [translate(error, rid) for error in result.errors]
         response = await super().process_result(request, result)
         # A request error (parse, validation, variables) stops before execution: the
         # GraphQL spec says such a response has no `data` entry at all.
@@ -69,17 +75,26 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
             response.pop("data", None)
         return response
 
+    def decode_json(self, data: str | bytes) -> object:
+        # orjson: faster, and it rejects invalid UTF-8 with a JSONDecodeError (a 400).
+        return orjson.loads(data)
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
     def create_response(
         self,
         response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
         sub_response: web.Response,
     ) -> web.Response:
-        response = super().create_response(response_data, sub_response)
+        sub_response.body = orjson.dumps(response_data)
         if wants_graphql_response(sub_response.get(ACCEPT_KEY, "")):
-            response.content_type = GRAPHQL_RESPONSE
+            sub_response.content_type = GRAPHQL_RESPONSE
             if isinstance(response_data, dict) and "data" not in response_data:
-                response.set_status(400)
-        return response
+                sub_response.set_status(400)
+        else:
+            sub_response.content_type = JSON
+        return sub_response
 
     async def get_sub_response(self, request: web.Request) -> web.Response:
         response = web.Response()
@@ -92,11 +107,14 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
             return await self.run(request=request)
         except HTTPException as exc:
             body = {"errors": [{"message": exc.reason, "extensions": {"code": "BAD_REQUEST"}}]}
-            media = GRAPHQL_RESPONSE if wants_graphql_response(request.headers.get("Accept", "")) else JSON
+            media = (
+                GRAPHQL_RESPONSE
+                if wants_graphql_response(request.headers.get("Accept", ""))
+                else JSON
+            )
             return web.Response(
                 body=json.dumps(body).encode(),
                 status=exc.status_code,
                 content_type=media,
                 headers={"Allow": "GET, POST"} if exc.status_code == 405 else None,
             )
-

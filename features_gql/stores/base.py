@@ -19,10 +19,10 @@ class Store(abc.ABC):
     #: A short label for logs and metrics (``memory``, ``sqlite``, ``failing(sqlite)``).
     name: str = "store"
 
-    async def open(self) -> None:
+    async def open(self) -> None:  # noqa: B027 - optional hook, most stores need it
         """Connect, create tables or indexes. Called once before any other method."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Called once; the store is not used afterwards."""
 
     async def ping(self) -> None:

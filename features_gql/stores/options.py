@@ -37,17 +37,17 @@ class StoreOptions:
             )
         return value
 
-    def str(self, key: str, default: str | None = None) -> str | None:
+    def get_str(self, key: str, default: str | None = None) -> str | None:
         value: str | None = self._get(key, (str,), default, "a string")
         return value
 
     def required_str(self, key: str) -> str:
-        value = self.str(key)
+        value = self.get_str(key)
         if value is None:
             raise ConfigError(f"{self.where}: store {self.plugin!r} needs option {key!r}")
         return value
 
-    def float(self, key: str, default: float, *, minimum: float | None = None) -> float:
+    def get_float(self, key: str, default: float, *, minimum: float | None = None) -> float:
         value = float(self._get(key, (int, float), default, "a number"))
         if minimum is not None and value < minimum:
             raise ConfigError(
@@ -56,7 +56,7 @@ class StoreOptions:
             )
         return value
 
-    def int(self, key: str, default: int, *, minimum: int | None = None) -> int:
+    def get_int(self, key: str, default: int, *, minimum: int | None = None) -> int:
         value: int = self._get(key, (int,), default, "an integer")
         if minimum is not None and value < minimum:
             raise ConfigError(
@@ -65,11 +65,11 @@ class StoreOptions:
             )
         return value
 
-    def bool(self, key: str, default: bool) -> bool:
+    def get_bool(self, key: str, default: bool) -> bool:
         value: bool = self._get(key, (bool,), default, "true or false")
         return value
 
-    def str_list(self, key: str, default: list[str] | None = None) -> list[str]:
+    def get_str_list(self, key: str, default: list[str] | None = None) -> list[str]:
         value = self._get(key, (list,), default if default is not None else [], "a list")
         if not all(isinstance(item, str) for item in value):
             raise ConfigError(
@@ -77,7 +77,7 @@ class StoreOptions:
             )
         return list(value)
 
-    def table(self, key: str) -> Mapping[str, Any] | None:
+    def get_table(self, key: str) -> Mapping[str, Any] | None:
         value: Mapping[str, Any] | None = self._get(key, (dict,), None, "a table")
         return value
 

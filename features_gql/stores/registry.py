@@ -14,7 +14,7 @@ from features_gql.stores.options import StoreOptions
 _NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
 
-#: Builds a store from its options. Wrappers call ``builder.inner(options)`` for the store they hold.
+#: Builds a store from its options; a wrapper calls ``builder.inner(options)`` for its inner store.
 StoreFactory = Callable[[StoreOptions, "StoreBuilder"], Store]
 
 
@@ -125,8 +125,7 @@ class StoreBuilder:
         plugin = table.get("plugin")
         if not isinstance(plugin, str):
             raise ConfigError(
-                f"{where}: needs plugin = \"<name>\"; available: "
-                f"{', '.join(self.registry.names())}"
+                f'{where}: needs plugin = "<name>"; available: {", ".join(self.registry.names())}'
             )
         entry = self.registry.get(plugin)
         options = StoreOptions(plugin, table, where)
@@ -149,5 +148,5 @@ class StoreBuilder:
             return self.build(raw, where)
         raise ConfigError(
             f"{options.where}: store {options.plugin!r} wraps another store and needs "
-            f"[{where}] with plugin = \"<name>\" (or {key} = \"memory\" / a store URL)"
+            f'[{where}] with plugin = "<name>" (or {key} = "memory" / a store URL)'
         )

@@ -29,9 +29,7 @@ class MemoryStore(Store):
 
     def _record(self, op: ChangeOp, resource: Resource, feature: str, actor: str | None) -> int:
         revision = len(self._changes) + 1
-        self._changes.append(
-            ChangeEvent(revision, op, resource, feature, datetime.now(UTC), actor)
-        )
+        self._changes.append(ChangeEvent(revision, op, resource, feature, datetime.now(UTC), actor))
         return revision
 
     async def add(self, resource: Resource, feature: str, *, actor: str | None) -> WriteResult:

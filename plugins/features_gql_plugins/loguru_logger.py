@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -24,8 +25,16 @@ _CONSOLE = (
     "<cyan>{name}</cyan> {message}{extra[_fields]}\n{exception}"
 )
 _OPERATION_FIELDS = (
-    "store", "op", "resource", "feature", "items", "duration_ms", "outcome", "injected",
-    "request_id", "error",
+    "store",
+    "op",
+    "resource",
+    "feature",
+    "items",
+    "duration_ms",
+    "outcome",
+    "injected",
+    "request_id",
+    "error",
 )
 
 
@@ -56,6 +65,15 @@ def _json_format(record: Record) -> str:
     return "{extra[_json]}\n"
 
 
+def _named(name: str) -> Callable[[Record], None]:
+    """Report records under ``name`` (the stdlib logger name) rather than loguru's caller."""
+
+    def patch(record: Record) -> None:
+        record["name"] = name
+
+    return patch
+
+
 class _Intercept(logging.Handler):
     """Send standard-library log records through loguru (the loguru docs' recipe)."""
 
@@ -66,9 +84,9 @@ class _Intercept(logging.Handler):
             level = record.levelno
         extra = getattr(record, "fields", None)
         bound = logger.bind(**extra) if isinstance(extra, dict) else logger
-        bound.patch(lambda r: r.update(name=record.name)).opt(
-            exception=record.exc_info
-        ).log(level, record.getMessage())
+        bound.patch(_named(record.name)).opt(exception=record.exc_info).log(
+            level, record.getMessage()
+        )
 
 
 class LoguruLogger:
@@ -102,9 +120,8 @@ class LoguruLogger:
             "error": event.error,
         }
         level = "INFO" if event.outcome == "ok" else "WARNING"
-        logger.bind(**{k: fields[k] for k in _OPERATION_FIELDS}).patch(
-            lambda r: r.update(name="features_gql.store")
-        ).log(level, "store operation")
+        bound = logger.bind(**{k: fields[k] for k in _OPERATION_FIELDS})
+        bound.patch(_named("features_gql.store")).log(level, "store operation")
 
     def close(self) -> None:
         logger.complete()

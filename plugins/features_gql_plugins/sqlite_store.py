@@ -77,9 +77,7 @@ class SQLiteStore(Store):
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
 
-    async def _run(
-        self, executor: ThreadPoolExecutor, fn: Callable[..., T], *args: Any
-    ) -> T:
+    async def _run(self, executor: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
         except sqlite3.OperationalError as exc:
@@ -90,10 +88,9 @@ class SQLiteStore(Store):
             raise StoreUnavailable(f"sqlite error: {exc}") from exc
 
     async def open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-
         def open_writer() -> sqlite3.Connection:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             conn = _connect(self.path, self.synchronous, self.busy_timeout_ms)
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -115,7 +112,10 @@ class SQLiteStore(Store):
             raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
 
     async def close(self) -> None:
-        for conn, executor in ((self._reader, self._reader_thread), (self._writer, self._writer_thread)):
+        for conn, executor in (
+            (self._reader, self._reader_thread),
+            (self._writer, self._writer_thread),
+        ):
             if conn is not None:
                 await asyncio.get_running_loop().run_in_executor(executor, conn.close)
             executor.shutdown(wait=True)
@@ -184,9 +184,7 @@ class SQLiteStore(Store):
         return await self._run(self._writer_thread, self._write, "add", resource, feature, actor)
 
     async def remove(self, resource: Resource, feature: str, *, actor: str | None) -> WriteResult:
-        return await self._run(
-            self._writer_thread, self._write, "remove", resource, feature, actor
-        )
+        return await self._run(self._writer_thread, self._write, "remove", resource, feature, actor)
 
     async def features_of_many(self, resources: Sequence[Resource]) -> list[list[str]]:
         conn = self._r
@@ -279,7 +277,9 @@ class SQLiteStore(Store):
 
 def default_path() -> Path:
     """Where ``serve`` keeps its flags when no store is configured."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
     return Path(base) / "features-gql" / "features.db"
 
 
@@ -294,19 +294,19 @@ def path_from_url(url: str) -> str:
 
 
 def _factory(options: StoreOptions, builder: StoreBuilder) -> Store:
-    url = options.str("url")
-    path = options.str("path")
+    url = options.get_str("url")
+    path = options.get_str("path")
     if url is not None and path is not None:
         raise ConfigError(f"{options.where}: give the sqlite store either url or path, not both")
     if url is not None:
         path = path_from_url(url)
-    synchronous = (options.str("synchronous", "normal") or "normal").lower()
+    synchronous = (options.get_str("synchronous", "normal") or "normal").lower()
     if synchronous not in _SYNCHRONOUS:
         raise ConfigError(
             f"{options.where}: synchronous must be one of {', '.join(_SYNCHRONOUS)}, "
             f"got {synchronous!r}"
         )
-    busy = options.int("busy_timeout_ms", 5000, minimum=0)
+    busy = options.get_int("busy_timeout_ms", 5000, minimum=0)
     return SQLiteStore(
         str(Path(path).expanduser()) if path else str(default_path()),
         synchronous=synchronous,

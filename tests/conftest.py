@@ -1,0 +1,116 @@
+"""Fixtures that run the real service: a real aiohttp server on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from features_gql import hookimpl
+from features_gql.bootstrap import Service, build
+from features_gql.config import Settings
+from features_gql.events import OperationEvent
+from features_gql.http.app import create_app
+
+
+class EventRecorder:
+    """A plugin that records operation events through the real hook."""
+
+    def __init__(self) -> None:
+        self.events: list[OperationEvent] = []
+
+    @hookimpl
+    def features_gql_operation_event(self, event: OperationEvent) -> None:
+        self.events.append(event)
+
+
+@dataclass
+class GraphQLResponse:
+    status: int
+    body: Any
+    headers: Any
+    content_type: str
+
+    @property
+    def data(self) -> Any:
+        return self.body.get("data")
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return list(self.body.get("errors") or [])
+
+    @property
+    def codes(self) -> list[str]:
+        return [e.get("extensions", {}).get("code") for e in self.errors]
+
+
+@dataclass
+class Server:
+    url: str
+    service: Service
+    session: aiohttp.ClientSession
+    recorder: EventRecorder = field(default_factory=EventRecorder)
+
+    async def gql(
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> GraphQLResponse:
+        payload: dict[str, Any] = {"query": query}
+        if variables is not None:
+            payload["variables"] = variables
+        async with self.session.post(
+            f"{self.url}/graphql", json=payload, headers=headers or {}
+        ) as response:
+            body = await response.json(content_type=None)
+            return GraphQLResponse(response.status, body, response.headers, response.content_type)
+
+    def events(self) -> list[OperationEvent]:
+        self.service.dispatcher.flush()
+        return list(self.recorder.events)
+
+
+StartServer = Callable[..., Awaitable[Server]]
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[StartServer]:
+    """Start the real service on 127.0.0.1 and a free port; stopped after the test."""
+    runners: list[web.AppRunner] = []
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def start(
+        store: Any = "memory",
+        *,
+        extra_plugins: Sequence[object] = (),
+        **settings: Any,
+    ) -> Server:
+        recorder = EventRecorder()
+        settings.setdefault("loggers", ())
+        service = build(Settings(store=store, **settings), extra_plugins=[recorder, *extra_plugins])
+        runner = web.AppRunner(create_app(service))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = runner.addresses[0][1]
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        sessions.append(session)
+        return Server(f"http://127.0.0.1:{port}", service, session, recorder)
+
+    yield start
+    for session in sessions:
+        await session.close()
+    for runner in runners:
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def server(start_server: StartServer) -> Server:
+    return await start_server("memory")

@@ -1,0 +1,35 @@
+"""Every bundled store runs the store contract suite."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from features_gql_plugins.memory_store import MemoryStore
+from features_gql_plugins.sqlite_store import SQLiteStore
+
+from features_gql.stores import Store
+from features_gql.testing import StoreContract
+
+
+class TestMemoryStore(StoreContract):
+    persistent = False
+
+    @pytest.fixture
+    def make_store(self) -> Callable[[], Store]:
+        return MemoryStore
+
+
+class TestSQLiteStore(StoreContract):
+    @pytest.fixture
+    def make_store(self, tmp_path: Path) -> Callable[[], Store]:
+        return lambda: SQLiteStore(str(tmp_path / "features.db"))
+
+
+class TestSQLiteStoreFullSync(StoreContract):
+    """The power-loss-safe setting must be just as correct."""
+
+    @pytest.fixture
+    def make_store(self, tmp_path: Path) -> Callable[[], Store]:
+        return lambda: SQLiteStore(str(tmp_path / "nested" / "dir" / "f.db"), synchronous="full")
