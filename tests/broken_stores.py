@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 
-from features_gql_plugins.memory_store import MemoryStore
-
 from features_gql import StoreUnavailable, hookimpl
 from features_gql.domain import Resource
 from features_gql.stores import Store, StoreBuilder, StoreOptions, StoreRegistry
+from features_gql_plugins.memory_store import MemoryStore
 
 
 class DownStore(MemoryStore):

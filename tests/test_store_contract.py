@@ -6,11 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from features_gql_plugins.memory_store import MemoryStore
-from features_gql_plugins.sqlite_store import SQLiteStore
 
 from features_gql.stores import Store
 from features_gql.testing import StoreContract
+from features_gql_plugins.memory_store import MemoryStore
+from features_gql_plugins.sqlite_store import SQLiteStore
 
 
 class TestMemoryStore(StoreContract):

@@ -1,0 +1,49 @@
+"""Model 1: the application keeps the data, reads in-process, and mounts the endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from features_gql import FeaturesAPI
+from features_gql.http import mount_graphql
+from features_gql.http.app import request_context
+from features_gql_plugins.sqlite_store import SQLiteStore
+
+
+async def test_mounted_endpoint_writes_what_the_application_reads(tmp_path: Path) -> None:
+    store = SQLiteStore(str(tmp_path / "app.db"))
+    api = FeaturesAPI(store, deadline=0.5)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await store.open()
+        yield
+        await store.close()
+
+    app = web.Application(middlewares=[request_context])
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/own", lambda request: web.json_response({"mine": True}))
+    mount_graphql(app, api, path="/features/graphql")
+
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            mutation = (
+                'mutation { addFeature(resource: {type: "pipeline", id: "p1"}, '
+                'feature: "speedups") { ... on FeatureChange { changed } } }'
+            )
+            async with session.post(f"{url}/features/graphql", json={"query": mutation}) as r:
+                assert (await r.json())["data"]["addFeature"]["changed"] is True
+                assert r.headers["X-Request-ID"]
+            async with session.get(f"{url}/own") as r:
+                assert await r.json() == {"mine": True}
+        assert await api.has(("pipeline", "p1"), "speedups") is True
+    finally:
+        await runner.cleanup()
