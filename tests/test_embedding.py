@@ -25,7 +25,10 @@ async def test_mounted_endpoint_writes_what_the_application_reads(tmp_path: Path
 
     app = web.Application(middlewares=[request_context])
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_get("/own", lambda request: web.json_response({"mine": True}))
+    async def own(request: web.Request) -> web.Response:
+        return web.json_response({"mine": True})
+
+    app.router.add_get("/own", own)
     mount_graphql(app, api, path="/features/graphql")
 
     runner = web.AppRunner(app)
