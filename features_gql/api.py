@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from features_gql.domain import (
@@ -17,10 +18,12 @@ from features_gql.domain import (
     ResourcePage,
     WriteResult,
     validate_feature,
+    validate_id,
     validate_slug,
 )
 from features_gql.errors import InvalidInput, StoreError, StoreTimeout
 from features_gql.events import OperationEvent
+from features_gql.faults import injected_delay
 from features_gql.request_context import request_id
 from features_gql.stores.base import Store
 
@@ -65,6 +68,16 @@ def _resource(resource: Resource | tuple[str, str], field: str = "resource") -> 
     return Resource.of(type_, id_, field)
 
 
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """The answer of a readiness probe. ``reason`` is an outcome word, never internals."""
+
+    store: str
+    up: bool
+    seconds: float
+    reason: str | None = None
+
+
 class FeaturesAPI:
     """Attach features to resources and ask about them.
 
@@ -99,12 +112,18 @@ class FeaturesAPI:
         outcome = "ok"
         error: str | None = None
         injected = False
+        # A fault-injection store sets this while it delays on purpose (features_gql.faults).
+        delay_token = injected_delay.set(False)
         try:
             async with asyncio.timeout(self.deadline):
                 return await call()
         except TimeoutError:
-            outcome, error = "timeout", f"no answer within {self.deadline:g}s"
-            raise StoreTimeout(f"the store did not answer {op} within {self.deadline:g}s") from None
+            injected = injected_delay.get()
+            why = " (injected delay)" if injected else ""
+            outcome, error = "timeout", f"no answer within {self.deadline:g}s{why}"
+            raise StoreTimeout(
+                f"the store did not answer {op} within {self.deadline:g}s{why}", injected=injected
+            ) from None
         except StoreError as exc:
             outcome, error, injected = exc.outcome, str(exc), exc.injected
             raise
@@ -112,6 +131,7 @@ class FeaturesAPI:
             outcome, error = "error", f"{type(exc).__name__}: {exc}"
             raise
         finally:
+            injected_delay.reset(delay_token)
             if self._on_event is not None:
                 self._on_event(
                     OperationEvent(
@@ -201,6 +221,26 @@ class FeaturesAPI:
             "check_many", lambda: self.store.check_many(checked), items=len(checked)
         )
 
+    async def check_matrix(
+        self, type: str, ids: Sequence[str], features: Sequence[str]
+    ) -> list[list[bool]]:
+        """For each id, whether ``(type, id)`` has each feature: one row per id, one column
+        per feature, in one store call. The cheap shape for large batches."""
+        validate_slug(type, "type")
+        for i, id_ in enumerate(ids):
+            validate_id(id_, f"ids[{i}]")
+        for j, feature in enumerate(features):
+            validate_feature(feature, f"features[{j}]")
+        _check_batch(len(ids) * len(features), "ids")
+        if not ids or not features:
+            return [[] for _ in ids]
+        items = [(Resource(type, id_), feature) for id_ in ids for feature in features]
+        answers = await self._call(
+            "check_many", lambda: self.store.check_many(items), items=len(items)
+        )
+        width = len(features)
+        return [answers[row * width : (row + 1) * width] for row in range(len(ids))]
+
     async def resources_with(
         self,
         feature: str,
@@ -254,6 +294,27 @@ class FeaturesAPI:
     async def ping(self) -> None:
         """Raise a StoreError unless the store answers a cheap probe in time."""
         await self._call("ping", self.store.ping)
+
+    async def probe(self, within: float = 0.5) -> Probe:
+        """Readiness: can the store answer within ``within`` seconds?
+
+        Not reported as an operation event: probes arrive every second and would drown
+        the request traffic in logs. Failures are logged here, once per probe.
+        """
+        started = time.perf_counter()
+        reason: str | None = None
+        try:
+            async with asyncio.timeout(min(within, self.deadline)):
+                await self.store.ping()
+        except TimeoutError:
+            reason = "timeout"
+        except StoreError as exc:
+            reason = exc.outcome
+            log.warning("readiness probe failed: %s", exc)
+        except Exception:
+            reason = "error"
+            log.exception("readiness probe raised an unexpected error")
+        return Probe(self.store.name, reason is None, time.perf_counter() - started, reason)
 
 
 def _check_batch(size: int, field: str) -> None:

@@ -9,9 +9,9 @@ from typing import Any
 
 from features_gql.api import FeaturesAPI
 from features_gql.config import Settings
-from features_gql.errors import ConfigError
-from features_gql.events import EventDispatcher, OperationSink
+from features_gql.events import EventDispatcher, OperationSink, collect_for_request
 from features_gql.loggers import Logger, LogSettings
+from features_gql.metrics import Metrics
 from features_gql.plugin_manager import Plugins, collect, create_plugin_manager
 from features_gql.stores.base import Store
 from features_gql.stores.registry import StoreBuilder
@@ -31,6 +31,7 @@ class Service:
     store: Store
     api: FeaturesAPI
     dispatcher: EventDispatcher
+    metrics: Metrics
     loggers: list[Logger] = field(default_factory=list)
     store_description: str = ""
 
@@ -66,15 +67,12 @@ def build(settings: Settings, *, extra_plugins: Sequence[object] = ()) -> Servic
         (name, logger.operation) for name, logger in zip(settings.loggers, loggers, strict=True)
     ]
     sinks += plugins.operation_sinks
-    dispatcher = EventDispatcher(sinks)
+    # The lambda reads the dispatcher at scrape time; it is created just below.
+    metrics = Metrics(sink_health=lambda: dispatcher.health)
+    dispatcher = EventDispatcher(
+        sinks,
+        inline=[("metrics", metrics.observe_operation), ("request", collect_for_request)],
+    )
     api = FeaturesAPI(store, deadline=settings.deadline, on_event=dispatcher.emit)
     description = ", ".join(f"{k}={v}" for k, v in table.items() if k != "inner") or "?"
-    return Service(settings, plugins, store, api, dispatcher, loggers, description)
-
-
-def check_loggers(settings: Settings, plugins: Plugins) -> None:
-    for name in settings.loggers:
-        if name not in plugins.loggers.names():
-            raise ConfigError(
-                f"unknown logger {name!r}; available: {', '.join(plugins.loggers.names())}"
-            )
+    return Service(settings, plugins, store, api, dispatcher, metrics, loggers, description)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +37,27 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--deadline", type=float, help="seconds each store call may take (default 2)"
     )
+    serve.add_argument(
+        "--slow-request-ms",
+        type=float,
+        help="warn about GraphQL requests slower than this, with their slowest store calls "
+        "(default 250)",
+    )
+    serve.add_argument(
+        "--fault",
+        action="append",
+        metavar="KEY=VALUE",
+        help="fault injection: wrap the store in a `failing` store with this option "
+        "(repeatable; TOML values): error_rate=0.2 seed=7 every_nth=5 operations=writes "
+        "concurrent_writes=true outage_seconds=30 (docs/fault-injection.md)",
+    )
+    serve.add_argument(
+        "--latency",
+        action="append",
+        metavar="KEY=VALUE",
+        help="fault injection: wrap the store in a `slow` store with this option "
+        "(repeatable): delay_ms=30 jitter_ms=20 seed=7 operations=reads stall=true",
+    )
     _common(serve)
     serve.add_argument(
         "--no-introspection", action="store_true", help="refuse introspection queries"
@@ -62,13 +84,21 @@ def _settings(args: argparse.Namespace) -> Any:
         "port": getattr(args, "port", None),
         "store": getattr(args, "store", None),
         "deadline": getattr(args, "deadline", None),
+        "slow_request_ms": getattr(args, "slow_request_ms", None),
         "log_format": args.log_format,
         "log_level": args.log_level,
         "plugins_dir": args.plugins_dir,
     }
     if getattr(args, "no_introspection", False):
         overrides["introspection"] = False
-    return load_settings(config_file=args.config, overrides=overrides)
+    settings = load_settings(config_file=args.config, overrides=overrides)
+    fault, latency = getattr(args, "fault", None), getattr(args, "latency", None)
+    if fault or latency:
+        from features_gql.faults import wrap_store
+
+        store = wrap_store(settings.store, fault=fault, latency=latency)
+        settings = dataclasses.replace(settings, store=store)
+    return settings
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -25,11 +25,15 @@ ENVIRONMENT = {
     "FEATURES_GQL_PORT": "port to listen on",
     "FEATURES_GQL_STORE": "store: memory, sqlite:///path.db, or another plugin's URL",
     "FEATURES_GQL_DEADLINE_SECONDS": "deadline of every store call",
+    "FEATURES_GQL_SLOW_REQUEST_MS": "log a warning for GraphQL requests slower than this",
     "FEATURES_GQL_LOG_FORMAT": "console or json",
     "FEATURES_GQL_LOG_LEVEL": "DEBUG, INFO, WARNING, ERROR",
     "FEATURES_GQL_INTROSPECTION": "true or false",
     "FEATURES_GQL_PLUGINS_DIR": "directory of local plugin .py files",
+    "FEATURES_GQL_ADMIN_TOKEN": "bearer token for /admin/faults (unset: admin is refused)",
 }
+
+MIN_ADMIN_TOKEN = 16
 
 _LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
@@ -41,13 +45,19 @@ class Settings:
     #: A ``[store]`` table, a ``--store`` string, or None for the default SQLite file.
     store: Mapping[str, Any] | str | None = None
     deadline: float = DEFAULT_DEADLINE
+    #: A GraphQL request slower than this logs a warning naming its slowest store calls.
+    slow_request_ms: float = 250.0
     log_format: LogFormat = "console"
     log_level: str = "INFO"
     loggers: tuple[str, ...] = ("loguru",)
     introspection: bool = True
+    #: Answer hot query shapes through the compiled fast path (off only to compare).
+    fast_path: bool = True
     graphiql: bool = True
     plugins_dir: Path | None = None
     config_file: Path | None = field(default=None, compare=False)
+    #: The bearer token of the admin endpoints (/admin/faults); None refuses them all.
+    admin_token: str | None = field(default=None, repr=False)
 
 
 def _bool(value: str, name: str) -> bool:
@@ -72,6 +82,13 @@ def _check(settings: Settings) -> Settings:
         raise ConfigError(f"port must be between 0 and 65535, got {settings.port}")
     if settings.deadline <= 0:
         raise ConfigError(f"deadline must be a positive number of seconds, got {settings.deadline}")
+    if settings.slow_request_ms < 0:
+        raise ConfigError(f"slow request threshold must be >= 0 ms, got {settings.slow_request_ms}")
+    if settings.admin_token is not None and len(settings.admin_token) < MIN_ADMIN_TOKEN:
+        raise ConfigError(
+            f"the admin token must be at least {MIN_ADMIN_TOKEN} characters "
+            "(e.g. `openssl rand -hex 16`)"
+        )
     return replace(settings, log_level=settings.log_level.upper())
 
 
@@ -117,17 +134,23 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
             "port": int,
             "deadline_seconds": (int, float),
             "introspection": bool,
+            "fast_path": bool,
             "graphiql": bool,
+            "admin_token": str,
         },
     )
     for key, attr in (
         ("host", "host"),
         ("port", "port"),
         ("introspection", "introspection"),
+        ("fast_path", "fast_path"),
         ("graphiql", "graphiql"),
+        ("admin_token", "admin_token"),
     ):
         if key in server:
             changes[attr] = server[key]
+    if "slow_request_ms" in server:
+        changes["slow_request_ms"] = float(server["slow_request_ms"])
     if "deadline_seconds" in server:
         changes["deadline"] = float(server["deadline_seconds"])
     logging_ = _take(
@@ -172,6 +195,11 @@ def from_environment(env: Mapping[str, str], base: Settings) -> Settings:
             changes["deadline"] = float(env["FEATURES_GQL_DEADLINE_SECONDS"])
         except ValueError:
             raise ConfigError("FEATURES_GQL_DEADLINE_SECONDS must be a number") from None
+    if "FEATURES_GQL_SLOW_REQUEST_MS" in env:
+        try:
+            changes["slow_request_ms"] = float(env["FEATURES_GQL_SLOW_REQUEST_MS"])
+        except ValueError:
+            raise ConfigError("FEATURES_GQL_SLOW_REQUEST_MS must be a number") from None
     if "FEATURES_GQL_LOG_FORMAT" in env:
         changes["log_format"] = env["FEATURES_GQL_LOG_FORMAT"]
     if "FEATURES_GQL_LOG_LEVEL" in env:
@@ -182,6 +210,8 @@ def from_environment(env: Mapping[str, str], base: Settings) -> Settings:
         )
     if "FEATURES_GQL_PLUGINS_DIR" in env:
         changes["plugins_dir"] = Path(env["FEATURES_GQL_PLUGINS_DIR"])
+    if env.get("FEATURES_GQL_ADMIN_TOKEN"):
+        changes["admin_token"] = env["FEATURES_GQL_ADMIN_TOKEN"]
     return replace(base, **changes)
 
 

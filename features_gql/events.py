@@ -8,6 +8,8 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from features_gql.request_context import request_operations
+
 log = logging.getLogger("features_gql.events")
 
 
@@ -55,8 +57,17 @@ class EventDispatcher:
     once per sink rather than once per event.
     """
 
-    def __init__(self, sinks: Sequence[tuple[str, OperationSink]], maxsize: int = 10_000) -> None:
+    def __init__(
+        self,
+        sinks: Sequence[tuple[str, OperationSink]],
+        maxsize: int = 10_000,
+        *,
+        inline: Sequence[tuple[str, OperationSink]] = (),
+    ) -> None:
         self._sinks = list(sinks)
+        #: Called on the request path: only for the project's own cheap, non-blocking
+        #: sinks (metrics, the per-request operation list), never for plugins.
+        self._inline = list(inline)
         self._queue: queue.Queue[object] = queue.Queue(maxsize=maxsize)
         self._thread: threading.Thread | None = None
         self.health = SinkHealth()
@@ -73,6 +84,11 @@ class EventDispatcher:
             self._thread.start()
 
     def emit(self, event: OperationEvent) -> None:
+        for name, sink in self._inline:
+            try:
+                sink(event)
+            except Exception:
+                self._failed(name)
         if self._thread is None:
             return
         try:
@@ -112,10 +128,19 @@ class EventDispatcher:
                 try:
                     sink(item)
                 except Exception:
-                    count = self.health.failures.get(name, 0) + 1
-                    self.health.failures[name] = count
-                    if count == 1:
-                        log.exception(
-                            "operation sink %r failed; further failures are counted, not logged",
-                            name,
-                        )
+                    self._failed(name)
+
+    def _failed(self, name: str) -> None:
+        count = self.health.failures.get(name, 0) + 1
+        self.health.failures[name] = count
+        if count == 1:
+            log.exception(
+                "operation sink %r failed; further failures are counted, not logged", name
+            )
+
+
+def collect_for_request(event: OperationEvent) -> None:
+    """Inline sink: remember the event in the current request's operation list, if any."""
+    operations = request_operations.get()
+    if operations is not None:
+        operations.append(event)

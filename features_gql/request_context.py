@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from features_gql.events import OperationEvent
 
 #: Set by the driving adapter (HTTP middleware) for the duration of one request.
 request_id: ContextVar[str | None] = ContextVar("features_gql_request_id", default=None)
+
+#: The store operations the current request caused, for its slow-request warning.
+request_operations: ContextVar[list[OperationEvent] | None] = ContextVar(
+    "features_gql_request_operations", default=None
+)

@@ -27,9 +27,12 @@ class DownStore(MemoryStore):
 
 
 class StalledStore(MemoryStore):
-    """Reads never return."""
+    """Reads and probes never return."""
 
     name = "stalled"
+
+    async def ping(self) -> None:
+        await asyncio.Event().wait()
 
     async def has(self, resource: Resource, feature: str) -> bool:
         await asyncio.Event().wait()

@@ -53,6 +53,7 @@ class Server:
     url: str
     service: Service
     session: aiohttp.ClientSession
+    app: web.Application
     recorder: EventRecorder = field(default_factory=EventRecorder)
 
     async def gql(
@@ -102,7 +103,7 @@ async def start_server() -> AsyncIterator[StartServer]:
         port = runner.addresses[0][1]
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         sessions.append(session)
-        return Server(f"http://127.0.0.1:{port}", service, session, recorder)
+        return Server(f"http://127.0.0.1:{port}", service, session, runner.app, recorder)
 
     yield start
     for session in sessions:
@@ -114,3 +115,13 @@ async def start_server() -> AsyncIterator[StartServer]:
 @pytest.fixture
 async def server(start_server: StartServer) -> Server:
     return await start_server("memory")
+
+
+# -- MongoDB (tests/mongodb_server.py) ----------------------------------------------------
+# The embedded MongoDB wire-protocol server (or MONGODB_URL), for every test module.
+from tests.mongodb_server import (  # noqa: E402, F401
+    mongodb_admin,
+    mongodb_database,
+    mongodb_server,
+    mongodb_url,
+)

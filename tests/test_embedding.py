@@ -25,6 +25,7 @@ async def test_mounted_endpoint_writes_what_the_application_reads(tmp_path: Path
 
     app = web.Application(middlewares=[request_context])
     app.cleanup_ctx.append(lifecycle)
+
     async def own(request: web.Request) -> web.Response:
         return web.json_response({"mine": True})
 

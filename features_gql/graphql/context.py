@@ -16,6 +16,8 @@ class Context:
     request_id: str
     #: Who is making changes, as the client says (``X-Actor``); recorded in the change log.
     actor: str | None = None
+    #: Set once the query is parsed; for request logs and metrics.
+    operation_name: str | None = field(default=None, init=False)
     features: DataLoader[Resource, list[str]] = field(init=False)
     checks: DataLoader[tuple[Resource, str], bool] = field(init=False)
 

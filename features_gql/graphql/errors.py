@@ -35,8 +35,14 @@ def _copy(error: GraphQLError, message: str, extensions: dict[str, object]) -> G
     )
 
 
-def translate(error: GraphQLError, request_id: str | None) -> GraphQLError:
-    """The error a client sees: a code in ``extensions`` and nothing internal."""
+def translate(
+    error: GraphQLError, request_id: str | None, logged: set[int] | None = None
+) -> GraphQLError:
+    """The error a client sees: a code in ``extensions`` and nothing internal.
+
+    ``logged`` collects the store errors already logged for this response: the fields of
+    one failed DataLoader batch share one exception, which is logged once.
+    """
     original = error.original_error
     if isinstance(original, InvalidInput):
         return _copy(
@@ -45,12 +51,15 @@ def translate(error: GraphQLError, request_id: str | None) -> GraphQLError:
             {"code": BAD_USER_INPUT, "field": original.field, "rule": original.rule},
         )
     if isinstance(original, StoreError):
-        log.warning(
-            "store error answered as %s: %s",
-            original.code,
-            original,
-            extra={"fields": {"request_id": request_id, "injected": original.injected or None}},
-        )
+        if logged is None or id(original) not in logged:
+            log.warning(
+                "store error answered as %s: %s",
+                original.code,
+                original,
+                extra={"fields": {"request_id": request_id, "injected": original.injected or None}},
+            )
+        if logged is not None:
+            logged.add(id(original))
         extensions: dict[str, object] = {"code": original.code, "requestId": request_id}
         if original.injected:
             extensions["injected"] = True
@@ -82,9 +91,12 @@ class ErrorCodes(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         yield
+        context = self.execution_context.context
+        if hasattr(context, "operation_name"):
+            context.operation_name = self.execution_context.operation_name
         result = self.execution_context.result
         if result is None or not result.errors:
             return
-        context = self.execution_context.context
         request_id = getattr(context, "request_id", None)
-        result.errors = [translate(error, request_id) for error in result.errors]
+        logged: set[int] = set()
+        result.errors = [translate(error, request_id, logged) for error in result.errors]

@@ -39,11 +39,11 @@ class Resource:
         return cls(type=resource.type, id=resource.id)
 
     @strawberry.field(description="The features this resource has, sorted.")
-    async def features(self, info: Info) -> list[str]:
+    async def features(self, info: Info) -> list[str] | None:
         return await info.context.features.load(domain.Resource(self.type, self.id))
 
     @strawberry.field(description="Whether this resource has the feature.")
-    async def has_feature(self, info: Info, feature: str) -> bool:
+    async def has_feature(self, info: Info, feature: str) -> bool | None:
         domain.validate_feature(feature)
         return await info.context.checks.load((domain.Resource(self.type, self.id), feature))
 
@@ -82,7 +82,7 @@ class Feature:
         type_: Annotated[str | None, strawberry.argument(name="type")] = None,
         first: int | None = None,
         after: str | None = None,
-    ) -> ResourceConnection:
+    ) -> ResourceConnection | None:
         from features_gql.api import encode_cursor
 
         page = await info.context.api.resources_with(
@@ -154,3 +154,19 @@ class ChangeEvent:
             at=event.at,
             actor=event.actor,
         )
+
+
+@strawberry.type(description="Whether the store answers a cheap probe within a short deadline.")
+class StoreHealth:
+    name: str
+    up: bool
+    latency_ms: float
+    reason: str | None = strawberry.field(
+        description="Why the store is not up: timeout, unavailable or error."
+    )
+
+
+@strawberry.type
+class Health:
+    status: str = strawberry.field(description="ok, or degraded when the store is not up.")
+    store: StoreHealth

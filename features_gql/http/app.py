@@ -1,4 +1,4 @@
-"""The aiohttp application: /graphql, /healthz, request ids, and no tracebacks to clients."""
+"""The aiohttp application: /graphql, health, metrics, request ids and request logs."""
 
 from __future__ import annotations
 
@@ -8,17 +8,27 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from features_gql.api import FeaturesAPI
 from features_gql.bootstrap import Service
+from features_gql.events import OperationEvent
 from features_gql.graphql.schema import build_schema
-from features_gql.http.view import REQUEST_KEY, FeaturesGraphQLView
-from features_gql.request_context import request_id
+from features_gql.http.admin import add_admin_routes
+from features_gql.http.view import OUTCOME_KEY, REQUEST_KEY, FeaturesGraphQLView
+from features_gql.metrics import Metrics
+from features_gql.request_context import request_id, request_operations
 
 log = logging.getLogger("features_gql.http")
+request_log = logging.getLogger("features_gql.request")
 
 SERVICE_KEY = web.AppKey("features_gql.service", Service)
+METRICS_KEY = web.AppKey("features_gql.metrics", Metrics)
+SLOW_KEY = web.AppKey("features_gql.slow_request_seconds", float)
 MAX_REQUEST_ID = 128
+#: Readiness must answer fast even when the store hangs: probes come every second.
+READINESS_TIMEOUT = 0.5
+SLOWEST_SHOWN = 5
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -30,13 +40,31 @@ def _request_id_from(request: web.Request) -> str:
     return uuid.uuid4().hex
 
 
+def _internal_error(rid: str) -> web.Response:
+    body = {
+        "errors": [
+            {
+                "message": f"Internal error; quote request id {rid} when reporting it.",
+                "extensions": {"code": "INTERNAL_SERVER_ERROR", "requestId": rid},
+            }
+        ]
+    }
+    return web.json_response(body, status=500)
+
+
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give every request an id (the client's ``X-Request-ID`` or a new one), echo it, and
-    answer anything unexpected with a JSON error that names it instead of a traceback."""
+    """Give every request an id (the client's ``X-Request-ID`` or a new one) and echo it;
+    log one line per GraphQL request; answer anything unexpected with a JSON error that
+    names the request id instead of a traceback."""
     rid = _request_id_from(request)
     request[REQUEST_KEY] = rid
+    operations: list[OperationEvent] = []
     token = request_id.set(rid)
+    ops_token = request_operations.set(operations)
+    metrics = request.app.get(METRICS_KEY)
+    if metrics is not None:
+        metrics.in_flight.inc()
     started = time.perf_counter()
     try:
         response = await handler(request)
@@ -50,36 +78,84 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             request.path,
             extra={"fields": {"request_id": rid}},
         )
-        body = {
-            "errors": [
-                {
-                    "message": f"Internal error; quote request id {rid} when reporting it.",
-                    "extensions": {"code": "INTERNAL_SERVER_ERROR", "requestId": rid},
-                }
-            ]
-        }
-        response = web.json_response(body, status=500)
+        response = _internal_error(rid)
     finally:
+        seconds = time.perf_counter() - started
         request_id.reset(token)
+        request_operations.reset(ops_token)
+        if metrics is not None:
+            metrics.in_flight.dec()
     response.headers["X-Request-ID"] = rid
-    log.debug(
-        "%s %s -> %s",
-        request.method,
-        request.path,
-        response.status,
-        extra={
-            "fields": {
-                "request_id": rid,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-            }
-        },
-    )
+    outcome = request.get(OUTCOME_KEY)
+    if outcome is not None:
+        if metrics is not None:
+            metrics.observe_request(outcome.operation, outcome.outcome, seconds, outcome.codes)
+        _log_request(
+            request,
+            rid,
+            seconds,
+            response.status,
+            outcome.operation,
+            outcome.outcome,
+            outcome.codes,
+            operations,
+        )
     return response
+
+
+def _log_request(
+    request: web.Request,
+    rid: str,
+    seconds: float,
+    status: int,
+    operation: str | None,
+    outcome: str,
+    codes: list[str],
+    operations: list[OperationEvent],
+) -> None:
+    fields: dict[str, object] = {
+        "request_id": rid,
+        "operation": operation or "anonymous",
+        "duration_ms": round(seconds * 1000, 3),
+        "status": status,
+        "outcome": outcome,
+        "errors": ",".join(sorted(set(codes))) or None,
+        "store_calls": len(operations),
+    }
+    request_log.info("graphql request", extra={"fields": fields})
+    threshold = request.app.get(SLOW_KEY)
+    if threshold is not None and seconds >= threshold:
+        slowest = sorted(operations, key=lambda e: e.duration, reverse=True)[:SLOWEST_SHOWN]
+        fields["slowest_store_calls"] = (
+            ", ".join(f"{e.op}={e.duration * 1000:.1f}ms({e.outcome})" for e in slowest) or "none"
+        )
+        fields["threshold_ms"] = round(threshold * 1000, 3)
+        request_log.warning("slow graphql request", extra={"fields": fields})
 
 
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: the process answers. Deliberately does not touch the store."""
     return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the store answers a cheap probe within a short deadline."""
+    service = request.app[SERVICE_KEY]
+    probe = await service.api.probe(READINESS_TIMEOUT)
+    service.metrics.store_up.set(1 if probe.up else 0)
+    body = {
+        "status": "ready" if probe.up else "unavailable",
+        "store": probe.store,
+        "probe_ms": round(probe.seconds * 1000, 3),
+    }
+    if not probe.up:
+        body["reason"] = f"store {probe.reason}"
+    return web.json_response(body, status=200 if probe.up else 503)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS_KEY]
+    return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def mount_graphql(
@@ -89,6 +165,7 @@ def mount_graphql(
     path: str = "/graphql",
     introspection: bool = True,
     graphiql: bool = True,
+    fast_path: bool = True,
 ) -> None:
     """Serve the GraphQL API of ``api`` at ``path`` in an existing aiohttp application.
 
@@ -98,6 +175,7 @@ def mount_graphql(
     """
     view = FeaturesGraphQLView(
         api,
+        fast_path=fast_path,
         schema=build_schema(introspection=introspection),
         graphql_ide="graphiql" if graphiql else None,
     )
@@ -122,16 +200,22 @@ async def _method_not_allowed(request: web.Request) -> web.Response:
 
 
 def create_app(service: Service) -> web.Application:
-    """The standalone service: GraphQL at /graphql, liveness at /healthz."""
+    """The standalone service: /graphql, /healthz, /readyz and /metrics."""
     app = web.Application(middlewares=[request_context], client_max_size=4 * 1024 * 1024)
     app[SERVICE_KEY] = service
+    app[METRICS_KEY] = service.metrics
+    app[SLOW_KEY] = service.settings.slow_request_ms / 1000
     mount_graphql(
         app,
         service.api,
         introspection=service.settings.introspection,
         graphiql=service.settings.graphiql,
+        fast_path=service.settings.fast_path,
     )
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    add_admin_routes(app, service)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await service.start()

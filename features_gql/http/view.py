@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -15,6 +16,8 @@ from strawberry.types import ExecutionResult
 from features_gql.api import FeaturesAPI
 from features_gql.graphql.context import Context
 from features_gql.graphql.errors import translate
+from features_gql.graphql.fast_path import FastPath
+from features_gql.graphql.schema import MAX_TOKENS
 from features_gql.request_context import request_id
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -22,6 +25,7 @@ JSON = "application/json"
 
 REQUEST_KEY = web.RequestKey("features_gql.request_id", str)
 ACCEPT_KEY = web.ResponseKey("features_gql.accept", str)
+CONTEXT_KEY = web.RequestKey("features_gql.context", Context)
 
 
 def wants_graphql_response(accept: str) -> bool:
@@ -49,17 +53,72 @@ def wants_graphql_response(accept: str) -> bool:
     return best is not None and best[2] == GRAPHQL_RESPONSE
 
 
+@dataclass
+class GraphQLOutcome:
+    """What the request log and metrics need to know about one GraphQL request."""
+
+    operation: str | None
+    outcome: str
+    codes: list[str]
+
+
+OUTCOME_KEY = web.RequestKey("features_gql.graphql_outcome", GraphQLOutcome)
+
+
 class FeaturesGraphQLView(GraphQLView[Context, None]):
-    def __init__(self, api: FeaturesAPI, **kwargs: Any) -> None:
+    def __init__(self, api: FeaturesAPI, *, fast_path: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.api = api
+        self.fast_path = (
+            FastPath(self.schema._schema, max_tokens=MAX_TOKENS)  # type: ignore[attr-defined]
+            if fast_path
+            else None
+        )
+
+    async def _answer_fast(self, request: web.Request) -> web.Response | None:
+        """Answer a hot query shape through the compiled fast path, or return None."""
+        assert self.fast_path is not None
+        accept = request.headers.get("Accept", "")
+        if request.content_type != JSON or "multipart" in accept or "event-stream" in accept:
+            return None
+        try:
+            payload = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return None
+        if type(payload) is not dict or payload.get("extensions"):
+            return None
+        query, name = payload.get("query"), payload.get("operationName")
+        variables = payload.get("variables") or {}
+        if type(query) is not str or type(variables) is not dict:
+            return None
+        if name is not None and type(name) is not str:
+            return None
+        plan = self.fast_path.plan(query, name)
+        if plan is None:
+            return None
+        answer = await self.fast_path.answer(plan, variables, self.api, request.get(REQUEST_KEY))
+        if answer is None:
+            return None
+        response_data: dict[str, Any] = {"data": answer.data}
+        codes: list[str] = []
+        if answer.errors:
+            response_data["errors"] = [error.formatted for error in answer.errors]
+            codes = [str((e.extensions or {}).get("code", "UNKNOWN")) for e in answer.errors]
+        request[OUTCOME_KEY] = GraphQLOutcome(
+            plan.operation_name, "error" if codes else "ok", codes
+        )
+        response = web.Response()
+        response[ACCEPT_KEY] = accept
+        return self.create_response(response_data, response)  # type: ignore[arg-type]
 
     async def get_context(self, request: web.Request, response: Any) -> Context:
-        return Context(
+        context = Context(
             api=self.api,
             request_id=request.get(REQUEST_KEY) or request_id.get() or "-",
             actor=request.headers.get("X-Actor"),
         )
+        request[CONTEXT_KEY] = context
+        return context
 
     async def process_result(
         self, request: web.Request, result: ExecutionResult
@@ -71,8 +130,18 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         response = await super().process_result(request, result)
         # A request error (parse, validation, variables) stops before execution: the
         # GraphQL spec says such a response has no `data` entry at all.
-        if result.data is None and result.errors and all(e.path is None for e in result.errors):
+        rejected = bool(
+            result.data is None and result.errors and all(e.path is None for e in result.errors)
+        )
+        if rejected:
             response.pop("data", None)
+        context = request.get(CONTEXT_KEY)
+        codes = [str((e.extensions or {}).get("code", "UNKNOWN")) for e in result.errors or ()]
+        request[OUTCOME_KEY] = GraphQLOutcome(
+            operation=context.operation_name if context is not None else None,
+            outcome="rejected" if rejected else "error" if codes else "ok",
+            codes=codes,
+        )
         return response
 
     def decode_json(self, data: str | bytes) -> object:
@@ -103,6 +172,10 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         return response
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
+        if self.fast_path is not None and request.method == "POST":
+            fast = await self._answer_fast(request)
+            if fast is not None:
+                return fast
         try:
             return await self.run(request=request)
         except HTTPException as exc:

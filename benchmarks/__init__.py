@@ -1,0 +1,1 @@
+"""Benchmarks of features-gql; run them with `python -m benchmarks`."""

@@ -1,0 +1,207 @@
+"""Fault injection support shared by the core and the fault-injection plugins.
+
+The ``slow`` and ``failing`` stores live in ``features_gql_plugins``; what the core
+needs to know about them lives here:
+
+* the operation names and groups their ``operations`` option accepts;
+* :data:`injected_delay`, which lets a deadline missed because of a deliberate delay
+  be reported as injected;
+* :class:`FaultControl`, the protocol through which the admin endpoint changes the
+  faults of a running store, and :func:`fault_controls`, which finds them;
+* :func:`wrap_store`, the ``--fault`` / ``--latency`` command-line shorthand.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Protocol, runtime_checkable
+
+from features_gql.errors import ConfigError
+from features_gql.stores.base import Store, WrappingStore
+from features_gql.stores.options import StoreOptions
+
+#: Store operations (method names of :class:`~features_gql.stores.Store`).
+READS = (
+    "has",
+    "features_of_many",
+    "check_many",
+    "resources_with",
+    "changes_since",
+    "revision",
+    "ping",
+)
+WRITES = ("add", "remove")
+ALL_OPERATIONS = frozenset(READS + WRITES)
+OPERATION_GROUPS: dict[str, tuple[str, ...]] = {
+    "all": READS + WRITES,
+    "reads": READS,
+    "writes": WRITES,
+}
+#: Operation events call ``features_of_many`` ``features_of``; accept both.
+OPERATION_ALIASES = {"features_of": "features_of_many"}
+
+#: True while a fault-injection store delays a call on purpose. The task that awaits
+#: the store sees it, so :class:`~features_gql.api.FeaturesAPI` can mark a deadline
+#: that such a delay made it miss as ``injected``.
+injected_delay: ContextVar[bool] = ContextVar("features_gql_injected_delay", default=False)
+
+
+@contextmanager
+def delaying_on_purpose() -> Iterator[None]:
+    """Mark the current task as waiting on an injected delay.
+
+    When the wait is cancelled (the deadline struck), the mark deliberately stays set:
+    the caller that applied the deadline reads it and resets its own token.
+    """
+    token = injected_delay.set(True)
+    yield
+    injected_delay.reset(token)
+
+
+def parse_operations(value: object, where: str, key: str = "operations") -> frozenset[str]:
+    """Operation names and groups (a list, or one comma-separated string) as a set."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{where}: {key} must be a list of operation names, got {value!r}")
+    if not value:
+        raise ConfigError(f"{where}: {key} must name at least one operation")
+    selected: set[str] = set()
+    for item in value:
+        name = OPERATION_ALIASES.get(item, item)
+        if name in OPERATION_GROUPS:
+            selected.update(OPERATION_GROUPS[name])
+        elif name in ALL_OPERATIONS:
+            selected.add(name)
+        else:
+            known = ", ".join([*OPERATION_GROUPS, *READS, *WRITES, *OPERATION_ALIASES])
+            raise ConfigError(f"{where}: {key} has unknown operation {item!r}; known: {known}")
+    return frozenset(selected)
+
+
+def read_operations(options: StoreOptions, default: frozenset[str]) -> frozenset[str]:
+    raw = options.raw("operations")
+    if raw is None:
+        return default
+    return parse_operations(raw, f"{options.where} (store {options.plugin!r})")
+
+
+def read_seed(options: StoreOptions, default: int | None) -> int | None:
+    raw = options.raw("seed")
+    if raw is None:
+        return default
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise ConfigError(
+            f"{options.where}: option 'seed' of store {options.plugin!r} must be an integer, "
+            f"got {raw!r}"
+        )
+    return raw
+
+
+@runtime_checkable
+class FaultControl(Protocol):
+    """A store whose faults can be inspected and changed while it runs.
+
+    The admin endpoint (``/admin/faults``) finds these stores in the configured chain
+    with :func:`fault_controls`.
+    """
+
+    #: The plugin name, ``failing`` or ``slow``.
+    plugin: str
+    name: str
+
+    def fault_state(self) -> dict[str, Any]:
+        """The current settings and counters, as JSON-ready values."""
+
+    def change_faults(self, changes: Mapping[str, Any]) -> None:
+        """Apply new settings (option names as in TOML); raise ConfigError if invalid.
+
+        Either every change applies or none does.
+        """
+
+
+def fault_controls(store: Store) -> list[tuple[str, FaultControl]]:
+    """Every controllable store in the chain, outermost first, with its config path."""
+    found: list[tuple[str, FaultControl]] = []
+    path = "store"
+    current: Store | None = store
+    while current is not None:
+        if isinstance(current, FaultControl):
+            found.append((path, current))
+        current = current.inner if isinstance(current, WrappingStore) else None
+        path += ".inner"
+    return found
+
+
+# -- the command-line shorthand --------------------------------------------------------
+
+_KEY = re.compile(r"[a-z][a-z0-9_]*")
+_RESERVED = ("plugin", "inner")
+
+
+def parse_assignments(pairs: Sequence[str], flag: str) -> dict[str, Any]:
+    """``["error_rate=0.2", "operations=writes"]`` as options.
+
+    Values are read as TOML values (``0.2``, ``true``, ``["add", "remove"]``), so the
+    shorthand takes exactly what a ``[store]`` table takes; anything that is not a
+    TOML value is a string.
+    """
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or _KEY.fullmatch(key) is None:
+            raise ConfigError(f"{flag} takes KEY=VALUE (e.g. {flag} error_rate=0.2), got {pair!r}")
+        if key in _RESERVED:
+            raise ConfigError(f"{flag} cannot set {key!r}; use --store or a [store] table")
+        try:
+            value: Any = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        options[key] = value
+    return options
+
+
+def wrap_store(
+    store: Mapping[str, Any] | str | None,
+    *,
+    fault: Sequence[str] | None = None,
+    latency: Sequence[str] | None = None,
+) -> Mapping[str, Any] | str | None:
+    """Wrap a store setting in ``failing`` (``--fault`` options) over ``slow`` (``--latency``).
+
+    ``failing`` goes outside ``slow``, so a refused call answers at once and a slow
+    write stays in flight long enough for ``concurrent_writes`` to see overlaps.
+    """
+    if not fault and not latency:
+        return store
+    inner: Mapping[str, Any] | str
+    if store is None:
+        from features_gql.bootstrap import DEFAULT_STORE
+
+        inner = dict(DEFAULT_STORE)
+    else:
+        inner = store
+    if latency:
+        inner = {"plugin": "slow", **parse_assignments(latency, "--latency"), "inner": inner}
+    if fault:
+        inner = {"plugin": "failing", **parse_assignments(fault, "--fault"), "inner": inner}
+    return inner
+
+
+def describe(settings: object) -> str:
+    """``delay_ms=30 operations=writes``: the settings of a fault store that are not default."""
+    defaults = type(settings)()
+    parts = []
+    for key, value in vars(settings).items():
+        if value == getattr(defaults, key):
+            continue
+        if isinstance(value, frozenset):
+            groups = [g for g, ops in OPERATION_GROUPS.items() if value == frozenset(ops)]
+            value = groups[0] if groups else ",".join(sorted(value))
+        parts.append(f"{key}={value}")
+    return " ".join(parts) or "no faults"

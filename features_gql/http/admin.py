@@ -1,0 +1,144 @@
+"""Chaos controls: change the faults of a running service's fault-injection stores.
+
+``GET /admin/faults``
+    The ``failing`` and ``slow`` stores in the store chain (outermost first), each with
+    its config path, settings and counters, and the health of the event sinks.
+``POST /admin/faults``
+    A JSON object of options, as in TOML, for one of them: the outermost by default, or
+    the one named by ``"store"`` (a path such as ``"store.inner"``, or a plugin name).
+    ``{"outage": true}`` starts an outage until ``{"outage": false}``;
+    ``{"outage_seconds": 30}`` starts one for 30 s; ``{"error_rate": 0.5}``,
+    ``{"stall": false}``... change the rest. Either every change applies or none.
+
+Every request needs ``Authorization: Bearer <token>`` with the token configured by
+``FEATURES_GQL_ADMIN_TOKEN`` or ``[server] admin_token``. Without a configured token
+the endpoints refuse every request.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from features_gql.bootstrap import Service
+from features_gql.errors import ConfigError
+from features_gql.faults import FaultControl, fault_controls
+
+log = logging.getLogger("features_gql.admin")
+
+FAULTS_PATH = "/admin/faults"
+
+AdminHandler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _error(status: int, code: str, message: str, **headers: str) -> web.Response:
+    body = {"errors": [{"message": message, "extensions": {"code": code}}]}
+    return web.json_response(body, status=status, headers=headers or None)
+
+
+def _guarded(token: str | None, handler: AdminHandler) -> AdminHandler:
+    async def guarded(request: web.Request) -> web.Response:
+        if not token:
+            return _error(
+                403,
+                "ADMIN_DISABLED",
+                "Admin endpoints are disabled: set FEATURES_GQL_ADMIN_TOKEN "
+                "(or [server] admin_token) to enable them.",
+            )
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), token.encode()
+        ):
+            log.warning(
+                "admin request refused: missing or wrong token",
+                extra={"fields": {"path": request.path, "remote": request.remote}},
+            )
+            return _error(
+                401,
+                "UNAUTHENTICATED",
+                "Send Authorization: Bearer <admin token>.",
+                **{"WWW-Authenticate": 'Bearer realm="features-gql admin"'},
+            )
+        return await handler(request)
+
+    return guarded
+
+
+def _state(service: Service) -> dict[str, Any]:
+    health = service.dispatcher.health
+    return {
+        "stores": [
+            {"path": path, "plugin": control.plugin, "name": control.name, **control.fault_state()}
+            for path, control in fault_controls(service.store)
+        ],
+        "sinks": {"failures": dict(health.failures), "dropped": health.dropped},
+    }
+
+
+def _target(
+    controls: list[tuple[str, FaultControl]], wanted: object
+) -> tuple[str, FaultControl] | str:
+    """The store to change, or why there is none."""
+    if wanted is None:
+        return controls[0]
+    by_path = [(p, c) for p, c in controls if p == wanted]
+    by_plugin = [(p, c) for p, c in controls if c.plugin == wanted]
+    if len(by_path) == 1:
+        return by_path[0]
+    if len(by_plugin) == 1:
+        return by_plugin[0]
+    known = ", ".join(f"{p} ({c.plugin})" for p, c in controls)
+    return f"no single fault store matches store={wanted!r}; fault stores: {known}"
+
+
+def add_admin_routes(app: web.Application, service: Service) -> None:
+    """Serve ``/admin/faults`` for ``service``, guarded by its configured admin token."""
+
+    async def show(request: web.Request) -> web.Response:
+        return web.json_response(_state(service))
+
+    async def change(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "BAD_REQUEST", "The body must be a JSON object of options.")
+        if not isinstance(body, dict) or not body:
+            return _error(400, "BAD_REQUEST", "The body must be a non-empty JSON object.")
+        controls = fault_controls(service.store)
+        if not controls:
+            return _error(
+                404,
+                "NO_FAULT_STORE",
+                f"The store {service.store.name} has no failing or slow store to control; "
+                "start the service with --fault / --latency or a failing/slow [store] table.",
+            )
+        target = _target(controls, body.pop("store", None))
+        if isinstance(target, str):
+            return _error(400, "BAD_REQUEST", target)
+        path, control = target
+        try:
+            control.change_faults(body)
+        except ConfigError as exc:
+            return _error(400, "BAD_REQUEST", str(exc))
+        log.warning(
+            "fault injection changed over %s",
+            FAULTS_PATH,
+            extra={
+                "fields": {
+                    "store": control.name,
+                    "path": path,
+                    "changes": json.dumps(body, sort_keys=True),
+                    "actor": request.headers.get("X-Actor"),
+                }
+            },
+        )
+        return web.json_response(_state(service))
+
+    token = service.settings.admin_token
+    app.router.add_get(FAULTS_PATH, _guarded(token, show))
+    app.router.add_post(FAULTS_PATH, _guarded(token, change))
