@@ -38,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
         "--deadline", type=float, help="seconds each store call may take (default 2)"
     )
     serve.add_argument(
+        "--workers",
+        type=int,
+        help="processes sharing the port (SO_REUSEPORT); default 1. Not for the memory store",
+    )
+    serve.add_argument(
         "--slow-request-ms",
         type=float,
         help="warn about GraphQL requests slower than this, with their slowest store calls "
@@ -85,6 +90,7 @@ def _settings(args: argparse.Namespace) -> Any:
         "store": getattr(args, "store", None),
         "deadline": getattr(args, "deadline", None),
         "slow_request_ms": getattr(args, "slow_request_ms", None),
+        "workers": getattr(args, "workers", None),
         "log_format": args.log_format,
         "log_level": args.log_level,
         "plugins_dir": args.plugins_dir,
@@ -102,22 +108,9 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
+    from features_gql.serving import serve
 
-    from features_gql.bootstrap import build
-    from features_gql.http.app import create_app
-
-    settings = _settings(args)
-    service = build(settings)
-    app = create_app(service)
-    print(
-        f"features-gql {__version__}: GraphQL on http://{settings.host}:{settings.port}/graphql "
-        f"(store: {service.store_description})",
-        file=sys.stderr,
-        flush=True,
-    )
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
-    return 0
+    return serve(_settings(args))
 
 
 def _plugins(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ ENVIRONMENT = {
     "FEATURES_GQL_PORT": "port to listen on",
     "FEATURES_GQL_STORE": "store: memory, sqlite:///path.db, or another plugin's URL",
     "FEATURES_GQL_DEADLINE_SECONDS": "deadline of every store call",
+    "FEATURES_GQL_WORKERS": "processes sharing the port",
     "FEATURES_GQL_SLOW_REQUEST_MS": "log a warning for GraphQL requests slower than this",
     "FEATURES_GQL_LOG_FORMAT": "console or json",
     "FEATURES_GQL_LOG_LEVEL": "DEBUG, INFO, WARNING, ERROR",
@@ -42,6 +43,7 @@ _LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
+    workers: int = 1
     #: A ``[store]`` table, a ``--store`` string, or None for the default SQLite file.
     store: Mapping[str, Any] | str | None = None
     deadline: float = DEFAULT_DEADLINE
@@ -82,6 +84,8 @@ def _check(settings: Settings) -> Settings:
         raise ConfigError(f"port must be between 0 and 65535, got {settings.port}")
     if settings.deadline <= 0:
         raise ConfigError(f"deadline must be a positive number of seconds, got {settings.deadline}")
+    if not 1 <= settings.workers <= 64:
+        raise ConfigError(f"workers must be between 1 and 64, got {settings.workers}")
     if settings.slow_request_ms < 0:
         raise ConfigError(f"slow request threshold must be >= 0 ms, got {settings.slow_request_ms}")
     if settings.admin_token is not None and len(settings.admin_token) < MIN_ADMIN_TOKEN:
@@ -132,7 +136,9 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
         {
             "host": str,
             "port": int,
+            "workers": int,
             "deadline_seconds": (int, float),
+            "slow_request_ms": (int, float),
             "introspection": bool,
             "fast_path": bool,
             "graphiql": bool,
@@ -142,6 +148,7 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
     for key, attr in (
         ("host", "host"),
         ("port", "port"),
+        ("workers", "workers"),
         ("introspection", "introspection"),
         ("fast_path", "fast_path"),
         ("graphiql", "graphiql"),
@@ -188,6 +195,11 @@ def from_environment(env: Mapping[str, str], base: Settings) -> Settings:
             raise ConfigError(
                 f"FEATURES_GQL_PORT must be a number, got {env['FEATURES_GQL_PORT']!r}"
             ) from None
+    if "FEATURES_GQL_WORKERS" in env:
+        try:
+            changes["workers"] = int(env["FEATURES_GQL_WORKERS"])
+        except ValueError:
+            raise ConfigError("FEATURES_GQL_WORKERS must be a whole number") from None
     if "FEATURES_GQL_STORE" in env:
         changes["store"] = env["FEATURES_GQL_STORE"]
     if "FEATURES_GQL_DEADLINE_SECONDS" in env:

@@ -229,3 +229,30 @@ def test_export_schema_matches_the_committed_schema(tmp_path: Path) -> None:
     out = tmp_path / "schema.graphql"
     assert run_cli("export-schema", "--output", str(out)).returncode == 0
     assert out.read_text() == committed
+
+
+def test_workers_share_one_port_and_stop_together(serving: Any, tmp_path: Path) -> None:
+    server = serving("--workers", "2", "--store", f"sqlite://{tmp_path}/w.db", env=clean_env())
+    children_file = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    deadline = time.monotonic() + 10
+    while len(children_file.read_text().split()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    children = [int(pid) for pid in children_file.read_text().split()]
+    assert len(children) == 2
+    for i in range(20):
+        assert post(server.port, ADD, {"f": f"w{i:02}"})["data"]["addFeature"]["changed"]
+    features = post(server.port, FEATURES)["data"]["resource"]["features"]
+    assert features == [f"w{i:02}" for i in range(20)]
+    output = server.stop()
+    assert server.process.returncode == 0, output
+    assert "2 workers" in output
+    for pid in children:
+        assert (
+            not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        )
+
+
+def test_workers_refuse_a_store_that_lives_in_one_process() -> None:
+    result = run_cli("serve", "--workers", "2", "--store", "memory", "--port", "18080")
+    assert result.returncode == 2
+    assert "keeps its data inside one process" in result.stderr

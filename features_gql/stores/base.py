@@ -18,6 +18,8 @@ class Store(abc.ABC):
 
     #: A short label for logs and metrics (``memory``, ``sqlite``, ``failing(sqlite)``).
     name: str = "store"
+    #: Whether several processes see the same data (``serve --workers N`` needs it).
+    shared_between_processes: bool = True
 
     async def open(self) -> None:  # noqa: B027 - optional hook, most stores need it
         """Connect, create tables or indexes. Called once before any other method."""
@@ -87,6 +89,7 @@ class WrappingStore(Store):
     def __init__(self, inner: Store) -> None:
         self.inner = inner
         self.name = f"{type(self).__name__.lower()}({inner.name})"
+        self.shared_between_processes = inner.shared_between_processes
 
     async def open(self) -> None:
         await self.inner.open()

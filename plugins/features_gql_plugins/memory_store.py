@@ -17,6 +17,7 @@ class MemoryStore(Store):
     """Dict-backed store. Every method finishes without awaiting, so each is atomic."""
 
     name = "memory"
+    shared_between_processes = False
 
     def __init__(self) -> None:
         self._features: dict[Resource, set[str]] = {}

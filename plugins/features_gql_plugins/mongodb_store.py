@@ -136,6 +136,8 @@ COUNTER_ID = "revision"
 _IDS_PER_QUERY = 5000
 #: How long a write retries transaction conflicts before giving up with StoreConflict.
 _CONFLICT_BUDGET_SECONDS = 1.5
+_COMMAND_NOT_FOUND = 59
+_NAMESPACE_EXISTS = 48
 #: Error codes that mean "the server gave up on time" (MaxTimeMSExpired and friends).
 _TIMEOUT_CODES = frozenset({50, 202, 262})
 _DB_NAME = re.compile(r'[^/\\. "$*<>:|?\x00]{1,63}')
@@ -364,7 +366,12 @@ class MongoDBStore(Store):
         self._ready = True
 
     async def _set_up(self) -> None:
-        hello: Doc = await self._database.command("hello")
+        try:
+            hello: Doc = await self._database.command("hello")
+        except OperationFailure as exc:
+            if exc.code != _COMMAND_NOT_FOUND:
+                raise
+            hello = await self._database.command("isMaster")  # before 4.2.10 / 4.4.2
         build: Doc = await self._database.command("buildInfo")
         supports = "setName" in hello or hello.get("msg") == "isdbgrid"
         if self.transactions == "on" and not supports:
@@ -378,6 +385,15 @@ class MongoDBStore(Store):
             "replica_set": hello.get("setName"),
             "transactions": self.transactional,
         }
+        # MongoDB before 4.4 cannot create a collection inside a transaction.
+        for suffix in ("assignments", "changes", "counters"):
+            try:
+                await self._database.create_collection(
+                    f"{self.collection_prefix}{suffix}", check_exists=False
+                )
+            except OperationFailure as exc:
+                if exc.code != _NAMESPACE_EXISTS:
+                    raise
         await self.assignments.create_index(
             [("type", ASCENDING), ("id", ASCENDING), ("feature", ASCENDING)],
             name=ASSIGNMENTS_INDEX,
