@@ -1,0 +1,27 @@
+"""The benchmark harness runs end to end (tiny loads; it measures nothing here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_harness_runs_and_writes_ratios(tmp_path: Path) -> None:
+    output = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--duration", "0.2", "--connections", "4",
+         "--python-load", "--skip-workers", "--output", str(output)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "load generator: python" in result.stdout
+    report = json.loads(output.read_text())
+    rows = {row["scenario"]: row for row in report["rows"]}
+    assert rows["HTTP: hasFeature"]["baseline"] == "raw handler"
+    assert rows["HTTP: hasFeature"]["ratio"] > 0
+    assert rows["HTTP: checks, 1000 items"]["ratio"] > 0
+    assert rows["in-process: LocalReplica.has, memory"]["ratio"] > 0
