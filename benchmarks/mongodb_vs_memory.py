@@ -7,9 +7,9 @@ the in-process ``FeaturesAPI`` (validation, deadline and instrumentation include
 no event sink), one call at a time, and prints p50/p99 latency, calls per second and
 the ratio of each p50 to the memory store's. ``check_many(1000)`` asks about 1000
 resources of which about half have the feature, ``check_many(1000)*`` about 1000 that
-have none. The MongoDB server is the embedded
-SecantusDB started here on 127.0.0.1, unless ``MONGODB_URL`` names one; the output
-says which, with the version it reports.
+have none. The MongoDB server is the embedded SecantusDB, started here on 127.0.0.1 in
+a process of its own, unless ``MONGODB_URL`` names one; the output says which, with
+the version it reports.
 
 Know the embedded server when reading its numbers: it is a MongoDB-compatible
 server written in Python, not mongod. Its index finds the 1000 ids quickly (see
@@ -25,13 +25,16 @@ import argparse
 import asyncio
 import os
 import random
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from features_gql.api import FeaturesAPI
@@ -39,8 +42,6 @@ from features_gql.domain import Resource
 from features_gql.stores import Store
 from features_gql_plugins.memory_store import MemoryStore
 from features_gql_plugins.mongodb_store import MongoDBStore
-
-ROOT = Path(__file__).resolve().parent.parent
 
 SEED_RESOURCES = 2000
 FEATURE = "beta"
@@ -183,18 +184,64 @@ def main(argv: list[str] | None = None) -> int:
     if url:
         asyncio.run(run(url, "MONGODB_URL", drivers, counts))
         return 0
-    if str(ROOT) not in sys.path:  # run as a script rather than with -m
-        sys.path.insert(0, str(ROOT))
-    from tests.mongodb_server import EmbeddedMongoDB
-
-    with tempfile.TemporaryDirectory(prefix="secantus-bench-") as storage:
-        server = EmbeddedMongoDB(Path(storage))
-        server.start()
-        try:
-            asyncio.run(run(server.url, server.version(), drivers, counts))
-        finally:
-            server.stop()
+    origin = f"SecantusDB {_secantus_version()} (embedded, own process)"
+    with tempfile.TemporaryDirectory(prefix="secantus-bench-") as storage, embedded(storage) as url:
+        asyncio.run(run(url, origin, drivers, counts))
     return 0
+
+
+def _secantus_version() -> str:
+    from importlib.metadata import version
+
+    return version("secantusdb")
+
+
+@contextmanager
+def embedded(storage: str) -> Iterator[str]:
+    """The embedded server in a process of its own (it must not share our GIL), pinned
+    to CPU 0 while this process takes CPU 1, as a database on another machine would."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    pinned = (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "secantus",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-path",
+            storage,
+            "--log-level",
+            "WARNING",
+        ],
+        preexec_fn=(lambda: os.sched_setaffinity(0, {0})) if pinned else None,
+    )
+    if pinned:
+        os.sched_setaffinity(0, {1})
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the embedded MongoDB server exited with {process.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the embedded MongoDB server did not start") from None
+                time.sleep(0.1)
+        yield f"mongodb://127.0.0.1:{port}/"
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 if __name__ == "__main__":

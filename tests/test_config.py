@@ -133,3 +133,20 @@ def test_store_option_types_are_checked() -> None:
 def test_unknown_logger_is_named() -> None:
     with pytest.raises(ConfigError, match=r"unknown logger plugin 'syslog'; available: .*loguru"):
         build(Settings(store="memory", loggers=("syslog",)))
+
+
+def test_store_descriptions_hide_passwords() -> None:
+    from features_gql.bootstrap import describe_store
+
+    described = describe_store(
+        {
+            "plugin": "failing",
+            "error_rate": 0.2,
+            "inner": {"plugin": "mongodb", "url": "mongodb://app:s3cret@db:27017/flags"},
+            "password": "hunter2",
+        }
+    )
+    assert "s3cret" not in described
+    assert "hunter2" not in described
+    assert "mongodb://app:***@db:27017/flags" in described
+    assert "error_rate=0.2" in described

@@ -61,14 +61,12 @@ class Query:
 
     @strawberry.field(description="Many checks in one store round trip, answered in order.")
     async def checks(self, info: Info, items: list[CheckInput]) -> list[Check] | None:
-        asked = [
-            (item.resource.to_domain(f"items[{i}].resource"), item.feature)
-            for i, item in enumerate(items)
-        ]
+        # FeaturesAPI validates item by item, so the first bad item is the one reported.
+        asked = [((item.resource.type, item.resource.id), item.feature) for item in items]
         answers = await info.context.api.check_many(asked)
         return [
-            Check(resource=Resource.of(resource), feature=feature, enabled=enabled)
-            for (resource, feature), enabled in zip(asked, answers, strict=True)
+            Check(resource=Resource(type=type_, id=id_), feature=feature, enabled=enabled)
+            for ((type_, id_), feature), enabled in zip(asked, answers, strict=True)
         ]
 
     @strawberry.field(

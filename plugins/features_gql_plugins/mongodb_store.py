@@ -30,8 +30,8 @@ A change must take effect and be logged under the next revision as one step, eve
 when several API processes write to the same database. Two modes, chosen by the
 ``transactions`` option (``auto`` picks the first whenever the server supports it):
 
-**Transactions** (replica sets and sharded clusters, which is every production
-deployment and Atlas; the embedded test server advertises a replica set). One
+**Transactions** (replica sets and sharded clusters, what production deployments and
+Atlas run; the embedded test server advertises a replica set). One
 multi-document transaction per write: upsert/delete the assignment; only if that
 changed something, ``$inc`` the counter and insert the change event under the new
 value; commit. All three commit together or not at all, so every applied change has
@@ -51,13 +51,13 @@ is three single-document operations: the upsert/delete (whose result says whethe
 anything changed), then ``$inc`` on the counter, then the insert of the event. Each
 step is atomic and retryable, and within one process writes are serialised, but
 across processes two writers can hold revisions N and N+1 with N+1 logged first, and
-a process that dies between the first and last step leaves the change applied with
-no event (its revision stays a hole). ``changes_since`` therefore returns only the
-gap-free run after the revision asked for, and skips a hole only once the event
-after it is older than ``gap_grace_seconds`` (its writer has certainly given up):
-followers never skip an event that is still being written, at the cost of waiting
-that long behind a writer that died. Use a replica set (a one-node one is fine) when
-the change log must be exact.
+a process that dies after the first step leaves its change applied without an event:
+a hole in the revisions if it had taken one, no trace otherwise. ``changes_since``
+therefore returns only the gap-free run after the revision asked for, and skips a
+hole only once the event after it is older than ``gap_grace_seconds`` (its writer has
+certainly given up): followers never skip an event that is still being written, at
+the cost of waiting that long behind a writer that died. Use a replica set (one node
+is enough) when the change log must be exact.
 
 Either way, every process serialises its own writes through one lock: concurrent
 writes from one process would only conflict with each other on the counter.
@@ -65,6 +65,9 @@ writes from one process would only conflict with each other on the counter.
 Failures: server selection timeouts, refused or lost connections and server errors
 become :class:`StoreUnavailable`; network and server-side timeouts become
 :class:`StoreTimeout`; a write that keeps conflicting becomes :class:`StoreConflict`.
+A write whose commit outcome is unknown (the connection broke during the commit)
+fails, but may have been applied, with its event: repeating it is safe, since adds
+and removes are idempotent and the repeat reports ``changed = False``.
 The driver's timeouts default to values inside the API's 2 s deadline. The store
 starts when MongoDB is down: indexes and the counter are set up on the first call
 that reaches the server, and every call after an outage simply reconnects.
@@ -92,12 +95,9 @@ from pymongo.errors import (
     ConfigurationError,
     ConnectionFailure,
     DuplicateKeyError,
-    ExecutionTimeout,
-    NetworkTimeout,
     OperationFailure,
     PyMongoError,
     ServerSelectionTimeoutError,
-    WaitQueueTimeoutError,
 )
 
 from features_gql import hookimpl
@@ -155,17 +155,15 @@ _URI_OPTIONS = {
 def translate_error(exc: PyMongoError) -> StoreError:
     """The typed store error for a driver error (messages go to logs, not to clients)."""
     if isinstance(exc, ServerSelectionTimeoutError):
+        # The driver found no usable server in time: the database is down or unreachable.
         return StoreUnavailable(f"no MongoDB server available: {exc}")
-    if isinstance(exc, NetworkTimeout | WaitQueueTimeoutError | ExecutionTimeout):
+    if exc.timeout or (isinstance(exc, OperationFailure) and exc.code in _TIMEOUT_CODES):
+        # Network timeouts, pool wait timeouts, maxTimeMS and write concern timeouts.
         return StoreTimeout(f"MongoDB did not answer in time: {exc}")
-    if isinstance(exc, OperationFailure) and exc.code in _TIMEOUT_CODES:
-        return StoreTimeout(f"MongoDB gave up on time (code {exc.code}): {exc}")
     if isinstance(exc, ConnectionFailure):
         return StoreUnavailable(f"connection to MongoDB failed: {exc}")
     if isinstance(exc, OperationFailure):
         return StoreUnavailable(f"MongoDB refused the operation (code {exc.code}): {exc}")
-    if exc.timeout:
-        return StoreTimeout(f"MongoDB did not answer in time: {exc}")
     return StoreUnavailable(f"MongoDB error: {type(exc).__name__}: {exc}")
 
 
@@ -329,7 +327,7 @@ class MongoDBStore(Store):
             await self._ensure_ready()
         except StoreError as exc:
             log.warning(
-                "MongoDB is not reachable yet; the store will set itself up on first use: %s",
+                "the mongodb store could not set itself up yet; it retries on every call: %s",
                 exc,
             )
 
@@ -534,8 +532,8 @@ class MongoDBStore(Store):
         expected = revision + 1
         now = datetime.now(UTC)
         for doc in docs:
-            rev = int(doc["_id"])
-            if rev != expected and not self.transactional and doc["at"] > now - self.gap_grace:
+            rev, at = int(doc["_id"]), _aware(doc["at"])
+            if rev != expected and not self.transactional and at > now - self.gap_grace:
                 # Revision `expected` was handed out but its event is not written yet:
                 # stop here, so a follower does not move past an event still on its way.
                 break
@@ -545,7 +543,7 @@ class MongoDBStore(Store):
                     doc["op"],
                     Resource(doc["type"], doc["id"]),
                     doc["feature"],
-                    _aware(doc["at"]),
+                    at,
                     doc.get("actor"),
                 )
             )
