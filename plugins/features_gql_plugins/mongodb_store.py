@@ -100,7 +100,6 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
-from features_gql import hookimpl
 from features_gql.domain import ChangeEvent, ChangeOp, Resource, WriteResult
 from features_gql.errors import (
     ConfigError,
@@ -109,7 +108,7 @@ from features_gql.errors import (
     StoreTimeout,
     StoreUnavailable,
 )
-from features_gql.stores import Store, StoreBuilder, StoreOptions, StoreRegistry
+from features_gql.stores import Store, StoreBuilder, StoreOptions
 
 log = logging.getLogger("features_gql.stores.mongodb")
 
@@ -753,7 +752,8 @@ def _aware(at: datetime) -> datetime:
 # -- plugin ---------------------------------------------------------------------------
 
 
-def _factory(options: StoreOptions, builder: StoreBuilder) -> Store:
+def build_store(options: StoreOptions, builder: StoreBuilder) -> Store:
+    """The ``mongodb`` store from its options (registered by ``mongodb_plugin``)."""
     url = options.get_str("url", DEFAULT_URL) or DEFAULT_URL
     driver = options.get_str("driver", "pymongo") or "pymongo"
     if driver not in ("pymongo", "motor"):
@@ -790,14 +790,4 @@ def _factory(options: StoreOptions, builder: StoreBuilder) -> Store:
         gap_grace_seconds=options.get_float(
             "gap_grace_seconds", DEFAULT_GAP_GRACE_SECONDS, minimum=0
         ),
-    )
-
-
-@hookimpl
-def features_gql_register_stores(registry: StoreRegistry) -> None:
-    registry.add(
-        "mongodb",
-        _factory,
-        description="MongoDB (PyMongo async or Motor): many API instances, one database.",
-        url_schemes=("mongodb",),
     )
