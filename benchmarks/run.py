@@ -500,7 +500,7 @@ def format_table(report: Report) -> str:
         f"{report.connections} connections; python {report.machine['python']}, "
         f"{report.machine['cpus']} CPUs",
         "",
-        f"{"scenario":<62} {"value":>12} {'p50 ms':>9} {'p99 ms':>9} "
+        f"{'scenario':<62} {'value':>12} {'p50 ms':>9} {'p99 ms':>9} "
         f"{'ratio':>8}  {'baseline':<18} target",
         "-" * 130,
     ]
