@@ -208,13 +208,18 @@ class FeaturesAPI:
         """Answer many (resource, feature) questions in one store call, in order."""
         _check_batch(len(items), "items")
         checked: list[tuple[Resource, str]] = []
+        # Types and features repeat across a batch, and share one rule: check each once.
+        slugs: set[str] = set()
         for i, (resource, feature) in enumerate(items):
-            checked.append(
-                (
-                    _resource(resource, f"items[{i}].resource"),
-                    validate_feature(feature, f"items[{i}].feature"),
-                )
+            type_, id_ = (
+                (resource.type, resource.id) if isinstance(resource, Resource) else resource
             )
+            if type_ not in slugs:
+                slugs.add(validate_slug(type_, f"items[{i}].resource.type"))
+            validate_id(id_, f"items[{i}].resource.id")
+            if feature not in slugs:
+                slugs.add(validate_feature(feature, f"items[{i}].feature"))
+            checked.append((Resource(type_, id_), feature))
         if not checked:
             return []
         return await self._call(
