@@ -112,13 +112,22 @@ class Metrics:
         if sink_health is not None:
             self.registry.register(_SinkHealthCollector(sink_health))
         self._names: set[str] = set()
+        self._store_children: dict[tuple[str, str, str, bool], Histogram] = {}
+        self._request_children: dict[tuple[str | None, str], Histogram] = {}
         self._names_lock = threading.Lock()
 
     def observe_operation(self, event: OperationEvent) -> None:
         """An inline operation sink: cheap, never blocks."""
-        self.store_seconds.labels(
-            event.store, event.op, event.outcome, "true" if event.injected else "false"
-        ).observe(event.duration)
+        # Labelled children are cached: `.labels()` costs microseconds per call, and the
+        # label sets are few (bounded by stores x operations x outcomes).
+        key = (event.store, event.op, event.outcome, event.injected)
+        child = self._store_children.get(key)
+        if child is None:
+            child = self.store_seconds.labels(
+                event.store, event.op, event.outcome, "true" if event.injected else "false"
+            )
+            self._store_children[key] = child
+        child.observe(event.duration)
         if event.items != 1:
             self.store_items.labels(event.store, event.op).inc(event.items)
 
@@ -139,7 +148,13 @@ class Metrics:
     def observe_request(
         self, operation: str | None, outcome: str, seconds: float, codes: Iterable[str]
     ) -> None:
-        self.request_seconds.labels(self.operation_label(operation), outcome).observe(seconds)
+        key = (operation, outcome)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self.request_seconds.labels(self.operation_label(operation), outcome)
+            if len(self._request_children) < 4 * MAX_OPERATION_NAMES:
+                self._request_children[key] = child
+        child.observe(seconds)
         for code in codes:
             self.errors.labels(code).inc()
 

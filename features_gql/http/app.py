@@ -122,7 +122,8 @@ def _log_request(
         "errors": ",".join(sorted(set(codes))) or None,
         "store_calls": len(operations),
     }
-    request_log.info("graphql request", extra={"fields": fields})
+    if request_log.isEnabledFor(logging.INFO):
+        request_log.info("graphql request", extra={"fields": fields})
     threshold = request.app.get(SLOW_KEY)
     if threshold is not None and seconds >= threshold:
         slowest = sorted(operations, key=lambda e: e.duration, reverse=True)[:SLOWEST_SHOWN]

@@ -105,8 +105,14 @@ class LoguruLogger:
         logging.getLogger("features_gql").setLevel(settings.level.upper())
         # aiohttp.access would duplicate the structured request line.
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+        threshold = logger.level(settings.level.upper()).no
+        self._info = threshold <= logger.level("INFO").no
+        self._warning = threshold <= logger.level("WARNING").no
 
     def operation(self, event: OperationEvent) -> None:
+        level = "INFO" if event.outcome == "ok" else "WARNING"
+        if (level == "INFO" and not self._info) or not self._warning:
+            return  # filtered anyway: skip building a record nobody will see
         fields = {
             "store": event.store,
             "op": event.op,
@@ -119,7 +125,6 @@ class LoguruLogger:
             "request_id": event.request_id,
             "error": event.error,
         }
-        level = "INFO" if event.outcome == "ok" else "WARNING"
         bound = logger.bind(**{k: fields[k] for k in _OPERATION_FIELDS})
         bound.patch(_named("features_gql.store")).log(level, "store operation")
 
