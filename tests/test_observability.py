@@ -231,3 +231,22 @@ def test_example_statsd_sink_sends_a_timer_per_operation(
     data, _ = listener.recvfrom(1024)
     listener.close()
     assert data == b"features_gql.store.has:0.050|ms|#store:sqlite,outcome:ok,injected:false"
+
+
+async def test_injected_failures_are_counted_apart(start_server: StartServer) -> None:
+    server = await start_server(
+        {"plugin": "failing", "every_nth": 2, "operations": ["has"], "inner": "memory"}
+    )
+    answers = [await server.gql(HAS, {"f": "beta"}) for _ in range(10)]
+    assert sum(r.codes == ["STORE_UNAVAILABLE"] for r in answers) == 5
+    assert all(r.errors[0]["extensions"]["injected"] for r in answers if r.errors)
+    samples = await scrape(server)
+    count = "features_gql_store_operation_seconds_count"
+    labels = {"store": "failing(memory)", "operation": "has"}
+    assert value(samples, count, **labels, outcome="ok", injected="false") == 5
+    assert value(samples, count, **labels, outcome="unavailable", injected="true") == 5
+    assert value(samples, count, **labels, outcome="unavailable", injected="false") == 0
+    assert value(samples, "features_gql_graphql_errors_total", code="STORE_UNAVAILABLE") == 5
+    request_count = "features_gql_graphql_request_seconds_count"
+    assert value(samples, request_count, operation="Check", outcome="error") == 5
+    assert value(samples, request_count, operation="Check", outcome="ok") == 5

@@ -144,6 +144,15 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         )
         return response
 
+    async def parse_http_body(self, request: Any) -> Any:
+        # Strawberry assumes a JSON body is an object (or a batch list); `null`, a number
+        # or a string would crash it into a 500. Refuse them as the client error they are.
+        if request.method == "POST" and JSON in (request.content_type or ""):
+            body = self.parse_json(await request.get_body())
+            if not isinstance(body, dict | list):
+                raise HTTPException(400, "The request body must be a JSON object with a query")
+        return await super().parse_http_body(request)
+
     def decode_json(self, data: str | bytes) -> object:
         # orjson: faster, and it rejects invalid UTF-8 with a JSONDecodeError (a 400).
         return orjson.loads(data)
