@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,31 +48,6 @@ class Service:
                 logger.close()
 
 
-_SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/]*):[^@/]*@", re.I)
-_SECRET_KEYS = ("password", "token", "secret")
-
-
-def redact(value: object) -> str:
-    """A store option as it may appear in logs: passwords in URLs replaced by ***."""
-    return _SECRET_IN_URL.sub(r"\g<scheme>\g<user>:***@", str(value))
-
-
-def describe_store(table: dict[str, Any]) -> str:
-    """The store table for logs and the start-up line, with secrets hidden."""
-    parts = []
-    for key, value in table.items():
-        if key == "inner":
-            continue
-        shown = "***" if any(word in key for word in _SECRET_KEYS) else redact(value)
-        parts.append(f"{key}={shown}")
-    inner = table.get("inner")
-    if isinstance(inner, dict):
-        parts.append(f"inner=({describe_store(inner)})")
-    elif isinstance(inner, str):
-        parts.append(f"inner={redact(inner)}")
-    return ", ".join(parts) or "?"
-
-
 def store_table(settings: Settings, plugins: Plugins) -> dict[str, Any]:
     if settings.store is None:
         return dict(DEFAULT_STORE)
@@ -100,5 +74,5 @@ def build(settings: Settings, *, extra_plugins: Sequence[object] = ()) -> Servic
         inline=[("metrics", metrics.observe_operation), ("request", collect_for_request)],
     )
     api = FeaturesAPI(store, deadline=settings.deadline, on_event=dispatcher.emit)
-    description = describe_store(table)
+    description = store.describe()
     return Service(settings, plugins, store, api, dispatcher, metrics, loggers, description)

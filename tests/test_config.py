@@ -135,18 +135,24 @@ def test_unknown_logger_is_named() -> None:
         build(Settings(store="memory", loggers=("syslog",)))
 
 
-def test_store_descriptions_hide_passwords() -> None:
-    from features_gql.bootstrap import describe_store
+def test_store_descriptions_say_where_the_data_is_and_hide_passwords(tmp_path: Path) -> None:
+    from features_gql.stores import redact_url
 
-    described = describe_store(
-        {
-            "plugin": "failing",
-            "error_rate": 0.2,
-            "inner": {"plugin": "mongodb", "url": "mongodb://app:s3cret@db:27017/flags"},
-            "password": "hunter2",
-        }
+    assert redact_url("mongodb://app:s3cret@db:27017/flags") == "mongodb://app:***@db:27017/flags"
+    assert redact_url("mongodb+srv://db.example/flags") == "mongodb+srv://db.example/flags"
+    service = build(
+        Settings(
+            store={
+                "plugin": "failing",
+                "error_rate": 0.1,
+                "inner": {"plugin": "mongodb", "url": "mongodb://app:s3cret@db:27017/flags"},
+            },
+            loggers=(),
+        )
     )
-    assert "s3cret" not in described
-    assert "hunter2" not in described
-    assert "mongodb://app:***@db:27017/flags" in described
-    assert "error_rate=0.2" in described
+    assert (
+        service.store_description
+        == "failing over mongodb mongodb://app:***@db:27017/flags, database flags"
+    )
+    sqlite = build(Settings(store=f"sqlite://{tmp_path}/f.db", loggers=()))
+    assert sqlite.store_description == f"sqlite file {tmp_path}/f.db"

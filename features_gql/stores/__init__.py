@@ -1,6 +1,6 @@
 """The store port: the protocol every storage adapter implements, and how stores are built."""
 
-from features_gql.stores.base import Store, WrappingStore
+from features_gql.stores.base import Store, WrappingStore, redact_url
 from features_gql.stores.options import StoreOptions
 from features_gql.stores.registry import StoreBuilder, StoreFactory, StorePlugin, StoreRegistry
 
@@ -12,4 +12,5 @@ __all__ = [
     "StorePlugin",
     "StoreRegistry",
     "WrappingStore",
+    "redact_url",
 ]

@@ -8,9 +8,17 @@ core times every call, applies the deadline and reports an operation event.
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Sequence
 
 from features_gql.domain import ChangeEvent, Resource, WriteResult
+
+_SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/]*):[^@/]*@", re.I)
+
+
+def redact_url(value: object) -> str:
+    """``value`` as it may appear in logs: the password of any URL in it replaced by ***."""
+    return _SECRET_IN_URL.sub(r"\g<scheme>\g<user>:***@", str(value))
 
 
 class Store(abc.ABC):
@@ -20,6 +28,10 @@ class Store(abc.ABC):
     name: str = "store"
     #: Whether several processes see the same data (``serve --workers N`` needs it).
     shared_between_processes: bool = True
+
+    def describe(self) -> str:
+        """Where the data is, for the start-up line and logs (no secrets)."""
+        return self.name
 
     async def open(self) -> None:  # noqa: B027 - optional hook, most stores need it
         """Connect, create tables or indexes. Called once before any other method."""
@@ -90,6 +102,9 @@ class WrappingStore(Store):
         self.inner = inner
         self.name = f"{type(self).__name__.lower()}({inner.name})"
         self.shared_between_processes = inner.shared_between_processes
+
+    def describe(self) -> str:
+        return f"{self.name.split('(')[0]} over {self.inner.describe()}"
 
     async def open(self) -> None:
         await self.inner.open()

@@ -108,7 +108,7 @@ from features_gql.errors import (
     StoreTimeout,
     StoreUnavailable,
 )
-from features_gql.stores import Store, StoreBuilder, StoreOptions
+from features_gql.stores import Store, StoreBuilder, StoreOptions, redact_url
 
 log = logging.getLogger("features_gql.stores.mongodb")
 
@@ -317,6 +317,10 @@ class MongoDBStore(Store):
     @property
     def counters(self) -> AsyncCollection[Doc]:
         return self._collection("counters")
+
+    def describe(self) -> str:
+        database = f", database {self.database}" if self.database else ""
+        return f"{self.name} {redact_url(self.url)}{database}"
 
     async def open(self) -> None:
         """Create the client and try the set-up; a server that is down is not fatal."""

@@ -77,6 +77,9 @@ class SQLiteStore(Store):
         self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
 
+    def describe(self) -> str:
+        return f"sqlite file {self.path}"
+
     async def _run(self, executor: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
