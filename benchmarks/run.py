@@ -431,35 +431,17 @@ def run(args: argparse.Namespace) -> Report:
                     "itself",
                 )
             )
-            p50, p99 = latency_once(gql, raw_body, repeat)
-            rows.append(
-                Row(
-                    f"HTTP: checks, {n} items",
-                    "ms",
-                    p50,
-                    p50,
-                    p99,
-                    "raw JSON handler",
-                    p50 / base50,
-                    "≤ 5x" if n == 1000 else "",
-                )
-            )
+            target = "≤ 5x" if n == 1000 else ""
+
+            def latency_row(name: str, payload: bytes, base: float, target: str) -> None:
+                p50, p99 = latency_once(gql, payload, repeat)
+                rows.append(Row(name, "ms", p50, p50, p99, "raw JSON handler", p50 / base, target))
+
+            latency_row(f"HTTP: checks, {n} items", raw_body, base50, target)
             ids = [f"p{i}" for i in range(n)]
             matrix = body(MATRIX_QUERY, {"type": "pipeline", "ids": ids, "features": ["speedups"]})
             if "errors" not in post(gql, json.loads(matrix)):
-                p50, p99 = latency_once(gql, matrix, repeat)
-                rows.append(
-                    Row(
-                        f"HTTP: checkMatrix, {n} ids x 1 feature",
-                        "ms",
-                        p50,
-                        p50,
-                        p99,
-                        "raw JSON handler",
-                        p50 / base50,
-                        "≤ 5x" if n == 1000 else "",
-                    )
-                )
+                latency_row(f"HTTP: checkMatrix, {n} ids x 1 feature", matrix, base50, target)
 
     if not args.skip_workers and len(cpus()) >= 2:
         # Workers need a store that processes share: the same SQLite file for both runs.
