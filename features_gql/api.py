@@ -115,6 +115,8 @@ class FeaturesAPI:
         # A fault-injection store sets this while it delays on purpose (features_gql.faults).
         delay_token = injected_delay.set(False)
         try:
+            if self.store.never_suspends:
+                return await call()
             async with asyncio.timeout(self.deadline):
                 return await call()
         except TimeoutError:

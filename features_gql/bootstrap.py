@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from features_gql.api import FeaturesAPI
 from features_gql.config import Settings
-from features_gql.events import EventDispatcher, OperationSink, collect_for_request
+from features_gql.events import (
+    EventDispatcher,
+    OperationEvent,
+    OperationSink,
+    collect_for_request,
+)
 from features_gql.loggers import Logger, LogSettings
 from features_gql.metrics import Metrics
 from features_gql.plugin_manager import Plugins, collect, create_plugin_manager
@@ -56,6 +61,23 @@ def store_table(settings: Settings, plugins: Plugins) -> dict[str, Any]:
     return dict(settings.store)
 
 
+def _gate(loggers: list[Logger], *, has_hooks: bool) -> Callable[[OperationEvent], bool] | None:
+    """Whether any background sink wants an event, when every sink can tell; else None.
+
+    Plugins' operation-event hooks always want every event. With no sink at all, nothing
+    is ever queued.
+    """
+    if has_hooks:
+        return None
+    accepts = [getattr(logger, "accepts", None) for logger in loggers]
+    if not all(callable(accept) for accept in accepts):
+        return None
+    checks = [cast(Callable[[OperationEvent], bool], accept) for accept in accepts]
+    if len(checks) == 1:
+        return checks[0]
+    return lambda event: any(check(event) for check in checks)
+
+
 def build(settings: Settings, *, extra_plugins: Sequence[object] = ()) -> Service:
     """Load plugins, build the configured store and loggers, and the API over them."""
     plugins = collect(create_plugin_manager(settings.plugins_dir, extra_plugins))
@@ -72,6 +94,7 @@ def build(settings: Settings, *, extra_plugins: Sequence[object] = ()) -> Servic
     dispatcher = EventDispatcher(
         sinks,
         inline=[("metrics", metrics.observe_operation), ("request", collect_for_request)],
+        gate=_gate(loggers, has_hooks=bool(plugins.operation_sinks)),
     )
     api = FeaturesAPI(store, deadline=settings.deadline, on_event=dispatcher.emit)
     description = store.describe()

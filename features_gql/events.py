@@ -65,11 +65,15 @@ class EventDispatcher:
         maxsize: int = 10_000,
         *,
         inline: Sequence[tuple[str, OperationSink]] = (),
+        gate: Callable[[OperationEvent], bool] | None = None,
     ) -> None:
         self._sinks = list(sinks)
         #: Called on the request path: only for the project's own cheap, non-blocking
         #: sinks (metrics, the per-request operation list), never for plugins.
         self._inline = list(inline)
+        #: When every background sink can say which events it wants, this says whether
+        #: any of them wants an event; unwanted events never wake the sink thread.
+        self._gate = gate
         self._queue: queue.Queue[object] = queue.Queue(maxsize=maxsize)
         self._thread: threading.Thread | None = None
         self.health = SinkHealth()
@@ -91,7 +95,7 @@ class EventDispatcher:
                 sink(event)
             except Exception:
                 self._failed(name)
-        if self._thread is None:
+        if self._thread is None or (self._gate is not None and not self._gate(event)):
             return
         try:
             self._queue.put_nowait(event)

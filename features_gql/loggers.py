@@ -23,7 +23,12 @@ class LogSettings:
 
 
 class Logger(Protocol):
-    """What a logger plugin's factory returns."""
+    """What a logger plugin's factory returns.
+
+    A logger may also define ``accepts(event) -> bool``: called on the request path (so it
+    must be trivial, e.g. a level check), it lets the service skip handing over events the
+    logger would drop anyway.
+    """
 
     def operation(self, event: OperationEvent) -> None:
         """Record one store operation. Called on the sink thread, never on a request."""

@@ -30,6 +30,7 @@ class StalledStore(MemoryStore):
     """Reads and probes never return."""
 
     name = "stalled"
+    never_suspends = False  # it does suspend: the deadline must be armed
 
     async def ping(self) -> None:
         await asyncio.Event().wait()

@@ -72,3 +72,32 @@ async def test_api_reports_every_store_call_through_the_hook() -> None:
     ]
     assert recorded[0].resource == "app/a"
     assert recorded[0].feature == "f"
+
+
+def test_gate_keeps_unwanted_events_off_the_sink_thread() -> None:
+    seen: list[OperationEvent] = []
+    dispatcher = EventDispatcher([("errors-only", seen.append)], gate=lambda e: e.outcome != "ok")
+    dispatcher.start()
+    dispatcher.emit(event())
+    failed = OperationEvent(store="memory", op="has", duration=0.001, outcome="timeout")
+    dispatcher.emit(failed)
+    dispatcher.stop()
+    assert seen == [failed]
+
+
+def test_loguru_at_warning_gates_successful_operations_but_not_hooks() -> None:
+    from features_gql.bootstrap import build
+    from features_gql.config import Settings
+
+    quiet = build(Settings(store="memory", log_level="WARNING"))
+    assert quiet.dispatcher._gate is not None
+    assert quiet.dispatcher._gate(event()) is False
+    assert quiet.dispatcher._gate(OperationEvent("memory", "has", 0.1, "timeout")) is True
+
+    class Hook:
+        @hookimpl
+        def features_gql_operation_event(self, event: OperationEvent) -> None:
+            pass
+
+    hooked = build(Settings(store="memory", log_level="WARNING"), extra_plugins=[Hook()])
+    assert hooked.dispatcher._gate is None

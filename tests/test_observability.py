@@ -58,6 +58,7 @@ class SwitchableStore(MemoryStore):
 
 class SlowHasStore(MemoryStore):
     name = "slowhas"
+    never_suspends = False
 
     async def has(self, resource: Resource, feature: str) -> bool:
         await asyncio.sleep(0.05)

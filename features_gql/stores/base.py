@@ -28,6 +28,11 @@ class Store(abc.ABC):
     name: str = "store"
     #: Whether several processes see the same data (``serve --workers N`` needs it).
     shared_between_processes: bool = True
+    #: True only for a store whose every method returns without ever suspending (pure
+    #: in-process data). A deadline can only fire at a suspension, so the core skips
+    #: arming one for such a store; a wrapper never claims it, and a subclass that
+    #: awaits anything must set it back to False.
+    never_suspends: bool = False
 
     def describe(self) -> str:
         """Where the data is, for the start-up line and logs (no secrets)."""

@@ -109,10 +109,14 @@ class LoguruLogger:
         self._info = threshold <= logger.level("INFO").no
         self._warning = threshold <= logger.level("WARNING").no
 
+    def accepts(self, event: OperationEvent) -> bool:
+        """Successful operations log at INFO, failed ones at WARNING."""
+        return self._info if event.outcome == "ok" else self._warning
+
     def operation(self, event: OperationEvent) -> None:
-        level = "INFO" if event.outcome == "ok" else "WARNING"
-        if (level == "INFO" and not self._info) or not self._warning:
+        if not self.accepts(event):
             return  # filtered anyway: skip building a record nobody will see
+        level = "INFO" if event.outcome == "ok" else "WARNING"
         fields = {
             "store": event.store,
             "op": event.op,

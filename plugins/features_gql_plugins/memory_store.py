@@ -18,6 +18,7 @@ class MemoryStore(Store):
 
     name = "memory"
     shared_between_processes = False
+    never_suspends = True
 
     def __init__(self) -> None:
         self._features: dict[Resource, set[str]] = {}
