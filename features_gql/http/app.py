@@ -113,6 +113,10 @@ def _log_request(
     codes: list[str],
     operations: list[OperationEvent],
 ) -> None:
+    threshold = request.app.get(SLOW_KEY)
+    slow = threshold is not None and seconds >= threshold
+    if not slow and not request_log.isEnabledFor(logging.INFO):
+        return
     fields: dict[str, object] = {
         "request_id": rid,
         "operation": operation or "anonymous",
@@ -122,15 +126,17 @@ def _log_request(
         "errors": ",".join(sorted(set(codes))) or None,
         "store_calls": len(operations),
     }
-    if request_log.isEnabledFor(logging.INFO):
-        request_log.info("graphql request", extra={"fields": fields})
-    threshold = request.app.get(SLOW_KEY)
-    if threshold is not None and seconds >= threshold:
+    request_log.info("graphql request", extra={"fields": fields})
+    if slow and threshold is not None:
         slowest = sorted(operations, key=lambda e: e.duration, reverse=True)[:SLOWEST_SHOWN]
-        fields["slowest_store_calls"] = (
-            ", ".join(f"{e.op}={e.duration * 1000:.1f}ms({e.outcome})" for e in slowest) or "none"
-        )
-        fields["threshold_ms"] = round(threshold * 1000, 3)
+        fields = {
+            **fields,
+            "slowest_store_calls": ", ".join(
+                f"{e.op}={e.duration * 1000:.1f}ms({e.outcome})" for e in slowest
+            )
+            or "none",
+            "threshold_ms": round(threshold * 1000, 3),
+        }
         request_log.warning("slow graphql request", extra={"fields": fields})
 
 
