@@ -226,6 +226,9 @@ def create_app(service: Service) -> web.Application:
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await service.start()
+        # The readiness gauge starts from a real probe rather than the default 0.
+        probe = await service.api.probe(READINESS_TIMEOUT)
+        service.metrics.store_up.set(1 if probe.up else 0)
         log.info(
             "store ready",
             extra={"fields": {"store": service.store.name, "config": service.store_description}},
