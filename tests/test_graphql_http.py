@@ -316,6 +316,15 @@ async def test_malformed_requests_are_4xx_json_not_500(server: Server, body: byt
         assert "Traceback" not in await response.text()
 
 
+async def test_unsupported_media_types_are_415(server: Server) -> None:
+    async with server.session.post(
+        f"{server.url}/graphql", data=b"{ revision }", headers={"Content-Type": "text/plain"}
+    ) as response:
+        assert response.status == 415
+        payload = await response.json(content_type=None)
+        assert payload["errors"][0]["extensions"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
+
+
 async def test_other_methods_are_405(server: Server) -> None:
     async with server.session.put(f"{server.url}/graphql", data=b"{}") as response:
         assert response.status == 405

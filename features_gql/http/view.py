@@ -188,7 +188,11 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         try:
             return await self.run(request=request)
         except HTTPException as exc:
-            body = {"errors": [{"message": exc.reason, "extensions": {"code": "BAD_REQUEST"}}]}
+            status = exc.status_code
+            if status == 400 and exc.reason == "Unsupported content type":
+                status = 415  # GraphQL over HTTP: a media type the server does not take
+            code = "UNSUPPORTED_MEDIA_TYPE" if status == 415 else "BAD_REQUEST"
+            body = {"errors": [{"message": exc.reason, "extensions": {"code": code}}]}
             media = (
                 GRAPHQL_RESPONSE
                 if wants_graphql_response(request.headers.get("Accept", ""))
@@ -196,7 +200,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
             )
             return web.Response(
                 body=json.dumps(body).encode(),
-                status=exc.status_code,
+                status=status,
                 content_type=media,
-                headers={"Allow": "GET, POST"} if exc.status_code == 405 else None,
+                headers={"Allow": "GET, POST"} if status == 405 else None,
             )
