@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -114,11 +115,20 @@ class EventDispatcher:
         return done.wait(timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued, then stop the thread; never waits much past ``timeout``.
+
+        A sink that is stuck cannot hold up shutdown: the thread is a daemon, and what it
+        has not delivered by then is counted as dropped.
+        """
         if self._thread is None:
             return
+        deadline = time.monotonic() + timeout
         self.flush(timeout)
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
+        try:
+            self._queue.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Full:
+            self.health.dropped += self._queue.qsize()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
         self._thread = None
 
     def _run(self) -> None:

@@ -101,3 +101,17 @@ def test_loguru_at_warning_gates_successful_operations_but_not_hooks() -> None:
 
     hooked = build(Settings(store="memory", log_level="WARNING"), extra_plugins=[Hook()])
     assert hooked.dispatcher._gate is None
+
+
+def test_stop_does_not_hang_on_a_stuck_sink() -> None:
+    release = threading.Event()
+    dispatcher = EventDispatcher([("stuck", lambda _: release.wait(30))], maxsize=5)
+    dispatcher.start()
+    for _ in range(50):
+        dispatcher.emit(event())
+    stopper = threading.Thread(target=dispatcher.stop, kwargs={"timeout": 0.3})
+    stopper.start()
+    stopper.join(10)
+    stopped = not stopper.is_alive()
+    release.set()
+    assert stopped, "stop() hung on a stuck sink"
