@@ -152,6 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"features-gql: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if args.command != "serve":
+            raise
+        # Most often the port is taken or the address is not this machine's.
+        print(f"features-gql: error: cannot serve: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

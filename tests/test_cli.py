@@ -256,3 +256,15 @@ def test_workers_refuse_a_store_that_lives_in_one_process() -> None:
     result = run_cli("serve", "--workers", "2", "--store", "memory", "--port", "18080")
     assert result.returncode == 2
     assert "keeps its data inside one process" in result.stderr
+
+
+def test_a_taken_port_is_a_clear_error_not_a_traceback() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--store", "memory", "--port", str(port))
+    assert result.returncode == 2
+    assert "cannot serve" in result.stderr
+    assert "address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
