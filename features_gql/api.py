@@ -298,10 +298,6 @@ class FeaturesAPI:
         """The revision of the latest change."""
         return await self._call("revision", self.store.revision)
 
-    async def ping(self) -> None:
-        """Raise a StoreError unless the store answers a cheap probe in time."""
-        await self._call("ping", self.store.ping)
-
     async def probe(self, within: float = 0.5) -> Probe:
         """Readiness: can the store answer within ``within`` seconds?
 

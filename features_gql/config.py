@@ -145,17 +145,10 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
             "admin_token": str,
         },
     )
-    for key, attr in (
-        ("host", "host"),
-        ("port", "port"),
-        ("workers", "workers"),
-        ("introspection", "introspection"),
-        ("fast_path", "fast_path"),
-        ("graphiql", "graphiql"),
-        ("admin_token", "admin_token"),
-    ):
+    # These keys are named as the Settings fields they set.
+    for key in ("host", "port", "workers", "introspection", "fast_path", "graphiql", "admin_token"):
         if key in server:
-            changes[attr] = server[key]
+            changes[key] = server[key]
     if "slow_request_ms" in server:
         changes["slow_request_ms"] = float(server["slow_request_ms"])
     if "deadline_seconds" in server:

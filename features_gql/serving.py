@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 from types import FrameType
@@ -19,7 +20,7 @@ from types import FrameType
 from aiohttp import web
 
 from features_gql import __version__
-from features_gql.bootstrap import build
+from features_gql.bootstrap import Service, build
 from features_gql.config import Settings
 from features_gql.errors import ConfigError
 from features_gql.http.app import create_app
@@ -27,9 +28,8 @@ from features_gql.http.app import create_app
 log = logging.getLogger("features_gql.serving")
 
 
-def _run(settings: Settings, *, reuse_port: bool) -> None:
-    service = build(settings)
-    app = create_app(service)
+def _run(settings: Settings, *, reuse_port: bool, service: Service | None = None) -> None:
+    app = create_app(service or build(settings))
 
     async def settle(app: web.Application) -> None:
         # Everything built at start-up lives as long as the process: keep it out of the
@@ -52,12 +52,12 @@ def serve(settings: Settings) -> int:
     if settings.workers == 1:
         service = build(settings)
         _announce(settings, service.store_description)
-        del service
-        _run(settings, reuse_port=False)
+        _run(settings, reuse_port=False, service=service)
         return 0
     if settings.port == 0:
         raise ConfigError("--workers needs a fixed --port: workers must share one port")
-    # Build once in the parent so a bad configuration fails here, before any fork.
+    # Build once in the parent so a bad configuration fails here, before any fork; each
+    # worker builds its own (stores hold connections and threads that must not be forked).
     service = build(settings)
     if not service.store.shared_between_processes:
         raise ConfigError(
@@ -78,7 +78,7 @@ def serve(settings: Settings) -> int:
     def forward(signum: int, frame: FrameType | None) -> None:
         for worker in workers:
             if worker.is_alive() and worker.pid is not None:
-                worker.terminate() if signum == signal.SIGTERM else _interrupt(worker.pid)
+                os.kill(worker.pid, signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -101,12 +101,6 @@ def serve(settings: Settings) -> int:
                 for other in remaining:
                     other.terminate()
     return 1 if failed else 0
-
-
-def _interrupt(pid: int) -> None:
-    import os
-
-    os.kill(pid, signal.SIGINT)
 
 
 def _announce(settings: Settings, store: str) -> None:

@@ -15,7 +15,12 @@ from features_gql.bootstrap import Service
 from features_gql.events import OperationEvent
 from features_gql.graphql.schema import build_schema
 from features_gql.http.admin import add_admin_routes
-from features_gql.http.view import OUTCOME_KEY, REQUEST_KEY, FeaturesGraphQLView
+from features_gql.http.view import (
+    OUTCOME_KEY,
+    REQUEST_KEY,
+    FeaturesGraphQLView,
+    GraphQLOutcome,
+)
 from features_gql.metrics import Metrics
 from features_gql.request_context import request_id, request_operations
 
@@ -90,16 +95,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     if outcome is not None:
         if metrics is not None:
             metrics.observe_request(outcome.operation, outcome.outcome, seconds, outcome.codes)
-        _log_request(
-            request,
-            rid,
-            seconds,
-            response.status,
-            outcome.operation,
-            outcome.outcome,
-            outcome.codes,
-            operations,
-        )
+        _log_request(request, rid, seconds, response.status, outcome, operations)
     return response
 
 
@@ -108,9 +104,7 @@ def _log_request(
     rid: str,
     seconds: float,
     status: int,
-    operation: str | None,
-    outcome: str,
-    codes: list[str],
+    outcome: GraphQLOutcome,
     operations: list[OperationEvent],
 ) -> None:
     threshold = request.app.get(SLOW_KEY)
@@ -119,11 +113,11 @@ def _log_request(
         return
     fields: dict[str, object] = {
         "request_id": rid,
-        "operation": operation or "anonymous",
+        "operation": outcome.operation or "anonymous",
         "duration_ms": round(seconds * 1000, 3),
         "status": status,
-        "outcome": outcome,
-        "errors": ",".join(sorted(set(codes))) or None,
+        "outcome": outcome.outcome,
+        "errors": ",".join(sorted(set(outcome.codes))) or None,
         "store_calls": len(operations),
     }
     request_log.info("graphql request", extra={"fields": fields})

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 from cross_web import HTTPException
+from graphql import GraphQLError
 from strawberry.aiohttp.views import GraphQLView
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
@@ -65,6 +67,11 @@ class GraphQLOutcome:
 OUTCOME_KEY = web.RequestKey("features_gql.graphql_outcome", GraphQLOutcome)
 
 
+def error_codes(errors: Iterable[GraphQLError]) -> list[str]:
+    """The ``extensions.code`` of each error, for the request log and metrics."""
+    return [str((error.extensions or {}).get("code", "UNKNOWN")) for error in errors]
+
+
 class FeaturesGraphQLView(GraphQLView[Context, None]):
     def __init__(self, api: FeaturesAPI, *, fast_path: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -100,10 +107,9 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         if answer is None:
             return None
         response_data: dict[str, Any] = {"data": answer.data}
-        codes: list[str] = []
         if answer.errors:
             response_data["errors"] = [error.formatted for error in answer.errors]
-            codes = [str((e.extensions or {}).get("code", "UNKNOWN")) for e in answer.errors]
+        codes = error_codes(answer.errors)
         request[OUTCOME_KEY] = GraphQLOutcome(
             plan.operation_name, "error" if codes else "ok", codes
         )
@@ -136,7 +142,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         if rejected:
             response.pop("data", None)
         context = request.get(CONTEXT_KEY)
-        codes = [str((e.extensions or {}).get("code", "UNKNOWN")) for e in result.errors or ()]
+        codes = error_codes(result.errors or ())
         request[OUTCOME_KEY] = GraphQLOutcome(
             operation=context.operation_name if context is not None else None,
             outcome="rejected" if rejected else "error" if codes else "ok",
