@@ -95,7 +95,10 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         if type(payload) is not dict or payload.get("extensions"):
             return None
         query, name = payload.get("query"), payload.get("operationName")
-        variables = payload.get("variables") or {}
+        variables = payload.get("variables")
+        if variables is None:
+            # Only null means no variables: `[]`, `""` or `0` are refused by the general path.
+            variables = {}
         if type(query) is not str or type(variables) is not dict:
             return None
         if name is not None and type(name) is not str:
