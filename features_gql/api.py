@@ -184,14 +184,6 @@ class FeaturesAPI:
             feature=feature,
         )
 
-    async def features_of(self, resource: Resource | tuple[str, str]) -> list[str]:
-        """The features of one resource, sorted."""
-        res = _resource(resource)
-        (features,) = await self._call(
-            "features_of", lambda: self.store.features_of_many([res]), resource=res
-        )
-        return features
-
     async def features_of_many(
         self, resources: Sequence[Resource | tuple[str, str]]
     ) -> list[list[str]]:
@@ -266,8 +258,8 @@ class FeaturesAPI:
                 "first", "range", f"first must be between 0 and {MAX_PAGE_SIZE} (got {limit})"
             )
         after_resource = None if after is None else decode_cursor(after)
-        if limit == 0:
-            return ResourcePage([], False, None)
+        # One more than asked says whether there is a next page; for ``first: 0`` too, as
+        # Relay's connection spec counts it.
         found = await self._call(
             "resources_with",
             lambda: self.store.resources_with(

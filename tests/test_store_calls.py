@@ -1,0 +1,252 @@
+"""Every store call is bounded by the deadline and reported with what it asked and how it ended.
+
+Real timeouts, injected ones and unexpected exceptions must each be told apart: in the
+GraphQL error, in the operation event and in the metrics. Failures come from the
+project's own fault-injection stores and the broken test stores, not from mocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from features_gql import FeaturesAPI, InvalidInput, Resource, StoreUnavailable
+from features_gql.events import OperationEvent
+from features_gql_plugins.failing_store import FailingSettings, FailingStore, Outage
+from features_gql_plugins.memory_store import MemoryStore
+from features_gql_plugins.slow_store import SlowSettings, SlowStore
+from tests.broken_stores import BrokenStoresPlugin, BuggyStore, StalledStore
+from tests.conftest import Server, StartServer
+from tests.test_observability import scrape, value
+
+HAS = "query ($r: ResourceInput!, $f: String!) { hasFeature(resource: $r, feature: $f) }"
+P = {"type": "pipeline", "id": "p1"}
+COUNT = "features_gql_store_operation_seconds_count"
+
+
+async def test_a_real_timeout_is_reported_as_a_timeout_not_an_injected_one(
+    start_server: StartServer,
+) -> None:
+    server = await start_server("stalled", extra_plugins=[BrokenStoresPlugin()], deadline=0.2)
+    response = await server.gql(HAS, {"r": P, "f": "speedups"})
+    assert response.data == {"hasFeature": None}
+    assert response.codes == ["STORE_TIMEOUT"]
+    assert "injected" not in response.errors[0]["extensions"]
+    (event,) = server.events()
+    assert (event.op, event.outcome, event.injected) == ("has", "timeout", False)
+    assert event.error == "no answer within 0.2s"
+    samples = await scrape(server)
+    assert value(samples, COUNT, store="stalled", operation="has", outcome="timeout",
+                 injected="false") == 1  # fmt: skip
+    assert value(samples, COUNT, store="stalled", operation="has", outcome="timeout",
+                 injected="true") == 0  # fmt: skip
+
+
+async def test_a_timeout_caused_by_an_injected_stall_is_reported_as_injected(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(
+        {"plugin": "slow", "stall": True, "operations": ["has"], "inner": "memory"}, deadline=0.2
+    )
+    response = await server.gql(HAS, {"r": P, "f": "speedups"})
+    assert response.codes == ["STORE_TIMEOUT"]
+    assert response.errors[0]["extensions"]["injected"] is True
+    (event,) = server.events()
+    assert (event.outcome, event.injected) == ("timeout", True)
+    assert event.error == "no answer within 0.2s (injected delay)"
+    # The next call on the same store is not stalled, and not marked.
+    revision = await server.gql("{ revision }")
+    assert revision.data == {"revision": 0}
+    assert server.events()[-1].injected is False
+
+
+async def test_an_unexpected_store_exception_is_counted_as_an_error(
+    start_server: StartServer,
+) -> None:
+    server = await start_server("buggy", extra_plugins=[BrokenStoresPlugin()])
+    response = await server.gql(HAS, {"r": P, "f": "speedups"})
+    assert response.codes == ["INTERNAL_SERVER_ERROR"]
+    (event,) = server.events()
+    assert (event.op, event.outcome, event.injected) == ("has", "error", False)
+    assert event.error == "KeyError: 'secret-internal-state'"
+    samples = await scrape(server)
+    assert value(samples, COUNT, store="buggy", operation="has", outcome="error",
+                 injected="false") == 1  # fmt: skip
+    assert value(samples, COUNT, store="buggy", operation="has", outcome="ok",
+                 injected="false") == 0  # fmt: skip
+
+
+async def test_every_store_call_is_reported_with_what_it_asked(server: Server) -> None:
+    rid = {"X-Request-ID": "trace-1"}
+    await server.gql(HAS, {"r": P, "f": "speedups"}, headers=rid)
+    await server.gql(
+        'mutation { addFeature(resource: {type: "app", id: "a/1"}, feature: "beta") '
+        "{ __typename } }",
+        headers=rid,
+    )
+    await server.gql(
+        "query ($items: [CheckInput!]!) { checks(items: $items) { enabled } }",
+        {"items": [{"resource": P, "feature": "a"}, {"resource": P, "feature": "b"}]},
+        headers=rid,
+    )
+    await server.gql(
+        '{ feature(name: "beta") { resources(first: 5) { edges { cursor } } } }', headers=rid
+    )
+    await server.gql("{ revision changes(after: 0) { revision } }", headers=rid)
+    events = server.events()
+    for event in events:
+        assert (event.store, event.outcome, event.error, event.injected) == (
+            "memory",
+            "ok",
+            None,
+            False,
+        )
+        assert event.request_id == "trace-1"
+        assert event.duration >= 0
+    asked = [(e.op, e.resource, e.feature, e.items) for e in events]
+    assert asked[:4] == [
+        ("has", "pipeline/p1", "speedups", 1),
+        ("add", "app/a/1", "beta", 1),
+        ("check_many", None, None, 2),
+        ("resources_with", None, "beta", 1),
+    ]
+    # revision and changes resolve side by side: either may reach the store first
+    assert sorted(asked[4:]) == [
+        ("changes_since", None, None, 1),
+        ("revision", None, None, 1),
+    ]
+
+
+# -- the Python API (embedded use) ----------------------------------------------------------
+
+
+def record(events: list[OperationEvent]) -> FeaturesAPI:
+    return FeaturesAPI(MemoryStore(), on_event=events.append)
+
+
+@pytest.mark.parametrize("deadline", [0, -1, -0.5])
+def test_a_deadline_must_be_positive(deadline: float) -> None:
+    with pytest.raises(ValueError, match="deadline must be positive"):
+        FeaturesAPI(MemoryStore(), deadline=deadline)
+
+
+async def test_the_deadline_bounds_a_store_that_never_answers() -> None:
+    events: list[OperationEvent] = []
+    api = FeaturesAPI(StalledStore(), deadline=0.05, on_event=events.append)
+    with pytest.raises(Exception) as caught:  # noqa: PT011 - the type is checked below
+        await asyncio.wait_for(api.has(("a", "b"), "c"), 30)
+    assert type(caught.value).__name__ == "StoreTimeout"
+    assert str(caught.value) == "the store did not answer has within 0.05s"
+    assert [(e.op, e.outcome) for e in events] == [("has", "timeout")]
+
+
+async def test_writes_record_their_actor_in_the_change_log() -> None:
+    api = FeaturesAPI(MemoryStore())
+    await api.add(("app", "a1"), "beta", actor="alice")
+    await api.remove(("app", "a1"), "beta", actor="bob")
+    await api.add(Resource("app", "a1"), "beta")
+    changes = await api.changes_since()
+    assert [(c.revision, c.op, c.actor) for c in changes] == [
+        (1, "add", "alice"),
+        (2, "remove", "bob"),
+        (3, "add", None),
+    ]
+
+
+async def test_changes_since_starts_at_the_beginning_and_answers_100_by_default() -> None:
+    api = FeaturesAPI(MemoryStore())
+    for i in range(101):
+        await api.add(("app", f"a{i}"), "beta")
+    changes = await api.changes_since()
+    assert [c.revision for c in changes] == list(range(1, 101))
+    assert [c.revision for c in await api.changes_since(100)] == [101]
+
+
+async def test_resources_given_as_objects_are_validated_like_tuples() -> None:
+    api = FeaturesAPI(MemoryStore())
+    for call in (
+        api.has(Resource("Bad Type", "x"), "beta"),
+        api.add(Resource("Bad Type", "x"), "beta"),
+        api.remove(Resource("Bad Type", "x"), "beta"),
+        api.features_of_many([Resource("app", "x"), Resource("Bad Type", "x")]),
+        api.check_many([(Resource("app", "x"), "a"), (Resource("Bad Type", "x"), "a")]),
+    ):
+        with pytest.raises(InvalidInput) as caught:
+            await call
+        assert caught.value.field.endswith("type")
+    with pytest.raises(InvalidInput) as indexed:
+        await api.features_of_many([("app", "x"), ("app", "")])
+    assert indexed.value.field == "resources[1].id"
+
+
+async def test_empty_batches_answer_at_once_without_a_store_call() -> None:
+    events: list[OperationEvent] = []
+    api = record(events)
+    assert await api.features_of_many([]) == []
+    assert await api.check_many([]) == []
+    assert await api.check_matrix("app", [], []) == []
+    assert events == []
+
+
+async def test_batches_answer_in_the_order_asked() -> None:
+    events: list[OperationEvent] = []
+    api = record(events)
+    await api.add(("app", "b"), "x")
+    await api.add(("app", "b"), "y")
+    assert await api.features_of_many([("app", "a"), ("app", "b"), ("app", "a")]) == [
+        [],
+        ["x", "y"],
+        [],
+    ]
+    assert await api.check_matrix("app", ["a", "b", "c"], ["y", "x"]) == [
+        [False, False],
+        [True, True],
+        [False, False],
+    ]
+    assert [(e.op, e.items) for e in events[2:]] == [("features_of", 3), ("check_many", 6)]
+
+
+# -- readiness probes -------------------------------------------------------------------
+
+
+async def test_a_probe_of_a_healthy_store_is_up() -> None:
+    probe = await FeaturesAPI(MemoryStore()).probe()
+    assert (probe.store, probe.up, probe.reason) == ("memory", True, None)
+    assert probe.seconds >= 0
+
+
+async def test_a_probe_tells_why_the_store_is_not_up() -> None:
+    down = FailingStore(MemoryStore(), FailingSettings(operations=frozenset({"ping"})),
+                        outage=Outage())  # fmt: skip
+    stalled = SlowStore(MemoryStore(), SlowSettings(stall=True))
+    for store, reason in ((down, "unavailable"), (stalled, "timeout"), (BuggyStore(), "error")):
+        probe = await FeaturesAPI(store, deadline=0.1).probe()
+        assert (probe.store, probe.up, probe.reason) == (store.name, False, reason)
+
+
+@pytest.mark.parametrize(("within", "deadline"), [(0.05, 3600.0), (3600.0, 0.05)])
+async def test_a_probe_of_a_hung_store_ends_at_the_shorter_of_its_limit_and_the_deadline(
+    within: float, deadline: float
+) -> None:
+    api = FeaturesAPI(StalledStore(), deadline=deadline)
+    probe = await asyncio.wait_for(api.probe(within), 30)  # a hang fails here, not a time
+    assert (probe.up, probe.reason) == (False, "timeout")
+
+
+async def test_probes_are_not_reported_as_operations() -> None:
+    events: list[OperationEvent] = []
+    await record(events).probe()
+    assert events == []
+
+
+async def test_a_store_error_is_raised_as_it_is_and_reported_once() -> None:
+    events: list[OperationEvent] = []
+    store = FailingStore(MemoryStore(), FailingSettings(every_nth=1))
+    api = FeaturesAPI(store, on_event=events.append)
+    with pytest.raises(StoreUnavailable) as caught:
+        await api.add(("app", "a"), "beta", actor="alice")
+    assert caught.value.injected is True
+    (event,) = events
+    assert (event.op, event.outcome, event.injected) == ("add", "unavailable", True)
+    assert event.error == str(caught.value)
