@@ -141,6 +141,20 @@ async def test_first_must_be_between_0_and_1000(server: Server, first: int, acce
     assert response.errors[0]["message"] == f"first must be between 0 and 1000 (got {first})"
 
 
+@pytest.mark.parametrize("cursor", ["!!!", "WzFd", "W10", "eyJhIjogMX0"])
+async def test_a_cursor_this_api_did_not_make_is_bad_user_input(
+    server: Server, cursor: str
+) -> None:
+    response = await server.gql(RESOURCES, {"feature": "speedups", "after": cursor})
+    assert response.data == {"feature": {"resources": None}}
+    assert response.codes == ["BAD_USER_INPUT"]
+    extensions = response.errors[0]["extensions"]
+    assert (extensions["field"], extensions["rule"]) == ("after", "cursor")
+    assert response.errors[0]["message"] == (
+        f"after must be a cursor returned by this API (got {cursor!r})"
+    )
+
+
 async def test_resources_of_a_bad_type_or_feature_are_bad_user_input(server: Server) -> None:
     response = await server.gql(
         '{ feature(name: "speedups") { resources(type: "Not A Type") { edges { cursor } } } }'

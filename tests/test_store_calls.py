@@ -8,6 +8,7 @@ project's own fault-injection stores and the broken test stores, not from mocks.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -86,6 +87,11 @@ async def test_every_store_call_is_reported_with_what_it_asked(server: Server) -
         headers=rid,
     )
     await server.gql(
+        'mutation { removeFeature(resource: {type: "app", id: "a/1"}, feature: "beta") '
+        "{ __typename } }",
+        headers=rid,
+    )
+    await server.gql(
         "query ($items: [CheckInput!]!) { checks(items: $items) { enabled } }",
         {"items": [{"resource": P, "feature": "a"}, {"resource": P, "feature": "b"}]},
         headers=rid,
@@ -93,7 +99,9 @@ async def test_every_store_call_is_reported_with_what_it_asked(server: Server) -
     await server.gql(
         '{ feature(name: "beta") { resources(first: 5) { edges { cursor } } } }', headers=rid
     )
+    started = time.perf_counter()
     await server.gql("{ revision changes(after: 0) { revision } }", headers=rid)
+    elapsed = time.perf_counter() - started
     events = server.events()
     for event in events:
         assert (event.store, event.outcome, event.error, event.injected) == (
@@ -103,16 +111,18 @@ async def test_every_store_call_is_reported_with_what_it_asked(server: Server) -
             False,
         )
         assert event.request_id == "trace-1"
-        assert event.duration >= 0
+    # A store call of a request cannot have lasted longer than the whole request.
+    assert all(0 <= event.duration <= elapsed for event in events[-2:])
     asked = [(e.op, e.resource, e.feature, e.items) for e in events]
-    assert asked[:4] == [
+    assert asked[:5] == [
         ("has", "pipeline/p1", "speedups", 1),
         ("add", "app/a/1", "beta", 1),
+        ("remove", "app/a/1", "beta", 1),
         ("check_many", None, None, 2),
         ("resources_with", None, "beta", 1),
     ]
     # revision and changes resolve side by side: either may reach the store first
-    assert sorted(asked[4:]) == [
+    assert sorted(asked[5:]) == [
         ("changes_since", None, None, 1),
         ("revision", None, None, 1),
     ]
@@ -127,7 +137,7 @@ def record(events: list[OperationEvent]) -> FeaturesAPI:
 
 @pytest.mark.parametrize("deadline", [0, -1, -0.5])
 def test_a_deadline_must_be_positive(deadline: float) -> None:
-    with pytest.raises(ValueError, match="deadline must be positive"):
+    with pytest.raises(ValueError, match=r"^deadline must be positive$"):
         FeaturesAPI(MemoryStore(), deadline=deadline)
 
 
@@ -165,16 +175,22 @@ async def test_changes_since_starts_at_the_beginning_and_answers_100_by_default(
 
 async def test_resources_given_as_objects_are_validated_like_tuples() -> None:
     api = FeaturesAPI(MemoryStore())
-    for call in (
-        api.has(Resource("Bad Type", "x"), "beta"),
-        api.add(Resource("Bad Type", "x"), "beta"),
-        api.remove(Resource("Bad Type", "x"), "beta"),
-        api.features_of_many([Resource("app", "x"), Resource("Bad Type", "x")]),
-        api.check_many([(Resource("app", "x"), "a"), (Resource("Bad Type", "x"), "a")]),
+    for call, field in (
+        (api.has(Resource("Bad Type", "x"), "beta"), "resource.type"),
+        (api.add(Resource("Bad Type", "x"), "beta"), "resource.type"),
+        (api.remove(Resource("Bad Type", "x"), "beta"), "resource.type"),
+        (
+            api.features_of_many([Resource("app", "x"), Resource("Bad Type", "x")]),
+            "resources[1].type",
+        ),
+        (
+            api.check_many([(Resource("app", "x"), "a"), (Resource("Bad Type", "x"), "a")]),
+            "items[1].resource.type",
+        ),
     ):
         with pytest.raises(InvalidInput) as caught:
             await call
-        assert caught.value.field.endswith("type")
+        assert (caught.value.field, caught.value.rule) == (field, "slug")
     with pytest.raises(InvalidInput) as indexed:
         await api.features_of_many([("app", "x"), ("app", "")])
     assert indexed.value.field == "resources[1].id"
@@ -211,18 +227,32 @@ async def test_batches_answer_in_the_order_asked() -> None:
 
 
 async def test_a_probe_of_a_healthy_store_is_up() -> None:
+    started = time.perf_counter()
     probe = await FeaturesAPI(MemoryStore()).probe()
+    elapsed = time.perf_counter() - started
     assert (probe.store, probe.up, probe.reason) == ("memory", True, None)
-    assert probe.seconds >= 0
+    assert 0 <= probe.seconds <= elapsed  # it measured itself, not something else
 
 
-async def test_a_probe_tells_why_the_store_is_not_up() -> None:
+async def test_a_probe_tells_why_the_store_is_not_up(caplog: pytest.LogCaptureFixture) -> None:
     down = FailingStore(MemoryStore(), FailingSettings(operations=frozenset({"ping"})),
                         outage=Outage())  # fmt: skip
     stalled = SlowStore(MemoryStore(), SlowSettings(stall=True))
     for store, reason in ((down, "unavailable"), (stalled, "timeout"), (BuggyStore(), "error")):
-        probe = await FeaturesAPI(store, deadline=0.1).probe()
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="features_gql.api"):
+            probe = await FeaturesAPI(store, deadline=0.1).probe()
         assert (probe.store, probe.up, probe.reason) == (store.name, False, reason)
+        logged = [(r.levelname, r.getMessage(), r.exc_info is not None) for r in caplog.records]
+        if reason == "unavailable":
+            # What went wrong is in the log (not in the probe's answer).
+            with pytest.raises(StoreUnavailable) as refused:
+                await store.ping()
+            assert logged == [("WARNING", f"readiness probe failed: {refused.value}", False)]
+        elif reason == "error":
+            assert logged == [("ERROR", "readiness probe raised an unexpected error", True)]
+        else:
+            assert logged == []  # a timeout says all there is to say
 
 
 @pytest.mark.parametrize(("within", "deadline"), [(0.05, 3600.0), (3600.0, 0.05)])
