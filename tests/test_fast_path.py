@@ -140,6 +140,42 @@ CASES: list[tuple[str, dict[str, Any] | None]] = [
         "{ __typename } }",
         None,
     ),
+    # One response key asked twice is one field to GraphQL: answered once, merged.
+    (
+        '{ a: hasFeature(resource: {type: "pipeline", id: "p1"}, feature: "BAD") '
+        'a: hasFeature(resource: {type: "pipeline", id: "p1"}, feature: "BAD") }',
+        None,
+    ),
+    (
+        '{ checkMatrix(type: "pipeline", ids: ["p1"], features: ["BAD"]) '
+        'checkMatrix(type: "pipeline", ids: ["p1"], features: ["BAD"]) }',
+        None,
+    ),
+    (checks_of("{ resource { id } resource { type } }"), ONE_CHECK),
+    (checks_of("{ resource { id id: type } }"), ONE_CHECK),
+    (checks_of("{ enabled enabled feature }"), ONE_CHECK),
+    (
+        "query ($items: [CheckInput!]!) "
+        "{ checks(items: $items) { enabled } c: checks(items: $items) { feature } }",
+        ONE_CHECK,
+    ),
+    # Errors of several fields, in order.
+    (
+        '{ a: hasFeature(resource: {type: "pipeline", id: "p1"}, feature: "BAD") '
+        'b: checkMatrix(type: "X", ids: ["p1"], features: ["a"]) '
+        'c: checks(items: [{resource: {type: "pipeline", id: ""}, feature: "a"}]) { enabled } }',
+        None,
+    ),
+    (
+        'query ($a: String!) { checkMatrix(type: "pipeline", ids: [$a, "p2"], '
+        'features: ["speedups"]) }',
+        {"a": "p1"},
+    ),
+    (MATRIX, {"t": "pipeline", "ids": ["p1", None], "fs": ["speedups"]}),
+    (MATRIX, {"t": 5, "ids": ["p1"], "fs": ["speedups"]}),
+    (CHECKS, {"items": [None]}),
+    (HAS, {"r": {"type": "pipeline", "id": 1}, "f": "speedups"}),
+    ('{ hasFeature(resource: {type: """pipeline""", id: "p\\u0031"}, feature: "speedups") }', None),
     (
         "fragment F on Query { revision } "
         '{ hasFeature(resource: {type: "pipeline", id: "p1"}, feature: "beta") ...F }',

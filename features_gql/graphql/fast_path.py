@@ -135,6 +135,8 @@ def _check_selection(
             return None
         name = node.name.value
         key = node.alias.value if node.alias else name
+        if any(key == seen for seen, _, _ in planned):
+            return None  # GraphQL merges fields of one response key; the plan does not
         if name in _CHECK_FIELDS and node.selection_set is None:
             planned.append((key, name, None))
         elif name == "resource" and node.selection_set is not None:
@@ -148,9 +150,10 @@ def _check_selection(
                     or inner.name.value not in _RESOURCE_FIELDS
                 ):
                     return None
-                sub.append(
-                    (inner.alias.value if inner.alias else inner.name.value, inner.name.value)
-                )
+                inner_key = inner.alias.value if inner.alias else inner.name.value
+                if any(inner_key == seen for seen, _ in sub):
+                    return None
+                sub.append((inner_key, inner.name.value))
             planned.append((key, "resource", tuple(sub)))
         else:
             return None
@@ -185,6 +188,9 @@ def compile_plan(
         if not isinstance(node, FieldNode) or node.directives:
             return None
         field_name = node.name.value
+        alias = node.alias.value if node.alias else field_name
+        if any(alias == field.alias for field in fields):
+            return None  # merged by GraphQL into one field, answered once: general path
         expected = _ARGUMENTS.get(field_name)
         if expected is None or field_name not in query_type.fields:
             return None
@@ -216,7 +222,7 @@ def compile_plan(
         fields.append(
             PlannedField(
                 name=field_name,
-                alias=node.alias.value if node.alias else field_name,
+                alias=alias,
                 node=node,
                 arguments=arguments,
                 nullable=not is_non_null_type(query_type.fields[field_name].type),
