@@ -140,6 +140,17 @@ CASES: list[tuple[str, dict[str, Any] | None]] = [
         "{ __typename } }",
         None,
     ),
+    ('{ on: hasFeature(resource: {type: "pipeline", id: "p1"}, feature: "speedups") }', None),
+    (
+        '{ m: checkMatrix(type: "pipeline", ids: ["p1"], features: ["beta"]) '
+        'c: checks(items: [{resource: {type: "pipeline", id: "p1"}, feature: "beta"}]) '
+        "{ enabled } }",
+        None,
+    ),
+    (CHECKS, {"items": [{"resource": P, "feature": 3}]}),
+    (CHECKS, {"items": [{"resource": P, "feature": None}]}),
+    (CHECKS, {"items": [{"resource": {"type": "pipeline", "id": 1}, "feature": "beta"}]}),
+    (CHECKS, {"items": [{"feature": "beta", "resources": P}]}),
     # One response key asked twice is one field to GraphQL: answered once, merged.
     (
         '{ a: hasFeature(resource: {type: "pipeline", id: "p1"}, feature: "BAD") '
