@@ -35,6 +35,8 @@ DEFAULT_DEADLINE = 2.0
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_BATCH = 10_000
+#: Operations that change the store: a missed deadline may still have applied them.
+WRITES = frozenset({"add", "remove"})
 
 
 def encode_cursor(resource: Resource) -> str:
@@ -124,7 +126,9 @@ class FeaturesAPI:
             why = " (injected delay)" if injected else ""
             outcome, error = "timeout", f"no answer within {self.deadline:g}s{why}"
             raise StoreTimeout(
-                f"the store did not answer {op} within {self.deadline:g}s{why}", injected=injected
+                f"the store did not answer {op} within {self.deadline:g}s{why}",
+                injected=injected,
+                maybe_applied=op in WRITES,
             ) from None
         except StoreError as exc:
             outcome, error, injected = exc.outcome, str(exc), exc.injected
@@ -184,13 +188,10 @@ class FeaturesAPI:
             feature=feature,
         )
 
-    async def features_of(self, resource: Resource | tuple[str, str]) -> list[str]:
-        """The features of one resource, sorted."""
-        res = _resource(resource)
-        (features,) = await self._call(
-            "features_of", lambda: self.store.features_of_many([res]), resource=res
-        )
-        return features
+    def batch(self) -> CheckBatch:
+        """A batch of checks: every :meth:`CheckBatch.has` made before the event loop
+        turns goes to the store in one ``check_many`` call (one per request)."""
+        return CheckBatch(self)
 
     async def features_of_many(
         self, resources: Sequence[Resource | tuple[str, str]]
@@ -318,6 +319,78 @@ class FeaturesAPI:
             reason = "error"
             log.exception("readiness probe raised an unexpected error")
         return Probe(self.store.name, reason is None, time.perf_counter() - started, reason)
+
+
+class CheckBatch:
+    """Flag checks gathered into one store call.
+
+    Each check is validated when it is asked (so a bad one fails alone, naming its own
+    field); the valid ones wait for the event loop to turn and then share one
+    ``check_many`` call, which answers or fails for all of them together.
+    """
+
+    __slots__ = ("_api", "_pending", "_tasks")
+
+    def __init__(self, api: FeaturesAPI) -> None:
+        self._api = api
+        self._pending: list[tuple[tuple[Resource, str], asyncio.Future[bool]]] = []
+        #: The store calls in flight, referenced so the loop cannot collect them.
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def has(
+        self,
+        resource: Resource | tuple[str, str],
+        feature: str,
+        *,
+        field: str = "resource",
+        feature_field: str = "feature",
+    ) -> asyncio.Future[bool]:
+        """Does ``resource`` have ``feature``? Await the answer."""
+        res = _resource(resource, field)
+        validate_feature(feature, feature_field)
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bool] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush, loop)
+        self._pending.append(((res, feature), answer))
+        return answer
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        pending, self._pending = self._pending, []
+        task = loop.create_task(self._answer(pending))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(
+        self, pending: list[tuple[tuple[Resource, str], asyncio.Future[bool]]]
+    ) -> None:
+        items = [item for item, _ in pending]
+        api = self._api
+        try:
+            if len(items) == 1:
+                # The common case, one check per request: the store's own `has`.
+                ((resource, feature),) = items
+                answers = [
+                    await api._call(
+                        "has",
+                        lambda: api.store.has(resource, feature),
+                        resource=resource,
+                        feature=feature,
+                    )
+                ]
+            else:
+                _check_batch(len(items), "hasFeature")
+                answers = await api._call(
+                    "check_many", lambda: api.store.check_many(items), items=len(items)
+                )
+        except Exception as exc:  # every waiting check fails with the one call
+            for _, answer in pending:
+                if not answer.done():
+                    answer.set_exception(exc)
+            return
+        for (_, answer), value in zip(pending, answers, strict=True):
+            if not answer.done():
+                answer.set_result(value)
 
 
 def _check_batch(size: int, field: str) -> None:

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from features_gql.api import FeaturesAPI
-from features_gql.config import Settings
+from features_gql.auth import AuthPolicy
+from features_gql.config import Settings, policy
 from features_gql.events import (
     EventDispatcher,
     OperationEvent,
@@ -39,6 +40,8 @@ class Service:
     metrics: Metrics
     loggers: list[Logger] = field(default_factory=list)
     store_description: str = ""
+    #: Who may do what, for every way in.
+    auth: AuthPolicy = field(default_factory=AuthPolicy.open)
 
     async def start(self) -> None:
         self.dispatcher.start()
@@ -98,4 +101,6 @@ def build(settings: Settings, *, extra_plugins: Sequence[object] = ()) -> Servic
     )
     api = FeaturesAPI(store, deadline=settings.deadline, on_event=dispatcher.emit)
     description = store.describe()
-    return Service(settings, plugins, store, api, dispatcher, metrics, loggers, description)
+    return Service(
+        settings, plugins, store, api, dispatcher, metrics, loggers, description, policy(settings)
+    )

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from features_gql.api import DEFAULT_DEADLINE
+from features_gql.auth import AuthPolicy, build_policy
 from features_gql.errors import ConfigError
+from features_gql.graphql.admission import Limits
 from features_gql.loggers import LOG_FORMATS, LogFormat
 
 ENV_PREFIX = "FEATURES_GQL_"
@@ -31,7 +33,8 @@ ENVIRONMENT = {
     "FEATURES_GQL_LOG_LEVEL": "DEBUG, INFO, WARNING, ERROR",
     "FEATURES_GQL_INTROSPECTION": "true or false",
     "FEATURES_GQL_PLUGINS_DIR": "directory of local plugin .py files",
-    "FEATURES_GQL_ADMIN_TOKEN": "bearer token for /admin/faults (unset: admin is refused)",
+    "FEATURES_GQL_ADMIN_TOKEN": "an admin-scope bearer token for /admin/* (a token named admin)",
+    "FEATURES_GQL_ANONYMOUS": "what requests without a token may do: none, read or write",
 }
 
 MIN_ADMIN_TOKEN = 16
@@ -60,6 +63,14 @@ class Settings:
     config_file: Path | None = field(default=None, compare=False)
     #: The bearer token of the admin endpoints (/admin/faults); None refuses them all.
     admin_token: str | None = field(default=None, repr=False)
+    #: ``[auth.tokens.NAME]`` tables: ``scopes`` and ``sha256`` of each token.
+    auth_tokens: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
+    #: ``[auth] anonymous``: none, read or write; None means the default (see auth.py).
+    anonymous: str | None = None
+    #: ``[auth] metrics``: "open", or the scope /metrics requires.
+    metrics_access: str = "open"
+    #: ``[limits]``: what one GraphQL request may cost, and the query cache's bounds.
+    limits: Limits = field(default_factory=Limits)
 
 
 def _bool(value: str, name: str) -> bool:
@@ -93,7 +104,18 @@ def _check(settings: Settings) -> Settings:
             f"the admin token must be at least {MIN_ADMIN_TOKEN} characters "
             "(e.g. `openssl rand -hex 16`)"
         )
+    policy(settings)  # a bad [auth] table fails here, with the rest of the configuration
     return replace(settings, log_level=settings.log_level.upper())
+
+
+def policy(settings: Settings) -> AuthPolicy:
+    """The authentication policy the settings describe."""
+    return build_policy(
+        settings.auth_tokens,
+        anonymous=settings.anonymous,
+        admin_token=settings.admin_token,
+        metrics=settings.metrics_access,
+    )
 
 
 def _take(
@@ -124,10 +146,11 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"server", "logging", "plugins", "store"})
+    unknown = sorted(set(data) - {"server", "logging", "plugins", "store", "auth", "limits"})
     if unknown:
         raise ConfigError(
-            f"{path}: unknown table(s) {', '.join(unknown)}; known: server, logging, plugins, store"
+            f"{path}: unknown table(s) {', '.join(unknown)}; "
+            "known: server, logging, plugins, store, auth, limits"
         )
     changes: dict[str, Any] = {"config_file": path}
     server = _take(
@@ -165,11 +188,41 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
     plugins = _take(data.get("plugins", {}), "plugins", {"directory": str})
     if "directory" in plugins:
         changes["plugins_dir"] = (path.parent / plugins["directory"]).resolve()
+    changes.update(_auth_from_toml(data.get("auth", {})))
+    if "limits" in data:
+        changes["limits"] = _limits_from_toml(data["limits"])
     if "store" in data:
         if not isinstance(data["store"], dict):
             raise ConfigError(f'{path}: [store] must be a table with plugin = "<name>"')
         changes["store"] = data["store"]
     return replace(base, **changes)
+
+
+def _limits_from_toml(table: Mapping[str, Any]) -> Limits:
+    names = ("max_tokens", "max_depth", "max_cost", "cache_entries", "cache_mb")
+    given = _take(table, "limits", dict.fromkeys(names, int))
+    for key, value in given.items():
+        if value < 1:
+            raise ConfigError(f"[limits] {key} must be a positive whole number, got {value}")
+    if "cache_mb" in given:
+        given["cache_bytes"] = given.pop("cache_mb") * 1024 * 1024
+    return replace(Limits(), **given)
+
+
+def _auth_from_toml(table: Mapping[str, Any]) -> dict[str, Any]:
+    auth = _take(table, "auth", {"anonymous": str, "metrics": str, "tokens": dict})
+    changes: dict[str, Any] = {}
+    if "anonymous" in auth:
+        changes["anonymous"] = auth["anonymous"]
+    if "metrics" in auth:
+        changes["metrics_access"] = auth["metrics"]
+    tokens = auth.get("tokens", {})
+    for name, entry in tokens.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"[auth.tokens.{name}] must be a table with scopes and sha256")
+        _take(entry, f"auth.tokens.{name}", {"scopes": list, "sha256": str})
+    changes["auth_tokens"] = tokens
+    return changes
 
 
 def from_environment(env: Mapping[str, str], base: Settings) -> Settings:
@@ -215,6 +268,8 @@ def from_environment(env: Mapping[str, str], base: Settings) -> Settings:
         )
     if "FEATURES_GQL_PLUGINS_DIR" in env:
         changes["plugins_dir"] = Path(env["FEATURES_GQL_PLUGINS_DIR"])
+    if "FEATURES_GQL_ANONYMOUS" in env:
+        changes["anonymous"] = env["FEATURES_GQL_ANONYMOUS"]
     if env.get("FEATURES_GQL_ADMIN_TOKEN"):
         changes["admin_token"] = env["FEATURES_GQL_ADMIN_TOKEN"]
     return replace(base, **changes)

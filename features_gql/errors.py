@@ -41,10 +41,20 @@ class StoreUnavailable(StoreError):
 
 
 class StoreTimeout(StoreError):
-    """The store did not answer within the deadline."""
+    """The store did not answer within the deadline.
+
+    ``maybe_applied`` is set for a write: the store may have applied it after the
+    deadline passed. Writes are idempotent, so retrying one is always safe.
+    """
 
     code = "STORE_TIMEOUT"
     outcome = "timeout"
+
+    def __init__(
+        self, message: str, *, injected: bool = False, maybe_applied: bool = False
+    ) -> None:
+        super().__init__(message, injected=injected)
+        self.maybe_applied = maybe_applied
 
 
 class StoreConflict(StoreError):

@@ -20,6 +20,7 @@ from types import FrameType
 from aiohttp import web
 
 from features_gql import __version__
+from features_gql.auth import check_exposure
 from features_gql.bootstrap import Service, build
 from features_gql.config import Settings
 from features_gql.errors import ConfigError
@@ -49,6 +50,7 @@ def _run(settings: Settings, *, reuse_port: bool, service: Service | None = None
 
 
 def serve(settings: Settings) -> int:
+    check_exposure(settings.host, tokens=bool(settings.auth_tokens), anonymous=settings.anonymous)
     if settings.workers == 1:
         service = build(settings)
         _announce(settings, service.store_description)

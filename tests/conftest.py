@@ -6,11 +6,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import hashlib
+
 import aiohttp
 import pytest
 from aiohttp import web
 
 from features_gql import hookimpl
+from features_gql.auth import new_secret
 from features_gql.bootstrap import Service, build
 from features_gql.config import Settings
 from features_gql.events import OperationEvent
@@ -78,6 +81,27 @@ class Server:
 
 
 StartServer = Callable[..., Awaitable[Server]]
+
+
+def make_tokens(**scopes: str) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """``[auth.tokens]`` tables for Settings(auth_tokens=...), and each token's secret.
+
+    ``make_tokens(bot="read,write")`` makes a token named ``bot`` with those scopes.
+    """
+    tables: dict[str, dict[str, Any]] = {}
+    secrets: dict[str, str] = {}
+    for name, listed in scopes.items():
+        secret = new_secret()
+        secrets[name] = secret
+        tables[name] = {
+            "scopes": [s for s in listed.split(",") if s],
+            "sha256": hashlib.sha256(secret.encode()).hexdigest(),
+        }
+    return tables, secrets
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
 
 
 @pytest.fixture

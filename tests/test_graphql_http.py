@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.broken_stores import BrokenStoresPlugin
-from tests.conftest import Server, StartServer
+from tests.conftest import Server, StartServer, bearer, make_tokens
 
 PIPELINE = {"type": "pipeline", "id": "db8e9a0d-b9b1-4e7a-ab21-a2b289da032b"}
 
@@ -227,19 +227,24 @@ async def test_unicode_and_odd_ids_round_trip_over_http(server: Server) -> None:
     assert await has(server, resource, "beta") is True
 
 
-async def test_change_log_query(server: Server) -> None:
-    await server.gql(ADD, {"r": PIPELINE, "f": "speedups"}, headers={"X-Actor": "alice"})
-    await server.gql(REMOVE, {"r": PIPELINE, "f": "speedups"})
+async def test_change_log_query(start_server: StartServer) -> None:
+    tables, secrets = make_tokens(alice="read,write", bob="read,write")
+    server = await start_server("memory", auth_tokens=tables)
+    await server.gql(ADD, {"r": PIPELINE, "f": "speedups"}, headers=bearer(secrets["alice"]))
+    await server.gql(REMOVE, {"r": PIPELINE, "f": "speedups"}, headers=bearer(secrets["bob"]))
     response = await server.gql(
-        "{ revision changes(after: 0) { revision op feature actor at resource { id } } }"
+        "{ revision changes(after: 0) { revision op feature actor at resource { id } } }",
+        headers=bearer(secrets["bob"]),
     )
     assert response.data["revision"] == 2
     changes = response.data["changes"]
     assert [(c["revision"], c["op"], c["actor"]) for c in changes] == [
         (1, "ADD", "alice"),
-        (2, "REMOVE", None),
+        (2, "REMOVE", "bob"),
     ]
-    later = await server.gql("{ changes(after: 1, first: 5) { revision } }")
+    later = await server.gql(
+        "{ changes(after: 1, first: 5) { revision } }", headers=bearer(secrets["alice"])
+    )
     assert later.data["changes"] == [{"revision": 2}]
 
 

@@ -1,75 +1,84 @@
-"""A compiled fast path for the hottest query shapes.
+"""A compiled executor for the hottest query shapes.
 
 Flag checks sit on other systems' hot paths, and the general executor (Strawberry's
 extensions, graphql-core's execution, per-item coercion of input objects) costs far more
 than the check itself. Queries made only of ``hasFeature``, ``checks`` and
-``checkMatrix`` fields are compiled once per query text into a plan that reads the
-arguments straight from the JSON variables and calls FeaturesAPI directly.
+``checkMatrix`` fields are compiled, once per admitted query text, into a plan that
+reads the arguments straight from the JSON variables and calls the same field
+definitions (:mod:`features_gql.graphql.hot_fields`) as the Strawberry resolvers.
 
-A plan answers exactly what the general path would answer, or declines: every query is
-parsed and validated against the real schema before it is compiled; variables whose
-JSON does not have exactly the expected shape send the request down the general path,
-which produces the standard coercion errors; errors of a planned field are built and
-translated the same way (same message, location, path and code).
+What it does not do itself it takes from elsewhere, so it cannot drift:
+
+- parsing, validation, limits and scopes: the request was admitted by the gate;
+- argument types: read from the schema, and the JSON shape each accepts is derived from
+  them (variables of any other shape go down the general path, which reports the
+  coercion error); literal arguments are coerced by graphql-core;
+- schema extensions: it refuses to be built over a schema with an extension it has not
+  been told it may skip (:data:`REPLICATED_EXTENSIONS`);
+- errors: built and translated as the general path builds them (same message,
+  location, path and code).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
-    DocumentNode,
     FieldNode,
     GraphQLError,
+    GraphQLField,
+    GraphQLInputObjectType,
+    GraphQLInputType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
     GraphQLSchema,
-    ListTypeNode,
-    ListValueNode,
-    NamedTypeNode,
-    NonNullTypeNode,
-    ObjectValueNode,
+    GraphQLString,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
-    StringValueNode,
-    TypeNode,
-    ValueNode,
+    Undefined,
     VariableNode,
     is_non_null_type,
-    parse,
-    specified_rules,
-    validate,
+    print_ast,
+    value_from_ast,
 )
+from strawberry.extensions import SchemaExtension
 
-from features_gql.api import FeaturesAPI
-from features_gql.graphql.errors import translate
+from features_gql.graphql import hot_fields
+from features_gql.graphql.admission import Admitted
+from features_gql.graphql.context import Context
+from features_gql.graphql.errors import ErrorCodes, translate
 
-#: What an argument holds, and the variable type that may supply it.
-RESOURCE, STRING, STRING_LIST, CHECK_ITEMS = (
-    "ResourceInput!",
-    "String!",
-    "[String!]!",
-    ("[CheckInput!]!"),
-)
+Shape = Callable[[Any], bool]
 
-_ARGUMENTS = {
-    "hasFeature": {"resource": RESOURCE, "feature": STRING},
-    "checks": {"items": CHECK_ITEMS},
-    "checkMatrix": {"type": STRING, "ids": STRING_LIST, "features": STRING_LIST},
-}
-_CHECK_FIELDS = ("enabled", "feature")
-_RESOURCE_FIELDS = ("type", "id")
 
-Missing = object()
+class FastPathUnavailable(Exception):
+    """The schema runs an extension this executor would skip."""
+
+
+def _replicated() -> tuple[type[SchemaExtension], ...]:
+    from features_gql.graphql.schema import Admission
+
+    return (ErrorCodes, Admission)
+
+
+#: Extensions whose work this executor does (ErrorCodes: errors are translated the same
+#: way) or that has been done before it runs (Admission: the gate admitted the request).
+REPLICATED_EXTENSIONS = "ErrorCodes", "Admission"
 
 
 @dataclass(frozen=True, slots=True)
 class Argument:
     variable: str | None
     literal: Any = None
+
+
+#: A projection of one ``Check``: (response key, field, sub-projection of ``resource``).
+Projection = tuple[tuple[str, str, tuple[tuple[str, str], ...] | None], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +88,15 @@ class PlannedField:
     node: FieldNode
     arguments: dict[str, Argument]
     nullable: bool
-    #: For ``checks``: (response key, field, sub-selection of resource or None).
-    selection: tuple[tuple[str, str, tuple[tuple[str, str], ...] | None], ...] = ()
+    projection: Projection = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
     operation_name: str | None
     fields: tuple[PlannedField, ...]
-    variables: dict[str, str]
+    #: Each variable the plan reads, and the JSON shape that needs no coercion.
+    variables: tuple[tuple[str, Shape], ...]
 
 
 @dataclass(slots=True)
@@ -96,37 +105,43 @@ class Answer:
     errors: list[GraphQLError]
 
 
-def _type_string(node: TypeNode) -> str:
-    if isinstance(node, NonNullTypeNode):
-        return _type_string(node.type) + "!"
-    if isinstance(node, ListTypeNode):
-        return f"[{_type_string(node.type)}]"
-    assert isinstance(node, NamedTypeNode)
-    return node.name.value
+_DECLINED = object()
 
 
-def _literal(value: ValueNode, kind: str) -> Any:
-    """The Python value of a literal argument, or Missing when this plan cannot hold it."""
-    if kind == STRING and isinstance(value, StringValueNode):
-        return value.value
-    if (
-        kind == STRING_LIST
-        and isinstance(value, ListValueNode)
-        and all(isinstance(item, StringValueNode) for item in value.values)
-    ):
-        return [item.value for item in value.values]  # type: ignore[attr-defined]
-    if kind == RESOURCE and isinstance(value, ObjectValueNode):
-        fields = {f.name.value: f.value for f in value.fields}
-        if set(fields) == {"type", "id"} and all(
-            isinstance(v, StringValueNode) for v in fields.values()
-        ):
-            return {k: v.value for k, v in fields.items()}  # type: ignore[attr-defined]
-    return Missing
+def _shape(kind: GraphQLInputType) -> Shape | None:
+    """The JSON values that coerce to themselves as ``kind``, or None when it is not a
+    type this executor reads straight from JSON (nullable, numbers, defaults...)."""
+    if not isinstance(kind, GraphQLNonNull):
+        return None
+    inner = kind.of_type
+    if inner is GraphQLString:
+        return lambda value: type(value) is str
+    if isinstance(inner, GraphQLList):
+        item = _shape(inner.of_type)
+        if item is None:
+            return None
+        if isinstance(inner.of_type, GraphQLNonNull) and inner.of_type.of_type is GraphQLString:
+            return lambda value: type(value) is list and all(type(v) is str for v in value)
+        return lambda value: type(value) is list and all(item(v) for v in value)
+    if isinstance(inner, GraphQLInputObjectType):
+        fields: list[tuple[str, Shape]] = []
+        for name, field in inner.fields.items():
+            check = _shape(field.type)
+            if check is None or field.default_value is not Undefined:
+                return None
+            fields.append((name, check))
+        size = len(fields)
+        return lambda value: (
+            type(value) is dict
+            and len(value) == size
+            and all(name in value and check(value[name]) for name, check in fields)
+        )
+    return None
 
 
-def _check_selection(
-    selection_set: SelectionSetNode | None,
-) -> tuple[tuple[str, str, tuple[tuple[str, str], ...] | None], ...] | None:
+def _projection(selection_set: SelectionSetNode | None) -> Projection | None:
+    """How to shape one ``Check`` for ``selection_set``, or None when it is not a plain
+    selection of its fields (fragments, directives: the general path answers those)."""
     if selection_set is None:
         return None
     planned: list[tuple[str, str, tuple[tuple[str, str], ...] | None]] = []
@@ -135,7 +150,7 @@ def _check_selection(
             return None
         name = node.name.value
         key = node.alias.value if node.alias else name
-        if name in _CHECK_FIELDS and node.selection_set is None:
+        if name in ("enabled", "feature", "__typename") and node.selection_set is None:
             planned.append((key, name, None))
         elif name == "resource" and node.selection_set is not None:
             sub: list[tuple[str, str]] = []
@@ -145,7 +160,7 @@ def _check_selection(
                     or inner.directives
                     or inner.arguments
                     or inner.selection_set is not None
-                    or inner.name.value not in _RESOURCE_FIELDS
+                    or inner.name.value not in ("type", "id", "__typename")
                 ):
                     return None
                 sub.append(
@@ -157,161 +172,115 @@ def _check_selection(
     return tuple(planned)
 
 
-def compile_plan(
-    schema: GraphQLSchema, document: DocumentNode, operation_name: str | None
-) -> Plan | None:
-    """A plan for ``document`` (already validated), or None when it is not a fast shape."""
-    if len(document.definitions) != 1:
-        return None
-    operation = document.definitions[0]
-    if (
-        not isinstance(operation, OperationDefinitionNode)
-        or operation.operation != OperationType.QUERY
-        or operation.directives
-    ):
-        return None
-    name = operation.name.value if operation.name else None
-    if operation_name is not None and operation_name != name:
-        return None
-    variables: dict[str, str] = {}
-    for definition in operation.variable_definitions or ():
-        if definition.default_value is not None or definition.directives:
-            return None
-        variables[definition.variable.name.value] = _type_string(definition.type)
-    query_type = schema.query_type
-    assert query_type is not None
-    fields: list[PlannedField] = []
-    for node in operation.selection_set.selections:
-        if not isinstance(node, FieldNode) or node.directives:
-            return None
-        field_name = node.name.value
-        expected = _ARGUMENTS.get(field_name)
-        if expected is None or field_name not in query_type.fields:
-            return None
-        arguments: dict[str, Argument] = {}
-        for argument in node.arguments or ():
-            kind = expected.get(argument.name.value)
-            if kind is None:
-                return None
-            if isinstance(argument.value, VariableNode):
-                variable = argument.value.name.value
-                if variables.get(variable) != kind:
-                    return None
-                arguments[argument.name.value] = Argument(variable)
-            else:
-                literal = _literal(argument.value, kind)
-                if literal is Missing:
-                    return None
-                arguments[argument.name.value] = Argument(None, literal)
-        if set(arguments) != set(expected):
-            return None
-        selection: tuple[tuple[str, str, tuple[tuple[str, str], ...] | None], ...] = ()
-        if field_name == "checks":
-            planned = _check_selection(node.selection_set)
-            if planned is None:
-                return None
-            selection = planned
-        elif node.selection_set is not None:
-            return None
-        fields.append(
-            PlannedField(
-                name=field_name,
-                alias=node.alias.value if node.alias else field_name,
-                node=node,
-                arguments=arguments,
-                nullable=not is_non_null_type(query_type.fields[field_name].type),
-                selection=selection,
-            )
-        )
-    return Plan(name, tuple(fields), variables)
-
-
-def _is_resource(value: Any) -> bool:
-    return (
-        type(value) is dict
-        and len(value) == 2
-        and type(value.get("type")) is str
-        and type(value.get("id")) is str
-    )
-
-
-def _is_string_list(value: Any) -> bool:
-    return type(value) is list and all(type(item) is str for item in value)
-
-
-def _is_check_items(value: Any) -> bool:
-    return type(value) is list and all(
-        type(item) is dict
-        and len(item) == 2
-        and type(item.get("feature")) is str
-        and _is_resource(item.get("resource"))
-        for item in value
-    )
-
-
-_SHAPES: dict[str, Callable[[Any], bool]] = {
-    RESOURCE: _is_resource,
-    STRING: lambda value: type(value) is str,
-    STRING_LIST: _is_string_list,
-    CHECK_ITEMS: _is_check_items,
-}
-
-
 class FastPath:
-    """Compiles and answers fast-path queries; :meth:`answer` returns None to decline."""
+    """Compiles and answers admitted hot queries; :meth:`plan` returns None to decline."""
 
-    def __init__(self, schema: GraphQLSchema, *, max_tokens: int, cache_size: int = 256) -> None:
+    HOT_FIELDS = ("hasFeature", "checks", "checkMatrix")
+
+    def __init__(self, schema: GraphQLSchema, extensions: Sequence[object]) -> None:
+        replicated = _replicated()
+        for extension in extensions:
+            if not (isinstance(extension, type) and issubclass(extension, replicated)):
+                raise FastPathUnavailable(
+                    f"the schema runs the extension {extension!r}, which the fast path would "
+                    f"skip; it replicates only {', '.join(REPLICATED_EXTENSIONS)}. Teach it "
+                    "the extension's work, or serve with fast_path = false"
+                )
         self.schema = schema
-        self.max_tokens = max_tokens
-        self.cache_size = cache_size
-        self._plans: OrderedDict[tuple[str, str | None], Plan | None] = OrderedDict()
-        self._rules = list(specified_rules)
+        query_type = schema.query_type
+        assert query_type is not None
+        self.query_type: GraphQLObjectType = query_type
+        self.fields: dict[str, GraphQLField] = {
+            name: query_type.fields[name] for name in self.HOT_FIELDS
+        }
         #: Requests answered here (the rest went down the general path).
         self.answered = 0
 
-    def plan(self, query: str, operation_name: str | None) -> Plan | None:
-        key = (query, operation_name)
-        try:
-            plan = self._plans[key]
-        except KeyError:
-            plan = self._compile(query, operation_name)
-            self._plans[key] = plan
-            if len(self._plans) > self.cache_size:
-                self._plans.popitem(last=False)
+    def plan(self, admitted: Admitted) -> Plan | None:
+        plans = admitted.prepared.plans
+        key = admitted.operation_name
+        if key in plans:
+            found = plans[key]
         else:
-            self._plans.move_to_end(key)
-        return plan
+            found = plans[key] = self._compile(admitted.operation) or _DECLINED
+        return found if isinstance(found, Plan) else None
 
-    def _compile(self, query: str, operation_name: str | None) -> Plan | None:
-        try:
-            document = parse(query, max_tokens=self.max_tokens)
-        except GraphQLError:
+    def _compile(self, operation: OperationDefinitionNode) -> Plan | None:
+        if operation.operation != OperationType.QUERY or operation.directives:
             return None
-        if validate(self.schema, document, self._rules):
-            return None
-        return compile_plan(self.schema, document, operation_name)
+        declared: dict[str, str] = {}
+        for definition in operation.variable_definitions or ():
+            if definition.default_value is not None or definition.directives:
+                return None
+            declared[definition.variable.name.value] = print_ast(definition.type)
+        shapes: dict[str, Shape] = {}
+        fields: list[PlannedField] = []
+        for node in operation.selection_set.selections:
+            if not isinstance(node, FieldNode) or node.directives:
+                return None
+            schema_field = self.fields.get(node.name.value)
+            if schema_field is None:
+                return None
+            arguments: dict[str, Argument] = {}
+            for argument in node.arguments or ():
+                kind = schema_field.args[argument.name.value].type
+                if isinstance(argument.value, VariableNode):
+                    variable = argument.value.name.value
+                    shape = _shape(kind)
+                    # Only a variable declared with the argument's own type coerces to
+                    # itself; anything looser needs the general path's coercion.
+                    if shape is None or declared.get(variable) != str(kind):
+                        return None
+                    shapes[variable] = shape
+                    arguments[argument.name.value] = Argument(variable)
+                else:
+                    literal = value_from_ast(argument.value, kind)
+                    if literal is Undefined:
+                        return None
+                    arguments[argument.name.value] = Argument(None, _plain(literal))
+            if set(arguments) != set(schema_field.args):
+                return None
+            projection: Projection = ()
+            if node.name.value == "checks":
+                planned = _projection(node.selection_set)
+                if planned is None:
+                    return None
+                projection = planned
+            fields.append(
+                PlannedField(
+                    name=node.name.value,
+                    alias=node.alias.value if node.alias else node.name.value,
+                    node=node,
+                    arguments=arguments,
+                    nullable=not is_non_null_type(schema_field.type),
+                    projection=projection,
+                )
+            )
+        name = operation.name.value if operation.name else None
+        return Plan(name, tuple(fields), tuple(shapes.items()))
 
     async def answer(
-        self,
-        plan: Plan,
-        variables: dict[str, Any],
-        api: FeaturesAPI,
-        request_id: str | None,
+        self, plan: Plan, variables: dict[str, Any], context: Context
     ) -> Answer | None:
-        for name, kind in plan.variables.items():
-            if not _SHAPES[kind](variables.get(name, Missing)):
-                return None  # the general path reports the coercion error
+        """The response for ``plan``, or None when the variables need the general path."""
+        for name, shape in plan.variables:
+            if name not in variables or not shape(variables[name]):
+                return None
 
         def value(field: PlannedField, argument: str) -> Any:
             spec = field.arguments[argument]
             return spec.literal if spec.variable is None else variables[spec.variable]
 
+        outcomes: Sequence[Any]
         if len(plan.fields) == 1:
-            outcomes: Sequence[Any] = [await _resolve(plan.fields[0], value, api)]
+            outcomes = [await _outcome(_resolve(plan.fields[0], value, context))]
         else:
-            outcomes = await asyncio.gather(*(_resolve(field, value, api) for field in plan.fields))
+            outcomes = await asyncio.gather(
+                *(_outcome(_resolve(field, value, context)) for field in plan.fields)
+            )
         data: dict[str, Any] | None = {}
         errors: list[GraphQLError] = []
+        logged: set[int] = set()
         for field, outcome in zip(plan.fields, outcomes, strict=True):
             if isinstance(outcome, _Failed):
                 error = GraphQLError(
@@ -320,7 +289,7 @@ class FastPath:
                     path=[field.alias],
                     original_error=outcome.error,
                 )
-                errors.append(translate(error, request_id))
+                errors.append(translate(error, context.request_id, logged))
                 if not field.nullable:
                     data = None
                 elif data is not None:
@@ -331,47 +300,64 @@ class FastPath:
         return Answer(data, errors)
 
 
+def _plain(value: Any) -> Any:
+    """graphql-core coerces input objects to dicts and lists to lists; keep them plain."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 @dataclass(slots=True)
 class _Failed:
     error: Exception
 
 
-async def _resolve(
-    field: PlannedField, value: Callable[[PlannedField, str], Any], api: FeaturesAPI
-) -> Any:
+async def _outcome(call: Awaitable[Any]) -> Any:
     try:
-        if field.name == "hasFeature":
-            resource = value(field, "resource")
-            return await api.has((resource["type"], resource["id"]), value(field, "feature"))
-        if field.name == "checkMatrix":
-            return await api.check_matrix(
-                value(field, "type"), value(field, "ids"), value(field, "features")
-            )
-        items = value(field, "items")
-        asked = [
-            ((item["resource"]["type"], item["resource"]["id"]), item["feature"]) for item in items
-        ]
-        answers = await api.check_many(asked)
-        return [
-            _check(item, enabled, field.selection)
-            for item, enabled in zip(items, answers, strict=True)
-        ]
+        return await call
     except Exception as exc:
         return _Failed(exc)
 
 
-def _check(
-    item: dict[str, Any],
-    enabled: bool,
-    selection: tuple[tuple[str, str, tuple[tuple[str, str], ...] | None], ...],
-) -> dict[str, Any]:
+async def _resolve(
+    field: PlannedField, value: Callable[[PlannedField, str], Any], context: Context
+) -> Any:
+    if field.name == "hasFeature":
+        resource = value(field, "resource")
+        return await hot_fields.has_feature(
+            context, resource["type"], resource["id"], value(field, "feature")
+        )
+    if field.name == "checkMatrix":
+        return await hot_fields.check_matrix(
+            context, value(field, "type"), value(field, "ids"), value(field, "features")
+        )
+    items = value(field, "items")
+    asked = [(i["resource"]["type"], i["resource"]["id"], i["feature"]) for i in items]
+    answers = await hot_fields.checks(context, asked)
+    return [
+        _check(item, enabled, field.projection)
+        for item, enabled in zip(asked, answers, strict=True)
+    ]
+
+
+def _check(item: tuple[str, str, str], enabled: bool, projection: Projection) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, name, sub in selection:
+    for key, name, sub in projection:
         if name == "enabled":
             out[key] = enabled
         elif name == "feature":
-            out[key] = item["feature"]
+            out[key] = item[2]
+        elif name == "__typename":
+            out[key] = "Check"
         else:
-            resource = item["resource"]
-            out[key] = {sub_key: resource[sub_name] for sub_key, sub_name in sub or ()}
+            out[key] = {
+                sub_key: "Resource"
+                if sub_name == "__typename"
+                else item[0]
+                if sub_name == "type"
+                else item[1]
+                for sub_key, sub_name in sub or ()
+            }
     return out

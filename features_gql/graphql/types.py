@@ -9,6 +9,7 @@ from typing import Annotated
 import strawberry
 
 from features_gql import domain
+from features_gql.graphql import hot_fields
 from features_gql.graphql.context import Context
 
 Info = strawberry.Info[Context, None]
@@ -18,9 +19,6 @@ Info = strawberry.Info[Context, None]
 class ResourceInput:
     type: str
     id: str
-
-    def to_domain(self, field: str = "resource") -> domain.Resource:
-        return domain.Resource.of(self.type, self.id, field)
 
 
 @strawberry.input(description="One question of a batch: does this resource have this feature?")
@@ -44,8 +42,7 @@ class Resource:
 
     @strawberry.field(description="Whether this resource has the feature.")
     async def has_feature(self, info: Info, feature: str) -> bool | None:
-        domain.validate_feature(feature)
-        return await info.context.checks.load((domain.Resource(self.type, self.id), feature))
+        return await hot_fields.has_feature(info.context, self.type, self.id, feature)
 
 
 @strawberry.type

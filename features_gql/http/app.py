@@ -11,10 +11,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from features_gql.api import FeaturesAPI
+from features_gql.auth import AuthPolicy
 from features_gql.bootstrap import Service
 from features_gql.events import OperationEvent
+from features_gql.graphql.admission import Limits
 from features_gql.graphql.schema import build_schema
+from features_gql.http.access import check_scope
 from features_gql.http.admin import add_admin_routes
+from features_gql.http.errors import error_response
 from features_gql.http.view import (
     OUTCOME_KEY,
     REQUEST_KEY,
@@ -46,15 +50,12 @@ def _request_id_from(request: web.Request) -> str:
 
 
 def _internal_error(rid: str) -> web.Response:
-    body = {
-        "errors": [
-            {
-                "message": f"Internal error; quote request id {rid} when reporting it.",
-                "extensions": {"code": "INTERNAL_SERVER_ERROR", "requestId": rid},
-            }
-        ]
-    }
-    return web.json_response(body, status=500)
+    return error_response(
+        500,
+        "INTERNAL_SERVER_ERROR",
+        f"Internal error; quote request id {rid} when reporting it.",
+        requestId=rid,
+    )
 
 
 @web.middleware
@@ -155,6 +156,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    scope = service.auth.metrics_scope
+    if scope is not None:
+        refused = check_scope(service.auth, request, scope, realm="features-gql metrics")
+        if refused is not None:
+            return refused
     metrics = request.app[METRICS_KEY]
     return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -164,6 +171,8 @@ def mount_graphql(
     api: FeaturesAPI,
     *,
     path: str = "/graphql",
+    auth: AuthPolicy | None = None,
+    limits: Limits | None = None,
     introspection: bool = True,
     graphiql: bool = True,
     fast_path: bool = True,
@@ -171,13 +180,16 @@ def mount_graphql(
     """Serve the GraphQL API of ``api`` at ``path`` in an existing aiohttp application.
 
     This is how an application embeds features-gql (keeping the data in its own
-    database) while letting the control plane write over GraphQL. Add
-    :func:`request_context` to the application's middlewares for request ids.
+    database) while letting the control plane write over GraphQL. Without ``auth``
+    anyone who reaches ``path`` may read and write: pass an :class:`AuthPolicy` with
+    tokens, or guard the route yourself. Add :func:`request_context` to the
+    application's middlewares for request ids, request logs and metrics.
     """
     view = FeaturesGraphQLView(
         api,
+        auth=auth,
         fast_path=fast_path,
-        schema=build_schema(introspection=introspection),
+        schema=build_schema(introspection=introspection, limits=limits),
         graphql_ide="graphiql" if graphiql else None,
     )
     app.router.add_route("GET", path, view)
@@ -186,16 +198,10 @@ def mount_graphql(
 
 
 async def _method_not_allowed(request: web.Request) -> web.Response:
-    return web.json_response(
-        {
-            "errors": [
-                {
-                    "message": "GraphQL accepts GET and POST only.",
-                    "extensions": {"code": "METHOD_NOT_ALLOWED"},
-                }
-            ]
-        },
-        status=405,
+    return error_response(
+        405,
+        "METHOD_NOT_ALLOWED",
+        "GraphQL accepts GET and POST only.",
         headers={"Allow": "GET, POST"},
     )
 
@@ -209,6 +215,8 @@ def create_app(service: Service) -> web.Application:
     mount_graphql(
         app,
         service.api,
+        auth=service.auth,
+        limits=service.settings.limits,
         introspection=service.settings.introspection,
         graphiql=service.settings.graphiql,
         fast_path=service.settings.fast_path,
