@@ -42,7 +42,7 @@ ANONYMOUS = "anonymous"
 ADMIN_TOKEN_NAME = "admin"
 TOKEN_PREFIX = "fgql_"
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -82,7 +82,7 @@ class Token:
         where = f"[auth.tokens.{name}]"
         if _NAME.fullmatch(name) is None:
             raise ConfigError(
-                f"{where}: a token name must be 1-64 characters of a-z, 0-9, '.', '-' and '_', "
+                f"{where}: a token name must be 1-64 characters of a-z, 0-9, '-' and '_', "
                 "starting with a letter or digit"
             )
         if name == ANONYMOUS:

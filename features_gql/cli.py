@@ -71,6 +71,20 @@ def _parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list discovered plugins and what they provide")
     _common(plugins)
 
+    token = commands.add_parser("token", help="make bearer tokens for [auth.tokens]")
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = token_commands.add_parser(
+        "create",
+        help="print a new random secret once, and the TOML table (with only its hash) to paste",
+    )
+    create.add_argument("name", help="the token's name, recorded as the actor of its changes")
+    create.add_argument(
+        "--scopes",
+        default="read",
+        help="comma-separated: read (queries), write (mutations), admin (operator endpoints); "
+        "default read",
+    )
+
     export = commands.add_parser("export-schema", help="print the GraphQL schema (SDL)")
     export.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
     return parser
@@ -144,9 +158,30 @@ def _export_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token(args: argparse.Namespace) -> int:
+    from features_gql.auth import Token, new_secret, token_table
+
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    secret = new_secret()
+    table = token_table(args.name, scopes, secret)
+    # Parse what we print, so a bad name or scope fails here and not at the next start.
+    Token.from_config(args.name, scopes, table.rsplit('"', 2)[-2])
+    print(
+        f"secret (shown once; give it to the client as Authorization: Bearer <secret>):\n"
+        f"  {secret}\n\nadd to the config file:\n\n{table}",
+        end="",
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    commands = {"serve": _serve, "plugins": _plugins, "export-schema": _export_schema}
+    commands = {
+        "serve": _serve,
+        "plugins": _plugins,
+        "export-schema": _export_schema,
+        "token": _token,
+    }
     try:
         return commands[args.command](args)
     except ConfigError as exc:

@@ -110,7 +110,10 @@ def _log_request(
 ) -> None:
     threshold = request.app.get(SLOW_KEY)
     slow = threshold is not None and seconds >= threshold
-    if not slow and not request_log.isEnabledFor(logging.INFO):
+    # A flag check that went well is counted by the metrics; a line for each would be
+    # thousands a second. Writes, errors and refusals are logged at INFO.
+    level = logging.INFO if outcome.write or outcome.outcome != "ok" else logging.DEBUG
+    if not slow and not request_log.isEnabledFor(level):
         return
     fields: dict[str, object] = {
         "request_id": rid,
@@ -121,7 +124,8 @@ def _log_request(
         "errors": ",".join(sorted(set(outcome.codes))) or None,
         "store_calls": len(operations),
     }
-    request_log.info("graphql request", extra={"fields": fields})
+    if request_log.isEnabledFor(level):
+        request_log.log(level, "graphql request", extra={"fields": fields})
     if slow and threshold is not None:
         slowest = sorted(operations, key=lambda e: e.duration, reverse=True)[:SLOWEST_SHOWN]
         fields = {

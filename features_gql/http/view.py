@@ -67,6 +67,8 @@ class GraphQLOutcome:
     operation: str | None
     outcome: str
     codes: list[str]
+    #: A mutation: logged at INFO even when it succeeds (the audit trail).
+    write: bool = False
 
 
 OUTCOME_KEY = web.RequestKey("features_gql.graphql_outcome", GraphQLOutcome)
@@ -257,10 +259,12 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
             response.pop("data", None)
         context = request.get(CONTEXT_KEY)
         codes = error_codes(result.errors or ())
+        admitted = context.admitted if context is not None else None
         request[OUTCOME_KEY] = GraphQLOutcome(
             operation=context.operation_name if context is not None else None,
             outcome="rejected" if rejected else "error" if codes else "ok",
             codes=codes,
+            write=admitted is not None and admitted.operation.operation.value != "query",
         )
         return response
 
