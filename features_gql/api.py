@@ -23,9 +23,8 @@ from features_gql.domain import (
 )
 from features_gql.errors import InvalidInput, StoreError, StoreTimeout
 from features_gql.events import OperationEvent
-from features_gql.faults import injected_delay
 from features_gql.request_context import request_id
-from features_gql.stores.base import Store
+from features_gql.stores.base import Store, injected_delay
 
 log = logging.getLogger("features_gql.api")
 
@@ -114,15 +113,15 @@ class FeaturesAPI:
         outcome = "ok"
         error: str | None = None
         injected = False
-        # A fault-injection store sets this while it delays on purpose (features_gql.faults).
-        delay_token = injected_delay.set(False)
         try:
             if self.store.never_suspends:
                 return await call()
             async with asyncio.timeout(self.deadline):
                 return await call()
         except TimeoutError:
+            # A store that delayed on purpose left its mark on this task (stores.base).
             injected = injected_delay.get()
+            injected_delay.set(False)
             why = " (injected delay)" if injected else ""
             outcome, error = "timeout", f"no answer within {self.deadline:g}s{why}"
             raise StoreTimeout(
@@ -137,7 +136,6 @@ class FeaturesAPI:
             outcome, error = "error", f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            injected_delay.reset(delay_token)
             if self._on_event is not None:
                 self._on_event(
                     OperationEvent(
@@ -329,31 +327,39 @@ class CheckBatch:
     ``check_many`` call, which answers or fails for all of them together.
     """
 
-    __slots__ = ("_api", "_pending", "_tasks")
+    __slots__ = ("_api", "_pending", "_tasks", "sole")
 
     def __init__(self, api: FeaturesAPI) -> None:
         self._api = api
+        #: Set by an executor that knows the request asks exactly one check.
+        self.sole = False
         self._pending: list[tuple[tuple[Resource, str], asyncio.Future[bool]]] = []
         #: The store calls in flight, referenced so the loop cannot collect them.
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def has(
+    async def has(
         self,
         resource: Resource | tuple[str, str],
         feature: str,
         *,
         field: str = "resource",
         feature_field: str = "feature",
-    ) -> asyncio.Future[bool]:
-        """Does ``resource`` have ``feature``? Await the answer."""
+    ) -> bool:
+        """Does ``resource`` have ``feature``?"""
         res = _resource(resource, field)
         validate_feature(feature, feature_field)
+        if self.sole:
+            # The executor knows this is the request's only check: nothing to wait for.
+            api = self._api
+            return await api._call(
+                "has", lambda: api.store.has(res, feature), resource=res, feature=feature
+            )
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[bool] = loop.create_future()
         if not self._pending:
             loop.call_soon(self._flush, loop)
         self._pending.append(((res, feature), answer))
-        return answer
+        return await answer
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         pending, self._pending = self._pending, []

@@ -17,6 +17,7 @@ service accepts only while it listens on loopback (see :func:`check_exposure`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -118,7 +119,7 @@ class AuthPolicy:
 
     @property
     def anonymous_principal(self) -> Principal:
-        return Principal(ANONYMOUS, self.anonymous, anonymous=True)
+        return _anonymous(self.anonymous)
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal for an ``Authorization`` header value (None when absent).
@@ -151,6 +152,11 @@ class AuthPolicy:
             raise Unauthenticated(
                 f"This needs the {scope!r} scope: send Authorization: Bearer <token>."
             )
+
+
+@functools.lru_cache(maxsize=8)
+def _anonymous(scopes: frozenset[str]) -> Principal:
+    return Principal(ANONYMOUS, scopes, anonymous=True)
 
 
 def build_policy(

@@ -199,7 +199,7 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
 
 
 def _limits_from_toml(table: Mapping[str, Any]) -> Limits:
-    names = ("max_tokens", "max_depth", "max_cost", "cache_entries", "cache_mb")
+    names = ("max_tokens", "max_selections", "max_depth", "max_cost", "cache_entries", "cache_mb")
     given = _take(table, "limits", dict.fromkeys(names, int))
     for key, value in given.items():
         if value < 1:

@@ -99,11 +99,14 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
-        self.in_flight = Gauge(
+        in_flight = Gauge(
             "features_gql_http_requests_in_flight",
             "HTTP requests being answered right now.",
             registry=self.registry,
         )
+        #: Requests being answered; read at scrape time, so counting them takes no lock.
+        self.requests_in_flight = 0
+        in_flight.set_function(lambda: self.requests_in_flight)
         self.store_up = Gauge(
             "features_gql_store_up",
             "1 if the last readiness probe of the store succeeded, else 0.",

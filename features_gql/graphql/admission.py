@@ -68,6 +68,8 @@ REQUIRED_SCOPE = {
     OperationType.SUBSCRIPTION: "read",
 }
 
+#: Arguments whose value sets how many items a field asks for.
+SIZE_ARGUMENTS = frozenset({"items", "ids", "features", "first"})
 #: A paginated field without ``first`` is charged for this many items.
 DEFAULT_PAGE_COST = 100
 
@@ -473,7 +475,10 @@ class _Measure:
         """Whether a variable decides the size of some field in ``selection_set``."""
         for node in selection_set.selections:
             if isinstance(node, FieldNode):
-                if any(isinstance(a.value, VariableNode) for a in node.arguments or ()):
+                if any(
+                    a.name.value in SIZE_ARGUMENTS and isinstance(a.value, VariableNode)
+                    for a in node.arguments or ()
+                ):
                     return True
                 if node.selection_set is not None:
                     definition = self._field(parent, node)

@@ -25,15 +25,21 @@ class Context:
     admitted: Admitted | None = None
     #: Set once the query is parsed; for request logs and metrics.
     operation_name: str | None = field(default=None, init=False)
-    features: DataLoader[Resource, list[str]] = field(init=False)
     checks: CheckBatch = field(init=False)
+    _features: DataLoader[Resource, list[str]] | None = field(default=None, init=False)
 
     @property
     def actor(self) -> str:
         return self.principal.name
 
+    @property
+    def features(self) -> DataLoader[Resource, list[str]]:
+        # Built when first asked for: most requests are flag checks that never need it.
+        if self._features is None:
+            self._features = DataLoader(load_fn=self.api.features_of_many)
+        return self._features
+
     def __post_init__(self) -> None:
         # Built per request, so answers are never shared between requests, and all
         # `features` / `hasFeature` fields of one request reach the store in one call.
-        self.features = DataLoader(load_fn=self.api.features_of_many)
         self.checks = self.api.batch()

@@ -273,7 +273,11 @@ class FastPath:
 
         outcomes: Sequence[Any]
         if len(plan.fields) == 1:
-            outcomes = [await _outcome(_resolve(plan.fields[0], value, context))]
+            context.checks.sole = True
+            try:
+                outcomes = [await _resolve(plan.fields[0], value, context)]
+            except Exception as exc:
+                outcomes = [_Failed(exc)]
         else:
             outcomes = await asyncio.gather(
                 *(_outcome(_resolve(field, value, context)) for field in plan.fields)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -42,11 +43,18 @@ SLOWEST_SHOWN = 5
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+#: Request ids this process makes: a random prefix per process, then a counter. Unique
+#: across processes and restarts for all practical purposes, and far cheaper than a
+#: random id per request.
+_ID_PREFIX = os.urandom(6).hex()
+_id_counter = itertools.count(1)
+
+
 def _request_id_from(request: web.Request) -> str:
-    given = request.headers.get("X-Request-ID", "")
-    if given and len(given) <= MAX_REQUEST_ID and given.isprintable():
+    given = request.headers.get("X-Request-ID")
+    if given and len(given) <= MAX_REQUEST_ID and given.isascii() and given.isprintable():
         return given
-    return os.urandom(16).hex()  # as random as uuid4().hex, at a third of the cost
+    return f"{_ID_PREFIX}{next(_id_counter):08x}"
 
 
 def _internal_error(rid: str) -> web.Response:
@@ -70,7 +78,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     ops_token = request_operations.set(operations)
     metrics = request.app.get(METRICS_KEY)
     if metrics is not None:
-        metrics.in_flight.inc()
+        metrics.requests_in_flight += 1
     started = time.perf_counter()
     try:
         response = await handler(request)
@@ -90,7 +98,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         request_id.reset(token)
         request_operations.reset(ops_token)
         if metrics is not None:
-            metrics.in_flight.dec()
+            metrics.requests_in_flight -= 1
     response.headers["X-Request-ID"] = rid
     outcome = request.get(OUTCOME_KEY)
     if outcome is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ CONTEXT_KEY = web.RequestKey("features_gql.context", Context)
 BODY_KEY = web.RequestKey("features_gql.graphql_request", GraphQLRequestData)
 
 
+@functools.lru_cache(maxsize=64)
 def wants_graphql_response(accept: str) -> bool:
     """Whether the client prefers ``application/graphql-response+json`` (GraphQL over HTTP).
 
@@ -277,12 +279,13 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         sub_response: web.Response,
     ) -> web.Response:
         sub_response.body = orjson.dumps(response_data)
+        # The header is set as a string: aiohttp's content_type setter parses and rebuilds.
         if wants_graphql_response(sub_response.get(ACCEPT_KEY, "")):
-            sub_response.content_type = GRAPHQL_RESPONSE
+            sub_response.headers["Content-Type"] = GRAPHQL_RESPONSE
             if isinstance(response_data, dict) and "data" not in response_data:
                 sub_response.set_status(400)
         else:
-            sub_response.content_type = JSON
+            sub_response.headers["Content-Type"] = JSON
         return sub_response
 
     async def get_sub_response(self, request: web.Request) -> web.Response:
