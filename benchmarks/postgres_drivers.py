@@ -1,0 +1,349 @@
+"""psycopg 3 (with psycopg_pool) against asyncpg, on the postgres store's own statements.
+
+    python -m benchmarks.postgres_drivers [--quick]
+
+The measurement behind the postgres store's choice of driver (docs/postgres.md). Both
+drivers run the very statements the store runs, through a pool of four connections, on
+one table layout: ``has`` (one indexed lookup), ``add`` (one write statement: the
+assignment, the revision counter and the change log, one round trip), and
+``check_many(1000)`` (1000 questions as three arrays, joined to the primary key, one
+round trip). Calls are sequential (latency: p50, p99 and calls per second), then 32 at
+a time (``has x32``: throughput through the pool). The ratio column is each p50 against
+asyncpg's, measured in the same run. The server is a PostgreSQL cluster started here
+from the machine's installation (as the tests start one), unless ``POSTGRES_URL``
+names one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA = "features_gql_driver_bench"
+SEED = 2000
+
+DDL = f"""
+DROP SCHEMA IF EXISTS {SCHEMA} CASCADE;
+CREATE SCHEMA {SCHEMA};
+CREATE TABLE {SCHEMA}.assignments (
+    resource_type text COLLATE "C" NOT NULL,
+    resource_id   text COLLATE "C" NOT NULL,
+    feature       text COLLATE "C" NOT NULL,
+    at            timestamptz NOT NULL,
+    actor         text,
+    PRIMARY KEY (resource_type, resource_id, feature)
+);
+CREATE TABLE {SCHEMA}.changes (
+    revision bigint PRIMARY KEY, op text NOT NULL, resource_type text COLLATE "C" NOT NULL,
+    resource_id text COLLATE "C" NOT NULL, feature text COLLATE "C" NOT NULL,
+    at timestamptz NOT NULL, actor text
+);
+CREATE TABLE {SCHEMA}.revision (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row), revision bigint NOT NULL
+);
+INSERT INTO {SCHEMA}.revision (revision) VALUES (0);
+"""
+
+HAS = (
+    f"SELECT EXISTS (SELECT 1 FROM {SCHEMA}.assignments "
+    "WHERE resource_type = $1 AND resource_id = $2 AND feature = $3)"
+)
+ADD = f"""
+WITH applied AS (
+    INSERT INTO {SCHEMA}.assignments (resource_type, resource_id, feature, at, actor)
+    VALUES ($1, $2, $3, now(), $4) ON CONFLICT DO NOTHING RETURNING 1
+), counted AS (
+    UPDATE {SCHEMA}.revision SET revision = revision + 1
+    WHERE EXISTS (SELECT FROM applied) RETURNING revision
+), logged AS (
+    INSERT INTO {SCHEMA}.changes (revision, op, resource_type, resource_id, feature, at, actor)
+    SELECT revision, 'add', $1, $2, $3, clock_timestamp(), $4 FROM counted RETURNING revision
+)
+SELECT (SELECT revision FROM logged), (SELECT revision FROM {SCHEMA}.revision)
+"""
+CHECK_MANY = f"""
+SELECT wanted.n FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY
+    AS wanted (resource_type, resource_id, feature, n)
+JOIN {SCHEMA}.assignments a USING (resource_type, resource_id, feature)
+"""
+
+
+def psycopg_sql(statement: str) -> str:
+    """The same statement with psycopg's named placeholders (``$2`` -> ``%(p2)s``)."""
+    return re.sub(r"\$(\d+)", r"%(p\1)s", statement)
+
+
+def psycopg_params(*values: Any) -> dict[str, Any]:
+    return {f"p{n}": value for n, value in enumerate(values, start=1)}
+
+
+class Driver:
+    name = ""
+
+    async def open(self, url: str) -> None: ...
+    async def close(self) -> None: ...
+    async def execute_script(self, script: str) -> None: ...
+    async def has(self, t: str, i: str, f: str) -> bool: ...
+    async def add(self, t: str, i: str, f: str) -> int: ...
+    async def check_many(self, items: list[tuple[str, str, str]]) -> list[bool]: ...
+
+
+class Asyncpg(Driver):
+    """asyncpg's pool as an application would create it: released connections are reset
+    (``RESET ALL``, ``UNLISTEN *``...: one more round trip per call)."""
+
+    name = "asyncpg"
+
+    async def open(self, url: str) -> None:
+        import asyncpg
+
+        self.pool = await asyncpg.create_pool(url, min_size=4, max_size=4)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def execute_script(self, script: str) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute(script)
+
+    async def has(self, t: str, i: str, f: str) -> bool:
+        return bool(await self.pool.fetchval(HAS, t, i, f))
+
+    async def add(self, t: str, i: str, f: str) -> int:
+        row = await self.pool.fetchrow(ADD, t, i, f, None)
+        return int(row[0] if row[0] is not None else row[1])
+
+    async def check_many(self, items: list[tuple[str, str, str]]) -> list[bool]:
+        answers = [False] * len(items)
+        rows = await self.pool.fetch(
+            CHECK_MANY, [t for t, _, _ in items], [i for _, i, _ in items], [f for *_, f in items]
+        )
+        for (n,) in rows:
+            answers[n - 1] = True
+        return answers
+
+
+class AsyncpgNoReset(Asyncpg):
+    """asyncpg's pool with no reset on release: what a store that never changes session
+    state would configure for its own pool."""
+
+    name = "asyncpg/nr"
+
+    async def open(self, url: str) -> None:
+        import asyncpg
+
+        async def keep(connection: Any) -> None:
+            return None
+
+        self.pool = await asyncpg.create_pool(url, min_size=4, max_size=4, reset=keep)
+
+
+class Psycopg(Driver):
+    name = "psycopg"
+
+    async def open(self, url: str) -> None:
+        from psycopg_pool import AsyncConnectionPool
+
+        self.pool = AsyncConnectionPool(
+            url, min_size=4, max_size=4, kwargs={"autocommit": True}, open=False
+        )
+        await self.pool.open(wait=True)
+        self.has_sql = psycopg_sql(HAS)
+        self.add_sql = psycopg_sql(ADD)
+        self.check_sql = psycopg_sql(CHECK_MANY)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def execute_script(self, script: str) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(script.encode())
+
+    async def has(self, t: str, i: str, f: str) -> bool:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(self.has_sql, psycopg_params(t, i, f), binary=True)
+            row = await cursor.fetchone()
+        return bool(row and row[0])
+
+    async def add(self, t: str, i: str, f: str) -> int:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(self.add_sql, psycopg_params(t, i, f, None), binary=True)
+            row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0] if row[0] is not None else row[1])
+
+    async def check_many(self, items: list[tuple[str, str, str]]) -> list[bool]:
+        answers = [False] * len(items)
+        params = psycopg_params(
+            [t for t, _, _ in items], [i for _, i, _ in items], [f for *_, f in items]
+        )
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(self.check_sql, params, binary=True)
+            rows = await cursor.fetchall()
+        for (n,) in rows:
+            answers[n - 1] = True
+        return answers
+
+
+@dataclass
+class Result:
+    driver: str
+    op: str
+    samples: list[float]
+    calls_per_second: float
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.samples)
+
+    @property
+    def p99(self) -> float:
+        ordered = sorted(self.samples)
+        return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+
+
+async def sequential(
+    calls: int, call: Callable[[int], Awaitable[Any]]
+) -> tuple[list[float], float]:
+    samples = []
+    for i in range(calls):
+        started = time.perf_counter()
+        await call(i)
+        samples.append(time.perf_counter() - started)
+    return samples, len(samples) / sum(samples)
+
+
+async def concurrent(
+    calls: int, width: int, call: Callable[[int], Awaitable[Any]]
+) -> tuple[list[float], float]:
+    samples: list[float] = []
+
+    async def worker(offset: int) -> None:
+        for i in range(offset, calls, width):
+            started = time.perf_counter()
+            await call(i)
+            samples.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(n) for n in range(width)))
+    return samples, calls / (time.perf_counter() - started)
+
+
+async def measure(driver: Driver, url: str, counts: dict[str, int]) -> list[Result]:
+    await driver.open(url)
+    try:
+        await driver.execute_script(DDL)
+        resources = [("app", f"app-{n:05}") for n in range(SEED)]
+        for t, i in resources[::2]:
+            await driver.add(t, i, "beta")
+        rng = random.Random(1)
+        picks = [rng.choice(resources) for _ in range(counts["has"])]
+        batch = [(t, i, "beta") for t, i in rng.sample(resources, 1000)]
+        expected = [int(i[4:]) % 2 == 0 for _, i, _ in batch]
+        assert await driver.check_many(batch) == expected
+        for _ in range(50):  # warm up: connections, prepared statements
+            await driver.has(*picks[0], "beta")
+        results = []
+        for op, count, call in (
+            ("has", counts["has"], lambda n: driver.has(*picks[n], "beta")),
+            ("add", counts["add"], lambda n: driver.add("user", f"u{n}", "beta")),
+            ("check_many(1000)", counts["check_many"], lambda n: driver.check_many(batch)),
+        ):
+            samples, rate = await sequential(count, call)
+            results.append(Result(driver.name, op, samples, rate))
+        samples, rate = await concurrent(counts["has"], 32, lambda n: driver.has(*picks[n], "beta"))
+        results.append(Result(driver.name, "has x32", samples, rate))
+        await driver.execute_script(f"DROP SCHEMA {SCHEMA} CASCADE")
+        return results
+    finally:
+        await driver.close()
+
+
+def table(results: list[Result]) -> str:
+    baseline = {r.op: r.p50 for r in results if r.driver == "asyncpg"}
+    lines = [
+        f"{'driver':<10} {'operation':<18} {'calls':>6} {'p50 ms':>9} {'p99 ms':>9} "
+        f"{'calls/s':>10} {'p50 vs asyncpg':>15}"
+    ]
+    for r in results:
+        lines.append(
+            f"{r.driver:<10} {r.op:<18} {len(r.samples):>6} {r.p50 * 1000:>9.3f} "
+            f"{r.p99 * 1000:>9.3f} {r.calls_per_second:>10.0f} {r.p50 / baseline[r.op]:>14.2f}x"
+        )
+    return "\n".join(lines)
+
+
+async def run(url: str, origin: str, counts: dict[str, int], rounds: int) -> None:
+    from importlib.metadata import version
+
+    import psycopg
+
+    print(f"server  {origin}")
+    print(
+        f"drivers asyncpg {version('asyncpg')}; psycopg {version('psycopg')} "
+        f"({psycopg.pq.__impl__} libpq {psycopg.pq.version()}), psycopg_pool "
+        f"{version('psycopg-pool')}"
+    )
+    print(f"python  {sys.version.split()[0]}, {os.cpu_count()} cores\n")
+    results: list[Result] = []
+    # Alternate the drivers so neither always runs on a warmer server.
+    for _ in range(rounds):
+        for driver in (Asyncpg(), AsyncpgNoReset(), Psycopg()):
+            results += await measure(driver, url, counts)
+    merged: dict[tuple[str, str], Result] = {}
+    for r in results:
+        key = (r.driver, r.op)
+        if key in merged:
+            merged[key].samples += r.samples
+            merged[key].calls_per_second = (merged[key].calls_per_second + r.calls_per_second) / 2
+        else:
+            merged[key] = r
+    order = ["asyncpg", "asyncpg/nr", "psycopg"]
+    print(table(sorted(merged.values(), key=lambda r: (r.op, order.index(r.driver)))))
+
+
+@contextmanager
+def server() -> Iterator[tuple[str, str]]:
+    """POSTGRES_URL, or a cluster started here on the CPU the client does not use."""
+    url = os.environ.get("POSTGRES_URL")
+    if url:
+        yield url, "POSTGRES_URL"
+        return
+    from tests.postgres_server import LocalPostgres
+
+    local = LocalPostgres.create()
+    pinned = (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity")
+    try:
+        local.start(cores={0} if pinned else None, durable=True)
+        if pinned:
+            os.sched_setaffinity(0, {1})
+        yield local.url, f"{local.version()} on 127.0.0.1 (started here)"
+    finally:
+        local.remove()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
+    args = parser.parse_args(argv)
+    counts = {"has": 3000, "add": 1000, "check_many": 200}
+    rounds = 2
+    if args.quick:
+        counts, rounds = {"has": 200, "add": 100, "check_many": 10}, 1
+    with server() as (url, origin):
+        asyncio.run(run(url, origin, counts, rounds))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
