@@ -9,7 +9,7 @@ assignment, the revision counter and the change log, one round trip), and
 ``check_many(1000)`` (1000 questions as three arrays, joined to the primary key, one
 round trip). Calls are sequential (latency: p50, p99 and calls per second), then 32 at
 a time (``has x32``: throughput through the pool). The ratio column is each p50 against
-asyncpg's, measured in the same run. The server is a PostgreSQL cluster started here
+psycopg's, measured in the same run. The server is a PostgreSQL cluster started here
 from the machine's installation (as the tests start one), unless ``POSTGRES_URL``
 names one.
 """
@@ -270,10 +270,10 @@ async def measure(driver: Driver, url: str, counts: dict[str, int]) -> list[Resu
 
 
 def table(results: list[Result]) -> str:
-    baseline = {r.op: r.p50 for r in results if r.driver == "asyncpg"}
+    baseline = {r.op: r.p50 for r in results if r.driver == "psycopg"}
     lines = [
         f"{'driver':<10} {'operation':<18} {'calls':>6} {'p50 ms':>9} {'p99 ms':>9} "
-        f"{'calls/s':>10} {'p50 vs asyncpg':>15}"
+        f"{'calls/s':>10} {'p50 vs psycopg':>15}"
     ]
     for r in results:
         lines.append(
@@ -298,7 +298,7 @@ async def run(url: str, origin: str, counts: dict[str, int], rounds: int) -> Non
     results: list[Result] = []
     # Alternate the drivers so neither always runs on a warmer server.
     for _ in range(rounds):
-        for driver in (Asyncpg(), AsyncpgNoReset(), Psycopg()):
+        for driver in (Psycopg(), Asyncpg(), AsyncpgNoReset()):
             results += await measure(driver, url, counts)
     merged: dict[tuple[str, str], Result] = {}
     for r in results:
@@ -308,7 +308,7 @@ async def run(url: str, origin: str, counts: dict[str, int], rounds: int) -> Non
             merged[key].calls_per_second = (merged[key].calls_per_second + r.calls_per_second) / 2
         else:
             merged[key] = r
-    order = ["asyncpg", "asyncpg/nr", "psycopg"]
+    order = ["psycopg", "asyncpg", "asyncpg/nr"]
     print(table(sorted(merged.values(), key=lambda r: (r.op, order.index(r.driver)))))
 
 

@@ -347,6 +347,38 @@ def test_embedding_with_the_applications_own_pool(
     run(scenario())
 
 
+def test_writes_through_a_serializable_pool_retry_their_conflicts(
+    postgres_url: str, postgres_schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An application's connections default to SERIALIZABLE: concurrent writes collide on
+    the revision row, are retried, and still log every change once, densely."""
+
+    async def scenario() -> None:
+        pool = await asyncpg.create_pool(
+            postgres_url,
+            min_size=4,
+            max_size=4,
+            server_settings={"default_transaction_isolation": "serializable"},
+        )
+        store = PostgresStore(pool=pool, schema=postgres_schema)
+        await store.open()
+        try:
+            results = await asyncio.gather(
+                *(store.add(Resource("app", str(n)), "f", actor=None) for n in range(20))
+            )
+            assert sorted(r.revision for r in results) == list(range(1, 21))
+            assert [c.revision for c in await store.changes_since(0, limit=50)] == list(
+                range(1, 21)
+            )
+        finally:
+            await store.close()
+            await pool.close()
+
+    caplog.set_level(logging.DEBUG, "features_gql.stores.postgres")
+    run(scenario())
+    assert "conflicted (attempt 1, 40001); retrying" in caplog.text
+
+
 def test_options_and_urls() -> None:
     url, ours = split_url("postgresql://u:p@h:5432/app?sslmode=disable&schema=flags")
     assert (url, ours) == ("postgresql://u:p@h:5432/app?sslmode=disable", {"schema": "flags"})
@@ -367,6 +399,16 @@ def test_options_and_urls() -> None:
     for options in bad:
         with pytest.raises(ConfigError):
             PostgresStore(**options)
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://u:pw@127.0.0.1:notaport/db", "postgresql://127.0.0.1:1/db?sslmode=no"]
+)
+def test_a_url_the_driver_cannot_use_stops_the_start(url: str) -> None:
+    store = PostgresStore(url)
+    with pytest.raises(ConfigError, match="cannot be used as configured") as raised:
+        run(_open_and_close(store))
+    assert "pw" not in str(raised.value)
 
 
 def test_plugin_reads_its_options() -> None:

@@ -54,9 +54,11 @@ an outage simply connects again. Passwords (in the URL's authority or its
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -96,7 +98,7 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _PREFIX = re.compile(r"[a-z0-9_]{0,40}")
 _PASSWORD_PARAMETER = re.compile(r"(?P<key>(?:^|[?&\s])password=)[^&\s]*", re.I)
 #: How long a write retries a serialisation failure or deadlock before StoreConflict.
-_CONFLICT_ATTEMPTS = 5
+_CONFLICT_BUDGET_SECONDS = 1.0
 
 
 class IncompatibleDatabase(ConfigError):
@@ -289,9 +291,12 @@ class Statements:
             ON CONFLICT DO NOTHING"""
 
 
-async def _keep_session(connection: object) -> None:
-    """Pool reset for the store's own pool: nothing to undo (the store never changes
-    session state), which saves asyncpg's default reset query, a round trip per call."""
+async def _keep_session(connection: asyncpg.Connection[Any]) -> None:
+    """Pool reset for the store's own pool. The store never changes session state, so
+    there is nothing to undo but a transaction left open, which a local flag tells: this
+    saves asyncpg's default reset query, a round trip per call."""
+    if connection.is_in_transaction():
+        await connection.execute("ROLLBACK")
 
 
 class PostgresStore(Store):
@@ -397,10 +402,19 @@ class PostgresStore(Store):
                 command_timeout=self.command_timeout,
                 statement_cache_size=self.statement_cache_size,
                 reset=_keep_session,
-                server_settings={"application_name": "features-gql"},
+                # The consistency scheme relies on READ COMMITTED (a writer waiting for
+                # the revision row then reads the committed value); a server may default
+                # to something stricter.
+                server_settings={
+                    "application_name": "features-gql",
+                    "default_transaction_isolation": "read committed",
+                },
             )
         try:
             await self._ensure_ready(strict=True)
+        except ConfigError:
+            await self.close()
+            raise
         except StoreError as exc:
             log.warning(
                 "PostgreSQL is not answering yet (%s); the tables are set up on the first "
@@ -433,8 +447,9 @@ class PostgresStore(Store):
 
         Concurrent callers share one attempt (and its failure): while PostgreSQL is down
         they fail together instead of each waiting for a connection of its own. A
-        layout newer than this code is a :class:`IncompatibleDatabase` at ``open()``
-        (``strict``) and a StoreUnavailable saying so on any later call.
+        URL the driver cannot use, or a database the store cannot use, is a
+        :class:`ConfigError` at ``open()`` (``strict``) and a StoreUnavailable saying so
+        on any later call.
         """
         if self._ready:
             return
@@ -444,7 +459,7 @@ class PostgresStore(Store):
         try:
             # Shielded: a caller that hits its deadline must not cancel everyone's attempt.
             await asyncio.shield(self._setup)
-        except IncompatibleDatabase as exc:
+        except ConfigError as exc:
             if strict:
                 raise
             raise StoreUnavailable(str(exc)) from exc
@@ -460,6 +475,11 @@ class PostgresStore(Store):
                     "version": ".".join(map(str, conn.get_server_version()[:2])),
                     "schema_version": SCHEMA_VERSION,
                 }
+        except ValueError as exc:
+            # asyncpg parses the URL when it first connects: a bad port, sslmode...
+            # (ClientConfigurationError is a ValueError too).
+            message = self._redact(str(exc))
+            raise ConfigError(f"PostgreSQL cannot be used as configured: {message}") from exc
         except _DRIVER_ERRORS as exc:
             raise self._error(exc) from exc
         self._ready = True
@@ -670,7 +690,8 @@ class PostgresStore(Store):
         statement = self.sql.add if op == "add" else self.sql.remove
 
         async def work(conn: Connection) -> WriteResult:
-            for attempt in range(1, _CONFLICT_ATTEMPTS + 1):
+            give_up = time.monotonic() + _CONFLICT_BUDGET_SECONDS
+            for attempt in itertools.count(1):
                 try:
                     revision = await conn.fetchval(
                         statement,
@@ -689,9 +710,11 @@ class PostgresStore(Store):
                             f"the revision counter {self.tables.revision} is empty; "
                             "rebuilt on retry"
                         ) from exc
-                    if exc.sqlstate not in _CONFLICT_STATES or attempt == _CONFLICT_ATTEMPTS:
+                    if exc.sqlstate not in _CONFLICT_STATES or time.monotonic() > give_up:
                         raise
-                    await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
+                    log.debug("%s conflicted (attempt %d, %s); retrying", op, attempt, exc.sqlstate)
+                    # Jittered exponential backoff, so writers do not collide in lockstep.
+                    await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
                     continue
                 if revision is not None:
                     return WriteResult(True, int(revision))
