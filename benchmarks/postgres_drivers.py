@@ -8,10 +8,11 @@ one table layout: ``has`` (one indexed lookup), ``add`` (one write statement: th
 assignment, the revision counter and the change log, one round trip), and
 ``check_many(1000)`` (1000 questions as three arrays, joined to the primary key, one
 round trip). Calls are sequential (latency: p50, p99 and calls per second), then 32 at
-a time (``has x32``: throughput through the pool). The ratio column is each p50 against
-psycopg's, measured in the same run. The server is a PostgreSQL cluster started here
-from the machine's installation (as the tests start one), unless ``POSTGRES_URL``
-names one.
+a time (``has x32``: throughput through the pool). The drivers take turns, a chunk of
+calls each, so that drifts in this machine's latency reach all of them alike. The ratio
+column is each p50 against psycopg's, measured in the same run. The server is a
+PostgreSQL cluster started here from the machine's installation (as the tests start
+one), with every commit flushed, unless ``POSTGRES_URL`` names one.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 SCHEMA = "features_gql_driver_bench"
+Call = Callable[[int], Awaitable[Any]]
 SEED = 2000
 
 DDL = f"""
@@ -199,8 +201,9 @@ class Psycopg(Driver):
 class Result:
     driver: str
     op: str
-    samples: list[float]
-    calls_per_second: float
+    samples: list[float] = field(default_factory=list)
+    #: Wall-clock time of the calls (for concurrent calls, less than their sum).
+    elapsed: float = 0.0
 
     @property
     def p50(self) -> float:
@@ -211,62 +214,71 @@ class Result:
         ordered = sorted(self.samples)
         return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
 
-
-async def sequential(
-    calls: int, call: Callable[[int], Awaitable[Any]]
-) -> tuple[list[float], float]:
-    samples = []
-    for i in range(calls):
-        started = time.perf_counter()
-        await call(i)
-        samples.append(time.perf_counter() - started)
-    return samples, len(samples) / sum(samples)
+    @property
+    def calls_per_second(self) -> float:
+        return len(self.samples) / self.elapsed
 
 
-async def concurrent(
-    calls: int, width: int, call: Callable[[int], Awaitable[Any]]
-) -> tuple[list[float], float]:
-    samples: list[float] = []
+async def timed(result: Result, calls: range, width: int, call: Call) -> None:
+    """Run ``call(n)`` for each n in ``calls``, ``width`` at a time, into ``result``."""
 
     async def worker(offset: int) -> None:
-        for i in range(offset, calls, width):
+        for n in calls[offset::width]:
             started = time.perf_counter()
-            await call(i)
-            samples.append(time.perf_counter() - started)
+            await call(n)
+            result.samples.append(time.perf_counter() - started)
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker(n) for n in range(width)))
-    return samples, calls / (time.perf_counter() - started)
+    await asyncio.gather(*(worker(offset) for offset in range(width)))
+    result.elapsed += time.perf_counter() - started
 
 
-async def measure(driver: Driver, url: str, counts: dict[str, int]) -> list[Result]:
-    await driver.open(url)
+async def measure(drivers: list[Driver], url: str, counts: dict[str, int]) -> list[Result]:
+    """Every operation on every driver, interleaved in chunks of calls.
+
+    This machine's latency drifts (other work shares its cores and disk); running the
+    drivers in turn, a chunk each, lets every drift reach all of them alike.
+    """
+    for driver in drivers:
+        await driver.open(url)
     try:
-        await driver.execute_script(DDL)
+        await drivers[0].execute_script(DDL)
         resources = [("app", f"app-{n:05}") for n in range(SEED)]
         for t, i in resources[::2]:
-            await driver.add(t, i, "beta")
+            await drivers[0].add(t, i, "beta")
         rng = random.Random(1)
         picks = [rng.choice(resources) for _ in range(counts["has"])]
         batch = [(t, i, "beta") for t, i in rng.sample(resources, 1000)]
         expected = [int(i[4:]) % 2 == 0 for _, i, _ in batch]
-        assert await driver.check_many(batch) == expected
-        for _ in range(50):  # warm up: connections, prepared statements
-            await driver.has(*picks[0], "beta")
-        results = []
-        for op, count, call in (
-            ("has", counts["has"], lambda n: driver.has(*picks[n], "beta")),
-            ("add", counts["add"], lambda n: driver.add("user", f"u{n}", "beta")),
-            ("check_many(1000)", counts["check_many"], lambda n: driver.check_many(batch)),
-        ):
-            samples, rate = await sequential(count, call)
-            results.append(Result(driver.name, op, samples, rate))
-        samples, rate = await concurrent(counts["has"], 32, lambda n: driver.has(*picks[n], "beta"))
-        results.append(Result(driver.name, "has x32", samples, rate))
-        await driver.execute_script(f"DROP SCHEMA {SCHEMA} CASCADE")
-        return results
+        for driver in drivers:
+            assert await driver.check_many(batch) == expected
+            for _ in range(50):  # warm up: connections, prepared statements
+                await driver.has(*picks[0], "beta")
+
+        def operations(d: Driver) -> list[tuple[str, int, int, Call]]:
+            """(operation, calls, calls at a time, call)"""
+            return [
+                ("has", counts["has"], 1, lambda n: d.has(*picks[n], "beta")),
+                ("add", counts["add"], 1, lambda n: d.add("user", f"{d.name}-{n}", "beta")),
+                ("check_many(1000)", counts["check_many"], 1, lambda n: d.check_many(batch)),
+                ("has x32", counts["has"], 32, lambda n: d.has(*picks[n], "beta")),
+            ]
+
+        results = {(d.name, op): Result(d.name, op) for d in drivers for op, *_ in operations(d)}
+        for step in range(len(operations(drivers[0]))):
+            op, count, width, _ = operations(drivers[0])[step]
+            chunk = max(width, count // 20)
+            for turn, first in enumerate(range(0, count, chunk)):
+                # A different driver goes first each turn.
+                for driver in drivers[turn % len(drivers) :] + drivers[: turn % len(drivers)]:
+                    call = operations(driver)[step][3]
+                    calls = range(first, min(first + chunk, count))
+                    await timed(results[(driver.name, op)], calls, width, call)
+        await drivers[0].execute_script(f"DROP SCHEMA {SCHEMA} CASCADE")
+        return list(results.values())
     finally:
-        await driver.close()
+        for driver in drivers:
+            await driver.close()
 
 
 def table(results: list[Result]) -> str:
@@ -283,7 +295,7 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-async def run(url: str, origin: str, counts: dict[str, int], rounds: int) -> None:
+async def run(url: str, origin: str, counts: dict[str, int]) -> None:
     from importlib.metadata import version
 
     import psycopg
@@ -295,21 +307,9 @@ async def run(url: str, origin: str, counts: dict[str, int], rounds: int) -> Non
         f"{version('psycopg-pool')}"
     )
     print(f"python  {sys.version.split()[0]}, {os.cpu_count()} cores\n")
-    results: list[Result] = []
-    # Alternate the drivers so neither always runs on a warmer server.
-    for _ in range(rounds):
-        for driver in (Psycopg(), Asyncpg(), AsyncpgNoReset()):
-            results += await measure(driver, url, counts)
-    merged: dict[tuple[str, str], Result] = {}
-    for r in results:
-        key = (r.driver, r.op)
-        if key in merged:
-            merged[key].samples += r.samples
-            merged[key].calls_per_second = (merged[key].calls_per_second + r.calls_per_second) / 2
-        else:
-            merged[key] = r
+    results = await measure([Psycopg(), Asyncpg(), AsyncpgNoReset()], url, counts)
     order = ["psycopg", "asyncpg", "asyncpg/nr"]
-    print(table(sorted(merged.values(), key=lambda r: (r.op, order.index(r.driver)))))
+    print(table(sorted(results, key=lambda r: (r.op, order.index(r.driver)))))
 
 
 @contextmanager
@@ -336,12 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
     args = parser.parse_args(argv)
-    counts = {"has": 3000, "add": 1000, "check_many": 200}
-    rounds = 2
+    counts = {"has": 6000, "add": 2000, "check_many": 400}
     if args.quick:
-        counts, rounds = {"has": 200, "add": 100, "check_many": 10}, 1
+        counts = {"has": 200, "add": 100, "check_many": 10}
     with server() as (url, origin):
-        asyncio.run(run(url, origin, counts, rounds))
+        asyncio.run(run(url, origin, counts))
     return 0
 
 

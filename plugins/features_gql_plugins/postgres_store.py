@@ -32,7 +32,8 @@ delete) the assignment; only if that changed something, add one to the single ro
 commits or none of it. The revision row is updated by every changing write, so it
 serialises them: a second writer waits for the row lock until the first commits, then
 reads the committed value (PostgreSQL re-reads a row it waited for under READ
-COMMITTED). Revisions are therefore dense and in commit order, across every process
+COMMITTED, its default; under stricter isolation the second writer fails to serialise
+instead, and is retried). Revisions are therefore dense and in commit order, across every process
 sharing the database, and a reader never sees revision N+1 without N. A write that
 rolls back (an error, a lost connection) leaves no hole, since its increment rolls
 back with it. Concurrent inserts of one assignment wait for each other on the primary
@@ -323,7 +324,7 @@ class PostgresStore(Store):
         (``?schema=flags``); given both ways, they must agree.
         """
         if (url is None) == (pool is None):
-            raise ConfigError("the postgres store needs either a url or a pool, not both")
+            raise ConfigError("the postgres store needs exactly one of url and pool")
         in_url: dict[str, str] = {}
         self._driver_url: str | None = None
         if url is not None:
@@ -402,13 +403,7 @@ class PostgresStore(Store):
                 command_timeout=self.command_timeout,
                 statement_cache_size=self.statement_cache_size,
                 reset=_keep_session,
-                # The consistency scheme relies on READ COMMITTED (a writer waiting for
-                # the revision row then reads the committed value); a server may default
-                # to something stricter.
-                server_settings={
-                    "application_name": "features-gql",
-                    "default_transaction_isolation": "read committed",
-                },
+                server_settings={"application_name": "features-gql"},
             )
         try:
             await self._ensure_ready(strict=True)
