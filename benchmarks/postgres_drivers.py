@@ -25,10 +25,11 @@ import re
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from benchmarks.stores import postgres
 
 SCHEMA = "features_gql_driver_bench"
 Call = Callable[[int], Awaitable[Any]]
@@ -312,26 +313,6 @@ async def run(url: str, origin: str, counts: dict[str, int]) -> None:
     print(table(sorted(results, key=lambda r: (r.op, order.index(r.driver)))))
 
 
-@contextmanager
-def server() -> Iterator[tuple[str, str]]:
-    """POSTGRES_URL, or a cluster started here on the CPU the client does not use."""
-    url = os.environ.get("POSTGRES_URL")
-    if url:
-        yield url, "POSTGRES_URL"
-        return
-    from tests.postgres_server import LocalPostgres
-
-    local = LocalPostgres.create()
-    pinned = (os.cpu_count() or 1) >= 2 and hasattr(os, "sched_setaffinity")
-    try:
-        local.start(cores={0} if pinned else None, durable=True)
-        if pinned:
-            os.sched_setaffinity(0, {1})
-        yield local.url, f"{local.version()} on 127.0.0.1 (started here)"
-    finally:
-        local.remove()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke run)")
@@ -339,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = {"has": 6000, "add": 2000, "check_many": 400}
     if args.quick:
         counts = {"has": 200, "add": 100, "check_many": 10}
-    with server() as (url, origin):
+    with postgres() as (url, origin):
         asyncio.run(run(url, origin, counts))
     return 0
 

@@ -45,14 +45,16 @@ from features_gql_plugins.postgres_store import (
     split_url,
     translate_error,
 )
-from tests.conftest import Server, StartServer
+from tests.conftest import StartServer
 from tests.postgres_server import LocalPostgres, with_schema
 from tests.test_cli import CLI, Serving, clean_env, post
+from tests.test_mongodb_store import STORE_ERRORS, _has, _until_answers
 
 ROOT = Path(__file__).resolve().parent.parent
-STORE_ERRORS = {"STORE_UNAVAILABLE", "STORE_TIMEOUT"}
 #: Short driver timeouts for the tests that take the server away.
 FAST_FAILURE = {"connect_timeout_ms": 400, "command_timeout_ms": 1000}
+RESOURCE = {"type": "pipeline", "id": "db8e9a0d"}
+FEATURES = '{ resource(type: "pipeline", id: "db8e9a0d") { features } }'
 
 
 def run(coro: Any) -> Any:
@@ -569,29 +571,7 @@ async def test_kill_9_under_writes_loses_no_acknowledged_write(
         assert "Traceback" not in second.stop()
 
 
-RESOURCE = {"type": "pipeline", "id": "db8e9a0d"}
-FEATURES = '{ resource(type: "pipeline", id: "db8e9a0d") { features } }'
-
-
 # -- the database goes away and comes back ---------------------------------------------
-
-
-async def _has(server: Server, rid: str, feature: str) -> tuple[float, Any]:
-    started = time.monotonic()
-    response = await server.gql(http_tests.HAS, {"r": {"type": "app", "id": rid}, "f": feature})
-    return time.monotonic() - started, response
-
-
-async def _until_answers(server: Server, rid: str, feature: str) -> bool:
-    deadline = time.monotonic() + 20
-    while True:
-        _, response = await _has(server, rid, feature)
-        if not response.errors:
-            value: bool = response.data["hasFeature"]
-            return value
-        assert set(response.codes) <= STORE_ERRORS, response.body
-        assert time.monotonic() < deadline, "the service did not recover"
-        await asyncio.sleep(0.2)
 
 
 @pytest.mark.slow
