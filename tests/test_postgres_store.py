@@ -277,6 +277,35 @@ def test_tables_dropped_behind_its_back_are_recreated(
     run(scenario())
 
 
+def test_connections_the_server_ended_are_replaced_without_failing_a_call(
+    postgres_url: str, postgres_schema: str, postgres_admin: psycopg.Connection[Any]
+) -> None:
+    """Pooled connections ended by the server (a restart, a failover, an administrator)
+    cost no failed call: each is found dead and the call retried on a new one."""
+
+    async def scenario() -> None:
+        store = PostgresStore(postgres_url, schema=postgres_schema, pool_max_size=4)
+        await store.open()
+        try:
+            await store.add(Resource("app", "x"), "f", actor=None)
+            for round_ in range(3):
+                await asyncio.gather(*(store.has(Resource("app", "x"), "f") for _ in range(4)))
+                (ended,) = postgres_admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = 'features-gql' AND pid <> pg_backend_pid()"
+                ).fetchall()
+                assert ended[0] >= 1
+                answers = await asyncio.gather(
+                    *(store.has(Resource("app", "x"), "f") for _ in range(4)),
+                    store.add(Resource("app", "y"), f"f{round_}", actor=None),
+                )
+                assert answers[:4] == [True] * 4
+        finally:
+            await store.close()
+
+    run(scenario())
+
+
 # -- concurrency across connections ----------------------------------------------------
 
 
