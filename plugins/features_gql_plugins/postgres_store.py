@@ -33,8 +33,8 @@ commits or none of it. The revision row is updated by every changing write, so i
 serialises them: a second writer waits for the row lock until the first commits, then
 reads the committed value (PostgreSQL re-reads a row it waited for under READ
 COMMITTED, its default; under stricter isolation the second writer fails to serialise
-instead, and is retried). Revisions are therefore dense and in commit order, across every process
-sharing the database, and a reader never sees revision N+1 without N. A write that
+instead, and is retried). Revisions are therefore dense and in commit order, across
+every process sharing the database, and a reader never sees revision N+1 without N. A write that
 rolls back (an error, a lost connection) leaves no hole, since its increment rolls
 back with it. Concurrent inserts of one assignment wait for each other on the primary
 key; the later one finds the row and reports ``changed = False``. A write that changes
@@ -98,6 +98,8 @@ _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # The longest name built from it, "<prefix>assignments_by_feature", stays within 63 bytes.
 _PREFIX = re.compile(r"[a-z0-9_]{0,40}")
 _PASSWORD_PARAMETER = re.compile(r"(?P<key>(?:^|[?&\s])password=)[^&\s]*", re.I)
+#: The longest a set-up (version check, creation or upgrade of the tables) may take.
+SET_UP_TIMEOUT_SECONDS = 30.0
 #: How long a write retries a serialisation failure or deadlock before StoreConflict.
 _CONFLICT_BUDGET_SECONDS = 1.0
 
@@ -461,7 +463,12 @@ class PostgresStore(Store):
 
     async def _set_up(self) -> None:
         try:
-            async with self.pool.acquire(timeout=self.connect_timeout) as conn:
+            # Bounded, so a server that stops answering mid-way (the statements of an
+            # application's pool may have no timeout) leaves a set-up a later call retries.
+            async with (
+                asyncio.timeout(SET_UP_TIMEOUT_SECONDS),
+                self.pool.acquire(timeout=self.connect_timeout) as conn,
+            ):
                 await self._migrate(conn)
                 if await conn.fetchval(self.sql.revision) is None:
                     # Deleted behind our back: rebuilt from the change log.
