@@ -107,6 +107,7 @@ class LocalPostgres:
     @classmethod
     def create(cls, port: int = 0) -> LocalPostgres:
         """A new cluster in a new temporary directory (``initdb``)."""
+        binaries()  # before making the directory: without PostgreSQL, leave nothing behind
         server = cls(_private_directory(), secrets.token_urlsafe(12), port)
         server._initdb()
         return server
