@@ -148,3 +148,15 @@ from tests.mongodb_server import (  # noqa: E402, F401
     mongodb_server,
     mongodb_url,
 )
+
+# -- PostgreSQL (tests/postgres_server.py) ------------------------------------------------
+# A PostgreSQL server started from the machine's installation (or POSTGRES_URL), shared by
+# the whole session; its own schema for each test.
+from tests.postgres_server import (  # noqa: E402, F401
+    own_postgres,
+    postgres_admin,
+    postgres_schema,
+    postgres_server,
+    postgres_template,
+    postgres_url,
+)
