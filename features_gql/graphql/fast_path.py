@@ -280,7 +280,7 @@ class FastPath:
                 outcomes = [_Failed(exc)]
         else:
             outcomes = await asyncio.gather(
-                *(_outcome(_resolve(field, value, context)) for field in plan.fields)
+                *(_outcome(field, value, context) for field in plan.fields)
             )
         data: dict[str, Any] | None = {}
         errors: list[GraphQLError] = []
@@ -318,25 +318,33 @@ class _Failed:
     error: Exception
 
 
-async def _outcome(call: Awaitable[Any]) -> Any:
+async def _outcome(
+    field: PlannedField, value: Callable[[PlannedField, str], Any], context: Context
+) -> Any:
     try:
-        return await call
+        return await _resolve(field, value, context)
     except Exception as exc:
         return _Failed(exc)
 
 
-async def _resolve(
+def _resolve(
     field: PlannedField, value: Callable[[PlannedField, str], Any], context: Context
-) -> Any:
+) -> Awaitable[Any]:
     if field.name == "hasFeature":
         resource = value(field, "resource")
-        return await hot_fields.has_feature(
+        return hot_fields.has_feature(
             context, resource["type"], resource["id"], value(field, "feature")
         )
     if field.name == "checkMatrix":
-        return await hot_fields.check_matrix(
+        return hot_fields.check_matrix(
             context, value(field, "type"), value(field, "ids"), value(field, "features")
         )
+    return _checks(field, value, context)
+
+
+async def _checks(
+    field: PlannedField, value: Callable[[PlannedField, str], Any], context: Context
+) -> list[dict[str, Any]]:
     items = value(field, "items")
     asked = [(i["resource"]["type"], i["resource"]["id"], i["feature"]) for i in items]
     answers = await hot_fields.checks(context, asked)
