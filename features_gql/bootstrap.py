@@ -42,7 +42,11 @@ class Service:
 
     async def start(self) -> None:
         self.dispatcher.start()
-        await self.store.open()
+        try:
+            await self.store.open()
+        except BaseException:
+            self.dispatcher.stop()
+            raise
 
     async def stop(self) -> None:
         try:

@@ -11,7 +11,7 @@ from typing import Any
 
 from features_gql import __version__
 from features_gql.config import ENVIRONMENT, load_settings
-from features_gql.errors import ConfigError
+from features_gql.errors import FeaturesError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         type=int,
-        help="processes sharing the port (SO_REUSEPORT); default 1. Not for the memory store",
+        help="worker processes accepting on one socket; default 1. Not for the memory store",
     )
     serve.add_argument(
         "--slow-request-ms",
@@ -149,7 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"serve": _serve, "plugins": _plugins, "export-schema": _export_schema}
     try:
         return commands[args.command](args)
-    except ConfigError as exc:
+    except FeaturesError as exc:
+        # Configuration errors, a port that is taken, a store that cannot be opened: one
+        # line that says what is wrong, no traceback.
         print(f"features-gql: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
