@@ -15,7 +15,7 @@ from features_gql.errors import FeaturesError
 
 
 def _parser() -> argparse.ArgumentParser:
-    env_help = "\n".join(f"  {name:<32} {meaning}" for name, meaning in ENVIRONMENT.items())
+    env_help = "\n".join(f"  {name:<32} {var.meaning}" for name, var in ENVIRONMENT.items())
     parser = argparse.ArgumentParser(
         prog="features-gql",
         description="Attach any feature to any resource, and ask for it over GraphQL.",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,20 +18,75 @@ from features_gql.loggers import LOG_FORMATS, LogFormat
 
 ENV_PREFIX = "FEATURES_GQL_"
 
-#: Every environment variable read, and what it sets (the README lists them too).
-ENVIRONMENT = {
-    "FEATURES_GQL_CONFIG": "config file (TOML)",
-    "FEATURES_GQL_HOST": "address to listen on",
-    "FEATURES_GQL_PORT": "port to listen on",
-    "FEATURES_GQL_STORE": "store: memory, sqlite:///path.db, or another plugin's URL",
-    "FEATURES_GQL_DEADLINE_SECONDS": "deadline of every store call",
-    "FEATURES_GQL_WORKERS": "processes sharing the port",
-    "FEATURES_GQL_SLOW_REQUEST_MS": "log a warning for GraphQL requests slower than this",
-    "FEATURES_GQL_LOG_FORMAT": "console or json",
-    "FEATURES_GQL_LOG_LEVEL": "DEBUG, INFO, WARNING, ERROR",
-    "FEATURES_GQL_INTROSPECTION": "true or false",
-    "FEATURES_GQL_PLUGINS_DIR": "directory of local plugin .py files",
-    "FEATURES_GQL_ADMIN_TOKEN": "bearer token for /admin/faults (unset: admin is refused)",
+
+def _text(value: str, name: str) -> str:
+    return value
+
+
+def _secret(value: str, name: str) -> str | None:
+    return value or None  # set but empty: as if unset
+
+
+def _integer(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _number(value: str, name: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+
+
+def _bool(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _path(value: str, name: str) -> Path:
+    return Path(value)
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: what it means, the setting it sets and how it is read."""
+
+    meaning: str
+    #: The :class:`Settings` field it sets; None for one read before the others.
+    setting: str | None
+    #: Reads the value (or says what is wrong with it); None leaves the setting alone.
+    parse: Callable[[str, str], Any] = _text
+
+
+#: Every environment variable read (the README and ``serve --help`` list them too).
+ENVIRONMENT: dict[str, Variable] = {
+    "FEATURES_GQL_CONFIG": Variable("config file (TOML)", None),
+    "FEATURES_GQL_HOST": Variable("address to listen on", "host"),
+    "FEATURES_GQL_PORT": Variable("port to listen on", "port", _integer),
+    "FEATURES_GQL_STORE": Variable(
+        "store: memory, sqlite:///path.db, or another plugin's URL", "store"
+    ),
+    "FEATURES_GQL_DEADLINE_SECONDS": Variable("deadline of every store call", "deadline", _number),
+    "FEATURES_GQL_WORKERS": Variable("worker processes", "workers", _integer),
+    "FEATURES_GQL_SLOW_REQUEST_MS": Variable(
+        "log a warning for GraphQL requests slower than this", "slow_request_ms", _number
+    ),
+    "FEATURES_GQL_LOG_FORMAT": Variable("console or json", "log_format"),
+    "FEATURES_GQL_LOG_LEVEL": Variable("DEBUG, INFO, WARNING, ERROR", "log_level"),
+    "FEATURES_GQL_INTROSPECTION": Variable("true or false", "introspection", _bool),
+    "FEATURES_GQL_PLUGINS_DIR": Variable(
+        "directory of local plugin .py files", "plugins_dir", _path
+    ),
+    "FEATURES_GQL_ADMIN_TOKEN": Variable(
+        "bearer token for /admin/faults (unset: admin is refused)", "admin_token", _secret
+    ),
 }
 
 MIN_ADMIN_TOKEN = 16
@@ -62,15 +117,6 @@ class Settings:
     admin_token: str | None = field(default=None, repr=False)
 
 
-def _bool(value: str, name: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be true or false, got {value!r}")
-
-
 def _check(settings: Settings) -> Settings:
     if settings.log_format not in LOG_FORMATS:
         raise ConfigError(
@@ -96,6 +142,16 @@ def _check(settings: Settings) -> Settings:
     return replace(settings, log_level=settings.log_level.upper())
 
 
+#: How the TOML types a key accepts are named in errors.
+_KINDS: dict[type | tuple[type, ...], str] = {
+    str: "a string",
+    int: "an integer",
+    (int, float): "a number",
+    bool: "true or false",
+    list: "a list",
+}
+
+
 def _take(
     table: Mapping[str, Any], section: str, allowed: dict[str, type | tuple[type, ...]]
 ) -> dict[str, Any]:
@@ -113,7 +169,10 @@ def _take(
                 and bool not in (kinds if isinstance(kinds, tuple) else (kinds,))
             )
         ):
-            raise ConfigError(f"[{section}] {key} has the wrong type: {table[key]!r}")
+            raise ConfigError(
+                f"[{section}] {key} has the wrong type: it must be {_KINDS[kinds]}, "
+                f"got {table[key]!r}"
+            )
     return dict(table)
 
 
@@ -179,44 +238,11 @@ def from_environment(env: Mapping[str, str], base: Settings) -> Settings:
             f"unknown environment variable(s) {', '.join(unknown)}; known: {', '.join(ENVIRONMENT)}"
         )
     changes: dict[str, Any] = {}
-    if "FEATURES_GQL_HOST" in env:
-        changes["host"] = env["FEATURES_GQL_HOST"]
-    if "FEATURES_GQL_PORT" in env:
-        try:
-            changes["port"] = int(env["FEATURES_GQL_PORT"])
-        except ValueError:
-            raise ConfigError(
-                f"FEATURES_GQL_PORT must be a number, got {env['FEATURES_GQL_PORT']!r}"
-            ) from None
-    if "FEATURES_GQL_WORKERS" in env:
-        try:
-            changes["workers"] = int(env["FEATURES_GQL_WORKERS"])
-        except ValueError:
-            raise ConfigError("FEATURES_GQL_WORKERS must be a whole number") from None
-    if "FEATURES_GQL_STORE" in env:
-        changes["store"] = env["FEATURES_GQL_STORE"]
-    if "FEATURES_GQL_DEADLINE_SECONDS" in env:
-        try:
-            changes["deadline"] = float(env["FEATURES_GQL_DEADLINE_SECONDS"])
-        except ValueError:
-            raise ConfigError("FEATURES_GQL_DEADLINE_SECONDS must be a number") from None
-    if "FEATURES_GQL_SLOW_REQUEST_MS" in env:
-        try:
-            changes["slow_request_ms"] = float(env["FEATURES_GQL_SLOW_REQUEST_MS"])
-        except ValueError:
-            raise ConfigError("FEATURES_GQL_SLOW_REQUEST_MS must be a number") from None
-    if "FEATURES_GQL_LOG_FORMAT" in env:
-        changes["log_format"] = env["FEATURES_GQL_LOG_FORMAT"]
-    if "FEATURES_GQL_LOG_LEVEL" in env:
-        changes["log_level"] = env["FEATURES_GQL_LOG_LEVEL"]
-    if "FEATURES_GQL_INTROSPECTION" in env:
-        changes["introspection"] = _bool(
-            env["FEATURES_GQL_INTROSPECTION"], "FEATURES_GQL_INTROSPECTION"
-        )
-    if "FEATURES_GQL_PLUGINS_DIR" in env:
-        changes["plugins_dir"] = Path(env["FEATURES_GQL_PLUGINS_DIR"])
-    if env.get("FEATURES_GQL_ADMIN_TOKEN"):
-        changes["admin_token"] = env["FEATURES_GQL_ADMIN_TOKEN"]
+    for name, variable in ENVIRONMENT.items():
+        if name in env and variable.setting is not None:
+            value = variable.parse(env[name], name)
+            if value is not None:
+                changes[variable.setting] = value
     return replace(base, **changes)
 
 
