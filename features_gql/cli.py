@@ -123,9 +123,8 @@ def _plugins(args: argparse.Namespace) -> int:
         print(f"  hooks:   {', '.join(info.hooks) or '-'}")
         for store in info.stores:
             entry = plugins.stores.get(store)
-            schemes = (
-                f" [{', '.join(s + '://' for s in entry.url_schemes)}]" if entry.url_schemes else ""
-            )
+            url_schemes = plugins.stores.url_schemes(store)
+            schemes = f" [{', '.join(s + '://' for s in url_schemes)}]" if url_schemes else ""
             print(f"  store:   {store}{schemes} - {entry.description}")
         for name in info.loggers:
             print(f"  logger:  {name} - {plugins.loggers.get(name).description}")

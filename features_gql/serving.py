@@ -127,8 +127,10 @@ async def _serve(
 ) -> None:
     # What web.run_app does, with control over how connections are accepted.
     runner = web.AppRunner(app, access_log=None, handle_signals=True)
-    await runner.setup()  # the app's start-up: the store is open and probed after this
     try:
+        # The app's start-up: the store is open and probed after this. If it fails, the
+        # cleanup below still takes back the signal handlers setup installed.
+        await runner.setup()
         for sock in sockets:
             if shared:
                 # asyncio accepts up to `backlog` connections each time the socket turns
