@@ -80,7 +80,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="a TOML config file")
     parser.add_argument("--log-format", choices=("console", "json"), help="default console")
     parser.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
-    parser.add_argument("--plugins-dir", type=Path, help="also load plugins from these .py files")
+    parser.add_argument(
+        "--plugins-dir",
+        type=Path,
+        help="also load plugins from the .py files in this directory "
+        "(except test_*.py and conftest.py)",
+    )
 
 
 def _settings(args: argparse.Namespace) -> Any:

@@ -25,6 +25,8 @@ def _load_plugins_dir(pm: pluggy.PluginManager, directory: Path) -> None:
     if not directory.is_dir():
         raise PluginError(f"plugins directory {str(directory)!r} does not exist")
     for path in sorted(directory.glob("*.py")):
+        if path.name.startswith("test_") or path.name == "conftest.py":
+            continue  # a plugin's tests may sit beside it; they are not plugins
         module_name = f"features_gql_local_plugins.{path.stem}"
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:

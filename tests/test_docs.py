@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from features_gql import hookspecs
 from features_gql.config import ENVIRONMENT
@@ -39,3 +43,56 @@ def test_every_hook_is_documented() -> None:
 def test_every_environment_variable_is_documented() -> None:
     for name in ENVIRONMENT:
         assert name in README, f"README does not document {name}"
+
+
+def _readme_file(name: str) -> str:
+    """The README code block that is the file ``name`` (its first line is ``# name``)."""
+    for block in re.findall(r"```(?:python|toml)\n(.*?)```", README, re.S):
+        if block.startswith(f"# {name}\n"):
+            return str(block)
+    raise AssertionError(f"the README shows no {name}")
+
+
+@pytest.fixture
+def walkthrough(tmp_path: Path) -> Path:
+    """The plugin walkthrough's files, as the README shows them, in one directory."""
+    for name in ("my_store.py", "test_my_store.py", "pyproject.toml"):
+        (tmp_path / name).write_text(_readme_file(name))
+    return tmp_path
+
+
+def test_the_plugin_walkthrough_loads_from_a_plugins_directory(walkthrough: Path) -> None:
+    listed = subprocess.run(
+        [sys.executable, "-m", "features_gql.cli", "plugins", "--plugins-dir", str(walkthrough)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "my_store.py  (local)" in listed.stdout
+    assert "store:   redis [redis://] - Redis hashes" in listed.stdout
+    assert "test_my_store" not in listed.stdout
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        cwd=walkthrough,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert collected.returncode == 0, collected.stdout + collected.stderr
+    assert "test_my_store.py::TestRedisStore::test_data_survives_reopening" in collected.stdout
+
+
+def test_the_plugin_walkthrough_packages_its_module_and_entry_point(walkthrough: Path) -> None:
+    pytest.importorskip("setuptools")  # the build backend the walkthrough's package names
+    built = subprocess.run(
+        [sys.executable, "-c", "import setuptools; setuptools.setup()", "egg_info"],
+        cwd=walkthrough,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    metadata = walkthrough / "features_gql_redis.egg-info"
+    assert (metadata / "top_level.txt").read_text().split() == ["my_store"]
+    assert "[features_gql]\nredis = my_store" in (metadata / "entry_points.txt").read_text()

@@ -7,7 +7,8 @@
         def make_store(self, tmp_path):
             return lambda: MyStore(tmp_path / "data")
 
-Needs the ``testing`` extra: ``pip install "features-gql[testing]"``.
+Needs the ``testing`` extra (pytest and hypothesis): ``pip install -e ".[testing]"`` in a
+checkout of features-gql.
 """
 
 import pytest

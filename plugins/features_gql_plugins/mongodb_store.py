@@ -842,7 +842,7 @@ def build_store(options: StoreOptions, builder: StoreBuilder) -> Store:
     if driver == "motor" and importlib.util.find_spec("motor") is None:
         raise ConfigError(
             f"{options.where}: driver = 'motor' needs the motor package: "
-            "pip install 'features-gql[motor]'"
+            "pip install motor (or the motor extra of features-gql)"
         )
     transactions = options.get_str("transactions", "auto") or "auto"
     if transactions not in ("auto", "on", "off"):
