@@ -142,6 +142,24 @@ def _check(settings: Settings) -> Settings:
     return replace(settings, log_level=settings.log_level.upper())
 
 
+#: Every key of the config file's tables, and its TOML type; ``[store]`` holds a store
+#: plugin's own options instead.
+TOML_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "server": {
+        "host": str,
+        "port": int,
+        "workers": int,
+        "deadline_seconds": (int, float),
+        "slow_request_ms": (int, float),
+        "introspection": bool,
+        "fast_path": bool,
+        "graphiql": bool,
+        "admin_token": str,
+    },
+    "logging": {"format": str, "level": str, "loggers": list},
+    "plugins": {"directory": str},
+}
+
 #: How the TOML types a key accepts are named in errors.
 _KINDS: dict[type | tuple[type, ...], str] = {
     str: "a string",
@@ -189,21 +207,7 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
             f"{path}: unknown table(s) {', '.join(unknown)}; known: server, logging, plugins, store"
         )
     changes: dict[str, Any] = {"config_file": path}
-    server = _take(
-        data.get("server", {}),
-        "server",
-        {
-            "host": str,
-            "port": int,
-            "workers": int,
-            "deadline_seconds": (int, float),
-            "slow_request_ms": (int, float),
-            "introspection": bool,
-            "fast_path": bool,
-            "graphiql": bool,
-            "admin_token": str,
-        },
-    )
+    server = _take(data.get("server", {}), "server", TOML_KEYS["server"])
     # These keys are named as the Settings fields they set.
     for key in ("host", "port", "workers", "introspection", "fast_path", "graphiql", "admin_token"):
         if key in server:
@@ -212,16 +216,14 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
         changes["slow_request_ms"] = float(server["slow_request_ms"])
     if "deadline_seconds" in server:
         changes["deadline"] = float(server["deadline_seconds"])
-    logging_ = _take(
-        data.get("logging", {}), "logging", {"format": str, "level": str, "loggers": list}
-    )
+    logging_ = _take(data.get("logging", {}), "logging", TOML_KEYS["logging"])
     if "format" in logging_:
         changes["log_format"] = logging_["format"]
     if "level" in logging_:
         changes["log_level"] = logging_["level"]
     if "loggers" in logging_:
         changes["loggers"] = tuple(str(name) for name in logging_["loggers"])
-    plugins = _take(data.get("plugins", {}), "plugins", {"directory": str})
+    plugins = _take(data.get("plugins", {}), "plugins", TOML_KEYS["plugins"])
     if "directory" in plugins:
         changes["plugins_dir"] = (path.parent / plugins["directory"]).resolve()
     if "store" in data:

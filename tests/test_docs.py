@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from features_gql import hookspecs
-from features_gql.config import ENVIRONMENT
+from features_gql.config import ENVIRONMENT, TOML_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -96,3 +96,26 @@ def test_the_plugin_walkthrough_packages_its_module_and_entry_point(walkthrough:
     metadata = walkthrough / "features_gql_redis.egg-info"
     assert (metadata / "top_level.txt").read_text().split() == ["my_store"]
     assert "[features_gql]\nredis = my_store" in (metadata / "entry_points.txt").read_text()
+
+
+def test_every_config_file_key_is_documented() -> None:
+    for section, keys in TOML_KEYS.items():
+        for key in keys:
+            assert f"`[{section}] {key}`" in README, f"README does not document [{section}] {key}"
+
+
+def test_serve_help_lists_every_setting_that_is_not_an_option() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "features_gql.cli", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    for name in ENVIRONMENT:
+        assert name in shown.stdout
+    for section, keys in TOML_KEYS.items():
+        assert f"[{section}]" in shown.stdout
+        for key in keys:
+            assert re.search(rf"\b{key}\b", shown.stdout), key
+    assert "admin_token" in shown.stdout
