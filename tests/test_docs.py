@@ -11,10 +11,12 @@ import pytest
 
 from features_gql import hookspecs
 from features_gql.config import ENVIRONMENT, TOML_KEYS
+from tests.conftest import StartServer
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 CI = (ROOT / ".ci" / "run").read_text()
+JSON = "application/json"
 
 
 def test_first_screen_has_exactly_two_commands() -> None:
@@ -119,3 +121,27 @@ def test_serve_help_lists_every_setting_that_is_not_an_option() -> None:
         for key in keys:
             assert re.search(rf"\b{key}\b", shown.stdout), key
     assert "admin_token" in shown.stdout
+
+
+async def test_every_http_error_code_is_in_the_readme_table(start_server: StartServer) -> None:
+    server = await start_server("memory")
+    graphql = f"{server.url}/graphql"
+    requests = [
+        ("POST", graphql, {"data": b"{not json", "headers": {"Content-Type": JSON}}, 400),
+        ("POST", graphql, {"data": b'{"variables": {}}', "headers": {"Content-Type": JSON}}, 400),
+        (
+            "POST",
+            graphql,
+            {"data": b"{ revision }", "headers": {"Content-Type": "text/plain"}},
+            415,
+        ),
+        ("PUT", graphql, {"json": {"query": "{ revision }"}}, 405),
+        ("POST", f"{server.url}/admin/faults", {"json": {"outage": True}}, 403),
+    ]
+    table = README.split("A request that never reaches GraphQL", 1)[1].split("\n\n", 2)[1]
+    for method, url, options, status in requests:
+        async with server.session.request(method, url, **options) as response:
+            assert response.status == status
+            body = await response.json(content_type=None)
+        (error,) = body["errors"]
+        assert f"| `{error['extensions']['code']}` | {status} |" in table, error
