@@ -145,3 +145,9 @@ async def test_every_http_error_code_is_in_the_readme_table(start_server: StartS
             body = await response.json(content_type=None)
         (error,) = body["errors"]
         assert f"| `{error['extensions']['code']}` | {status} |" in table, error
+
+
+def test_the_drills_keep_the_admin_token_in_one_place() -> None:
+    drill = (ROOT / "docs" / "fault-injection.md").read_text()
+    paths = set(re.findall(r"/tmp/[\w.-]*token", README + drill))
+    assert paths == {"/tmp/features-admin-token"}
