@@ -111,11 +111,15 @@ def _run(
     sockets: list[socket.socket],
     on_ready: Callable[[], None],
     *,
-    shared: bool = False,
+    lifeline: int | None = None,
 ) -> None:
-    """Serve ``service`` on ``sockets`` until SIGTERM or SIGINT; ``on_ready`` once serving."""
+    """Serve ``service`` on ``sockets`` until SIGTERM or SIGINT; ``on_ready`` once serving.
+
+    A worker of a pool passes its ``lifeline``: the read end of a pipe whose write end only
+    the supervising process holds.
+    """
     with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):
-        asyncio.run(_serve(create_app(service), sockets, on_ready, shared=shared))
+        asyncio.run(_serve(create_app(service), sockets, on_ready, lifeline=lifeline))
 
 
 async def _serve(
@@ -123,9 +127,10 @@ async def _serve(
     sockets: list[socket.socket],
     on_ready: Callable[[], None],
     *,
-    shared: bool,
+    lifeline: int | None,
 ) -> None:
     # What web.run_app does, with control over how connections are accepted.
+    shared = lifeline is not None
     runner = web.AppRunner(app, access_log=None, handle_signals=True)
     try:
         # The app's start-up: the store is open and probed after this. If it fails, the
@@ -148,16 +153,34 @@ async def _serve(
         # cyclic garbage collector's generations, which shortens collections on the hot path.
         gc.collect()
         gc.freeze()
+        if lifeline is not None:
+            asyncio.get_running_loop().add_reader(lifeline, _orphaned, lifeline)
         on_ready()
         await asyncio.Event().wait()  # until a signal ends the loop
     finally:
         await runner.cleanup()
 
 
-def _worker(settings: Settings, sockets: list[socket.socket], report: Connection) -> None:
+def _orphaned(lifeline: int) -> None:
+    """The supervisor is gone (killed with SIGKILL, say): stop as SIGTERM would, so no
+    worker is left behind holding the port."""
+    asyncio.get_running_loop().remove_reader(lifeline)
+    log.warning("the supervising process is gone; this worker stops")
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker(
+    settings: Settings,
+    sockets: list[socket.socket],
+    report: Connection,
+    lifeline: tuple[int, int],
+) -> None:
     """One worker process: serve on the inherited sockets; tell the parent how start-up went."""
+    watched, held = lifeline
+    # Only the supervisor may hold the write end: when it exits, the pipe reads as closed.
+    os.close(held)
     try:
-        _run(build(settings), sockets, lambda: report.send(None), shared=True)
+        _run(build(settings), sockets, lambda: report.send(None), lifeline=watched)
     except FeaturesError as exc:
         # The parent prints it once, for all the workers that hit the same problem.
         report.send(str(exc))
@@ -171,13 +194,18 @@ def _supervise(
     #: Each worker's process, by its sentinel, and the pipe it reports its start-up on.
     workers: dict[int, BaseProcess] = {}
     reports: dict[int, Connection] = {}
+    # Workers watch the read end; this process holds the write end until it exits.
+    lifeline = os.pipe()
     for _ in range(settings.workers):
         receive, send = context.Pipe(duplex=False)
-        worker = context.Process(target=_worker, args=(settings, sockets, send), daemon=False)
+        worker = context.Process(
+            target=_worker, args=(settings, sockets, send, lifeline), daemon=False
+        )
         worker.start()
         send.close()  # the worker holds the only sending end: its exit means end of file
         workers[worker.sentinel] = worker
         reports[worker.sentinel] = receive
+    os.close(lifeline[0])
 
     def forward(signum: int, frame: FrameType | None) -> None:
         for worker in workers.values():

@@ -55,8 +55,8 @@ def post(port: int, query: str, variables: dict[str, Any] | None = None) -> Any:
 class Serving:
     """``features-gql serve`` as a process; ready once it announces that it is serving."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.port = free_port()
+    def __init__(self, args: list[str], env: dict[str, str], port: int | None = None) -> None:
+        self.port = port or free_port()
         self.process = subprocess.Popen(
             [*CLI, "serve", "--port", str(self.port), *args],
             env=env,
@@ -99,8 +99,8 @@ class Serving:
 def serving() -> Iterator[Any]:
     started: list[Serving] = []
 
-    def start(*args: str, env: dict[str, str]) -> Serving:
-        server = Serving(list(args), env)
+    def start(*args: str, env: dict[str, str], port: int | None = None) -> Serving:
+        server = Serving(list(args), env, port)
         started.append(server)
         return server
 
@@ -388,3 +388,26 @@ def test_a_store_that_does_not_answer_at_start_up_is_not_announced_as_ready(
     serving_line = next(line for line in lines if line["message"].endswith("serving GraphQL"))
     assert serving_line["url"] == f"http://127.0.0.1:{server.port}/graphql"
     assert messages.index(warning["message"]) < messages.index(serving_line["message"])
+
+
+def test_workers_stop_when_their_supervisor_is_killed(serving: Any, tmp_path: Path) -> None:
+    server = serving("--workers", "2", "--store", f"sqlite://{tmp_path}/w.db", env=clean_env())
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    workers = [int(pid) for pid in children.read_text().split()]
+    assert len(workers) == 2
+    server.stop(signal.SIGKILL)  # no chance to stop them itself
+    deadline = time.monotonic() + 30
+    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_running(pid) for pid in workers), "orphaned workers kept running"
+    # ... and the port is free again.
+    again = serving("--store", "memory", env=clean_env(), port=server.port)
+    assert post(again.port, "{ revision }")["data"]["revision"] == 0
+
+
+def _running(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "zombie" not in status.read_text()
+    except FileNotFoundError:
+        return False
