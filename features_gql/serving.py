@@ -118,7 +118,7 @@ def _run(
     A worker of a pool passes its ``lifeline``: the read end of a pipe whose write end only
     the supervising process holds.
     """
-    with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C while starting
         asyncio.run(_serve(create_app(service), sockets, on_ready, lifeline=lifeline))
 
 
@@ -129,13 +129,14 @@ async def _serve(
     *,
     lifeline: int | None,
 ) -> None:
-    # What web.run_app does, with control over how connections are accepted.
+    # What web.run_app does, with control over how connections are accepted and when
+    # signals start to mean "drain and stop".
     shared = lifeline is not None
-    runner = web.AppRunner(app, access_log=None, handle_signals=True)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     try:
-        # The app's start-up: the store is open and probed after this. If it fails, the
-        # cleanup below still takes back the signal handlers setup installed.
-        await runner.setup()
+        await runner.setup()  # the app's start-up: the store is open and probed after this
         for sock in sockets:
             if shared:
                 # asyncio accepts up to `backlog` connections each time the socket turns
@@ -153,20 +154,24 @@ async def _serve(
         # cyclic garbage collector's generations, which shortens collections on the hot path.
         gc.collect()
         gc.freeze()
+        # Until now SIGTERM ends the process at once: there is nothing to drain, and a
+        # worker the supervisor stops while it starts has nothing to say.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
         if lifeline is not None:
-            asyncio.get_running_loop().add_reader(lifeline, _orphaned, lifeline)
+            loop.add_reader(lifeline, _orphaned, lifeline, stop)
         on_ready()
-        await asyncio.Event().wait()  # until a signal ends the loop
+        await stop.wait()
     finally:
         await runner.cleanup()
 
 
-def _orphaned(lifeline: int) -> None:
+def _orphaned(lifeline: int, stop: asyncio.Event) -> None:
     """The supervisor is gone (killed with SIGKILL, say): stop as SIGTERM would, so no
     worker is left behind holding the port."""
     asyncio.get_running_loop().remove_reader(lifeline)
     log.warning("the supervising process is gone; this worker stops")
-    os.kill(os.getpid(), signal.SIGTERM)
+    stop.set()
 
 
 def _worker(
