@@ -337,7 +337,7 @@ async def in_process_rows(
             await replica.start()
             try:
                 ns = per_call_ns(
-                    lambda: replica.has("pipeline", "db8e9a0d", "speedups"), count * 10
+                    lambda: replica.has(("pipeline", "db8e9a0d"), "speedups"), count * 10
                 )
             finally:
                 await replica.stop()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,21 +20,78 @@ from features_gql.loggers import LOG_FORMATS, LogFormat
 
 ENV_PREFIX = "FEATURES_GQL_"
 
-#: Every environment variable read, and what it sets (the README lists them too).
-ENVIRONMENT = {
-    "FEATURES_GQL_CONFIG": "config file (TOML)",
-    "FEATURES_GQL_HOST": "address to listen on",
-    "FEATURES_GQL_PORT": "port to listen on",
-    "FEATURES_GQL_STORE": "store: memory, sqlite:///path.db, or another plugin's URL",
-    "FEATURES_GQL_DEADLINE_SECONDS": "deadline of every store call",
-    "FEATURES_GQL_WORKERS": "processes sharing the port",
-    "FEATURES_GQL_SLOW_REQUEST_MS": "log a warning for GraphQL requests slower than this",
-    "FEATURES_GQL_LOG_FORMAT": "console or json",
-    "FEATURES_GQL_LOG_LEVEL": "DEBUG, INFO, WARNING, ERROR",
-    "FEATURES_GQL_INTROSPECTION": "true or false",
-    "FEATURES_GQL_PLUGINS_DIR": "directory of local plugin .py files",
-    "FEATURES_GQL_ADMIN_TOKEN": "an admin-scope bearer token for /admin/* (a token named admin)",
-    "FEATURES_GQL_ANONYMOUS": "what requests without a token may do: none, read or write",
+
+def _text(value: str, name: str) -> str:
+    return value
+
+
+def _secret(value: str, name: str) -> str | None:
+    return value or None  # set but empty: as if unset
+
+
+def _integer(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _number(value: str, name: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+
+
+def _bool(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _path(value: str, name: str) -> Path:
+    return Path(value)
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: what it means, the setting it sets and how it is read."""
+
+    meaning: str
+    #: The :class:`Settings` field it sets; None for one read before the others.
+    setting: str | None
+    #: Reads the value (or says what is wrong with it); None leaves the setting alone.
+    parse: Callable[[str, str], Any] = _text
+
+
+#: Every environment variable read (the README and ``serve --help`` list them too).
+ENVIRONMENT: dict[str, Variable] = {
+    "FEATURES_GQL_CONFIG": Variable("config file (TOML)", None),
+    "FEATURES_GQL_HOST": Variable("address to listen on", "host"),
+    "FEATURES_GQL_PORT": Variable("port to listen on", "port", _integer),
+    "FEATURES_GQL_STORE": Variable(
+        "store: memory, sqlite:///path.db, or another plugin's URL", "store"
+    ),
+    "FEATURES_GQL_DEADLINE_SECONDS": Variable("deadline of every store call", "deadline", _number),
+    "FEATURES_GQL_WORKERS": Variable("worker processes", "workers", _integer),
+    "FEATURES_GQL_SLOW_REQUEST_MS": Variable(
+        "log a warning for GraphQL requests slower than this", "slow_request_ms", _number
+    ),
+    "FEATURES_GQL_LOG_FORMAT": Variable("console or json", "log_format"),
+    "FEATURES_GQL_LOG_LEVEL": Variable("DEBUG, INFO, WARNING, ERROR", "log_level"),
+    "FEATURES_GQL_INTROSPECTION": Variable("true or false", "introspection", _bool),
+    "FEATURES_GQL_PLUGINS_DIR": Variable(
+        "directory of local plugin .py files", "plugins_dir", _path
+    ),
+    "FEATURES_GQL_ADMIN_TOKEN": Variable(
+        "an admin-scope bearer token for /admin/* (a token named admin)", "admin_token", _secret
+    ),
+    "FEATURES_GQL_ANONYMOUS": Variable(
+        "what requests without a token may do: none, read or write", "anonymous"
+    ),
 }
 
 MIN_ADMIN_TOKEN = 16
@@ -73,15 +130,6 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
 
 
-def _bool(value: str, name: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be true or false, got {value!r}")
-
-
 def _check(settings: Settings) -> Settings:
     if settings.log_format not in LOG_FORMATS:
         raise ConfigError(
@@ -118,6 +166,43 @@ def policy(settings: Settings) -> AuthPolicy:
     )
 
 
+#: Every key of the config file's tables, and its TOML type; ``[store]`` holds a store
+#: plugin's own options instead.
+TOML_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "server": {
+        "host": str,
+        "port": int,
+        "workers": int,
+        "deadline_seconds": (int, float),
+        "slow_request_ms": (int, float),
+        "introspection": bool,
+        "fast_path": bool,
+        "graphiql": bool,
+        "admin_token": str,
+    },
+    "logging": {"format": str, "level": str, "loggers": list},
+    "plugins": {"directory": str},
+    "auth": {"anonymous": str, "metrics": str, "tokens": dict},
+    "limits": {
+        "max_tokens": int,
+        "max_selections": int,
+        "max_depth": int,
+        "max_cost": int,
+        "cache_entries": int,
+        "cache_mb": int,
+    },
+}
+
+#: How the TOML types a key accepts are named in errors.
+_KINDS: dict[type | tuple[type, ...], str] = {
+    str: "a string",
+    int: "an integer",
+    (int, float): "a number",
+    bool: "true or false",
+    list: "a list",
+}
+
+
 def _take(
     table: Mapping[str, Any], section: str, allowed: dict[str, type | tuple[type, ...]]
 ) -> dict[str, Any]:
@@ -135,7 +220,10 @@ def _take(
                 and bool not in (kinds if isinstance(kinds, tuple) else (kinds,))
             )
         ):
-            raise ConfigError(f"[{section}] {key} has the wrong type: {table[key]!r}")
+            raise ConfigError(
+                f"[{section}] {key} has the wrong type: it must be {_KINDS[kinds]}, "
+                f"got {table[key]!r}"
+            )
     return dict(table)
 
 
@@ -153,21 +241,7 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
             "known: server, logging, plugins, store, auth, limits"
         )
     changes: dict[str, Any] = {"config_file": path}
-    server = _take(
-        data.get("server", {}),
-        "server",
-        {
-            "host": str,
-            "port": int,
-            "workers": int,
-            "deadline_seconds": (int, float),
-            "slow_request_ms": (int, float),
-            "introspection": bool,
-            "fast_path": bool,
-            "graphiql": bool,
-            "admin_token": str,
-        },
-    )
+    server = _take(data.get("server", {}), "server", TOML_KEYS["server"])
     # These keys are named as the Settings fields they set.
     for key in ("host", "port", "workers", "introspection", "fast_path", "graphiql", "admin_token"):
         if key in server:
@@ -176,16 +250,14 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
         changes["slow_request_ms"] = float(server["slow_request_ms"])
     if "deadline_seconds" in server:
         changes["deadline"] = float(server["deadline_seconds"])
-    logging_ = _take(
-        data.get("logging", {}), "logging", {"format": str, "level": str, "loggers": list}
-    )
+    logging_ = _take(data.get("logging", {}), "logging", TOML_KEYS["logging"])
     if "format" in logging_:
         changes["log_format"] = logging_["format"]
     if "level" in logging_:
         changes["log_level"] = logging_["level"]
     if "loggers" in logging_:
         changes["loggers"] = tuple(str(name) for name in logging_["loggers"])
-    plugins = _take(data.get("plugins", {}), "plugins", {"directory": str})
+    plugins = _take(data.get("plugins", {}), "plugins", TOML_KEYS["plugins"])
     if "directory" in plugins:
         changes["plugins_dir"] = (path.parent / plugins["directory"]).resolve()
     changes.update(_auth_from_toml(data.get("auth", {})))
@@ -199,8 +271,7 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
 
 
 def _limits_from_toml(table: Mapping[str, Any]) -> Limits:
-    names = ("max_tokens", "max_selections", "max_depth", "max_cost", "cache_entries", "cache_mb")
-    given = _take(table, "limits", dict.fromkeys(names, int))
+    given = _take(table, "limits", TOML_KEYS["limits"])
     for key, value in given.items():
         if value < 1:
             raise ConfigError(f"[limits] {key} must be a positive whole number, got {value}")
@@ -210,7 +281,7 @@ def _limits_from_toml(table: Mapping[str, Any]) -> Limits:
 
 
 def _auth_from_toml(table: Mapping[str, Any]) -> dict[str, Any]:
-    auth = _take(table, "auth", {"anonymous": str, "metrics": str, "tokens": dict})
+    auth = _take(table, "auth", TOML_KEYS["auth"])
     changes: dict[str, Any] = {}
     if "anonymous" in auth:
         changes["anonymous"] = auth["anonymous"]
@@ -232,46 +303,11 @@ def from_environment(env: Mapping[str, str], base: Settings) -> Settings:
             f"unknown environment variable(s) {', '.join(unknown)}; known: {', '.join(ENVIRONMENT)}"
         )
     changes: dict[str, Any] = {}
-    if "FEATURES_GQL_HOST" in env:
-        changes["host"] = env["FEATURES_GQL_HOST"]
-    if "FEATURES_GQL_PORT" in env:
-        try:
-            changes["port"] = int(env["FEATURES_GQL_PORT"])
-        except ValueError:
-            raise ConfigError(
-                f"FEATURES_GQL_PORT must be a number, got {env['FEATURES_GQL_PORT']!r}"
-            ) from None
-    if "FEATURES_GQL_WORKERS" in env:
-        try:
-            changes["workers"] = int(env["FEATURES_GQL_WORKERS"])
-        except ValueError:
-            raise ConfigError("FEATURES_GQL_WORKERS must be a whole number") from None
-    if "FEATURES_GQL_STORE" in env:
-        changes["store"] = env["FEATURES_GQL_STORE"]
-    if "FEATURES_GQL_DEADLINE_SECONDS" in env:
-        try:
-            changes["deadline"] = float(env["FEATURES_GQL_DEADLINE_SECONDS"])
-        except ValueError:
-            raise ConfigError("FEATURES_GQL_DEADLINE_SECONDS must be a number") from None
-    if "FEATURES_GQL_SLOW_REQUEST_MS" in env:
-        try:
-            changes["slow_request_ms"] = float(env["FEATURES_GQL_SLOW_REQUEST_MS"])
-        except ValueError:
-            raise ConfigError("FEATURES_GQL_SLOW_REQUEST_MS must be a number") from None
-    if "FEATURES_GQL_LOG_FORMAT" in env:
-        changes["log_format"] = env["FEATURES_GQL_LOG_FORMAT"]
-    if "FEATURES_GQL_LOG_LEVEL" in env:
-        changes["log_level"] = env["FEATURES_GQL_LOG_LEVEL"]
-    if "FEATURES_GQL_INTROSPECTION" in env:
-        changes["introspection"] = _bool(
-            env["FEATURES_GQL_INTROSPECTION"], "FEATURES_GQL_INTROSPECTION"
-        )
-    if "FEATURES_GQL_PLUGINS_DIR" in env:
-        changes["plugins_dir"] = Path(env["FEATURES_GQL_PLUGINS_DIR"])
-    if "FEATURES_GQL_ANONYMOUS" in env:
-        changes["anonymous"] = env["FEATURES_GQL_ANONYMOUS"]
-    if env.get("FEATURES_GQL_ADMIN_TOKEN"):
-        changes["admin_token"] = env["FEATURES_GQL_ADMIN_TOKEN"]
+    for name, variable in ENVIRONMENT.items():
+        if name in env and variable.setting is not None:
+            value = variable.parse(env[name], name)
+            if value is not None:
+                changes[variable.setting] = value
     return replace(base, **changes)
 
 

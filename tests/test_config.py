@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from features_gql.bootstrap import build
-from features_gql.config import Settings, load_settings
+from features_gql.config import ENVIRONMENT, Settings, load_settings
 from features_gql.errors import ConfigError
 from features_gql_plugins.sqlite_store import SQLiteStore, default_path, path_from_url
 
@@ -68,8 +68,18 @@ def test_toml_then_environment_then_overrides(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("[server]\nprot = 1\n", "unknown key(s) 'prot'"),
-        ("[server]\nport = 'x'\n", "[server] port has the wrong type"),
-        ("[server]\nintrospection = 1\n", "[server] introspection has the wrong type"),
+        (
+            "[server]\nport = 'eighteen'\n",
+            "[server] port has the wrong type: it must be an integer",
+        ),
+        (
+            "[server]\nintrospection = 1\n",
+            "[server] introspection has the wrong type: it must be true",
+        ),
+        (
+            "[server]\ndeadline_seconds = '2s'\n",
+            "deadline_seconds has the wrong type: it must be a number",
+        ),
         ("[sever]\n", "unknown table(s) sever"),
         ("[logging]\nformat = 'xml'\n", "log format must be one of console, json"),
         ("not toml = = =", "is not valid TOML"),
@@ -87,7 +97,9 @@ def test_bad_toml_is_explained(tmp_path: Path, text: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"FEATURES_GQL_PORT": "eighty"}, "FEATURES_GQL_PORT must be a number"),
+        ({"FEATURES_GQL_PORT": "eighty"}, "FEATURES_GQL_PORT must be an integer, got 'eighty'"),
+        ({"FEATURES_GQL_WORKERS": "2.5"}, "FEATURES_GQL_WORKERS must be an integer, got '2.5'"),
+        ({"FEATURES_GQL_SLOW_REQUEST_MS": "fast"}, "FEATURES_GQL_SLOW_REQUEST_MS must be a number"),
         ({"FEATURES_GQL_INTROSPECTION": "maybe"}, "must be true or false"),
         ({"FEATURES_GQL_STOER": "memory"}, "unknown environment variable(s) FEATURES_GQL_STOER"),
         ({"FEATURES_GQL_DEADLINE_SECONDS": "0"}, "deadline must be a positive number"),
@@ -156,3 +168,31 @@ def test_store_descriptions_say_where_the_data_is_and_hide_passwords(tmp_path: P
     )
     sqlite = build(Settings(store=f"sqlite://{tmp_path}/f.db", loggers=()))
     assert sqlite.store_description == f"sqlite file {tmp_path}/f.db"
+
+
+#: A valid value for each environment variable, and the setting it must produce.
+ENVIRONMENT_SAMPLES: dict[str, tuple[str, str, object]] = {
+    "FEATURES_GQL_ANONYMOUS": ("read", "anonymous", "read"),
+    "FEATURES_GQL_HOST": ("0.0.0.0", "host", "0.0.0.0"),
+    "FEATURES_GQL_PORT": ("9100", "port", 9100),
+    "FEATURES_GQL_STORE": ("memory", "store", "memory"),
+    "FEATURES_GQL_DEADLINE_SECONDS": ("0.25", "deadline", 0.25),
+    "FEATURES_GQL_WORKERS": ("3", "workers", 3),
+    "FEATURES_GQL_SLOW_REQUEST_MS": ("12.5", "slow_request_ms", 12.5),
+    "FEATURES_GQL_LOG_FORMAT": ("json", "log_format", "json"),
+    "FEATURES_GQL_LOG_LEVEL": ("debug", "log_level", "DEBUG"),
+    "FEATURES_GQL_INTROSPECTION": ("off", "introspection", False),
+    "FEATURES_GQL_PLUGINS_DIR": ("/opt/plugins", "plugins_dir", Path("/opt/plugins")),
+    "FEATURES_GQL_ADMIN_TOKEN": ("0123456789abcdef", "admin_token", "0123456789abcdef"),
+}
+
+
+@pytest.mark.parametrize("name", [n for n, v in ENVIRONMENT.items() if v.setting is not None])
+def test_every_environment_variable_sets_its_setting(name: str) -> None:
+    value, setting, expected = ENVIRONMENT_SAMPLES[name]
+    assert getattr(load_settings(env={name: value}), setting) == expected
+    assert getattr(load_settings(env={}), setting) != expected
+
+
+def test_an_empty_admin_token_leaves_admin_disabled() -> None:
+    assert load_settings(env={"FEATURES_GQL_ADMIN_TOKEN": ""}).admin_token is None

@@ -243,10 +243,16 @@ def create_app(service: Service) -> web.Application:
         # The readiness gauge starts from a real probe rather than the default 0.
         probe = await service.api.probe(READINESS_TIMEOUT)
         service.metrics.store_up.set(1 if probe.up else 0)
-        log.info(
-            "store ready",
-            extra={"fields": {"store": service.store.name, "config": service.store_description}},
-        )
+        fields = {"store": service.store.name, "config": service.store_description}
+        if probe.up:
+            log.info("store ready", extra={"fields": fields})
+        else:
+            # Serve anyway: the store may come back (MongoDB restarting), and /readyz
+            # keeps traffic away until it does.
+            log.warning(
+                "store not ready at start-up; serving anyway, /readyz answers 503 until it is",
+                extra={"fields": {**fields, "reason": f"store {probe.reason}"}},
+            )
         yield
         await service.stop()
 
