@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+import tempfile
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -162,9 +164,21 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # One /metrics for all workers: prometheus-client's multiprocess mode, which must
+        # be chosen before it is first imported (by the serving module, just below).
+        with tempfile.TemporaryDirectory(prefix="features-gql-metrics-") as shared:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
+            try:
+                from features_gql.serving import serve
+
+                return serve(settings)
+            finally:
+                del os.environ["PROMETHEUS_MULTIPROC_DIR"]
     from features_gql.serving import serve
 
-    return serve(_settings(args))
+    return serve(settings)
 
 
 def _plugins(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 
 from aiohttp import web
+from prometheus_client import multiprocess
 
 from features_gql import __version__
 from features_gql.auth import check_exposure
@@ -36,6 +37,7 @@ from features_gql.bootstrap import Service, build
 from features_gql.config import Settings
 from features_gql.errors import ConfigError, FeaturesError, StartupError
 from features_gql.http.app import create_app
+from features_gql.metrics import shared_between_processes
 
 log = logging.getLogger("features_gql.serving")
 
@@ -255,6 +257,9 @@ def _supervise(
             assert isinstance(item, int)
             ended = running.pop(item)
             ended.join()
+            if ended.pid is not None and shared_between_processes():
+                # Its live gauges (in flight, store up) no longer count.
+                multiprocess.mark_process_dead(ended.pid)  # type: ignore[no-untyped-call]
             read(item)  # a worker that could not start said why just before it exited
             if ended.exitcode in (0, -signal.SIGTERM, -signal.SIGINT) or failed:
                 continue

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "features_gql.cli"]
@@ -267,6 +268,30 @@ def test_workers_share_one_port_and_stop_together(serving: Any, tmp_path: Path) 
         assert (
             not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
         )
+
+
+def test_workers_serve_one_metrics_view_whichever_answers_the_scrape(
+    serving: Any, tmp_path: Path
+) -> None:
+    server = serving("--workers", "2", "--store", f"sqlite://{tmp_path}/m.db", env=clean_env())
+    for i in range(30):
+        post(server.port, ADD, {"f": f"m{i:02}"})
+
+    def counted() -> tuple[float, set[str]]:
+        # A new connection each time, so the kernel may hand it to either worker.
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "features_gql_store_operation_seconds_count":
+                    if sample.labels.get("operation") == "add":
+                        total += sample.value
+        return total, {line.split()[0] for line in text.splitlines() if "in_flight" in line}
+
+    scrapes = [counted() for _ in range(8)]
+    assert {total for total, _ in scrapes} == {30.0}, scrapes
+    server.stop()
 
 
 def test_workers_refuse_a_store_that_lives_in_one_process() -> None:

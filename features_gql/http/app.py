@@ -78,7 +78,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     ops_token = request_operations.set(operations)
     metrics = request.app.get(METRICS_KEY)
     if metrics is not None:
-        metrics.requests_in_flight += 1
+        metrics.request_started()
     started = time.perf_counter()
     try:
         response = await handler(request)
@@ -98,7 +98,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         request_id.reset(token)
         request_operations.reset(ops_token)
         if metrics is not None:
-            metrics.requests_in_flight -= 1
+            metrics.request_finished()
     response.headers["X-Request-ID"] = rid
     outcome = request.get(OUTCOME_KEY)
     if outcome is not None:
