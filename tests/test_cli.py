@@ -284,9 +284,11 @@ def test_workers_serve_one_metrics_view_whichever_answers_the_scrape(
         total = 0.0
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == "features_gql_store_operation_seconds_count":
-                    if sample.labels.get("operation") == "add":
-                        total += sample.value
+                if (
+                    sample.name == "features_gql_store_operation_seconds_count"
+                    and sample.labels.get("operation") == "add"
+                ):
+                    total += sample.value
         return total, {line.split()[0] for line in text.splitlines() if "in_flight" in line}
 
     scrapes = [counted() for _ in range(8)]
