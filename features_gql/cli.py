@@ -99,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--no-introspection", action="store_true", help="refuse introspection queries"
     )
+    serve.add_argument(
+        "--no-graphiql", action="store_true", help="do not serve GraphiQL to browsers"
+    )
 
     plugins = commands.add_parser(
         "plugins",
@@ -153,6 +156,8 @@ def _settings(args: argparse.Namespace) -> Any:
     }
     if getattr(args, "no_introspection", False):
         overrides["introspection"] = False
+    if getattr(args, "no_graphiql", False):
+        overrides["graphiql"] = False
     settings = load_settings(config_file=args.config, overrides=overrides)
     fault, latency = getattr(args, "fault", None), getattr(args, "latency", None)
     if fault or latency:

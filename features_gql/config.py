@@ -83,6 +83,9 @@ ENVIRONMENT: dict[str, Variable] = {
     "FEATURES_GQL_LOG_FORMAT": Variable("console or json", "log_format"),
     "FEATURES_GQL_LOG_LEVEL": Variable("DEBUG, INFO, WARNING, ERROR", "log_level"),
     "FEATURES_GQL_INTROSPECTION": Variable("true or false", "introspection", _bool),
+    "FEATURES_GQL_GRAPHIQL": Variable(
+        "true or false: serve GraphiQL to browsers at /graphql", "graphiql", _bool
+    ),
     "FEATURES_GQL_PLUGINS_DIR": Variable(
         "directory of local plugin .py files", "plugins_dir", _path
     ),

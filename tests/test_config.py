@@ -172,6 +172,7 @@ def test_store_descriptions_say_where_the_data_is_and_hide_passwords(tmp_path: P
 
 #: A valid value for each environment variable, and the setting it must produce.
 ENVIRONMENT_SAMPLES: dict[str, tuple[str, str, object]] = {
+    "FEATURES_GQL_GRAPHIQL": ("false", "graphiql", False),
     "FEATURES_GQL_ANONYMOUS": ("read", "anonymous", "read"),
     "FEATURES_GQL_HOST": ("0.0.0.0", "host", "0.0.0.0"),
     "FEATURES_GQL_PORT": ("9100", "port", 9100),

@@ -229,7 +229,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
             return await self.run(request=request)
         except HTTPException as exc:
             status = exc.status_code
-            code = "UNSUPPORTED_MEDIA_TYPE" if status == 415 else "BAD_REQUEST"
+            code = {415: "UNSUPPORTED_MEDIA_TYPE", 404: "NOT_FOUND"}.get(status, "BAD_REQUEST")
             return self._http_error(
                 request, status, code, exc.reason, allow="GET, POST" if status == 405 else None
             )
