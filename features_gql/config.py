@@ -6,6 +6,7 @@ Later sources win: defaults < TOML file < environment < command line.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -32,9 +33,14 @@ ENVIRONMENT = {
     "FEATURES_GQL_INTROSPECTION": "true or false",
     "FEATURES_GQL_PLUGINS_DIR": "directory of local plugin .py files",
     "FEATURES_GQL_ADMIN_TOKEN": "bearer token for /admin/faults (unset: admin is refused)",
+    "FEATURES_GQL_CORS_ORIGINS": "browser origins allowed to call the API, comma-separated",
+    "FEATURES_GQL_MAX_CONNECTIONS": "open connections per process",
+    "FEATURES_GQL_HEADER_TIMEOUT_SECONDS": "seconds a client has to send a request's headers",
 }
 
 MIN_ADMIN_TOKEN = 16
+#: An origin as browsers send it: scheme://host[:port], nothing after.
+_ORIGIN = re.compile(r"https?://[a-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9a-f:.]+\](:[0-9]{1,5})?")
 
 _LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
@@ -60,6 +66,14 @@ class Settings:
     config_file: Path | None = field(default=None, compare=False)
     #: The bearer token of the admin endpoints (/admin/faults); None refuses them all.
     admin_token: str | None = field(default=None, repr=False)
+    #: Browser origins allowed to call the API (CORS), as ``https://host[:port]``; "*" is
+    #: any origin. Empty: no cross-origin access.
+    cors_origins: tuple[str, ...] = ()
+    #: Open connections per process; None is the default (4096), lowered to what the
+    #: open-file limit leaves room for.
+    max_connections: int | None = None
+    #: Seconds a client has to send a request's headers before its connection is closed.
+    header_timeout: float = 10.0
 
 
 def _bool(value: str, name: str) -> bool:
@@ -93,7 +107,27 @@ def _check(settings: Settings) -> Settings:
             f"the admin token must be at least {MIN_ADMIN_TOKEN} characters "
             "(e.g. `openssl rand -hex 16`)"
         )
-    return replace(settings, log_level=settings.log_level.upper())
+    if settings.max_connections is not None and settings.max_connections < 1:
+        raise ConfigError(f"max connections must be at least 1, got {settings.max_connections}")
+    if not settings.header_timeout > 0:
+        raise ConfigError(
+            f"header timeout must be a positive number of seconds, got {settings.header_timeout}"
+        )
+    return replace(
+        settings,
+        log_level=settings.log_level.upper(),
+        cors_origins=tuple(_origin(origin) for origin in settings.cors_origins),
+    )
+
+
+def _origin(value: str) -> str:
+    origin = value.strip().lower().rstrip("/")
+    if origin != "*" and not _ORIGIN.fullmatch(origin):
+        raise ConfigError(
+            f"CORS origin {value!r} must be scheme://host[:port] (e.g. https://app.example.com) "
+            'or "*"'
+        )
+    return origin
 
 
 def _take(
@@ -143,6 +177,9 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
             "fast_path": bool,
             "graphiql": bool,
             "admin_token": str,
+            "cors_origins": list,
+            "max_connections": int,
+            "header_timeout_seconds": (int, float),
         },
     )
     # These keys are named as the Settings fields they set.
@@ -153,6 +190,16 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
         changes["slow_request_ms"] = float(server["slow_request_ms"])
     if "deadline_seconds" in server:
         changes["deadline"] = float(server["deadline_seconds"])
+    if "cors_origins" in server:
+        if not all(isinstance(origin, str) for origin in server["cors_origins"]):
+            raise ConfigError(
+                f"[server] cors_origins must be a list of strings, got {server['cors_origins']!r}"
+            )
+        changes["cors_origins"] = tuple(server["cors_origins"])
+    if "max_connections" in server:
+        changes["max_connections"] = server["max_connections"]
+    if "header_timeout_seconds" in server:
+        changes["header_timeout"] = float(server["header_timeout_seconds"])
     logging_ = _take(
         data.get("logging", {}), "logging", {"format": str, "level": str, "loggers": list}
     )
@@ -217,6 +264,20 @@ def from_environment(env: Mapping[str, str], base: Settings) -> Settings:
         changes["plugins_dir"] = Path(env["FEATURES_GQL_PLUGINS_DIR"])
     if env.get("FEATURES_GQL_ADMIN_TOKEN"):
         changes["admin_token"] = env["FEATURES_GQL_ADMIN_TOKEN"]
+    if "FEATURES_GQL_CORS_ORIGINS" in env:
+        changes["cors_origins"] = tuple(
+            origin for origin in env["FEATURES_GQL_CORS_ORIGINS"].split(",") if origin.strip()
+        )
+    if "FEATURES_GQL_MAX_CONNECTIONS" in env:
+        try:
+            changes["max_connections"] = int(env["FEATURES_GQL_MAX_CONNECTIONS"])
+        except ValueError:
+            raise ConfigError("FEATURES_GQL_MAX_CONNECTIONS must be a whole number") from None
+    if "FEATURES_GQL_HEADER_TIMEOUT_SECONDS" in env:
+        try:
+            changes["header_timeout"] = float(env["FEATURES_GQL_HEADER_TIMEOUT_SECONDS"])
+        except ValueError:
+            raise ConfigError("FEATURES_GQL_HEADER_TIMEOUT_SECONDS must be a number") from None
     return replace(base, **changes)
 
 
