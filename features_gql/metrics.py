@@ -109,6 +109,19 @@ class Metrics:
             "1 if the last readiness probe of the store succeeded, else 0.",
             registry=self.registry,
         )
+        self.connections_open = Gauge(
+            "features_gql_connections_open",
+            "Client connections open now (the standalone service only).",
+            registry=self.registry,
+        )
+        self.connections_dropped = Counter(
+            "features_gql_connections_dropped",
+            "Client connections closed or not accepted by the connection limits, by reason: "
+            "header_timeout, evicted (room made for a new one), refused (all busy), "
+            "accept_failed (out of file descriptors).",
+            ["reason"],
+            registry=self.registry,
+        )
         if sink_health is not None:
             self.registry.register(_SinkHealthCollector(sink_health))
         self._names: set[str] = set()

@@ -24,6 +24,7 @@ from features_gql.bootstrap import Service, build
 from features_gql.config import Settings
 from features_gql.errors import ConfigError
 from features_gql.http.app import create_app
+from features_gql.http.connections import ConnectionLimits, run_app
 
 log = logging.getLogger("features_gql.serving")
 
@@ -38,13 +39,13 @@ def _run(settings: Settings, *, reuse_port: bool, service: Service | None = None
         gc.freeze()
 
     app.on_startup.append(settle)
-    web.run_app(
+    # aiohttp's run_app, plus limits on connections and on the time to send headers.
+    run_app(
         app,
         host=settings.host,
         port=settings.port,
-        reuse_port=reuse_port or None,
-        print=None,
-        access_log=None,
+        reuse_port=reuse_port,
+        limits=ConnectionLimits(settings.max_connections, settings.header_timeout),
     )
 
 
