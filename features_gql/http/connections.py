@@ -382,10 +382,11 @@ class GuardedRequestHandler(RequestHandler):
             # Also answers aiohttp wrote itself (a 417 for an odd Expect, a 400 from the
             # parser): these never reach the application's on_response_prepare.
             resp.headers["Server"] = SERVER
-        try:
-            return await super().finish_response(request, resp, start_time)
-        finally:
+        answered, reset = await super().finish_response(request, resp, start_time)
+        if answered.keep_alive and not reset:
+            # Idle until its next request; a connection about to close stays busy until then.
             self._guard.finished(self)
+        return answered, reset
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._guard.closed(self)
