@@ -117,7 +117,8 @@ class Metrics:
         self.connections_dropped = Counter(
             "features_gql_connections_dropped",
             "Client connections closed or not accepted by the connection limits, by reason: "
-            "header_timeout, evicted (room made for a new one), refused (all busy), "
+            "header_timeout, body_timeout, evicted (room made for a new one), "
+            "refused (all busy), "
             "accept_failed (out of file descriptors).",
             ["reason"],
             registry=self.registry,

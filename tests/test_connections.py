@@ -173,6 +173,50 @@ async def test_headers_must_arrive_within_the_header_timeout() -> None:
     assert dropped == 3
 
 
+async def test_a_request_body_must_arrive_within_three_header_timeouts() -> None:
+    head = (
+        "POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(HAS)}\r\n\r\n"
+    ).encode()
+    with serve(env={"FEATURES_GQL_HEADER_TIMEOUT_SECONDS": "1"}) as server:
+        # A body that trickles in within the bound is answered...
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(head)
+        for piece in (HAS[:10], HAS[10:20], HAS[20:]):
+            await asyncio.sleep(0.5)
+            writer.write(piece.encode())
+        assert (await read_response(reader))[0] == 200
+        writer.close()
+        # ...one that is still trickling past it gets a JSON 408, and the connection closes.
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(head + HAS[:10].encode())
+        answer = asyncio.ensure_future(read_response(reader))
+        async with asyncio.timeout(20):
+            while not answer.done():
+                writer.write(b" ")
+                await asyncio.sleep(0.3)
+        status, _, body = answer.result()
+        assert status == 408
+        error = json.loads(body)["errors"][0]
+        assert error["extensions"]["code"] == "REQUEST_TIMEOUT"
+        assert error["message"] == "The request body did not arrive within 3 s."
+        assert await closed(reader)
+        writer.close()
+        # Clients that give up halfway through their body are no error of the service's.
+        for _ in range(20):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(head + HAS[:10].encode())
+            await asyncio.sleep(0.05)
+            writer.close()
+        await asyncio.sleep(0.5)
+        assert await normal_request(server.port) == 200
+        timed_out = metric(server, DROPPED, '{reason="body_timeout"}')
+        text = server.stop()
+    assert timed_out == 1
+    assert "Traceback" not in text
+    assert [line for line in server.log_lines() if line["level"] == "ERROR"] == []
+
+
 async def test_at_max_connections_idle_then_slow_connections_make_room_and_busy_ones_do_not() -> (
     None
 ):

@@ -87,14 +87,20 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             exc.headers["X-Request-ID"] = rid
             raise
         response = _http_error(request, exc)
-    except Exception:
-        log.exception(
-            "unhandled error answering %s %s",
-            request.method,
-            request.path,
-            extra={"fields": {"request_id": rid}},
-        )
-        response = _internal_error(rid)
+    except Exception as exc:
+        if _client_went_away(request, exc):
+            # Nobody is left to answer, and a traceback per vanished client would flood
+            # the log.
+            log.debug("client closed the connection before its request arrived")
+            response = error_response(400, "The connection closed before the request arrived.")
+        else:
+            log.exception(
+                "unhandled error answering %s %s",
+                request.method,
+                request.path,
+                extra={"fields": {"request_id": rid}},
+            )
+            response = _internal_error(rid)
     finally:
         seconds = time.perf_counter() - started
         request_id.reset(token)
@@ -108,6 +114,12 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             metrics.observe_request(outcome.operation, outcome.outcome, seconds, outcome.codes)
         _log_request(request, rid, seconds, response.status, outcome, operations)
     return response
+
+
+def _client_went_away(request: web.Request, exc: Exception) -> bool:
+    """aiohttp's reads raise ConnectionResetError when the client closes mid-request."""
+    transport = request.transport
+    return isinstance(exc, ConnectionResetError) and (transport is None or transport.is_closing())
 
 
 def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:

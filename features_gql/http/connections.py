@@ -15,7 +15,9 @@ a :class:`ConnectionGuard` which phase each connection is in:
 
 An arriving connection has ``header_timeout`` seconds, from the moment it connects or
 sends the first byte of its next request, to complete the headers; a sweep closes the late
-ones (with a JSON 408 if they had started a request). When ``max_connections`` are open, a
+ones (with a JSON 408 if they had started a request). The body then has
+:data:`BODY_TIMEOUTS` header timeouts to arrive: a late one fails the request's read, which
+answers a JSON 408 and closes the connection. When ``max_connections`` are open, a
 new connection first takes the place of the longest-idle keep-alive connection, then of
 the connection that has been arriving the longest; only when every connection is busy is
 it refused with a JSON 503. So a flood of slow clients holds only connections nobody else
@@ -58,6 +60,9 @@ DEFAULT_MAX_CONNECTIONS = 4096
 KEEPALIVE_TIMEOUT = 75.0
 #: Seconds given to requests in flight when the service stops.
 SHUTDOWN_TIMEOUT = 60.0
+#: A request's body must arrive within this many header timeouts of its headers (30 s by
+#: default: a 4 MiB body at 140 kB/s).
+BODY_TIMEOUTS = 3
 #: Seconds between two log lines about the same kind of misbehaviour.
 LOG_INTERVAL = 10.0
 #: How asyncio's event loop names a failed ``accept()`` (EMFILE, ENFILE, ENOBUFS, ENOMEM).
@@ -224,7 +229,9 @@ class ConnectionGuard:
         # Insertion order is the order of arrival (or of going idle): the oldest first.
         self._arriving: dict[GuardedRequestHandler, float] = {}
         self._idle: dict[GuardedRequestHandler, None] = {}
-        self._busy: set[GuardedRequestHandler] = set()
+        #: Since when, and the body being received.
+        self._busy: dict[GuardedRequestHandler, tuple[float, StreamReader]] = {}
+        self.body_timeout = header_timeout * BODY_TIMEOUTS
         self._tick = min(1.0, header_timeout / 4)
         self._sweeper: asyncio.TimerHandle | None = loop.call_later(self._tick, self._sweep)
         if metrics is not None:
@@ -256,7 +263,8 @@ class ConnectionGuard:
         conn.started = True
         self._arriving[conn] = self._loop.time()
 
-    def busy(self, conn: GuardedRequestHandler) -> None:
+    def busy(self, conn: GuardedRequestHandler, body: StreamReader) -> None:
+        """The headers of a request are complete: it goes to the application."""
         if conn.phase == _ARRIVING:
             del self._arriving[conn]
         elif conn.phase == _IDLE:  # a pipelined request, received while the last was answered
@@ -264,11 +272,11 @@ class ConnectionGuard:
         else:
             return
         conn.phase = _BUSY
-        self._busy.add(conn)
+        self._busy[conn] = (self._loop.time(), body)
 
     def finished(self, conn: GuardedRequestHandler) -> None:
         if conn.phase == _BUSY:
-            self._busy.discard(conn)
+            del self._busy[conn]
             conn.phase = _IDLE
             self._idle[conn] = None
 
@@ -279,7 +287,7 @@ class ConnectionGuard:
         elif phase == _IDLE:
             self._idle.pop(conn, None)
         elif phase == _BUSY:
-            self._busy.discard(conn)
+            self._busy.pop(conn, None)
 
     # -- enforcement -----------------------------------------------------------------------
 
@@ -309,6 +317,29 @@ class ConnectionGuard:
             self.closed(conn)
             conn.time_out()
             self._dropped("header_timeout", "request headers not received in time")
+        late = self._loop.time() - self.body_timeout
+        slow_bodies = []
+        for conn, (since, body) in self._busy.items():
+            if since > late:
+                break
+            if not body.is_eof():
+                slow_bodies.append((conn, body))
+        for conn, body in slow_bodies:
+            if conn.body_timed_out:
+                # The application has not read the body since: nothing left but to close.
+                self.closed(conn)
+                conn.force_close()
+                continue
+            # The application's read fails with a 408 that it answers like any HTTP error,
+            # and the connection closes once that answer is written.
+            conn.body_timed_out = True
+            self._busy[conn] = (self._loop.time(), body)
+            body.set_exception(
+                web.HTTPRequestTimeout(
+                    text=f"The request body did not arrive within {self.body_timeout:g} s."
+                )
+            )
+            self._dropped("body_timeout", "request body not received in time")
 
     def _dropped(self, reason: str, message: str) -> None:
         if self._metrics is not None:
@@ -351,13 +382,14 @@ _REFUSED = raw_error_response(
 class GuardedRequestHandler(RequestHandler):
     """aiohttp's request handler, reporting its phases to a :class:`ConnectionGuard`."""
 
-    __slots__ = ("_guard", "phase", "started")
+    __slots__ = ("_guard", "body_timed_out", "phase", "started")
 
     def __init__(self, manager: GuardedServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._guard = manager.guard
         self.phase = _CLOSED
         self.started = False
+        self.body_timed_out = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -383,7 +415,9 @@ class GuardedRequestHandler(RequestHandler):
             # parser): these never reach the application's on_response_prepare.
             resp.headers["Server"] = SERVER
         answered, reset = await super().finish_response(request, resp, start_time)
-        if answered.keep_alive and not reset:
+        if self.body_timed_out:
+            self.force_close()  # once the 408 is written; the rest of the body is not awaited
+        elif answered.keep_alive and not reset:
             # Idle until its next request; a connection about to close stays busy until then.
             self._guard.finished(self)
         return answered, reset
@@ -453,7 +487,7 @@ class GuardedServer(web.Server):
             task: asyncio.Task[None],
         ) -> BaseRequest:
             if isinstance(protocol, GuardedRequestHandler):
-                self.guard.busy(protocol)
+                self.guard.busy(protocol, payload)
             expect = message.headers.get("Expect")
             if expect is not None and expect.lower() != "100-continue":
                 # aiohttp answers an unknown expectation with a 417 whose text quotes the
