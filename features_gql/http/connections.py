@@ -80,17 +80,19 @@ def raise_open_file_limit() -> tuple[int, int]:
     limit allows far more.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        target = max(soft, 1 << 20) if soft != resource.RLIM_INFINITY else soft
-    else:
-        target = hard
-    if soft != resource.RLIM_INFINITY and target > soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (ValueError, OSError) as exc:
+    # An unlimited hard limit (macOS) still has a ceiling the kernel enforces: try a few.
+    targets = [hard] if hard != resource.RLIM_INFINITY else [1 << 20, 1 << 16, 10240]
+    if soft != resource.RLIM_INFINITY and any(target > soft for target in targets):
+        for target in targets:
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                break
+            except (ValueError, OSError):
+                continue
+        else:
             log.warning(
                 "could not raise the open-file limit",
-                extra={"fields": {"soft": soft, "hard": hard, "error": str(exc)}},
+                extra={"fields": {"soft": soft, "hard": hard}},
             )
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     return soft, hard
@@ -517,6 +519,17 @@ class GuardedAppRunner(web.AppRunner):
         metrics = self.app.get(METRICS_KEY)
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         budget = connection_budget(self._limits.max_connections, soft)
+        log.info(
+            "connection limits",
+            extra={
+                "fields": {
+                    "max_connections": budget,
+                    "header_timeout_s": self._limits.header_timeout,
+                    "body_timeout_s": self._limits.header_timeout * BODY_TIMEOUTS,
+                    "open_file_limit": soft,
+                }
+            },
+        )
         if self._limits.max_connections is not None and budget < self._limits.max_connections:
             log.warning(
                 "max_connections lowered to fit the open-file limit",
