@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from features_gql.http.connections import DEFAULT_MAX_CONNECTIONS, connection_budget
 from tests.real_server import ServeProcess, serve
 
 pytestmark = pytest.mark.slow
@@ -274,6 +275,33 @@ async def test_at_max_connections_idle_then_slow_connections_make_room_and_busy_
         evicted = metric(server, DROPPED, '{reason="evicted"}')
         refused = metric(server, DROPPED, '{reason="refused"}')
     assert (evicted, refused) == (3, 1)
+
+
+@pytest.mark.parametrize(
+    ("configured", "soft_limit", "budget"),
+    [
+        (None, 1 << 20, DEFAULT_MAX_CONNECTIONS),
+        (None, 1024, 768),  # a quarter kept for the store, the logs, accept bursts
+        (768, 1024, 768),
+        (769, 1024, 768),
+        (1, 1024, 1),
+        (None, 64, 48),
+        (None, 4096, 3584),  # at most 512 kept
+        (10, 16, 1),
+    ],
+)
+def test_connection_budget(configured: int | None, soft_limit: int, budget: int) -> None:
+    assert connection_budget(configured, soft_limit) == budget
+
+
+def test_a_max_connections_past_the_open_file_limit_is_lowered_and_says_so() -> None:
+    env = {"FEATURES_GQL_MAX_CONNECTIONS": "5000"}
+    with serve(env=env, open_files=(1024, 1024)) as server:
+        server.stop()
+    lines = {line["message"]: line for line in connection_warnings(server)}
+    assert lines["connection limits"]["max_connections"] == 768
+    lowered = lines["max_connections lowered to fit the open-file limit"]
+    assert (lowered["configured"], lowered["open_file_limit"]) == (5000, 1024)
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux: reads prlimit")
