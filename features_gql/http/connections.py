@@ -136,12 +136,25 @@ class ThrottledLog:
         self._counts: dict[str, int] = {}
         self._latest: dict[str, tuple[str, dict[str, Any]]] = {}
         self._flushes: dict[str, asyncio.TimerHandle] = {}
+        self._levels: dict[str, int] = {}
 
-    def event(self, kind: str, message: str, **fields: Any) -> None:
+    def event(
+        self,
+        kind: str,
+        message: str,
+        *,
+        level: int = logging.WARNING,
+        exc_info: BaseException | None = None,
+        **fields: Any,
+    ) -> None:
+        """Log ``message`` now (with ``exc_info``, if given) or count it for the next line."""
         now = self._loop.time()
         if now >= self._quiet_until.get(kind, 0.0):
             self._quiet_until[kind] = now + self._interval
-            self._logger.warning(message, extra={"fields": {**fields, "count": 1}})
+            self._levels[kind] = level
+            self._logger.log(
+                level, message, exc_info=exc_info, extra={"fields": {**fields, "count": 1}}
+            )
             return
         self._counts[kind] = self._counts.get(kind, 0) + 1
         self._latest[kind] = (message, fields)
@@ -155,7 +168,8 @@ class ThrottledLog:
         if count:
             # Keep quiet for another interval: a sustained flood yields one line each.
             self._quiet_until[kind] = self._loop.time() + self._interval
-            self._logger.warning(
+            self._logger.log(
+                self._levels.get(kind, logging.WARNING),
                 message,
                 extra={"fields": {**fields, "count": count, "seconds": self._interval}},
             )
@@ -242,9 +256,6 @@ class ConnectionGuard:
     @property
     def open(self) -> int:
         return len(self._arriving) + len(self._idle) + len(self._busy)
-
-    def phases(self) -> dict[str, int]:
-        return {"arriving": len(self._arriving), "idle": len(self._idle), "busy": len(self._busy)}
 
     # -- transitions, called by GuardedRequestHandler and GuardedServer ---------------------
 
@@ -335,6 +346,7 @@ class ConnectionGuard:
             # The application's read fails with a 408 that it answers like any HTTP error,
             # and the connection closes once that answer is written.
             conn.body_timed_out = True
+            del self._busy[conn]  # to the end: the dict stays in the order of `since`
             self._busy[conn] = (self._loop.time(), body)
             body.set_exception(
                 web.HTTPRequestTimeout(
@@ -352,7 +364,9 @@ class ConnectionGuard:
             reason=reason,
             max_connections=self.max_connections,
             header_timeout_s=self.header_timeout,
-            **self.phases(),
+            arriving=len(self._arriving),
+            idle=len(self._idle),
+            busy=len(self._busy),
         )
 
     def malformed(self, status: int, exc: BaseException | None) -> None:
@@ -362,6 +376,16 @@ class ConnectionGuard:
             "malformed requests rejected",
             status=status,
             error=detail[:200] or None,
+        )
+
+    def failed(self, status: int, exc: BaseException | None) -> None:
+        self._log.event(
+            "failed",
+            "error answering a request outside the application",
+            level=logging.ERROR,
+            exc_info=exc,
+            status=status,
+            error=repr(exc)[:200] if exc is not None else None,
         )
 
     def close(self) -> None:
@@ -396,7 +420,6 @@ class GuardedRequestHandler(RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if not self._guard.opened(self):
-            self.phase = _CLOSED
             if self.transport is not None:
                 self.transport.write(_REFUSED)
             self.force_close()
@@ -443,11 +466,9 @@ class GuardedRequestHandler(RequestHandler):
         """A request the application never saw: malformed (400, counted, no traceback),
         or an error inside aiohttp itself (500, logged with its traceback)."""
         if status >= 500:
-            log.error(
-                "error answering a request outside the application",
-                exc_info=exc,
-                extra={"fields": {"remote": request.remote}},
-            )
+            # A bug in aiohttp or in this module; clients may be able to repeat it at will,
+            # so only the first of each interval carries its traceback.
+            self._guard.failed(status, exc)
             text = "Internal error."
         else:
             self._guard.malformed(status, exc)
