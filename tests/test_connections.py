@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import signal
+import sys
 from typing import Any
 
 import pytest
@@ -304,7 +304,7 @@ def test_a_max_connections_past_the_open_file_limit_is_lowered_and_says_so() -> 
     assert (lowered["configured"], lowered["open_file_limit"]) == (5000, 1024)
 
 
-@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="Linux: reads prlimit")
+@pytest.mark.skipif(sys.platform != "linux", reason="reads the limits with prlimit (Linux)")
 def test_the_open_file_limit_is_raised_to_the_hard_limit_at_start_up() -> None:
     with serve(open_files=(256, 1024)) as server:
         assert server.open_file_limits() == (1024, 1024)
