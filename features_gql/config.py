@@ -6,6 +6,7 @@ Later sources win: defaults < TOML file < environment < command line.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -56,6 +57,10 @@ def _path(value: str, name: str) -> Path:
     return Path(value)
 
 
+def _origins(value: str, name: str) -> tuple[str, ...]:
+    return tuple(origin.strip() for origin in value.split(",") if origin.strip())
+
+
 @dataclass(frozen=True)
 class Variable:
     """One environment variable: what it means, the setting it sets and how it is read."""
@@ -95,9 +100,20 @@ ENVIRONMENT: dict[str, Variable] = {
     "FEATURES_GQL_ANONYMOUS": Variable(
         "what requests without a token may do: none, read or write", "anonymous"
     ),
+    "FEATURES_GQL_CORS_ORIGINS": Variable(
+        "browser origins allowed to call the API, comma-separated", "cors_origins", _origins
+    ),
+    "FEATURES_GQL_MAX_CONNECTIONS": Variable(
+        "open connections per process", "max_connections", _integer
+    ),
+    "FEATURES_GQL_HEADER_TIMEOUT_SECONDS": Variable(
+        "seconds a client has to send a request's headers", "header_timeout", _number
+    ),
 }
 
 MIN_ADMIN_TOKEN = 16
+#: An origin as browsers send it: scheme://host[:port], nothing after.
+_ORIGIN = re.compile(r"https?://[a-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9a-f:.]+\](:[0-9]{1,5})?")
 
 _LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
@@ -131,6 +147,14 @@ class Settings:
     metrics_access: str = "open"
     #: ``[limits]``: what one GraphQL request may cost, and the query cache's bounds.
     limits: Limits = field(default_factory=Limits)
+    #: Browser origins allowed to call the API (CORS), as ``https://host[:port]``; "*" is
+    #: any origin. Empty: no cross-origin access.
+    cors_origins: tuple[str, ...] = ()
+    #: Open connections per process; None is the default (4096), lowered to what the
+    #: open-file limit leaves room for.
+    max_connections: int | None = None
+    #: Seconds a client has to send a request's headers before its connection is closed.
+    header_timeout: float = 10.0
 
 
 def _check(settings: Settings) -> Settings:
@@ -156,7 +180,27 @@ def _check(settings: Settings) -> Settings:
             "(e.g. `openssl rand -hex 16`)"
         )
     policy(settings)  # a bad [auth] table fails here, with the rest of the configuration
-    return replace(settings, log_level=settings.log_level.upper())
+    if settings.max_connections is not None and settings.max_connections < 1:
+        raise ConfigError(f"max connections must be at least 1, got {settings.max_connections}")
+    if not settings.header_timeout > 0:
+        raise ConfigError(
+            f"header timeout must be a positive number of seconds, got {settings.header_timeout}"
+        )
+    return replace(
+        settings,
+        log_level=settings.log_level.upper(),
+        cors_origins=tuple(_origin(origin) for origin in settings.cors_origins),
+    )
+
+
+def _origin(value: str) -> str:
+    origin = value.strip().lower().rstrip("/")
+    if origin != "*" and not _ORIGIN.fullmatch(origin):
+        raise ConfigError(
+            f"CORS origin {value!r} must be scheme://host[:port] (e.g. https://app.example.com) "
+            'or "*"'
+        )
+    return origin
 
 
 def policy(settings: Settings) -> AuthPolicy:
@@ -182,6 +226,9 @@ TOML_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "fast_path": bool,
         "graphiql": bool,
         "admin_token": str,
+        "cors_origins": list,
+        "max_connections": int,
+        "header_timeout_seconds": (int, float),
     },
     "logging": {"format": str, "level": str, "loggers": list},
     "plugins": {"directory": str},
@@ -253,6 +300,16 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
         changes["slow_request_ms"] = float(server["slow_request_ms"])
     if "deadline_seconds" in server:
         changes["deadline"] = float(server["deadline_seconds"])
+    if "cors_origins" in server:
+        if not all(isinstance(origin, str) for origin in server["cors_origins"]):
+            raise ConfigError(
+                f"[server] cors_origins must be a list of strings, got {server['cors_origins']!r}"
+            )
+        changes["cors_origins"] = tuple(server["cors_origins"])
+    if "max_connections" in server:
+        changes["max_connections"] = server["max_connections"]
+    if "header_timeout_seconds" in server:
+        changes["header_timeout"] = float(server["header_timeout_seconds"])
     logging_ = _take(data.get("logging", {}), "logging", TOML_KEYS["logging"])
     if "format" in logging_:
         changes["log_format"] = logging_["format"]

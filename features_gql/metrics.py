@@ -133,6 +133,21 @@ class Metrics:
             # Any worker whose store does not answer makes the service not up.
             multiprocess_mode="livemin",
         )
+        self.connections_open = Gauge(
+            "features_gql_connections_open",
+            "Client connections open now (the standalone service only).",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.connections_dropped = Counter(
+            "features_gql_connections_dropped",
+            "Client connections closed or not accepted by the connection limits, by reason: "
+            "header_timeout, body_timeout, evicted (room made for a new one), "
+            "refused (all busy), "
+            "accept_failed (out of file descriptors).",
+            ["reason"],
+            registry=self.registry,
+        )
         self._sink_collector = None if sink_health is None else _SinkHealthCollector(sink_health)
         if self._sink_collector is not None:
             self.registry.register(self._sink_collector)

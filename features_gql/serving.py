@@ -36,7 +36,15 @@ from features_gql.auth import check_exposure
 from features_gql.bootstrap import Service, build
 from features_gql.config import Settings
 from features_gql.errors import ConfigError, FeaturesError, StartupError
-from features_gql.http.app import create_app
+from features_gql.http.app import METRICS_KEY, create_app
+from features_gql.http.connections import (
+    KEEPALIVE_TIMEOUT,
+    SHUTDOWN_TIMEOUT,
+    AcceptErrorHandler,
+    ConnectionLimits,
+    GuardedAppRunner,
+    raise_open_file_limit,
+)
 from features_gql.metrics import shared_between_processes
 
 log = logging.getLogger("features_gql.serving")
@@ -92,6 +100,8 @@ def serve(settings: Settings) -> int:
             f"{settings.workers} workers would each see different flags; use a store "
             "that processes share (sqlite, mongodb) or --workers 1"
         )
+    # Connections and the store's files need descriptors: take all the system allows.
+    raise_open_file_limit()
     sockets = listen(settings.host, settings.port)
     try:
         url = _url(settings.host, sockets[0].getsockname()[1])
@@ -122,14 +132,16 @@ def _run(
     A worker of a pool passes its ``lifeline``: the read end of a pipe whose write end only
     the supervising process holds.
     """
+    limits = ConnectionLimits(service.settings.max_connections, service.settings.header_timeout)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C while starting
-        asyncio.run(_serve(create_app(service), sockets, on_ready, lifeline=lifeline))
+        asyncio.run(_serve(create_app(service), sockets, on_ready, limits, lifeline=lifeline))
 
 
 async def _serve(
     app: web.Application,
     sockets: list[socket.socket],
     on_ready: Callable[[], None],
+    limits: ConnectionLimits,
     *,
     lifeline: int | None,
 ) -> None:
@@ -138,7 +150,18 @@ async def _serve(
     shared = lifeline is not None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # Running out of file descriptors is said once per interval, with a count.
+    accept_errors = AcceptErrorHandler(loop, app.get(METRICS_KEY), loop.get_exception_handler())
+    loop.set_exception_handler(accept_errors)
+    # Connections are bounded in number and in the time they may take to send a request.
+    runner = GuardedAppRunner(
+        app,
+        limits,
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+    )
     try:
         await runner.setup()  # the app's start-up: the store is open and probed after this
         for sock in sockets:
@@ -168,6 +191,7 @@ async def _serve(
         await stop.wait()
     finally:
         await runner.cleanup()
+        accept_errors.close()
 
 
 def _orphaned(lifeline: int, stop: asyncio.Event) -> None:

@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 
 from features_gql.auth import AuthPolicy, Unauthenticated
-from features_gql.http.errors import error_response
+from features_gql.http.responses import error_response
 
 log = logging.getLogger("features_gql.http")
 
@@ -17,8 +17,8 @@ def unauthenticated(exc: Unauthenticated, realm: str = "features-gql") -> web.Re
     unknown token where one is needed."""
     return error_response(
         401,
-        Unauthenticated.code,
         str(exc),
+        Unauthenticated.code,
         headers={"WWW-Authenticate": f'Bearer realm="{realm}"'},
     )
 
@@ -38,6 +38,6 @@ def check_scope(
         return unauthenticated(exc, realm)
     if not principal.can(scope):
         return error_response(
-            403, "FORBIDDEN", f"The token {principal.name!r} lacks the {scope!r} scope."
+            403, f"The token {principal.name!r} lacks the {scope!r} scope.", "FORBIDDEN"
         )
     return None

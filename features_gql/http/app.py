@@ -19,7 +19,9 @@ from features_gql.graphql.admission import Limits
 from features_gql.graphql.schema import build_schema
 from features_gql.http.access import check_scope
 from features_gql.http.admin import add_admin_routes
-from features_gql.http.errors import error_response
+from features_gql.http.cors import cors_middleware
+from features_gql.http.headers import undecodable_header
+from features_gql.http.responses import SERVER, error_response
 from features_gql.http.view import (
     OUTCOME_KEY,
     REQUEST_KEY,
@@ -60,8 +62,8 @@ def _request_id_from(request: web.Request) -> str:
 def _internal_error(rid: str) -> web.Response:
     return error_response(
         500,
-        "INTERNAL_SERVER_ERROR",
         f"Internal error; quote request id {rid} when reporting it.",
+        "INTERNAL_SERVER_ERROR",
         requestId=rid,
     )
 
@@ -81,18 +83,32 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         metrics.request_started()
     started = time.perf_counter()
     try:
-        response = await handler(request)
+        bad_header = undecodable_header(request.raw_headers)
+        if bad_header is None:
+            response = await handler(request)
+        else:
+            response = error_response(
+                400, f"Header {bad_header} is not valid UTF-8.", "INVALID_HEADER"
+            )
     except web.HTTPException as exc:
-        exc.headers["X-Request-ID"] = rid
-        raise
-    except Exception:
-        log.exception(
-            "unhandled error answering %s %s",
-            request.method,
-            request.path,
-            extra={"fields": {"request_id": rid}},
-        )
-        response = _internal_error(rid)
+        if exc.status < 400 or exc.content_type == "application/json":
+            exc.headers["X-Request-ID"] = rid
+            raise
+        response = _http_error(request, exc)
+    except Exception as exc:
+        if _client_went_away(request, exc):
+            # Nobody is left to answer, and a traceback per vanished client would flood
+            # the log.
+            log.debug("client closed the connection before its request arrived")
+            response = error_response(400, "The connection closed before the request arrived.")
+        else:
+            log.exception(
+                "unhandled error answering %s %s",
+                request.method,
+                request.path,
+                extra={"fields": {"request_id": rid}},
+            )
+            response = _internal_error(rid)
     finally:
         seconds = time.perf_counter() - started
         request_id.reset(token)
@@ -106,6 +122,34 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             metrics.observe_request(outcome.operation, outcome.outcome, seconds, outcome.codes)
         _log_request(request, rid, seconds, response.status, outcome, operations)
     return response
+
+
+def _client_went_away(request: web.Request, exc: Exception) -> bool:
+    """aiohttp's reads raise ConnectionResetError when the client closes mid-request."""
+    transport = request.transport
+    return isinstance(exc, ConnectionResetError) and (transport is None or transport.is_closing())
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's plain-text 404, 405, 413... as the JSON error every other answer uses."""
+    if exc.status == 404:
+        message = f"Not found: {request.path}"
+    elif exc.status == 405:
+        message = f"{request.method} is not allowed here; allowed: {exc.headers.get('Allow')}."
+    elif exc.text and not exc.text.startswith(f"{exc.status}:"):
+        message = exc.text  # aiohttp's own wording, e.g. the body size limit
+    else:
+        message = exc.reason
+    headers = {
+        name: value
+        for name, value in exc.headers.items()
+        if name.lower() not in ("content-type", "content-length")
+    }
+    return error_response(exc.status, message, headers=headers)
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER
 
 
 def _log_request(
@@ -212,15 +256,18 @@ def mount_graphql(
 async def _method_not_allowed(request: web.Request) -> web.Response:
     return error_response(
         405,
-        "METHOD_NOT_ALLOWED",
         "GraphQL accepts GET and POST only.",
+        "METHOD_NOT_ALLOWED",
         headers={"Allow": "GET, POST"},
     )
 
 
 def create_app(service: Service) -> web.Application:
     """The standalone service: /graphql, /healthz, /readyz and /metrics."""
-    app = web.Application(middlewares=[request_context], client_max_size=4 * 1024 * 1024)
+    # CORS is outermost so that its headers reach every answer, errors included.
+    cors = [cors_middleware(service.settings.cors_origins)] if service.settings.cors_origins else []
+    app = web.Application(middlewares=[*cors, request_context], client_max_size=4 * 1024 * 1024)
+    app.on_response_prepare.append(_server_header)
     app[SERVICE_KEY] = service
     app[METRICS_KEY] = service.metrics
     app[SLOW_KEY] = service.settings.slow_request_ms / 1000

@@ -23,8 +23,8 @@ from features_gql.graphql.errors import translate
 from features_gql.graphql.fast_path import FastPath
 from features_gql.graphql.schema import FeaturesSchema
 from features_gql.http.access import unauthenticated
-from features_gql.http.errors import error_response
 from features_gql.http.request_body import BodyError, read_graphql_request
+from features_gql.http.responses import error_response
 from features_gql.request_context import request_id
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -218,8 +218,8 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         )
         return error_response(
             status,
-            code,
             message,
+            code,
             content_type=media,
             headers={"Allow": allow} if allow else None,
         )
