@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 
 from aiohttp import web
 
 from features_gql.auth import AuthPolicy, Unauthenticated
 from features_gql.http.responses import error_response
+from features_gql.http.throttled_log import ThrottledLog
 
 log = logging.getLogger("features_gql.http")
+
+_THROTTLED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ThrottledLog] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _refusals() -> ThrottledLog:
+    loop = asyncio.get_running_loop()
+    throttled = _THROTTLED.get(loop)
+    if throttled is None:
+        throttled = _THROTTLED[loop] = ThrottledLog(log, loop)
+    return throttled
 
 
 def unauthenticated(exc: Unauthenticated, realm: str = "features-gql") -> web.Response:
@@ -31,9 +46,12 @@ def check_scope(
         principal = auth.authenticate(request.headers.get("Authorization"))
         auth.require(principal, scope)
     except Unauthenticated as exc:
-        log.warning(
+        # A client can send refused requests as fast as it likes: one line per interval.
+        _refusals().event(
+            "unauthenticated",
             "request refused: missing or unknown token",
-            extra={"fields": {"path": request.path, "remote": request.remote}},
+            path=request.path,
+            remote=request.remote,
         )
         return unauthenticated(exc, realm)
     if not principal.can(scope):

@@ -49,6 +49,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from features_gql.http.app import METRICS_KEY
 from features_gql.http.responses import SERVER, code_for, error_response, raw_error_response
+from features_gql.http.throttled_log import ThrottledLog
 from features_gql.metrics import Metrics
 
 log = logging.getLogger("features_gql.connections")
@@ -63,8 +64,6 @@ SHUTDOWN_TIMEOUT = 60.0
 #: A request's body must arrive within this many header timeouts of its headers (30 s by
 #: default: a 4 MiB body at 140 kB/s).
 BODY_TIMEOUTS = 3
-#: Seconds between two log lines about the same kind of misbehaviour.
-LOG_INTERVAL = 10.0
 #: How asyncio's event loop names a failed ``accept()`` (EMFILE, ENFILE, ENOBUFS, ENOMEM).
 ACCEPT_OUT_OF_RESOURCES = "socket.accept() out of system resource"
 
@@ -117,67 +116,6 @@ def connection_budget(configured: int | None, soft_limit: int) -> int:
 class ConnectionLimits:
     max_connections: int | None = None
     header_timeout: float = 10.0
-
-
-class ThrottledLog:
-    """Logs the first event of a kind at once, then at most one line per interval with
-    the number of events since, so a flood of bad clients yields a handful of lines."""
-
-    def __init__(
-        self,
-        logger: logging.Logger,
-        loop: asyncio.AbstractEventLoop,
-        interval: float = LOG_INTERVAL,
-    ) -> None:
-        self._logger = logger
-        self._loop = loop
-        self._interval = interval
-        self._quiet_until: dict[str, float] = {}
-        self._counts: dict[str, int] = {}
-        self._latest: dict[str, tuple[str, dict[str, Any]]] = {}
-        self._flushes: dict[str, asyncio.TimerHandle] = {}
-        self._levels: dict[str, int] = {}
-
-    def event(
-        self,
-        kind: str,
-        message: str,
-        *,
-        level: int = logging.WARNING,
-        exc_info: BaseException | None = None,
-        **fields: Any,
-    ) -> None:
-        """Log ``message`` now (with ``exc_info``, if given) or count it for the next line."""
-        now = self._loop.time()
-        if now >= self._quiet_until.get(kind, 0.0):
-            self._quiet_until[kind] = now + self._interval
-            self._levels[kind] = level
-            self._logger.log(
-                level, message, exc_info=exc_info, extra={"fields": {**fields, "count": 1}}
-            )
-            return
-        self._counts[kind] = self._counts.get(kind, 0) + 1
-        self._latest[kind] = (message, fields)
-        if kind not in self._flushes:
-            self._flushes[kind] = self._loop.call_at(self._quiet_until[kind], self._flush, kind)
-
-    def _flush(self, kind: str) -> None:
-        self._flushes.pop(kind, None)
-        count = self._counts.pop(kind, 0)
-        message, fields = self._latest.pop(kind, ("", {}))
-        if count:
-            # Keep quiet for another interval: a sustained flood yields one line each.
-            self._quiet_until[kind] = self._loop.time() + self._interval
-            self._logger.log(
-                self._levels.get(kind, logging.WARNING),
-                message,
-                extra={"fields": {**fields, "count": count, "seconds": self._interval}},
-            )
-
-    def close(self) -> None:
-        for kind, handle in list(self._flushes.items()):
-            handle.cancel()
-            self._flush(kind)
 
 
 class AcceptErrorHandler:
