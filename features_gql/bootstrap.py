@@ -9,7 +9,7 @@ from typing import Any
 
 from features_gql.api import FeaturesAPI
 from features_gql.auth import AuthPolicy
-from features_gql.config import Settings, policy
+from features_gql.config import DEFAULT_STORE, Settings, policy
 from features_gql.errors import PluginError
 from features_gql.events import (
     EventDispatcher,
@@ -25,8 +25,6 @@ from features_gql.stores.registry import StoreBuilder
 
 log = logging.getLogger("features_gql.bootstrap")
 
-#: Used when no store is configured: a SQLite file under the user's data directory.
-DEFAULT_STORE = {"plugin": "sqlite"}
 
 
 @dataclass

@@ -20,6 +20,8 @@ from features_gql.graphql.admission import Limits
 from features_gql.loggers import LOG_FORMATS, LogFormat
 
 ENV_PREFIX = "FEATURES_GQL_"
+#: Used when no store is configured: a SQLite file under the user's data directory.
+DEFAULT_STORE = {"plugin": "sqlite"}
 
 
 def _text(value: str, name: str) -> str:

@@ -430,3 +430,14 @@ def _limits(**changes: int) -> Any:
     from features_gql.graphql.admission import Limits
 
     return replace(Limits(), **changes)
+
+
+async def test_viewer_says_who_the_request_acts_as(start_server: StartServer) -> None:
+    server, secrets = await secured(start_server, anonymous="read")
+    asked = "{ viewer { name scopes anonymous } }"
+    writer = await server.gql(asked, headers=bearer(secrets["writer"]))
+    assert writer.data == {
+        "viewer": {"name": "writer", "scopes": ["read", "write"], "anonymous": False}
+    }
+    nobody = await server.gql(asked)
+    assert nobody.data == {"viewer": {"name": "anonymous", "scopes": ["read"], "anonymous": True}}
