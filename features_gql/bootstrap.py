@@ -26,7 +26,6 @@ from features_gql.stores.registry import StoreBuilder
 log = logging.getLogger("features_gql.bootstrap")
 
 
-
 @dataclass
 class Service:
     """Everything a running features-gql needs; entry points build one with :func:`build`."""
