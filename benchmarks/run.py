@@ -107,14 +107,16 @@ def pinned(command: list[str], cores: list[int] | None) -> list[str]:
 @contextmanager
 def running(command: list[str], port: int, health: str = "/healthz") -> Iterator[None]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEATURES_GQL_")}
-    process = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
-    )
+    # The service logs (writes at INFO) to a file, as it would to a journal: a pipe that
+    # nobody reads would fill up and stall it.
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in the finally below)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True, env=env)
     try:
         deadline = time.monotonic() + 30
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"{command} exited: {process.stderr.read()}")  # type: ignore[union-attr]
+                log.seek(0)
+                raise RuntimeError(f"{command} exited: {log.read()}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}{health}", timeout=1):
                     break
@@ -129,6 +131,7 @@ def running(command: list[str], port: int, health: str = "/healthz") -> Iterator
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+        log.close()
 
 
 def features_gql(port: int, workers: int = 1, store: str = "memory") -> list[str]:
@@ -141,8 +144,6 @@ def features_gql(port: int, workers: int = 1, store: str = "memory") -> list[str
         str(port),
         "--store",
         store,
-        "--log-level",
-        "WARNING",
     ]
     if workers != 1:
         command += ["--workers", str(workers)]
@@ -336,7 +337,7 @@ async def in_process_rows(
             await replica.start()
             try:
                 ns = per_call_ns(
-                    lambda: replica.has("pipeline", "db8e9a0d", "speedups"), count * 10
+                    lambda: replica.has(("pipeline", "db8e9a0d"), "speedups"), count * 10
                 )
             finally:
                 await replica.stop()
@@ -404,7 +405,7 @@ def run(args: argparse.Namespace) -> Report:
             rate, p50, p99 = load(gql, bodies, args.duration, args.connections, rest)
             rows.append(Row(name, "req/s", rate, p50, p99, "raw handler", rate / raw_rate, target))
 
-        throughput("HTTP: hasFeature", [has_body], "≥ 0.5x")
+        throughput("HTTP: hasFeature", [has_body], "≥ 0.6x")
         throughput("HTTP: checks, 1 item", [body(CHECKS_QUERY, {"items": check_items(1)})])
         throughput(
             "HTTP: resource { features }",
@@ -431,7 +432,7 @@ def run(args: argparse.Namespace) -> Report:
                     "itself",
                 )
             )
-            target = "≤ 5x" if n == 1000 else ""
+            target = "≤ 2x" if n == 1000 else ""
 
             def latency_row(name: str, payload: bytes, base: float, target: str) -> None:
                 p50, p99 = latency_once(gql, payload, repeat)

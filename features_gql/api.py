@@ -23,9 +23,8 @@ from features_gql.domain import (
 )
 from features_gql.errors import InvalidInput, StoreError, StoreTimeout
 from features_gql.events import OperationEvent
-from features_gql.faults import injected_delay
 from features_gql.request_context import request_id
-from features_gql.stores.base import Store
+from features_gql.stores.base import Store, injected_delay
 
 log = logging.getLogger("features_gql.api")
 
@@ -35,6 +34,8 @@ DEFAULT_DEADLINE = 2.0
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_BATCH = 10_000
+#: Operations that change the store: a missed deadline may still have applied them.
+WRITES = frozenset({"add", "remove"})
 
 
 def encode_cursor(resource: Resource) -> str:
@@ -112,19 +113,21 @@ class FeaturesAPI:
         outcome = "ok"
         error: str | None = None
         injected = False
-        # A fault-injection store sets this while it delays on purpose (features_gql.faults).
-        delay_token = injected_delay.set(False)
         try:
             if self.store.never_suspends:
                 return await call()
             async with asyncio.timeout(self.deadline):
                 return await call()
         except TimeoutError:
+            # A store that delayed on purpose left its mark on this task (stores.base).
             injected = injected_delay.get()
+            injected_delay.set(False)
             why = " (injected delay)" if injected else ""
             outcome, error = "timeout", f"no answer within {self.deadline:g}s{why}"
             raise StoreTimeout(
-                f"the store did not answer {op} within {self.deadline:g}s{why}", injected=injected
+                f"the store did not answer {op} within {self.deadline:g}s{why}",
+                injected=injected,
+                maybe_applied=op in WRITES,
             ) from None
         except StoreError as exc:
             outcome, error, injected = exc.outcome, str(exc), exc.injected
@@ -133,7 +136,6 @@ class FeaturesAPI:
             outcome, error = "error", f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            injected_delay.reset(delay_token)
             if self._on_event is not None:
                 self._on_event(
                     OperationEvent(
@@ -183,6 +185,11 @@ class FeaturesAPI:
             resource=res,
             feature=feature,
         )
+
+    def batch(self) -> CheckBatch:
+        """A batch of checks: every :meth:`CheckBatch.has` made before the event loop
+        turns goes to the store in one ``check_many`` call (one per request)."""
+        return CheckBatch(self)
 
     async def features_of_many(
         self, resources: Sequence[Resource | tuple[str, str]]
@@ -310,6 +317,87 @@ class FeaturesAPI:
             reason = "error"
             log.exception("readiness probe raised an unexpected error")
         return Probe(self.store.name, reason is None, time.perf_counter() - started, reason)
+
+
+class CheckBatch:
+    """Flag checks gathered into one store call.
+
+    Each check is validated when it is asked (so a bad one fails alone, naming its own
+    field); the valid ones wait for the event loop to turn and then share one
+    ``check_many`` call, which answers or fails for all of them together.
+    """
+
+    __slots__ = ("_api", "_pending", "_tasks", "sole")
+
+    def __init__(self, api: FeaturesAPI) -> None:
+        self._api = api
+        #: Set by an executor that knows the request asks exactly one check.
+        self.sole = False
+        self._pending: list[tuple[tuple[Resource, str], asyncio.Future[bool]]] = []
+        #: The store calls in flight, referenced so the loop cannot collect them.
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def has(
+        self,
+        resource: Resource | tuple[str, str],
+        feature: str,
+        *,
+        field: str = "resource",
+        feature_field: str = "feature",
+    ) -> Awaitable[bool]:
+        """Does ``resource`` have ``feature``? Validated now (a bad check fails alone, at
+        once); await the answer."""
+        res = _resource(resource, field)
+        validate_feature(feature, feature_field)
+        api = self._api
+        if self.sole:
+            # The executor knows this is the request's only check: nothing to wait for.
+            return api._call(
+                "has", lambda: api.store.has(res, feature), resource=res, feature=feature
+            )
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bool] = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush, loop)
+        self._pending.append(((res, feature), answer))
+        return answer
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        pending, self._pending = self._pending, []
+        task = loop.create_task(self._answer(pending))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(
+        self, pending: list[tuple[tuple[Resource, str], asyncio.Future[bool]]]
+    ) -> None:
+        items = [item for item, _ in pending]
+        api = self._api
+        try:
+            if len(items) == 1:
+                # The common case, one check per request: the store's own `has`.
+                ((resource, feature),) = items
+                answers = [
+                    await api._call(
+                        "has",
+                        lambda: api.store.has(resource, feature),
+                        resource=resource,
+                        feature=feature,
+                    )
+                ]
+            else:
+                _check_batch(len(items), "hasFeature")
+                answers = await api._call(
+                    "check_many", lambda: api.store.check_many(items), items=len(items)
+                )
+        except Exception as exc:  # every waiting check fails with the one call
+            for _, answer in pending:
+                if not answer.done():
+                    answer.set_exception(exc)
+            return
+        for (_, answer), value in zip(pending, answers, strict=True):
+            if not answer.done():
+                answer.set_result(value)
 
 
 def _check_batch(size: int, field: str) -> None:

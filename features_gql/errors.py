@@ -41,10 +41,20 @@ class StoreUnavailable(StoreError):
 
 
 class StoreTimeout(StoreError):
-    """The store did not answer within the deadline."""
+    """The store did not answer within the deadline.
+
+    ``maybe_applied`` is set for a write: the store may have applied it after the
+    deadline passed. Writes are idempotent, so retrying one is always safe.
+    """
 
     code = "STORE_TIMEOUT"
     outcome = "timeout"
+
+    def __init__(
+        self, message: str, *, injected: bool = False, maybe_applied: bool = False
+    ) -> None:
+        super().__init__(message, injected=injected)
+        self.maybe_applied = maybe_applied
 
 
 class StoreConflict(StoreError):
@@ -58,6 +68,12 @@ class ConfigError(FeaturesError):
     """The configuration (CLI, TOML, environment) asks for something impossible."""
 
     code = "CONFIG_ERROR"
+
+
+class StartupError(FeaturesError):
+    """The service cannot start: its port is taken, or its store cannot be opened."""
+
+    code = "STARTUP_ERROR"
 
 
 class PluginError(ConfigError):

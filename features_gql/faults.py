@@ -1,11 +1,10 @@
 """Fault injection support shared by the core and the fault-injection plugins.
 
-The ``slow`` and ``failing`` stores live in ``features_gql_plugins``; what the core
-needs to know about them lives here:
+The ``slow`` and ``failing`` stores live in ``features_gql_plugins``; what the admin
+endpoint and the command line need to know about them lives here (the core itself
+only knows the neutral ``injected_delay`` mark of ``features_gql.stores.base``):
 
 * the operation names and groups their ``operations`` option accepts;
-* :data:`injected_delay`, which lets a deadline missed because of a deliberate delay
-  be reported as injected;
 * :class:`FaultControl`, the protocol through which the admin endpoint changes the
   faults of a running store, and :func:`fault_controls`, which finds them;
 * :func:`wrap_store`, the ``--fault`` / ``--latency`` command-line shorthand.
@@ -15,11 +14,10 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from features_gql.config import DEFAULT_STORE
 from features_gql.errors import ConfigError
 from features_gql.stores.base import Store, WrappingStore
 from features_gql.stores.options import StoreOptions
@@ -43,23 +41,6 @@ OPERATION_GROUPS: dict[str, tuple[str, ...]] = {
 }
 #: Operation events call ``features_of_many`` ``features_of``; accept both.
 OPERATION_ALIASES = {"features_of": "features_of_many"}
-
-#: True while a fault-injection store delays a call on purpose. The task that awaits
-#: the store sees it, so :class:`~features_gql.api.FeaturesAPI` can mark a deadline
-#: that such a delay made it miss as ``injected``.
-injected_delay: ContextVar[bool] = ContextVar("features_gql_injected_delay", default=False)
-
-
-@contextmanager
-def delaying_on_purpose() -> Iterator[None]:
-    """Mark the current task as waiting on an injected delay.
-
-    When the wait is cancelled (the deadline struck), the mark deliberately stays set:
-    the caller that applied the deadline reads it and resets its own token.
-    """
-    token = injected_delay.set(True)
-    yield
-    injected_delay.reset(token)
 
 
 def parse_operations(value: object, where: str, key: str = "operations") -> frozenset[str]:
@@ -180,12 +161,7 @@ def wrap_store(
     if not fault and not latency:
         return store
     inner: Mapping[str, Any] | str
-    if store is None:
-        from features_gql.bootstrap import DEFAULT_STORE
-
-        inner = dict(DEFAULT_STORE)
-    else:
-        inner = store
+    inner = dict(DEFAULT_STORE) if store is None else store
     if latency:
         inner = {"plugin": "slow", **parse_assignments(latency, "--latency"), "inner": inner}
     if fault:

@@ -8,6 +8,7 @@ feature names are never labels.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Callable, Iterable
@@ -18,6 +19,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.gc_collector import GCCollector
@@ -65,12 +67,26 @@ class _SinkHealthCollector(Collector):
         )
 
 
+#: Set (by ``serve --workers N``) before prometheus-client is imported, this makes every
+#: worker write its metrics to files in that directory, and any worker's /metrics add up
+#: all of them: one coherent view whichever worker a scrape reaches.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def shared_between_processes() -> bool:
+    return bool(os.environ.get(MULTIPROCESS_DIR))
+
+
 class Metrics:
     def __init__(self, sink_health: Callable[[], SinkHealth] | None = None) -> None:
         self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
+        #: Workers of one service: metrics live in shared files (prometheus-client's
+        #: multiprocess mode). Process collectors describe one process, so they are left out.
+        self.shared = shared_between_processes()
+        if not self.shared:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
         self.store_seconds = Histogram(
             "features_gql_store_operation_seconds",
             "Duration of store operations, by store, operation and outcome "
@@ -103,14 +119,38 @@ class Metrics:
             "features_gql_http_requests_in_flight",
             "HTTP requests being answered right now.",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
+        #: Requests being answered. In one process it is read at scrape time, so counting
+        #: them takes no lock on the hot path; workers share the gauge's file instead.
+        self.requests_in_flight = 0
+        if not self.shared:
+            self.in_flight.set_function(lambda: self.requests_in_flight)
         self.store_up = Gauge(
             "features_gql_store_up",
             "1 if the last readiness probe of the store succeeded, else 0.",
             registry=self.registry,
+            # Any worker whose store does not answer makes the service not up.
+            multiprocess_mode="livemin",
         )
-        if sink_health is not None:
-            self.registry.register(_SinkHealthCollector(sink_health))
+        self.connections_open = Gauge(
+            "features_gql_connections_open",
+            "Client connections open now (the standalone service only).",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.connections_dropped = Counter(
+            "features_gql_connections_dropped",
+            "Client connections closed or not accepted by the connection limits, by reason: "
+            "header_timeout, body_timeout, evicted (room made for a new one), "
+            "refused (all busy), "
+            "accept_failed (out of file descriptors).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self._sink_collector = None if sink_health is None else _SinkHealthCollector(sink_health)
+        if self._sink_collector is not None:
+            self.registry.register(self._sink_collector)
         self._names: set[str] = set()
         self._store_children: dict[tuple[str, str, str, bool], Histogram] = {}
         self._request_children: dict[tuple[str | None, str], Histogram] = {}
@@ -158,5 +198,22 @@ class Metrics:
         for code in codes:
             self.errors.labels(code).inc()
 
+    def request_started(self) -> None:
+        self.requests_in_flight += 1
+        if self.shared:
+            self.in_flight.inc()
+
+    def request_finished(self) -> None:
+        self.requests_in_flight -= 1
+        if self.shared:
+            self.in_flight.dec()
+
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        if not self.shared:
+            return generate_latest(self.registry)
+        # Every worker's files, added up; the sink counters are this worker's own.
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        if self._sink_collector is not None:
+            registry.register(self._sink_collector)
+        return generate_latest(registry)

@@ -9,7 +9,8 @@ keeps answering from its copy and reports how stale that copy is.
 
     replica = LocalReplica(api, interval=1.0)
     await replica.start()
-    if replica.has("pipeline", pipeline_id, "speedups"): ...
+    if replica.has(("pipeline", pipeline_id), "speedups"): ...
+    await replica.stop()
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 import time
 
 from features_gql.api import FeaturesAPI
-from features_gql.domain import ChangeEvent
+from features_gql.domain import ChangeEvent, Resource
 from features_gql.errors import StoreError
 
 log = logging.getLogger("features_gql.replica")
@@ -33,16 +34,20 @@ class LocalReplica:
         self.api = api
         self.interval = interval
         self.batch = batch
-        self._assigned: set[tuple[str, str, str]] = set()
+        #: The features of each resource, keyed by (type, id).
+        self._features: dict[tuple[str, str], set[str]] = {}
         self._revision = 0
         self._synced_at: float | None = None
         self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
 
-    def has(self, type: str, id: str, feature: str) -> bool:
-        """Whether the resource had the feature as of :attr:`revision`. Unknown names,
-        valid or not, are simply absent: this path does no validation, for speed."""
-        return (type, id, feature) in self._assigned
+    def has(self, resource: Resource | tuple[str, str], feature: str) -> bool:
+        """Whether ``resource`` had ``feature`` as of :attr:`revision`; the arguments are
+        those of :meth:`FeaturesAPI.has`. Unknown names, valid or not, are simply absent:
+        this path does no validation, for speed."""
+        key = (resource.type, resource.id) if isinstance(resource, Resource) else resource
+        features = self._features.get(key)
+        return features is not None and feature in features
 
     @property
     def revision(self) -> int:
@@ -57,11 +62,15 @@ class LocalReplica:
     def apply(self, change: ChangeEvent) -> None:
         if change.revision <= self._revision:
             return
-        key = (change.resource.type, change.resource.id, change.feature)
+        key = (change.resource.type, change.resource.id)
         if change.op == "add":
-            self._assigned.add(key)
+            self._features.setdefault(key, set()).add(change.feature)
         else:
-            self._assigned.discard(key)
+            features = self._features.get(key)
+            if features is not None:
+                features.discard(change.feature)
+                if not features:
+                    del self._features[key]
         self._revision = change.revision
 
     async def refresh(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from features_gql import hookimpl
+from features_gql.auth import new_secret
 from features_gql.bootstrap import Service, build
 from features_gql.config import Settings
 from features_gql.events import OperationEvent
@@ -80,6 +82,27 @@ class Server:
 StartServer = Callable[..., Awaitable[Server]]
 
 
+def make_tokens(**scopes: str) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """``[auth.tokens]`` tables for Settings(auth_tokens=...), and each token's secret.
+
+    ``make_tokens(bot="read,write")`` makes a token named ``bot`` with those scopes.
+    """
+    tables: dict[str, dict[str, Any]] = {}
+    secrets: dict[str, str] = {}
+    for name, listed in scopes.items():
+        secret = new_secret()
+        secrets[name] = secret
+        tables[name] = {
+            "scopes": [s for s in listed.split(",") if s],
+            "sha256": hashlib.sha256(secret.encode()).hexdigest(),
+        }
+    return tables, secrets
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
 @pytest.fixture
 async def start_server() -> AsyncIterator[StartServer]:
     """Start the real service on 127.0.0.1 and a free port; stopped after the test."""
@@ -124,4 +147,16 @@ from tests.mongodb_server import (  # noqa: E402, F401
     mongodb_database,
     mongodb_server,
     mongodb_url,
+)
+
+# -- PostgreSQL (tests/postgres_server.py) ------------------------------------------------
+# A PostgreSQL server started from the machine's installation (or POSTGRES_URL), shared by
+# the whole session; its own schema for each test.
+from tests.postgres_server import (  # noqa: E402, F401
+    own_postgres,
+    postgres_admin,
+    postgres_schema,
+    postgres_server,
+    postgres_template,
+    postgres_url,
 )

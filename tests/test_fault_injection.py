@@ -22,7 +22,7 @@ from features_gql.plugin_manager import collect, create_plugin_manager
 from features_gql.stores import StoreBuilder
 from features_gql_plugins.failing_store import FailingStore
 from features_gql_plugins.fault_loggers import FailingLogger, SlowLogger
-from tests.conftest import GraphQLResponse, Server, StartServer
+from tests.conftest import GraphQLResponse, Server, StartServer, bearer, make_tokens
 
 TOKEN = "drill-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -279,10 +279,11 @@ async def test_200_concurrent_writers_lose_no_acknowledged_write(
         concurrent_writes=True,
         inner=slow(delay_ms=2, jitter_ms=3, seed=5, operations=["writes"]),
     )
-    server = await start_server(store)
+    tables, secrets = make_tokens(**{f"w{n}": "read,write" for n in range(4)})
+    server = await start_server(store, auth_tokens=tables)
 
     async def write(i: int) -> GraphQLResponse:
-        return await server.gql(ADD, {"r": app(i), "f": "f"}, headers={"X-Actor": f"w{i}"})
+        return await server.gql(ADD, {"r": app(i), "f": "f"}, headers=bearer(secrets[f"w{i % 4}"]))
 
     responses = await asyncio.gather(*(write(i) for i in range(200)))
     acknowledged: dict[int, int] = {}
@@ -307,16 +308,20 @@ async def test_200_concurrent_writers_lose_no_acknowledged_write(
     # The store holds exactly the acknowledged writes, and so does the change log.
     async def final_state() -> tuple[set[str], dict[int, tuple[str, str]]]:
         holders = await server.gql(
-            '{ feature(name: "f") { resources(first: 1000) { edges { node { id } } } } }'
+            '{ feature(name: "f") { resources(first: 1000) { edges { node { id } } } } }',
+            headers=bearer(secrets["w0"]),
         )
-        log = await server.gql("{ changes(first: 1000) { revision actor resource { id } } }")
+        log = await server.gql(
+            "{ changes(first: 1000) { revision actor resource { id } } }",
+            headers=bearer(secrets["w0"]),
+        )
         ids = {edge["node"]["id"] for edge in holders.data["feature"]["resources"]["edges"]}
         changes = {c["revision"]: (c["resource"]["id"], c["actor"]) for c in log.data["changes"]}
         return ids, changes
 
     ids, changes = await final_state()
     assert ids == {f"app-{i}" for i in acknowledged}
-    assert changes == {rev: (f"app-{i}", f"w{i}") for i, rev in acknowledged.items()}
+    assert changes == {rev: (f"app-{i}", f"w{i % 4}") for i, rev in acknowledged.items()}
 
     # Refused writes were refused, not half-done: retried one at a time, they all land.
     for i in sorted(refused):

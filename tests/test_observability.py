@@ -178,27 +178,53 @@ async def test_readiness_answers_fast_when_the_store_hangs(start_server: StartSe
         assert (await response.json())["reason"] == "store timeout"
 
 
-def test_json_request_log_has_one_line_per_request_with_ids(tmp_path: Path) -> None:
+ADD_BETA = (
+    'mutation Add { addFeature(resource: {type: "app", id: "a1"}, feature: "beta") { __typename } }'
+)
+
+
+def _json_lines(level: str | None) -> list[dict[str, Any]]:
     from tests.test_cli import Serving
 
-    server = Serving(["--store", "memory", "--log-format", "json"], clean_env())
+    args = ["--store", "memory", "--log-format", "json"]
+    server = Serving([*args, "--log-level", level] if level else args, clean_env())
     try:
         post(server.port, HAS, {"f": "beta"})
         post(server.port, HAS, {"f": "BAD"})
+        post(server.port, ADD_BETA, {})
     finally:
         output = server.stop()
-    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_default_log_has_writes_and_errors_but_not_each_flag_check() -> None:
+    lines = _json_lines(None)
     requests = [line for line in lines if line["message"] == "graphql request"]
-    assert len(requests) == 2
-    first, second = requests
-    assert first["operation"] == "Check"
-    assert first["outcome"] == "ok"
-    assert first["status"] == 200
+    assert [(r["operation"], r["outcome"]) for r in requests] == [
+        ("Check", "error"),
+        ("Add", "ok"),
+    ]
+    failed, write = requests
+    assert failed["errors"] == "BAD_USER_INPUT"
+    assert write["status"] == 200
+    assert write["store_calls"] == 1
+    assert "errors" not in write
+    operations = [line for line in lines if line["message"] == "store operation"]
+    assert [(o["op"], o["request_id"]) for o in operations] == [("add", write["request_id"])]
+
+
+def test_debug_log_has_one_line_per_request_with_ids() -> None:
+    lines = _json_lines("DEBUG")
+    requests = [line for line in lines if line["message"] == "graphql request"]
+    assert [(r["operation"], r["outcome"]) for r in requests] == [
+        ("Check", "ok"),
+        ("Check", "error"),
+        ("Add", "ok"),
+    ]
+    first = requests[0]
     assert first["store_calls"] == 1
-    assert "errors" not in first
-    assert second["outcome"] == "error"
-    assert second["errors"] == "BAD_USER_INPUT"
     operation = next(line for line in lines if line["message"] == "store operation")
+    assert operation["op"] == "has"
     assert operation["request_id"] == first["request_id"]
 
 

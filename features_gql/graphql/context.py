@@ -1,28 +1,45 @@
-"""The per-request context: the API, the request id, and the request's DataLoaders."""
+"""The per-request context: the API, the caller, the request id and the request's batches."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from strawberry.dataloader import DataLoader
 
-from features_gql.api import FeaturesAPI
+from features_gql.api import CheckBatch, FeaturesAPI
+from features_gql.auth import AuthPolicy, Principal
 from features_gql.domain import Resource
+
+if TYPE_CHECKING:
+    from features_gql.graphql.admission import Admitted
 
 
 @dataclass
 class Context:
     api: FeaturesAPI
     request_id: str
-    #: Who is making changes, as the client says (``X-Actor``); recorded in the change log.
-    actor: str | None = None
+    #: Who is asking; its name is the actor recorded for its changes.
+    principal: Principal = field(default_factory=lambda: AuthPolicy.open().anonymous_principal)
+    #: What the gate decided for this request, when it went through one.
+    admitted: Admitted | None = None
     #: Set once the query is parsed; for request logs and metrics.
     operation_name: str | None = field(default=None, init=False)
-    features: DataLoader[Resource, list[str]] = field(init=False)
-    checks: DataLoader[tuple[Resource, str], bool] = field(init=False)
+    checks: CheckBatch = field(init=False)
+    _features: DataLoader[Resource, list[str]] | None = field(default=None, init=False)
+
+    @property
+    def actor(self) -> str:
+        return self.principal.name
+
+    @property
+    def features(self) -> DataLoader[Resource, list[str]]:
+        # Built when first asked for: most requests are flag checks that never need it.
+        if self._features is None:
+            self._features = DataLoader(load_fn=self.api.features_of_many)
+        return self._features
 
     def __post_init__(self) -> None:
         # Built per request, so answers are never shared between requests, and all
         # `features` / `hasFeature` fields of one request reach the store in one call.
-        self.features = DataLoader(load_fn=self.api.features_of_many)
-        self.checks = DataLoader(load_fn=self.api.check_many)
+        self.checks = self.api.batch()

@@ -63,7 +63,16 @@ def translate(
         extensions: dict[str, object] = {"code": original.code, "requestId": request_id}
         if original.injected:
             extensions["injected"] = True
-        return _copy(error, _STORE_MESSAGES.get(type(original), _STORE_DEFAULT), extensions)
+        if getattr(original, "maybe_applied", False):
+            # The write may have landed after the deadline; retrying is safe (idempotent).
+            extensions["maybeApplied"] = True
+        message = _STORE_MESSAGES.get(type(original), _STORE_DEFAULT)
+        if "maybeApplied" in extensions:
+            message = (
+                "The feature store did not answer in time; the write may still have been "
+                "applied. Writes are idempotent: retrying it is safe."
+            )
+        return _copy(error, message, extensions)
     if original is None or isinstance(original, GraphQLError):
         if error.extensions and "code" in error.extensions:
             return error

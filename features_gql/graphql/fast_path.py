@@ -1,75 +1,84 @@
-"""A compiled fast path for the hottest query shapes.
+"""A compiled executor for the hottest query shapes.
 
 Flag checks sit on other systems' hot paths, and the general executor (Strawberry's
 extensions, graphql-core's execution, per-item coercion of input objects) costs far more
 than the check itself. Queries made only of ``hasFeature``, ``checks`` and
-``checkMatrix`` fields are compiled once per query text into a plan that reads the
-arguments straight from the JSON variables and calls FeaturesAPI directly.
+``checkMatrix`` fields are compiled, once per admitted query text, into a plan that
+reads the arguments straight from the JSON variables and calls the same field
+definitions (:mod:`features_gql.graphql.hot_fields`) as the Strawberry resolvers.
 
-A plan answers exactly what the general path would answer, or declines: every query is
-parsed and validated against the real schema before it is compiled; variables whose
-JSON does not have exactly the expected shape send the request down the general path,
-which produces the standard coercion errors; errors of a planned field are built and
-translated the same way (same message, location, path and code).
+What it does not do itself it takes from elsewhere, so it cannot drift:
+
+- parsing, validation, limits and scopes: the request was admitted by the gate;
+- argument types: read from the schema, and the JSON shape each accepts is derived from
+  them (variables of any other shape go down the general path, which reports the
+  coercion error); literal arguments are coerced by graphql-core;
+- schema extensions: it refuses to be built over a schema with an extension it has not
+  been told it may skip (:data:`REPLICATED_EXTENSIONS`);
+- errors: built and translated as the general path builds them (same message,
+  location, path and code).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
-    DocumentNode,
     FieldNode,
     GraphQLError,
+    GraphQLField,
+    GraphQLInputObjectType,
+    GraphQLInputType,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
     GraphQLSchema,
-    ListTypeNode,
-    ListValueNode,
-    NamedTypeNode,
-    NonNullTypeNode,
-    ObjectValueNode,
+    GraphQLString,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
-    StringValueNode,
-    TypeNode,
-    ValueNode,
+    Undefined,
     VariableNode,
     is_non_null_type,
-    parse,
-    specified_rules,
-    validate,
+    print_ast,
+    value_from_ast,
 )
+from strawberry.extensions import SchemaExtension
 
-from features_gql.api import FeaturesAPI
-from features_gql.graphql.errors import translate
+from features_gql.graphql import hot_fields
+from features_gql.graphql.admission import Admitted
+from features_gql.graphql.context import Context
+from features_gql.graphql.errors import ErrorCodes, translate
 
-#: What an argument holds, and the variable type that may supply it.
-RESOURCE, STRING, STRING_LIST, CHECK_ITEMS = (
-    "ResourceInput!",
-    "String!",
-    "[String!]!",
-    ("[CheckInput!]!"),
-)
+Shape = Callable[[Any], bool]
 
-_ARGUMENTS = {
-    "hasFeature": {"resource": RESOURCE, "feature": STRING},
-    "checks": {"items": CHECK_ITEMS},
-    "checkMatrix": {"type": STRING, "ids": STRING_LIST, "features": STRING_LIST},
-}
-_CHECK_FIELDS = ("enabled", "feature")
-_RESOURCE_FIELDS = ("type", "id")
 
-Missing = object()
+class FastPathUnavailable(Exception):
+    """The schema runs an extension this executor would skip."""
+
+
+def _replicated() -> tuple[type[SchemaExtension], ...]:
+    from features_gql.graphql.schema import Admission
+
+    return (ErrorCodes, Admission)
+
+
+#: Extensions whose work this executor does (ErrorCodes: errors are translated the same
+#: way) or that has been done before it runs (Admission: the gate admitted the request).
+REPLICATED_EXTENSIONS = "ErrorCodes", "Admission"
 
 
 @dataclass(frozen=True, slots=True)
 class Argument:
     variable: str | None
     literal: Any = None
+
+
+#: A projection of one ``Check``: (response key, field, sub-projection of ``resource``).
+Projection = tuple[tuple[str, str, tuple[tuple[str, str], ...] | None], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +88,15 @@ class PlannedField:
     node: FieldNode
     arguments: dict[str, Argument]
     nullable: bool
-    #: For ``checks``: (response key, field, sub-selection of resource or None).
-    selection: tuple[tuple[str, str, tuple[tuple[str, str], ...] | None], ...] = ()
+    projection: Projection = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
     operation_name: str | None
     fields: tuple[PlannedField, ...]
-    variables: dict[str, str]
+    #: Each variable the plan reads, and the JSON shape that needs no coercion.
+    variables: tuple[tuple[str, Shape], ...]
 
 
 @dataclass(slots=True)
@@ -96,37 +105,59 @@ class Answer:
     errors: list[GraphQLError]
 
 
-def _type_string(node: TypeNode) -> str:
-    if isinstance(node, NonNullTypeNode):
-        return _type_string(node.type) + "!"
-    if isinstance(node, ListTypeNode):
-        return f"[{_type_string(node.type)}]"
-    assert isinstance(node, NamedTypeNode)
-    return node.name.value
+_DECLINED = object()
 
 
-def _literal(value: ValueNode, kind: str) -> Any:
-    """The Python value of a literal argument, or Missing when this plan cannot hold it."""
-    if kind == STRING and isinstance(value, StringValueNode):
-        return value.value
-    if (
-        kind == STRING_LIST
-        and isinstance(value, ListValueNode)
-        and all(isinstance(item, StringValueNode) for item in value.values)
-    ):
-        return [item.value for item in value.values]  # type: ignore[attr-defined]
-    if kind == RESOURCE and isinstance(value, ObjectValueNode):
-        fields = {f.name.value: f.value for f in value.fields}
-        if set(fields) == {"type", "id"} and all(
-            isinstance(v, StringValueNode) for v in fields.values()
-        ):
-            return {k: v.value for k, v in fields.items()}  # type: ignore[attr-defined]
-    return Missing
+def _shape(kind: GraphQLInputType) -> Shape | None:
+    """The JSON values that coerce to themselves as ``kind``, or None when it is not a
+    type this executor reads straight from JSON (nullable, numbers, defaults...).
+
+    The check is compiled from the type into one straight-line function (a loop per list,
+    a test per field): checking the 1,000 items of a ``checks`` request this way costs a
+    fraction of nested per-type closures.
+    """
+    lines: list[str] = []
+    if not _emit(kind, "value", lines, "    ", [0]):
+        return None
+    source = "def shape(value):\n" + "\n".join(lines) + "\n    return True\n"
+    namespace: dict[str, Any] = {}
+    exec(compile(source, f"<shape of {kind}>", "exec"), namespace)
+    check: Shape = namespace["shape"]
+    return check
 
 
-def _check_selection(
-    selection_set: SelectionSetNode | None,
-) -> tuple[tuple[str, str, tuple[tuple[str, str], ...] | None], ...] | None:
+def _emit(kind: GraphQLInputType, name: str, lines: list[str], indent: str, n: list[int]) -> bool:
+    """Append the checks of ``name`` against ``kind``; False when it cannot be checked."""
+    if not isinstance(kind, GraphQLNonNull):
+        return False
+    inner = kind.of_type
+    if inner is GraphQLString:
+        lines.append(f"{indent}if type({name}) is not str: return False")
+        return True
+    if isinstance(inner, GraphQLList):
+        n[0] += 1
+        item = f"v{n[0]}"
+        lines.append(f"{indent}if type({name}) is not list: return False")
+        lines.append(f"{indent}for {item} in {name}:")
+        return _emit(inner.of_type, item, lines, indent + "    ", n)
+    if isinstance(inner, GraphQLInputObjectType):
+        lines.append(f"{indent}if type({name}) is not dict or len({name}) != {len(inner.fields)}:")
+        lines.append(f"{indent}    return False")
+        for field_name, field in inner.fields.items():
+            if field.default_value is not Undefined:
+                return False
+            n[0] += 1
+            value = f"v{n[0]}"
+            lines.append(f"{indent}{value} = {name}.get({field_name!r})")
+            if not _emit(field.type, value, lines, indent, n):
+                return False
+        return True
+    return False
+
+
+def _projection(selection_set: SelectionSetNode | None) -> Projection | None:
+    """How to shape one ``Check`` for ``selection_set``, or None when it is not a plain
+    selection of its fields (fragments, directives: the general path answers those)."""
     if selection_set is None:
         return None
     planned: list[tuple[str, str, tuple[tuple[str, str], ...] | None]] = []
@@ -136,8 +167,8 @@ def _check_selection(
         name = node.name.value
         key = node.alias.value if node.alias else name
         if any(key == seen for seen, _, _ in planned):
-            return None  # GraphQL merges fields of one response key; the plan does not
-        if name in _CHECK_FIELDS and node.selection_set is None:
+            return None  # GraphQL merges the fields of one response key; a plan does not
+        if name in ("enabled", "feature", "__typename") and node.selection_set is None:
             planned.append((key, name, None))
         elif name == "resource" and node.selection_set is not None:
             sub: list[tuple[str, str]] = []
@@ -147,7 +178,7 @@ def _check_selection(
                     or inner.directives
                     or inner.arguments
                     or inner.selection_set is not None
-                    or inner.name.value not in _RESOURCE_FIELDS
+                    or inner.name.value not in ("type", "id", "__typename")
                 ):
                     return None
                 inner_key = inner.alias.value if inner.alias else inner.name.value
@@ -160,164 +191,122 @@ def _check_selection(
     return tuple(planned)
 
 
-def compile_plan(
-    schema: GraphQLSchema, document: DocumentNode, operation_name: str | None
-) -> Plan | None:
-    """A plan for ``document`` (already validated), or None when it is not a fast shape."""
-    if len(document.definitions) != 1:
-        return None
-    operation = document.definitions[0]
-    if (
-        not isinstance(operation, OperationDefinitionNode)
-        or operation.operation != OperationType.QUERY
-        or operation.directives
-    ):
-        return None
-    name = operation.name.value if operation.name else None
-    if operation_name is not None and operation_name != name:
-        return None
-    variables: dict[str, str] = {}
-    for definition in operation.variable_definitions or ():
-        if definition.default_value is not None or definition.directives:
-            return None
-        variables[definition.variable.name.value] = _type_string(definition.type)
-    query_type = schema.query_type
-    assert query_type is not None
-    fields: list[PlannedField] = []
-    for node in operation.selection_set.selections:
-        if not isinstance(node, FieldNode) or node.directives:
-            return None
-        field_name = node.name.value
-        alias = node.alias.value if node.alias else field_name
-        if any(alias == field.alias for field in fields):
-            return None  # merged by GraphQL into one field, answered once: general path
-        expected = _ARGUMENTS.get(field_name)
-        if expected is None or field_name not in query_type.fields:
-            return None
-        arguments: dict[str, Argument] = {}
-        for argument in node.arguments or ():
-            kind = expected.get(argument.name.value)
-            if kind is None:
-                return None
-            if isinstance(argument.value, VariableNode):
-                variable = argument.value.name.value
-                if variables.get(variable) != kind:
-                    return None
-                arguments[argument.name.value] = Argument(variable)
-            else:
-                literal = _literal(argument.value, kind)
-                if literal is Missing:
-                    return None
-                arguments[argument.name.value] = Argument(None, literal)
-        if set(arguments) != set(expected):
-            return None
-        selection: tuple[tuple[str, str, tuple[tuple[str, str], ...] | None], ...] = ()
-        if field_name == "checks":
-            planned = _check_selection(node.selection_set)
-            if planned is None:
-                return None
-            selection = planned
-        elif node.selection_set is not None:
-            return None
-        fields.append(
-            PlannedField(
-                name=field_name,
-                alias=alias,
-                node=node,
-                arguments=arguments,
-                nullable=not is_non_null_type(query_type.fields[field_name].type),
-                selection=selection,
-            )
-        )
-    return Plan(name, tuple(fields), variables)
-
-
-def _is_resource(value: Any) -> bool:
-    return (
-        type(value) is dict
-        and len(value) == 2
-        and type(value.get("type")) is str
-        and type(value.get("id")) is str
-    )
-
-
-def _is_string_list(value: Any) -> bool:
-    return type(value) is list and all(type(item) is str for item in value)
-
-
-def _is_check_items(value: Any) -> bool:
-    return type(value) is list and all(
-        type(item) is dict
-        and len(item) == 2
-        and type(item.get("feature")) is str
-        and _is_resource(item.get("resource"))
-        for item in value
-    )
-
-
-_SHAPES: dict[str, Callable[[Any], bool]] = {
-    RESOURCE: _is_resource,
-    STRING: lambda value: type(value) is str,
-    STRING_LIST: _is_string_list,
-    CHECK_ITEMS: _is_check_items,
-}
-
-
 class FastPath:
-    """Compiles and answers fast-path queries; :meth:`answer` returns None to decline."""
+    """Compiles and answers admitted hot queries; :meth:`plan` returns None to decline."""
 
-    def __init__(self, schema: GraphQLSchema, *, max_tokens: int, cache_size: int = 256) -> None:
+    HOT_FIELDS = ("hasFeature", "checks", "checkMatrix")
+
+    def __init__(self, schema: GraphQLSchema, extensions: Sequence[object]) -> None:
+        replicated = _replicated()
+        for extension in extensions:
+            if not (isinstance(extension, type) and issubclass(extension, replicated)):
+                raise FastPathUnavailable(
+                    f"the schema runs the extension {extension!r}, which the fast path would "
+                    f"skip; it replicates only {', '.join(REPLICATED_EXTENSIONS)}. Teach it "
+                    "the extension's work, or serve with fast_path = false"
+                )
         self.schema = schema
-        self.max_tokens = max_tokens
-        self.cache_size = cache_size
-        self._plans: OrderedDict[tuple[str, str | None], Plan | None] = OrderedDict()
-        self._rules = list(specified_rules)
+        query_type = schema.query_type
+        assert query_type is not None
+        self.query_type: GraphQLObjectType = query_type
+        self.fields: dict[str, GraphQLField] = {
+            name: query_type.fields[name] for name in self.HOT_FIELDS
+        }
         #: Requests answered here (the rest went down the general path).
         self.answered = 0
 
-    def plan(self, query: str, operation_name: str | None) -> Plan | None:
-        key = (query, operation_name)
-        try:
-            plan = self._plans[key]
-        except KeyError:
-            plan = self._compile(query, operation_name)
-            self._plans[key] = plan
-            if len(self._plans) > self.cache_size:
-                self._plans.popitem(last=False)
+    def plan(self, admitted: Admitted) -> Plan | None:
+        plans = admitted.prepared.plans
+        key = admitted.operation_name
+        if key in plans:
+            found = plans[key]
         else:
-            self._plans.move_to_end(key)
-        return plan
+            found = plans[key] = self._compile(admitted.operation) or _DECLINED
+        return found if isinstance(found, Plan) else None
 
-    def _compile(self, query: str, operation_name: str | None) -> Plan | None:
-        try:
-            document = parse(query, max_tokens=self.max_tokens)
-        except GraphQLError:
+    def _compile(self, operation: OperationDefinitionNode) -> Plan | None:
+        if operation.operation != OperationType.QUERY or operation.directives:
             return None
-        if validate(self.schema, document, self._rules):
-            return None
-        return compile_plan(self.schema, document, operation_name)
+        declared: dict[str, str] = {}
+        for definition in operation.variable_definitions or ():
+            if definition.default_value is not None or definition.directives:
+                return None
+            declared[definition.variable.name.value] = print_ast(definition.type)
+        shapes: dict[str, Shape] = {}
+        fields: list[PlannedField] = []
+        for node in operation.selection_set.selections:
+            if not isinstance(node, FieldNode) or node.directives:
+                return None
+            schema_field = self.fields.get(node.name.value)
+            if schema_field is None:
+                return None
+            alias = node.alias.value if node.alias else node.name.value
+            if any(alias == field.alias for field in fields):
+                return None  # one field to GraphQL, answered once and merged: general path
+            arguments: dict[str, Argument] = {}
+            for argument in node.arguments or ():
+                kind = schema_field.args[argument.name.value].type
+                if isinstance(argument.value, VariableNode):
+                    variable = argument.value.name.value
+                    shape = _shape(kind)
+                    # Only a variable declared with the argument's own type coerces to
+                    # itself; anything looser needs the general path's coercion.
+                    if shape is None or declared.get(variable) != str(kind):
+                        return None
+                    shapes[variable] = shape
+                    arguments[argument.name.value] = Argument(variable)
+                else:
+                    literal = value_from_ast(argument.value, kind)
+                    if literal is Undefined:
+                        return None
+                    arguments[argument.name.value] = Argument(None, _plain(literal))
+            if set(arguments) != set(schema_field.args):
+                return None
+            projection: Projection = ()
+            if node.name.value == "checks":
+                planned = _projection(node.selection_set)
+                if planned is None:
+                    return None
+                projection = planned
+            fields.append(
+                PlannedField(
+                    name=node.name.value,
+                    alias=alias,
+                    node=node,
+                    arguments=arguments,
+                    nullable=not is_non_null_type(schema_field.type),
+                    projection=projection,
+                )
+            )
+        name = operation.name.value if operation.name else None
+        return Plan(name, tuple(fields), tuple(shapes.items()))
 
     async def answer(
-        self,
-        plan: Plan,
-        variables: dict[str, Any],
-        api: FeaturesAPI,
-        request_id: str | None,
+        self, plan: Plan, variables: dict[str, Any], context: Context
     ) -> Answer | None:
-        for name, kind in plan.variables.items():
-            if not _SHAPES[kind](variables.get(name, Missing)):
-                return None  # the general path reports the coercion error
+        """The response for ``plan``, or None when the variables need the general path."""
+        for name, shape in plan.variables:
+            if name not in variables or not shape(variables[name]):
+                return None
 
         def value(field: PlannedField, argument: str) -> Any:
             spec = field.arguments[argument]
             return spec.literal if spec.variable is None else variables[spec.variable]
 
+        outcomes: Sequence[Any]
         if len(plan.fields) == 1:
-            outcomes: Sequence[Any] = [await _resolve(plan.fields[0], value, api)]
+            context.checks.sole = True
+            try:
+                outcomes = [await _resolve(plan.fields[0], value, context)]
+            except Exception as exc:
+                outcomes = [_Failed(exc)]
         else:
-            outcomes = await asyncio.gather(*(_resolve(field, value, api) for field in plan.fields))
+            outcomes = await asyncio.gather(
+                *(_outcome(field, value, context) for field in plan.fields)
+            )
         data: dict[str, Any] | None = {}
         errors: list[GraphQLError] = []
+        logged: set[int] = set()
         for field, outcome in zip(plan.fields, outcomes, strict=True):
             if isinstance(outcome, _Failed):
                 error = GraphQLError(
@@ -326,7 +315,7 @@ class FastPath:
                     path=[field.alias],
                     original_error=outcome.error,
                 )
-                errors.append(translate(error, request_id))
+                errors.append(translate(error, context.request_id, logged))
                 if not field.nullable:
                     data = None
                 elif data is not None:
@@ -337,47 +326,72 @@ class FastPath:
         return Answer(data, errors)
 
 
+def _plain(value: Any) -> Any:
+    """graphql-core coerces input objects to dicts and lists to lists; keep them plain."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 @dataclass(slots=True)
 class _Failed:
     error: Exception
 
 
-async def _resolve(
-    field: PlannedField, value: Callable[[PlannedField, str], Any], api: FeaturesAPI
+async def _outcome(
+    field: PlannedField, value: Callable[[PlannedField, str], Any], context: Context
 ) -> Any:
     try:
-        if field.name == "hasFeature":
-            resource = value(field, "resource")
-            return await api.has((resource["type"], resource["id"]), value(field, "feature"))
-        if field.name == "checkMatrix":
-            return await api.check_matrix(
-                value(field, "type"), value(field, "ids"), value(field, "features")
-            )
-        items = value(field, "items")
-        asked = [
-            ((item["resource"]["type"], item["resource"]["id"]), item["feature"]) for item in items
-        ]
-        answers = await api.check_many(asked)
-        return [
-            _check(item, enabled, field.selection)
-            for item, enabled in zip(items, answers, strict=True)
-        ]
+        return await _resolve(field, value, context)
     except Exception as exc:
         return _Failed(exc)
 
 
-def _check(
-    item: dict[str, Any],
-    enabled: bool,
-    selection: tuple[tuple[str, str, tuple[tuple[str, str], ...] | None], ...],
-) -> dict[str, Any]:
+def _resolve(
+    field: PlannedField, value: Callable[[PlannedField, str], Any], context: Context
+) -> Awaitable[Any]:
+    if field.name == "hasFeature":
+        resource = value(field, "resource")
+        return hot_fields.has_feature(
+            context, resource["type"], resource["id"], value(field, "feature")
+        )
+    if field.name == "checkMatrix":
+        return hot_fields.check_matrix(
+            context, value(field, "type"), value(field, "ids"), value(field, "features")
+        )
+    return _checks(field, value, context)
+
+
+async def _checks(
+    field: PlannedField, value: Callable[[PlannedField, str], Any], context: Context
+) -> list[dict[str, Any]]:
+    items = value(field, "items")
+    asked = [(i["resource"]["type"], i["resource"]["id"], i["feature"]) for i in items]
+    answers = await hot_fields.checks(context, asked)
+    return [
+        _check(item, enabled, field.projection)
+        for item, enabled in zip(asked, answers, strict=True)
+    ]
+
+
+def _check(item: tuple[str, str, str], enabled: bool, projection: Projection) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, name, sub in selection:
+    for key, name, sub in projection:
         if name == "enabled":
             out[key] = enabled
         elif name == "feature":
-            out[key] = item["feature"]
+            out[key] = item[2]
+        elif name == "__typename":
+            out[key] = "Check"
         else:
-            resource = item["resource"]
-            out[key] = {sub_key: resource[sub_name] for sub_key, sub_name in sub or ()}
+            out[key] = {
+                sub_key: "Resource"
+                if sub_name == "__typename"
+                else item[0]
+                if sub_name == "type"
+                else item[1]
+                for sub_key, sub_name in sub or ()
+            }
     return out

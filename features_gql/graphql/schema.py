@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
-from strawberry.extensions import (
-    AddValidationRules,
-    DisableIntrospection,
-    MaxTokensLimiter,
-    ParserCache,
-    SchemaExtension,
-    ValidationCache,
-)
-from strawberry.extensions.query_depth_limiter import create_validator as create_depth_validator
+from graphql import GraphQLError, GraphQLSchema
+from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 
 from features_gql import domain
+from features_gql.auth import AuthPolicy
 from features_gql.errors import InvalidInput
+from features_gql.graphql import hot_fields
+from features_gql.graphql.admission import Gate, Limits, Refused
 from features_gql.graphql.errors import ErrorCodes
 from features_gql.graphql.types import (
     ChangeEvent,
@@ -33,10 +29,8 @@ from features_gql.graphql.types import (
     Resource,
     ResourceInput,
     StoreHealth,
+    Viewer,
 )
-
-MAX_DEPTH = 10
-MAX_TOKENS = 50_000
 
 
 # Every field that a store call answers is nullable. When a call fails, the fields it
@@ -49,7 +43,7 @@ MAX_TOKENS = 50_000
 class Query:
     @strawberry.field(description="Does this resource have this feature?")
     async def has_feature(self, info: Info, resource: ResourceInput, feature: str) -> bool | None:
-        return await info.context.api.has(resource.to_domain(), feature)
+        return await hot_fields.has_feature(info.context, resource.type, resource.id, feature)
 
     @strawberry.field(description="A resource, whether or not it has any features.")
     def resource(self, type: str, id: str) -> Resource:
@@ -62,11 +56,11 @@ class Query:
     @strawberry.field(description="Many checks in one store round trip, answered in order.")
     async def checks(self, info: Info, items: list[CheckInput]) -> list[Check] | None:
         # FeaturesAPI validates item by item, so the first bad item is the one reported.
-        asked = [((item.resource.type, item.resource.id), item.feature) for item in items]
-        answers = await info.context.api.check_many(asked)
+        asked = [(item.resource.type, item.resource.id, item.feature) for item in items]
+        answers = await hot_fields.checks(info.context, asked)
         return [
             Check(resource=Resource(type=type_, id=id_), feature=feature, enabled=enabled)
-            for ((type_, id_), feature), enabled in zip(asked, answers, strict=True)
+            for (type_, id_, feature), enabled in zip(asked, answers, strict=True)
         ]
 
     @strawberry.field(
@@ -76,7 +70,16 @@ class Query:
     async def check_matrix(
         self, info: Info, type: str, ids: list[str], features: list[str]
     ) -> list[list[bool]] | None:
-        return await info.context.api.check_matrix(type, ids, features)
+        return await hot_fields.check_matrix(info.context, type, ids, features)
+
+    @strawberry.field(
+        description="Who this request acts as, so a client can show only what it may do."
+    )
+    def viewer(self, info: Info) -> Viewer:
+        principal = info.context.principal
+        return Viewer(
+            name=principal.name, scopes=sorted(principal.scopes), anonymous=principal.anonymous
+        )
 
     @strawberry.field(description="Service health, with a live probe of the store.")
     async def health(self, info: Info) -> Health:
@@ -108,13 +111,12 @@ async def _change(
 ) -> FeatureChange | InvalidInputError:
     api = info.context.api
     try:
-        target = resource.to_domain()
         call = api.add if op == "add" else api.remove
-        result = await call(target, feature, actor=info.context.actor)
+        result = await call((resource.type, resource.id), feature, actor=info.context.actor)
     except InvalidInput as exc:
         return InvalidInputError(field=exc.field, rule=exc.rule, message=exc.message)
     return FeatureChange(
-        resource=Resource.of(target),
+        resource=Resource(type=resource.type, id=resource.id),
         feature=feature,
         changed=result.changed,
         revision=result.revision,
@@ -138,20 +140,49 @@ class Mutation:
         return await _change(info, "remove", resource, feature)
 
 
-# One rule class for the process: QueryDepthLimiter builds a new class per instance, and
-# a new class per request makes every request miss the validation cache (the rules are
-# part of its key), which costs ~3 ms of validation per request.
-_DEPTH_RULE = create_depth_validator(MAX_DEPTH, None, None)
+class Admission(SchemaExtension):
+    """Hands Strawberry the document the gate already parsed and validated.
 
+    The HTTP view asks the gate before executing anything, and both executors run only
+    what it admitted; this extension makes Strawberry reuse that work (parse once,
+    validate once). Called without a view (``schema.execute`` directly), it asks the
+    gate itself, as an anonymous caller with every scope of the open policy.
+    """
 
-class DepthLimit(AddValidationRules):
-    """Refuses queries nested deeper than MAX_DEPTH."""
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context.context
+        admitted = getattr(context, "admitted", None)
+        if admitted is None:
+            gate: Gate = self.execution_context.schema.gate  # type: ignore[attr-defined]
+            principal = getattr(context, "principal", None) or AuthPolicy.open().anonymous_principal
+            decision = gate.admit(
+                self.execution_context.query or "",
+                self.execution_context.operation_name,
+                self.execution_context.variables,
+                principal,
+            )
+            if isinstance(decision, Refused):
+                raise decision.errors[0]
+            admitted = decision
+            if hasattr(context, "admitted"):
+                context.admitted = admitted
+        self.execution_context.graphql_document = admitted.document
+        yield
 
-    def __init__(self) -> None:
-        super().__init__([_DEPTH_RULE])
+    def on_validate(self) -> Iterator[None]:
+        self.execution_context.pre_execution_errors = []  # the gate validated it
+        yield
 
 
 class FeaturesSchema(strawberry.Schema):
+    #: Decides what may run; set by :func:`build_schema`.
+    gate: Gate
+
+    @property
+    def graphql_schema(self) -> GraphQLSchema:
+        """The graphql-core schema Strawberry built, for the gate and the fast path."""
+        return self._schema
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -159,18 +190,11 @@ class FeaturesSchema(strawberry.Schema):
         return None
 
 
-def build_schema(*, introspection: bool = True) -> strawberry.Schema:
-    extensions: list[Any] = [
-        ErrorCodes,
-        lambda: ParserCache(maxsize=256),
-        lambda: ValidationCache(maxsize=256),
-        DepthLimit,
-        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-    ]
-    if not introspection:
-        extensions.append(DisableIntrospection)
-    ext: list[type[SchemaExtension] | Any] = extensions
-    return FeaturesSchema(query=Query, mutation=Mutation, extensions=ext)
+def build_schema(*, introspection: bool = True, limits: Limits | None = None) -> FeaturesSchema:
+    extensions: list[Any] = [ErrorCodes, Admission]
+    schema = FeaturesSchema(query=Query, mutation=Mutation, extensions=extensions)
+    schema.gate = Gate(schema.graphql_schema, limits or Limits(), introspection=introspection)
+    return schema
 
 
 def schema_sdl() -> str:

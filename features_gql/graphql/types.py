@@ -9,6 +9,7 @@ from typing import Annotated
 import strawberry
 
 from features_gql import domain
+from features_gql.graphql import hot_fields
 from features_gql.graphql.context import Context
 
 Info = strawberry.Info[Context, None]
@@ -18,9 +19,6 @@ Info = strawberry.Info[Context, None]
 class ResourceInput:
     type: str
     id: str
-
-    def to_domain(self, field: str = "resource") -> domain.Resource:
-        return domain.Resource.of(self.type, self.id, field)
 
 
 @strawberry.input(description="One question of a batch: does this resource have this feature?")
@@ -44,8 +42,7 @@ class Resource:
 
     @strawberry.field(description="Whether this resource has the feature.")
     async def has_feature(self, info: Info, feature: str) -> bool | None:
-        domain.validate_feature(feature)
-        return await info.context.checks.load((domain.Resource(self.type, self.id), feature))
+        return await hot_fields.has_feature(info.context, self.type, self.id, feature)
 
 
 @strawberry.type
@@ -154,6 +151,17 @@ class ChangeEvent:
             at=event.at,
             actor=event.actor,
         )
+
+
+@strawberry.type(description="Who a request acts as: a token, or anonymous.")
+class Viewer:
+    name: str = strawberry.field(
+        description="The token's name (recorded as the actor of its changes), or anonymous."
+    )
+    scopes: list[str] = strawberry.field(
+        description="What it may do, sorted: read (queries), write (mutations), admin."
+    )
+    anonymous: bool = strawberry.field(description="True when the request carried no token.")
 
 
 @strawberry.type(description="Whether the store answers a cheap probe within a short deadline.")

@@ -10,14 +10,14 @@
     ``{"outage_seconds": 30}`` starts one for 30 s; ``{"error_rate": 0.5}``,
     ``{"stall": false}``... change the rest. Either every change applies or none.
 
-Every request needs ``Authorization: Bearer <token>`` with the token configured by
-``FEATURES_GQL_ADMIN_TOKEN`` or ``[server] admin_token``. Without a configured token
-the endpoints refuse every request.
+Every request needs ``Authorization: Bearer <token>`` with a token that has the
+``admin`` scope: an ``[auth.tokens.NAME]`` one, or ``FEATURES_GQL_ADMIN_TOKEN`` /
+``[server] admin_token`` (a token named ``admin``). With none configured the endpoints
+refuse every request.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -25,9 +25,12 @@ from typing import Any
 
 from aiohttp import web
 
+from features_gql.auth import AuthPolicy
 from features_gql.bootstrap import Service
 from features_gql.errors import ConfigError
 from features_gql.faults import FaultControl, fault_controls
+from features_gql.http.access import check_scope
+from features_gql.http.responses import error_response
 
 log = logging.getLogger("features_gql.admin")
 
@@ -36,34 +39,24 @@ FAULTS_PATH = "/admin/faults"
 AdminHandler = Callable[[web.Request], Awaitable[web.Response]]
 
 
-def _error(status: int, code: str, message: str, **headers: str) -> web.Response:
-    body = {"errors": [{"message": message, "extensions": {"code": code}}]}
-    return web.json_response(body, status=status, headers=headers or None)
+def _error(status: int, code: str, message: str) -> web.Response:
+    return error_response(status, message, code)
 
 
-def _guarded(token: str | None, handler: AdminHandler) -> AdminHandler:
+def _guarded(auth: AuthPolicy, handler: AdminHandler) -> AdminHandler:
+    admin_configured = any("admin" in token.scopes for token in auth.tokens)
+
     async def guarded(request: web.Request) -> web.Response:
-        if not token:
+        if not admin_configured:
             return _error(
                 403,
                 "ADMIN_DISABLED",
-                "Admin endpoints are disabled: set FEATURES_GQL_ADMIN_TOKEN "
-                "(or [server] admin_token) to enable them.",
+                "Admin endpoints are disabled: configure a token with the admin scope "
+                "([auth.tokens.NAME] or FEATURES_GQL_ADMIN_TOKEN) to enable them.",
             )
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), token.encode()
-        ):
-            log.warning(
-                "admin request refused: missing or wrong token",
-                extra={"fields": {"path": request.path, "remote": request.remote}},
-            )
-            return _error(
-                401,
-                "UNAUTHENTICATED",
-                "Send Authorization: Bearer <admin token>.",
-                **{"WWW-Authenticate": 'Bearer realm="features-gql admin"'},
-            )
+        refused = check_scope(auth, request, "admin", realm="features-gql admin")
+        if refused is not None:
+            return refused
         return await handler(request)
 
     return guarded
@@ -133,12 +126,16 @@ def add_admin_routes(app: web.Application, service: Service) -> None:
                     "store": control.name,
                     "path": path,
                     "changes": json.dumps(body, sort_keys=True),
-                    "actor": request.headers.get("X-Actor"),
+                    "actor": _actor(service.auth, request),
                 }
             },
         )
         return web.json_response(_state(service))
 
-    token = service.settings.admin_token
-    app.router.add_get(FAULTS_PATH, _guarded(token, show))
-    app.router.add_post(FAULTS_PATH, _guarded(token, change))
+    app.router.add_get(FAULTS_PATH, _guarded(service.auth, show))
+    app.router.add_post(FAULTS_PATH, _guarded(service.auth, change))
+
+
+def _actor(auth: AuthPolicy, request: web.Request) -> str:
+    # Only reached after check_scope accepted the header.
+    return auth.authenticate(request.headers.get("Authorization")).name

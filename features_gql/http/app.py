@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -11,10 +12,16 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from features_gql.api import FeaturesAPI
+from features_gql.auth import AuthPolicy
 from features_gql.bootstrap import Service
 from features_gql.events import OperationEvent
+from features_gql.graphql.admission import Limits
 from features_gql.graphql.schema import build_schema
+from features_gql.http.access import check_scope
 from features_gql.http.admin import add_admin_routes
+from features_gql.http.cors import cors_middleware
+from features_gql.http.headers import undecodable_header
+from features_gql.http.responses import SERVER, error_response
 from features_gql.http.view import (
     OUTCOME_KEY,
     REQUEST_KEY,
@@ -38,23 +45,27 @@ SLOWEST_SHOWN = 5
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+#: Request ids this process makes: a random prefix per process, then a counter. Unique
+#: across processes and restarts for all practical purposes, and far cheaper than a
+#: random id per request.
+_ID_PREFIX = os.urandom(6).hex()
+_id_counter = itertools.count(1)
+
+
 def _request_id_from(request: web.Request) -> str:
-    given = request.headers.get("X-Request-ID", "")
-    if given and len(given) <= MAX_REQUEST_ID and given.isprintable():
+    given = request.headers.get("X-Request-ID")
+    if given and len(given) <= MAX_REQUEST_ID and given.isascii() and given.isprintable():
         return given
-    return os.urandom(16).hex()  # as random as uuid4().hex, at a third of the cost
+    return f"{_ID_PREFIX}{next(_id_counter):08x}"
 
 
 def _internal_error(rid: str) -> web.Response:
-    body = {
-        "errors": [
-            {
-                "message": f"Internal error; quote request id {rid} when reporting it.",
-                "extensions": {"code": "INTERNAL_SERVER_ERROR", "requestId": rid},
-            }
-        ]
-    }
-    return web.json_response(body, status=500)
+    return error_response(
+        500,
+        f"Internal error; quote request id {rid} when reporting it.",
+        "INTERNAL_SERVER_ERROR",
+        requestId=rid,
+    )
 
 
 @web.middleware
@@ -69,27 +80,41 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     ops_token = request_operations.set(operations)
     metrics = request.app.get(METRICS_KEY)
     if metrics is not None:
-        metrics.in_flight.inc()
+        metrics.request_started()
     started = time.perf_counter()
     try:
-        response = await handler(request)
+        bad_header = undecodable_header(request.raw_headers)
+        if bad_header is None:
+            response = await handler(request)
+        else:
+            response = error_response(
+                400, f"Header {bad_header} is not valid UTF-8.", "INVALID_HEADER"
+            )
     except web.HTTPException as exc:
-        exc.headers["X-Request-ID"] = rid
-        raise
-    except Exception:
-        log.exception(
-            "unhandled error answering %s %s",
-            request.method,
-            request.path,
-            extra={"fields": {"request_id": rid}},
-        )
-        response = _internal_error(rid)
+        if exc.status < 400 or exc.content_type == "application/json":
+            exc.headers["X-Request-ID"] = rid
+            raise
+        response = _http_error(request, exc)
+    except Exception as exc:
+        if _client_went_away(request, exc):
+            # Nobody is left to answer, and a traceback per vanished client would flood
+            # the log.
+            log.debug("client closed the connection before its request arrived")
+            response = error_response(400, "The connection closed before the request arrived.")
+        else:
+            log.exception(
+                "unhandled error answering %s %s",
+                request.method,
+                request.path,
+                extra={"fields": {"request_id": rid}},
+            )
+            response = _internal_error(rid)
     finally:
         seconds = time.perf_counter() - started
         request_id.reset(token)
         request_operations.reset(ops_token)
         if metrics is not None:
-            metrics.in_flight.dec()
+            metrics.request_finished()
     response.headers["X-Request-ID"] = rid
     outcome = request.get(OUTCOME_KEY)
     if outcome is not None:
@@ -97,6 +122,34 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             metrics.observe_request(outcome.operation, outcome.outcome, seconds, outcome.codes)
         _log_request(request, rid, seconds, response.status, outcome, operations)
     return response
+
+
+def _client_went_away(request: web.Request, exc: Exception) -> bool:
+    """aiohttp's reads raise ConnectionResetError when the client closes mid-request."""
+    transport = request.transport
+    return isinstance(exc, ConnectionResetError) and (transport is None or transport.is_closing())
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's plain-text 404, 405, 413... as the JSON error every other answer uses."""
+    if exc.status == 404:
+        message = f"Not found: {request.path}"
+    elif exc.status == 405:
+        message = f"{request.method} is not allowed here; allowed: {exc.headers.get('Allow')}."
+    elif exc.text and not exc.text.startswith(f"{exc.status}:"):
+        message = exc.text  # aiohttp's own wording, e.g. the body size limit
+    else:
+        message = exc.reason
+    headers = {
+        name: value
+        for name, value in exc.headers.items()
+        if name.lower() not in ("content-type", "content-length")
+    }
+    return error_response(exc.status, message, headers=headers)
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER
 
 
 def _log_request(
@@ -109,7 +162,10 @@ def _log_request(
 ) -> None:
     threshold = request.app.get(SLOW_KEY)
     slow = threshold is not None and seconds >= threshold
-    if not slow and not request_log.isEnabledFor(logging.INFO):
+    # A flag check that went well is counted by the metrics; a line for each would be
+    # thousands a second. Writes, errors and refusals are logged at INFO.
+    level = logging.INFO if outcome.write or outcome.outcome != "ok" else logging.DEBUG
+    if not slow and not request_log.isEnabledFor(level):
         return
     fields: dict[str, object] = {
         "request_id": rid,
@@ -120,7 +176,8 @@ def _log_request(
         "errors": ",".join(sorted(set(outcome.codes))) or None,
         "store_calls": len(operations),
     }
-    request_log.info("graphql request", extra={"fields": fields})
+    if request_log.isEnabledFor(level):
+        request_log.log(level, "graphql request", extra={"fields": fields})
     if slow and threshold is not None:
         slowest = sorted(operations, key=lambda e: e.duration, reverse=True)[:SLOWEST_SHOWN]
         fields = {
@@ -155,6 +212,12 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    scope = service.auth.metrics_scope
+    if scope is not None:
+        refused = check_scope(service.auth, request, scope, realm="features-gql metrics")
+        if refused is not None:
+            return refused
     metrics = request.app[METRICS_KEY]
     return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -164,6 +227,8 @@ def mount_graphql(
     api: FeaturesAPI,
     *,
     path: str = "/graphql",
+    auth: AuthPolicy | None = None,
+    limits: Limits | None = None,
     introspection: bool = True,
     graphiql: bool = True,
     fast_path: bool = True,
@@ -171,13 +236,16 @@ def mount_graphql(
     """Serve the GraphQL API of ``api`` at ``path`` in an existing aiohttp application.
 
     This is how an application embeds features-gql (keeping the data in its own
-    database) while letting the control plane write over GraphQL. Add
-    :func:`request_context` to the application's middlewares for request ids.
+    database) while letting the control plane write over GraphQL. Without ``auth``
+    anyone who reaches ``path`` may read and write: pass an :class:`AuthPolicy` with
+    tokens, or guard the route yourself. Add :func:`request_context` to the
+    application's middlewares for request ids, request logs and metrics.
     """
     view = FeaturesGraphQLView(
         api,
+        auth=auth,
         fast_path=fast_path,
-        schema=build_schema(introspection=introspection),
+        schema=build_schema(introspection=introspection, limits=limits),
         graphql_ide="graphiql" if graphiql else None,
     )
     app.router.add_route("GET", path, view)
@@ -186,29 +254,28 @@ def mount_graphql(
 
 
 async def _method_not_allowed(request: web.Request) -> web.Response:
-    return web.json_response(
-        {
-            "errors": [
-                {
-                    "message": "GraphQL accepts GET and POST only.",
-                    "extensions": {"code": "METHOD_NOT_ALLOWED"},
-                }
-            ]
-        },
-        status=405,
+    return error_response(
+        405,
+        "GraphQL accepts GET and POST only.",
+        "METHOD_NOT_ALLOWED",
         headers={"Allow": "GET, POST"},
     )
 
 
 def create_app(service: Service) -> web.Application:
     """The standalone service: /graphql, /healthz, /readyz and /metrics."""
-    app = web.Application(middlewares=[request_context], client_max_size=4 * 1024 * 1024)
+    # CORS is outermost so that its headers reach every answer, errors included.
+    cors = [cors_middleware(service.settings.cors_origins)] if service.settings.cors_origins else []
+    app = web.Application(middlewares=[*cors, request_context], client_max_size=4 * 1024 * 1024)
+    app.on_response_prepare.append(_server_header)
     app[SERVICE_KEY] = service
     app[METRICS_KEY] = service.metrics
     app[SLOW_KEY] = service.settings.slow_request_ms / 1000
     mount_graphql(
         app,
         service.api,
+        auth=service.auth,
+        limits=service.settings.limits,
         introspection=service.settings.introspection,
         graphiql=service.settings.graphiql,
         fast_path=service.settings.fast_path,
@@ -223,10 +290,16 @@ def create_app(service: Service) -> web.Application:
         # The readiness gauge starts from a real probe rather than the default 0.
         probe = await service.api.probe(READINESS_TIMEOUT)
         service.metrics.store_up.set(1 if probe.up else 0)
-        log.info(
-            "store ready",
-            extra={"fields": {"store": service.store.name, "config": service.store_description}},
-        )
+        fields = {"store": service.store.name, "config": service.store_description}
+        if probe.up:
+            log.info("store ready", extra={"fields": fields})
+        else:
+            # Serve anyway: the store may come back (MongoDB restarting), and /readyz
+            # keeps traffic away until it does.
+            log.warning(
+                "store not ready at start-up; serving anyway, /readyz answers 503 until it is",
+                extra={"fields": {**fields, "reason": f"store {probe.reason}"}},
+            )
         yield
         await service.stop()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -12,14 +12,19 @@ from aiohttp import web
 from cross_web import HTTPException
 from graphql import GraphQLError
 from strawberry.aiohttp.views import GraphQLView
-from strawberry.http import GraphQLHTTPResponse
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.types import ExecutionResult
 
 from features_gql.api import FeaturesAPI
+from features_gql.auth import AuthPolicy, Principal, Unauthenticated
+from features_gql.graphql.admission import Refused
 from features_gql.graphql.context import Context
 from features_gql.graphql.errors import translate
 from features_gql.graphql.fast_path import FastPath
-from features_gql.graphql.schema import MAX_TOKENS
+from features_gql.graphql.schema import FeaturesSchema
+from features_gql.http.access import unauthenticated
+from features_gql.http.request_body import BodyError, read_graphql_request
+from features_gql.http.responses import error_response
 from features_gql.request_context import request_id
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
@@ -28,8 +33,10 @@ JSON = "application/json"
 REQUEST_KEY = web.RequestKey("features_gql.request_id", str)
 ACCEPT_KEY = web.ResponseKey("features_gql.accept", str)
 CONTEXT_KEY = web.RequestKey("features_gql.context", Context)
+BODY_KEY = web.RequestKey("features_gql.graphql_request", GraphQLRequestData)
 
 
+@functools.lru_cache(maxsize=64)
 def wants_graphql_response(accept: str) -> bool:
     """Whether the client prefers ``application/graphql-response+json`` (GraphQL over HTTP).
 
@@ -62,6 +69,8 @@ class GraphQLOutcome:
     operation: str | None
     outcome: str
     codes: list[str]
+    #: A mutation: logged at INFO even when it succeeds (the audit trail).
+    write: bool = False
 
 
 OUTCOME_KEY = web.RequestKey("features_gql.graphql_outcome", GraphQLOutcome)
@@ -73,72 +82,178 @@ def error_codes(errors: Iterable[GraphQLError]) -> list[str]:
 
 
 class FeaturesGraphQLView(GraphQLView[Context, None]):
-    def __init__(self, api: FeaturesAPI, *, fast_path: bool = True, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    """GraphQL over HTTP: authenticate, read the body once, ask the gate, then answer
+    through the compiled fast path or Strawberry's general path.
+
+    WebSocket upgrades are refused (no subscription protocol is enabled), so every
+    request to this view passes the same checks, metrics and request log.
+    """
+
+    schema: FeaturesSchema
+
+    def __init__(
+        self,
+        api: FeaturesAPI,
+        *,
+        schema: FeaturesSchema,
+        auth: AuthPolicy | None = None,
+        fast_path: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(schema=schema, subscription_protocols=(), **kwargs)
         self.api = api
-        self.fast_path = (
-            FastPath(self.schema._schema, max_tokens=MAX_TOKENS)  # type: ignore[attr-defined]
-            if fast_path
-            else None
-        )
+        self.auth = auth or AuthPolicy.open()
+        self.gate = schema.gate
+        self.fast_path = FastPath(schema.graphql_schema, schema.extensions) if fast_path else None
 
-    async def _answer_fast(self, request: web.Request) -> web.Response | None:
-        """Answer a hot query shape through the compiled fast path, or return None."""
-        assert self.fast_path is not None
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
         accept = request.headers.get("Accept", "")
-        if request.content_type != JSON or "multipart" in accept or "event-stream" in accept:
-            return None
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return self._http_error(
+                request, 400, "BAD_REQUEST", "WebSocket subscriptions are not served here."
+            )
+        if (
+            request.method == "GET"
+            and self.graphql_ide
+            and "query" not in request.query
+            and ("text/html" in accept or "*/*" in accept)
+        ):
+            return await self._run_strawberry(request)  # the IDE page: no data in it
         try:
-            payload = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            return None
-        if type(payload) is not dict or payload.get("extensions"):
-            return None
-        query, name = payload.get("query"), payload.get("operationName")
-        variables = payload.get("variables")
-        if variables is None:
-            # Only null means no variables: `[]`, `""` or `0` are refused by the general path.
-            variables = {}
-        if type(query) is not str or type(variables) is not dict:
-            return None
-        if name is not None and type(name) is not str:
-            return None
-        plan = self.fast_path.plan(query, name)
-        if plan is None:
-            return None
-        answer = await self.fast_path.answer(plan, variables, self.api, request.get(REQUEST_KEY))
-        if answer is None:
-            return None
-        response_data: dict[str, Any] = {"data": answer.data}
-        if answer.errors:
-            response_data["errors"] = [error.formatted for error in answer.errors]
-        codes = error_codes(answer.errors)
-        request[OUTCOME_KEY] = GraphQLOutcome(
-            plan.operation_name, "error" if codes else "ok", codes
+            principal = self.auth.authenticate(request.headers.get("Authorization"))
+            if not principal.scopes:
+                self.auth.require(principal, "read")
+        except Unauthenticated as exc:
+            request[OUTCOME_KEY] = GraphQLOutcome(None, "rejected", [Unauthenticated.code])
+            return unauthenticated(exc)
+        body = await read_graphql_request(request)
+        if isinstance(body, BodyError):
+            return self._http_error(request, body.status, body.code, body.message, allow=body.allow)
+        if not body.query:
+            return self._http_error(
+                request, 400, "BAD_REQUEST", "No GraphQL query found in the request."
+            )
+        decision = self.gate.admit(
+            body.query, body.operation_name, body.variables, principal, method=request.method
         )
-        response = web.Response()
-        response[ACCEPT_KEY] = accept
-        return self.create_response(response_data, response)  # type: ignore[arg-type]
-
-    async def get_context(self, request: web.Request, response: Any) -> Context:
+        rid = request.get(REQUEST_KEY) or request_id.get() or "-"
         context = Context(
             api=self.api,
-            request_id=request.get(REQUEST_KEY) or request_id.get() or "-",
-            actor=request.headers.get("X-Actor"),
+            request_id=rid,
+            principal=principal,
+            admitted=None if isinstance(decision, Refused) else decision,
         )
         request[CONTEXT_KEY] = context
+        if isinstance(decision, Refused):
+            return self._refuse(request, decision, principal)
+        context.operation_name = decision.operation_name
+        if (
+            self.fast_path is not None
+            and request.method == "POST"
+            and not body.extensions
+            and "multipart" not in accept
+            and "event-stream" not in accept
+        ):
+            plan = self.fast_path.plan(decision)
+            if plan is not None:
+                answer = await self.fast_path.answer(plan, body.variables or {}, context)
+                if answer is not None:
+                    response_data: dict[str, Any] = {"data": answer.data}
+                    if answer.errors:
+                        response_data["errors"] = [error.formatted for error in answer.errors]
+                    codes = error_codes(answer.errors)
+                    request[OUTCOME_KEY] = GraphQLOutcome(
+                        plan.operation_name, "error" if codes else "ok", codes
+                    )
+                    response = web.Response()
+                    response[ACCEPT_KEY] = accept
+                    return self.create_response(response_data, response)  # type: ignore[arg-type]
+        request[BODY_KEY] = body
+        return await self._run_strawberry(request)
+
+    def _refuse(self, request: web.Request, refusal: Refused, principal: Principal) -> web.Response:
+        codes = error_codes(refusal.errors)
+        if principal.anonymous and "FORBIDDEN" in codes:
+            # A missing token where one is needed is unauthenticated, not forbidden.
+            request[OUTCOME_KEY] = GraphQLOutcome(
+                refusal.operation_name, "rejected", [Unauthenticated.code]
+            )
+            scope = (refusal.errors[0].extensions or {}).get("scope", "write")
+            return unauthenticated(
+                Unauthenticated(
+                    f"This needs the {scope!r} scope: send Authorization: Bearer <token>."
+                )
+            )
+        rid = request.get(REQUEST_KEY)
+        translated = [translate(error, rid) for error in refusal.errors]
+        codes = error_codes(translated)
+        errors = [error.formatted for error in translated]
+        request[OUTCOME_KEY] = GraphQLOutcome(
+            refusal.operation_name, "error" if refusal.has_data else "rejected", codes
+        )
+        payload: dict[str, Any] = {"errors": errors}
+        if refusal.has_data:
+            payload = {"data": refusal.data, "errors": errors}
+        response = web.Response()
+        response[ACCEPT_KEY] = request.headers.get("Accept", "")
+        self.create_response(payload, response)  # type: ignore[arg-type]
+        if refusal.http_status is not None:
+            response.set_status(refusal.http_status)
+        if refusal.allow is not None:
+            response.headers["Allow"] = refusal.allow
+        return response
+
+    def _http_error(
+        self,
+        request: web.Request,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        allow: str | None = None,
+    ) -> web.Response:
+        request[OUTCOME_KEY] = GraphQLOutcome(None, "rejected", [code])
+        media = (
+            GRAPHQL_RESPONSE if wants_graphql_response(request.headers.get("Accept", "")) else JSON
+        )
+        return error_response(
+            status,
+            message,
+            code,
+            content_type=media,
+            headers={"Allow": allow} if allow else None,
+        )
+
+    async def _run_strawberry(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self.run(request=request)
+        except HTTPException as exc:
+            status = exc.status_code
+            code = {415: "UNSUPPORTED_MEDIA_TYPE", 404: "NOT_FOUND"}.get(status, "BAD_REQUEST")
+            return self._http_error(
+                request, status, code, exc.reason, allow="GET, POST" if status == 405 else None
+            )
+
+    async def get_context(self, request: web.Request, response: Any) -> Context:
+        context = request.get(CONTEXT_KEY)
+        if context is None:  # the IDE page
+            context = Context(api=self.api, request_id=request.get(REQUEST_KEY) or "-")
         return context
+
+    async def parse_http_body(self, request: Any) -> GraphQLRequestData:
+        # The view read and checked the body already: Strawberry gets it as it was parsed.
+        return request.request[BODY_KEY]  # type: ignore[no-any-return]
 
     async def process_result(
         self, request: web.Request, result: ExecutionResult
     ) -> GraphQLHTTPResponse:
         if result.errors:
-            # Errors raised before execution (parse) bypass the schema extension.
+            # Errors raised before execution bypass the schema extension.
             rid = request.get(REQUEST_KEY)
             result.errors = [translate(error, rid) for error in result.errors]
         response = await super().process_result(request, result)
-        # A request error (parse, validation, variables) stops before execution: the
-        # GraphQL spec says such a response has no `data` entry at all.
+        # A request error (variables) stops before execution: the GraphQL spec says such a
+        # response has no `data` entry at all.
         rejected = bool(
             result.data is None and result.errors and all(e.path is None for e in result.errors)
         )
@@ -146,25 +261,14 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
             response.pop("data", None)
         context = request.get(CONTEXT_KEY)
         codes = error_codes(result.errors or ())
+        admitted = context.admitted if context is not None else None
         request[OUTCOME_KEY] = GraphQLOutcome(
             operation=context.operation_name if context is not None else None,
             outcome="rejected" if rejected else "error" if codes else "ok",
             codes=codes,
+            write=admitted is not None and admitted.operation.operation.value != "query",
         )
         return response
-
-    async def parse_http_body(self, request: Any) -> Any:
-        # Strawberry assumes a JSON body is an object (or a batch list); `null`, a number
-        # or a string would crash it into a 500. Refuse them as the client error they are.
-        if request.method == "POST" and JSON in (request.content_type or ""):
-            body = self.parse_json(await request.get_body())
-            if not isinstance(body, dict | list):
-                raise HTTPException(400, "The request body must be a JSON object with a query")
-        return await super().parse_http_body(request)
-
-    def decode_json(self, data: str | bytes) -> object:
-        # orjson: faster, and it rejects invalid UTF-8 with a JSONDecodeError (a 400).
-        return orjson.loads(data)
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
@@ -175,12 +279,13 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         sub_response: web.Response,
     ) -> web.Response:
         sub_response.body = orjson.dumps(response_data)
+        # The header is set as a string: aiohttp's content_type setter parses and rebuilds.
         if wants_graphql_response(sub_response.get(ACCEPT_KEY, "")):
-            sub_response.content_type = GRAPHQL_RESPONSE
+            sub_response.headers["Content-Type"] = GRAPHQL_RESPONSE
             if isinstance(response_data, dict) and "data" not in response_data:
                 sub_response.set_status(400)
         else:
-            sub_response.content_type = JSON
+            sub_response.headers["Content-Type"] = JSON
         return sub_response
 
     async def get_sub_response(self, request: web.Request) -> web.Response:
@@ -188,28 +293,3 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         # Strawberry hands create_response only the sub-response: carry Accept on it.
         response[ACCEPT_KEY] = request.headers.get("Accept", "")
         return response
-
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
-        if self.fast_path is not None and request.method == "POST":
-            fast = await self._answer_fast(request)
-            if fast is not None:
-                return fast
-        try:
-            return await self.run(request=request)
-        except HTTPException as exc:
-            status = exc.status_code
-            if status == 400 and exc.reason == "Unsupported content type":
-                status = 415  # GraphQL over HTTP: a media type the server does not take
-            code = "UNSUPPORTED_MEDIA_TYPE" if status == 415 else "BAD_REQUEST"
-            body = {"errors": [{"message": exc.reason, "extensions": {"code": code}}]}
-            media = (
-                GRAPHQL_RESPONSE
-                if wants_graphql_response(request.headers.get("Accept", ""))
-                else JSON
-            )
-            return web.Response(
-                body=json.dumps(body).encode(),
-                status=status,
-                content_type=media,
-                headers={"Allow": "GET, POST"} if status == 405 else None,
-            )

@@ -9,9 +9,29 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from features_gql.domain import ChangeEvent, Resource, WriteResult
+
+#: Set while a store delays a call on purpose (fault injection). The task that awaits
+#: the store sees it, so FeaturesAPI can report a deadline such a delay made it miss as
+#: ``injected``, and a drill is never mistaken for an outage.
+injected_delay: ContextVar[bool] = ContextVar("features_gql_injected_delay", default=False)
+
+
+@contextmanager
+def delaying_on_purpose() -> Iterator[None]:
+    """Mark the current task as waiting on an injected delay.
+
+    When the wait is cancelled (the deadline struck), the mark deliberately stays set:
+    the caller that applied the deadline reads it and clears it.
+    """
+    token = injected_delay.set(True)
+    yield
+    injected_delay.reset(token)
+
 
 _SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/]*):[^@/]*@", re.I)
 

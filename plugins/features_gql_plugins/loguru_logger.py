@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from features_gql import hookimpl
+from features_gql.api import WRITES
 from features_gql.events import OperationEvent
 from features_gql.loggers import Logger, LoggerRegistry, LogSettings
 
@@ -106,17 +107,27 @@ class LoguruLogger:
         # aiohttp.access would duplicate the structured request line.
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
         threshold = logger.level(settings.level.upper()).no
+        self._debug = threshold <= logger.level("DEBUG").no
         self._info = threshold <= logger.level("INFO").no
         self._warning = threshold <= logger.level("WARNING").no
 
+    def _level(self, event: OperationEvent) -> tuple[str, bool]:
+        # Writes are the audit trail: INFO. Reads are counted by the metrics and would
+        # be a line per flag check: DEBUG. Failures of either: WARNING.
+        if event.outcome != "ok":
+            return "WARNING", self._warning
+        if event.op in WRITES:
+            return "INFO", self._info
+        return "DEBUG", self._debug
+
     def accepts(self, event: OperationEvent) -> bool:
-        """Successful operations log at INFO, failed ones at WARNING."""
-        return self._info if event.outcome == "ok" else self._warning
+        """Successful writes log at INFO, successful reads at DEBUG, failures at WARNING."""
+        return self._level(event)[1]
 
     def operation(self, event: OperationEvent) -> None:
-        if not self.accepts(event):
+        level, wanted = self._level(event)
+        if not wanted:
             return  # filtered anyway: skip building a record nobody will see
-        level = "INFO" if event.outcome == "ok" else "WARNING"
         fields = {
             "store": event.store,
             "op": event.op,

@@ -27,14 +27,9 @@ from typing import Any
 
 from features_gql import hookimpl
 from features_gql.domain import ChangeEvent, Resource, WriteResult
-from features_gql.faults import (
-    ALL_OPERATIONS,
-    delaying_on_purpose,
-    describe,
-    read_operations,
-    read_seed,
-)
+from features_gql.faults import ALL_OPERATIONS, describe, read_operations, read_seed
 from features_gql.stores import Store, StoreBuilder, StoreOptions, StoreRegistry, WrappingStore
+from features_gql.stores.base import delaying_on_purpose
 
 log = logging.getLogger("features_gql.faults")
 

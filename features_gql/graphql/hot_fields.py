@@ -1,0 +1,34 @@
+"""The hot fields' behaviour, defined once.
+
+``hasFeature``, ``checks`` and ``checkMatrix`` are answered by two executors: Strawberry
+(the general path) and the compiled fast path. Both call these functions, so what a hot
+field does (which API call, how checks are batched) cannot drift between them; each
+executor only adapts arguments in and shapes the answer out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+
+from features_gql.graphql.context import Context
+
+
+def has_feature(context: Context, type: str, id: str, feature: str) -> Awaitable[bool]:
+    """One check. Every ``hasFeature`` of a request shares one store call.
+
+    Not a coroutine function: the check is validated when it is asked, and the caller
+    awaits the answer (one frame less on the hottest path).
+    """
+    return context.checks.has((type, id), feature)
+
+
+async def checks(context: Context, items: Sequence[tuple[str, str, str]]) -> list[bool]:
+    """Many checks, ``(type, id, feature)`` each, in one store call, in order."""
+    return await context.api.check_many([((t, i), f) for t, i, f in items])
+
+
+async def check_matrix(
+    context: Context, type: str, ids: Sequence[str], features: Sequence[str]
+) -> list[list[bool]]:
+    """For each id, whether ``(type, id)`` has each feature, in one store call."""
+    return await context.api.check_matrix(type, ids, features)

@@ -1,0 +1,139 @@
+"""Reading a GraphQL request from HTTP, once, for every executor.
+
+GraphQL over HTTP: ``POST`` with an ``application/json`` body, or ``GET`` with the
+``query``, ``variables`` (JSON) and ``operationName`` parameters. Anything else is a
+:class:`BodyError` with the status the specification gives it. A JSON object with a key
+given twice is refused: which of the two values a server takes is not defined, so two
+components could read two different requests from one body.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+from strawberry.http import GraphQLRequestData
+
+JSON = "application/json"
+
+
+@dataclass(frozen=True, slots=True)
+class BodyError:
+    status: int
+    code: str
+    message: str
+    allow: str | None = None
+
+
+def _bad(message: str) -> BodyError:
+    return BodyError(400, "BAD_REQUEST", message)
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return found
+
+
+_STRICT = json.JSONDecoder(object_pairs_hook=_no_duplicates)
+
+
+def decode_json(raw: bytes) -> Any:
+    """Decode a JSON document, refusing an object that repeats a key.
+
+    Raises ValueError (orjson's JSONDecodeError, or :class:`DuplicateKey`).
+
+    orjson keeps the last of repeated keys without a word, so the check is done apart, in
+    C as far as possible: encoded again, the decoded value holds one ``":`` per key, plus
+    one per ``\":`` inside its strings. The text it came from holds the same, plus one per
+    repeated key, as long as no closing quote is followed by whitespace (then each key
+    would not end in ``":``) and no quote is written ``\u0022`` (then a string would hold
+    fewer): equal counts prove no key was repeated. Anything else goes to the strict,
+    slower decoder.
+    """
+    value = orjson.loads(raw)
+    if type(value) is not dict and type(value) is not list:
+        return value
+    if (
+        b'" ' not in raw
+        and b'"\n' not in raw
+        and b'"\t' not in raw
+        and b'"\r' not in raw
+        and b"\\u0022" not in raw
+        and raw.count(b'":') == orjson.dumps(value).count(b'":')
+    ):
+        return value
+    return _STRICT.decode(raw.decode("utf-8"))
+
+
+def _request_data(data: Any) -> GraphQLRequestData | BodyError:
+    if type(data) is list:
+        return _bad("Batched requests are not supported: send one operation per request.")
+    if type(data) is not dict:
+        return _bad("The request body must be a JSON object with a query.")
+    query = data.get("query")
+    variables = data.get("variables")
+    name = data.get("operationName")
+    extensions = data.get("extensions")
+    if query is not None and type(query) is not str:
+        return _bad("The GraphQL operation's `query` must be a string or null, if provided.")
+    if variables is not None and type(variables) is not dict:
+        return _bad("The GraphQL operation's `variables` must be an object or null, if provided.")
+    if name is not None and type(name) is not str:
+        return _bad("`operationName` must be a string or null, if provided.")
+    if extensions is not None and type(extensions) is not dict:
+        return _bad("`extensions` must be an object or null, if provided.")
+    return GraphQLRequestData(
+        query=query, variables=variables, operation_name=name, extensions=extensions
+    )
+
+
+async def read_graphql_request(request: web.Request) -> GraphQLRequestData | BodyError:
+    """The GraphQL request in ``request``, or why there is none."""
+    if request.method == "GET":
+        params = request.query
+        variables: Any = None
+        if params.get("variables"):
+            try:
+                variables = decode_json(params["variables"].encode("utf-8", "surrogateescape"))
+            except ValueError:
+                return _bad("`variables` must be a JSON object.")
+        return _request_data(
+            {
+                "query": params.get("query"),
+                "variables": variables,
+                "operationName": params.get("operationName") or None,
+            }
+        )
+    if request.method != "POST":
+        return BodyError(
+            405, "METHOD_NOT_ALLOWED", "GraphQL accepts GET and POST only.", "GET, POST"
+        )
+    # The header as clients send it is checked first; only variants are parsed.
+    given = request.headers.get("Content-Type")
+    if given != JSON and request.content_type != JSON:
+        return BodyError(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "Send the request as application/json.",
+        )
+    raw = await request.read()
+    try:
+        data = decode_json(raw)
+    except DuplicateKey as exc:
+        return _bad(f"The request body repeats the key {str(exc)[:64]!r} in one object.")
+    except ValueError:
+        return _bad("Unable to parse request body as JSON.")
+    return _request_data(data)
