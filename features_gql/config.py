@@ -14,7 +14,8 @@ from typing import Any
 
 from features_gql.api import DEFAULT_DEADLINE
 from features_gql.auth import AuthPolicy, build_policy
-from features_gql.errors import ConfigError
+from features_gql.domain import validate_slug
+from features_gql.errors import ConfigError, InvalidInput
 from features_gql.graphql.admission import Limits
 from features_gql.loggers import LOG_FORMATS, LogFormat
 
@@ -71,6 +72,9 @@ class Settings:
     metrics_access: str = "open"
     #: ``[limits]``: what one GraphQL request may cost, and the query cache's bounds.
     limits: Limits = field(default_factory=Limits)
+    #: ``[openfeature] default_resource_type``: the resource type of an OFREP evaluation
+    #: context without a ``resourceType`` attribute (None: such a context is invalid).
+    openfeature_default_resource_type: str | None = None
 
 
 def _bool(value: str, name: str) -> bool:
@@ -105,6 +109,12 @@ def _check(settings: Settings) -> Settings:
             "(e.g. `openssl rand -hex 16`)"
         )
     policy(settings)  # a bad [auth] table fails here, with the rest of the configuration
+    default_type = settings.openfeature_default_resource_type
+    if default_type is not None:
+        try:
+            validate_slug(default_type, "[openfeature] default_resource_type")
+        except InvalidInput as exc:
+            raise ConfigError(exc.message) from None
     return replace(settings, log_level=settings.log_level.upper())
 
 
@@ -146,11 +156,11 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"server", "logging", "plugins", "store", "auth", "limits"})
+    tables = {"server", "logging", "plugins", "store", "auth", "limits", "openfeature"}
+    unknown = sorted(set(data) - tables)
     if unknown:
         raise ConfigError(
-            f"{path}: unknown table(s) {', '.join(unknown)}; "
-            "known: server, logging, plugins, store, auth, limits"
+            f"{path}: unknown table(s) {', '.join(unknown)}; known: {', '.join(sorted(tables))}"
         )
     changes: dict[str, Any] = {"config_file": path}
     server = _take(
@@ -191,6 +201,9 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
     changes.update(_auth_from_toml(data.get("auth", {})))
     if "limits" in data:
         changes["limits"] = _limits_from_toml(data["limits"])
+    openfeature = _take(data.get("openfeature", {}), "openfeature", {"default_resource_type": str})
+    if "default_resource_type" in openfeature:
+        changes["openfeature_default_resource_type"] = openfeature["default_resource_type"]
     if "store" in data:
         if not isinstance(data["store"], dict):
             raise ConfigError(f'{path}: [store] must be a table with plugin = "<name>"')

@@ -20,6 +20,7 @@ from features_gql.graphql.schema import build_schema
 from features_gql.http.access import check_scope
 from features_gql.http.admin import add_admin_routes
 from features_gql.http.errors import error_response
+from features_gql.http.ofrep import mount_ofrep
 from features_gql.http.view import (
     OUTCOME_KEY,
     REQUEST_KEY,
@@ -103,7 +104,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     outcome = request.get(OUTCOME_KEY)
     if outcome is not None:
         if metrics is not None:
-            metrics.observe_request(outcome.operation, outcome.outcome, seconds, outcome.codes)
+            metrics.observe_request(
+                outcome.operation, outcome.outcome, seconds, outcome.codes, outcome.protocol
+            )
         _log_request(request, rid, seconds, response.status, outcome, operations)
     return response
 
@@ -133,7 +136,7 @@ def _log_request(
         "store_calls": len(operations),
     }
     if request_log.isEnabledFor(level):
-        request_log.log(level, "graphql request", extra={"fields": fields})
+        request_log.log(level, f"{outcome.protocol} request", extra={"fields": fields})
     if slow and threshold is not None:
         slowest = sorted(operations, key=lambda e: e.duration, reverse=True)[:SLOWEST_SHOWN]
         fields = {
@@ -144,7 +147,7 @@ def _log_request(
             or "none",
             "threshold_ms": round(threshold * 1000, 3),
         }
-        request_log.warning("slow graphql request", extra={"fields": fields})
+        request_log.warning(f"slow {outcome.protocol} request", extra={"fields": fields})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -219,7 +222,7 @@ async def _method_not_allowed(request: web.Request) -> web.Response:
 
 
 def create_app(service: Service) -> web.Application:
-    """The standalone service: /graphql, /healthz, /readyz and /metrics."""
+    """The standalone service: /graphql, /ofrep/v1, /healthz, /readyz and /metrics."""
     app = web.Application(middlewares=[request_context], client_max_size=4 * 1024 * 1024)
     app[SERVICE_KEY] = service
     app[METRICS_KEY] = service.metrics
@@ -232,6 +235,13 @@ def create_app(service: Service) -> web.Application:
         introspection=service.settings.introspection,
         graphiql=service.settings.graphiql,
         fast_path=service.settings.fast_path,
+    )
+    # OpenFeature's remote evaluation protocol (OFREP): the same api, tokens and limits.
+    mount_ofrep(
+        app,
+        service.api,
+        auth=service.auth,
+        default_resource_type=service.settings.openfeature_default_resource_type,
     )
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
