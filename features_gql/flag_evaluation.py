@@ -121,16 +121,18 @@ def check_flag_key(key: str, catalog: FlagCatalog = NO_CATALOG) -> str:
 
 
 def resource_of(context: object, default_type: str | None) -> Resource:
-    """The resource an evaluation context names, or :class:`ContextError`.
-
-    ``context`` is the decoded ``context`` object of a request (None when absent) or the
-    attributes of an SDK context with its targeting key under ``targetingKey``.
-    """
+    """The resource a request's ``context`` object names (None when it had none), or
+    :class:`ContextError`."""
     if context is None:
-        context = {}
+        return resource_named(None, None, default_type)
     if not isinstance(context, Mapping):
         raise ContextError("INVALID_CONTEXT", "The evaluation context must be a JSON object.")
-    key = context.get(TARGETING_KEY)
+    return resource_named(context.get(TARGETING_KEY), context.get(RESOURCE_TYPE), default_type)
+
+
+def resource_named(key: object, type_: object, default_type: str | None) -> Resource:
+    """The resource of a context's ``targetingKey`` and ``resourceType`` (None when
+    absent), or :class:`ContextError`."""
     if key is None or key == "":
         raise ContextError(
             "TARGETING_KEY_MISSING",
@@ -140,13 +142,14 @@ def resource_of(context: object, default_type: str | None) -> Resource:
         raise ContextError(
             "INVALID_CONTEXT", "targetingKey must be a string: the id of the resource."
         )
-    type_ = context.get(RESOURCE_TYPE, default_type)
     if type_ is None:
-        raise ContextError(
-            "INVALID_CONTEXT",
-            "The evaluation context needs a resourceType attribute (no default resource "
-            "type is configured).",
-        )
+        type_ = default_type
+        if type_ is None:
+            raise ContextError(
+                "INVALID_CONTEXT",
+                "The evaluation context needs a resourceType attribute (no default resource "
+                "type is configured).",
+            )
     if not isinstance(type_, str):
         raise ContextError("INVALID_CONTEXT", "resourceType must be a string.")
     try:
