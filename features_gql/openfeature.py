@@ -18,7 +18,8 @@ events say what the replica sees::
 - ``PROVIDER_CONFIGURATION_CHANGED`` with ``flags_changed``, the features whose
   assignments changed, each time the replica applies changes.
 
-Event handlers run on the replica's event loop thread: keep them short.
+The provider emits from the replica's event loop; depending on its version the SDK runs
+handlers on threads of its own or right there, so keep them short.
 
 The mapping (``targetingKey`` is the resource id, ``resourceType`` the type, the value
 whether the resource has the feature) is :mod:`features_gql.flag_evaluation`, shared
@@ -93,6 +94,7 @@ class FeaturesProvider(AbstractProvider):
         self.ready_timeout = ready_timeout
         self._loaded = threading.Event()
         self._stale = False
+        self._shut_down = False
 
     def get_metadata(self) -> Metadata:
         return Metadata(name=NAME)
@@ -114,8 +116,12 @@ class FeaturesProvider(AbstractProvider):
                 f"the replica did not load within {self.ready_timeout:g}s: is it started, "
                 "and can it reach its store?"
             )
+        if self._shut_down:
+            raise ProviderNotReadyError("the provider was shut down before the replica loaded")
 
     def shutdown(self) -> None:
+        self._shut_down = True
+        self._loaded.set()  # an initialize still waiting gives up
         if self._follow in self.replica.listeners:
             self.replica.listeners.remove(self._follow)
 
