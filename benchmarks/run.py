@@ -50,6 +50,10 @@ ADD_QUERY = (
     "{ __typename } }"
 )
 REMOVE_QUERY = ADD_QUERY.replace("Add(", "Remove(").replace("addFeature", "removeFeature")
+OFREP_BODY = json.dumps(
+    {"context": {"targetingKey": PIPELINE["id"], "resourceType": PIPELINE["type"]}},
+    separators=(",", ":"),
+).encode()
 
 
 @dataclass
@@ -355,6 +359,8 @@ async def in_process_rows(
             await store.close()
 
     await measure("memory", MemoryStore(), number)
+    if importlib.util.find_spec("openfeature") is not None:
+        rows.extend(await openfeature_rows(number))
     with tempfile.TemporaryDirectory() as tmp:
         await measure("sqlite", SQLiteStore(str(Path(tmp, "bench.db"))), number // 10)
     if mongodb_url:
@@ -366,6 +372,73 @@ async def in_process_rows(
             max(20, number // 50),
         )
     return rows
+
+
+async def openfeature_rows(number: int) -> list[Row]:
+    """One boolean evaluation through the OpenFeature SDK's client, with our provider
+    over a LocalReplica against the same SDK with its InMemoryProvider doing the same
+    work (a set lookup keyed by the context)."""
+    from openfeature import api as openfeature_api
+    from openfeature.evaluation_context import EvaluationContext
+    from openfeature.flag_evaluation import FlagResolutionDetails, Reason
+    from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
+
+    from features_gql import FeaturesAPI
+    from features_gql.openfeature import FeaturesProvider
+    from features_gql.replica import LocalReplica
+    from features_gql_plugins.memory_store import MemoryStore
+
+    flags = {("pipeline", "db8e9a0d", "speedups")}
+
+    def by_context(
+        flag: InMemoryFlag[bool], context: EvaluationContext
+    ) -> FlagResolutionDetails[bool]:
+        key = (context.attributes.get("resourceType"), context.targeting_key, "speedups")
+        if key in flags:
+            return FlagResolutionDetails(True, reason=Reason.TARGETING_MATCH, variant="on")
+        return FlagResolutionDetails(False, reason=Reason.DEFAULT, variant="off")
+
+    in_memory = InMemoryProvider(
+        {"speedups": InMemoryFlag("off", {"on": True, "off": False}, context_evaluator=by_context)}
+    )
+    api = FeaturesAPI(MemoryStore())
+    await api.add(("pipeline", "db8e9a0d"), "speedups")
+    replica = LocalReplica(api)
+    await replica.start()
+    context = EvaluationContext("db8e9a0d", {"resourceType": "pipeline"})
+    try:
+        openfeature_api.set_provider_and_wait(in_memory, "bench-in-memory")
+        openfeature_api.set_provider_and_wait(FeaturesProvider(replica), "bench-features-gql")
+        baseline_client = openfeature_api.get_client("bench-in-memory")
+        ours_client = openfeature_api.get_client("bench-features-gql")
+        assert baseline_client.get_boolean_value("speedups", False, context) is True
+        assert ours_client.get_boolean_value("speedups", False, context) is True
+        count = max(200, number // 10)
+        base_ns = per_call_ns(
+            lambda: baseline_client.get_boolean_value("speedups", False, context), count
+        )
+        ours_ns = per_call_ns(
+            lambda: ours_client.get_boolean_value("speedups", False, context), count
+        )
+    finally:
+        openfeature_api.clear_providers()
+        await replica.stop()
+    return [
+        Row(
+            "in-process: OpenFeature SDK, InMemoryProvider (baseline)",
+            "µs",
+            base_ns / 1000,
+            baseline="itself",
+        ),
+        Row(
+            "in-process: OpenFeature SDK, FeaturesProvider (LocalReplica)",
+            "µs",
+            ours_ns / 1000,
+            baseline="InMemoryProvider",
+            ratio=ours_ns / base_ns,
+            target="≤ 1.5x",
+        ),
+    ]
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -401,11 +474,22 @@ def run(args: argparse.Namespace) -> Report:
         rows.append(Row("HTTP: raw aiohttp handler (baseline)", "req/s", rate, p50, p99, "itself"))
         raw_rate = rate
 
-        def throughput(name: str, bodies: list[bytes], target: str = "") -> None:
-            rate, p50, p99 = load(gql, bodies, args.duration, args.connections, rest)
-            rows.append(Row(name, "req/s", rate, p50, p99, "raw handler", rate / raw_rate, target))
+        def throughput(name: str, bodies: list[bytes], target: str = "", url: str = gql) -> float:
+            rate, p50, p99 = load(url, bodies, args.duration, args.connections, rest)
+            ratio = rate / raw_rate
+            rows.append(Row(name, "req/s", rate, p50, p99, "raw handler", ratio, target))
+            return ratio
 
-        throughput("HTTP: hasFeature", [has_body], "≥ 0.6x")
+        has_ratio = throughput("HTTP: hasFeature", [has_body], "≥ 0.6x")
+        ofrep = f"http://127.0.0.1:{gql_port}/ofrep/v1/evaluate/flags"
+        ofrep_ratio = throughput(
+            "HTTP: OFREP single evaluation",
+            [OFREP_BODY],
+            "≥ hasFeature",
+            url=f"{ofrep}/speedups",
+        )
+        rows[-1].note = f"{ofrep_ratio / has_ratio:.2f}x hasFeature"
+        throughput("HTTP: OFREP bulk evaluation", [OFREP_BODY], url=ofrep)
         throughput("HTTP: checks, 1 item", [body(CHECKS_QUERY, {"items": check_items(1)})])
         throughput(
             "HTTP: resource { features }",
@@ -496,7 +580,7 @@ def format_table(report: Report) -> str:
         ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
         lines.append(
             f"{row.scenario:<62} {value:>12} {p50:>9} {p99:>9} {ratio:>8}  {row.baseline:<18} "
-            f"{row.target}"
+            f"{row.target}{'  (' + row.note + ')' if row.note else ''}"
         )
     return "\n".join(lines)
 
