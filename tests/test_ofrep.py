@@ -322,7 +322,7 @@ def test_the_openfeature_ofrep_provider_evaluates_features(openfeature_domain: s
         added = service.gql(ADD, {"r": PIPELINE, "f": "speedups"}, bearer(secrets["deployer"]))
         assert added == {"data": {"addFeature": {"changed": True}}}
         provider = OFREPProvider(service.url, headers_factory=lambda: bearer(secrets["app"]))
-        openfeature_api.set_provider(provider, openfeature_domain)
+        openfeature_api.set_provider_and_wait(provider, openfeature_domain)
         client = openfeature_api.get_client(openfeature_domain)
         context = EvaluationContext("db8e9a0d", {"resourceType": "pipeline"})
 
@@ -356,6 +356,6 @@ def test_the_openfeature_ofrep_provider_evaluates_features(openfeature_domain: s
         assert (unknown.value, unknown.error_code) == (False, ErrorCode.FLAG_NOT_FOUND)
 
         anonymous = OFREPProvider(service.url)
-        openfeature_api.set_provider(anonymous, openfeature_domain)
+        openfeature_api.set_provider_and_wait(anonymous, openfeature_domain)
         refused = client.get_boolean_details("speedups", False, context)
         assert (refused.value, refused.error_code) == (False, ErrorCode.GENERAL)

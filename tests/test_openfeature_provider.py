@@ -14,7 +14,7 @@ from openfeature import api as openfeature_api
 from openfeature.client import OpenFeatureClient
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import EventDetails, ProviderEvent
-from openfeature.exception import ErrorCode
+from openfeature.exception import ErrorCode, ProviderNotReadyError
 from openfeature.flag_evaluation import Reason
 from openfeature.provider import ProviderStatus
 
@@ -161,7 +161,7 @@ async def test_a_replica_that_has_not_loaded_is_not_ready() -> None:
     try:
         # On the replica's own event loop the provider cannot wait for it: an error.
         client = openfeature_api.get_client(domain)
-        with pytest.raises(Exception, match="has not loaded"):
+        with pytest.raises(ProviderNotReadyError, match="has not loaded"):
             openfeature_api.set_provider_and_wait(FeaturesProvider(replica), domain)
         assert client.get_provider_status() is ProviderStatus.ERROR
 
