@@ -8,15 +8,21 @@ import json
 import logging
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openfeature import api as openfeature_api
 from openfeature.contrib.provider.ofrep import OFREPProvider
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import Reason
 
+from features_gql.config import load_settings
+from features_gql.errors import ConfigError
 from features_gql.http.ofrep import MAX_BODY
 from tests.conftest import Server, StartServer, bearer, make_tokens
 from tests.service_thread import service_thread
@@ -129,11 +135,9 @@ async def test_resource_id_length_boundary(server: Server) -> None:
 
 
 @pytest.mark.parametrize(
-    "key", ["Speedups", "a" * 65, "spaces here", "-leading", "über", "a/b", ""]
+    "key", ["Speedups", "a" * 65, "spaces here", "-leading", "über", "a/b", "a\nb", ""]
 )
 async def test_a_key_that_is_no_feature_name_is_flag_not_found(server: Server, key: str) -> None:
-    from urllib.parse import quote
-
     status, answer = await evaluate(server, quote(key, safe="/"))
     assert status == 404
     assert answer["errorCode"] == "FLAG_NOT_FOUND"
@@ -184,6 +188,50 @@ async def test_other_methods_are_405_with_allow_post(server: Server) -> None:
                 assert (await response.json())["errorCode"] == "GENERAL"
 
 
+ERROR_CODES = ("PARSE_ERROR", "TARGETING_KEY_MISSING", "INVALID_CONTEXT", "FLAG_NOT_FOUND")
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+contexts = st.fixed_dictionaries(
+    {},
+    optional={
+        "targetingKey": st.text(max_size=300) | json_values,
+        "resourceType": st.sampled_from(["pipeline", "app"]) | st.text(max_size=70) | json_values,
+    },
+)
+bodies = st.fixed_dictionaries({}, optional={"context": contexts | json_values}) | json_values
+
+
+async def test_whatever_a_client_sends_the_answer_is_ofrep_never_a_500(server: Server) -> None:
+    await server.gql(ADD, {"r": PIPELINE, "f": "speedups"})
+    requests: list[tuple[str, bytes]] = []
+
+    # "." and ".." are path segments every client resolves before sending: no flag path.
+    keys = st.sampled_from(["speedups", "x"]) | st.text(max_size=70).filter(
+        lambda key: key not in (".", "..")
+    )
+
+    @settings(max_examples=150, deadline=None, database=None)
+    @given(keys, bodies, st.booleans())
+    def collect(key: str, payload: Any, cut: bool) -> None:
+        text = json.dumps(payload)
+        requests.append((key, text.encode()[: len(text) // 2] if cut else text.encode()))
+
+    collect()
+    for key, raw in requests:
+        status, answer = await evaluate(server, quote(key, safe=""), raw=raw)
+        assert status in (200, 400, 404), (key, raw, answer)
+        if status == 200:
+            assert answer["value"] is (answer["reason"] == "TARGETING_MATCH")
+        else:
+            assert answer["errorCode"] in ERROR_CODES
+            assert answer["key"] == key
+
+
 # -- bulk evaluation --------------------------------------------------------------------
 
 
@@ -218,6 +266,19 @@ async def test_bulk_answers_every_feature_the_resource_has_with_an_etag(server: 
     assert status == 200, "a change answers the new flags"
     assert [flag["key"] for flag in answer["flags"]] == ["speedups"]
     assert headers["ETag"] != etag
+
+
+def test_the_default_resource_type_is_a_checked_setting(tmp_path: Path) -> None:
+    config = tmp_path / "features.toml"
+    config.write_text('[openfeature]\ndefault_resource_type = "pipeline"\n')
+    settings = load_settings(config_file=config, env={})
+    assert settings.openfeature_default_resource_type == "pipeline"
+    config.write_text('[openfeature]\ndefault_resource_type = "Pipeline"\n')
+    with pytest.raises(ConfigError, match="default_resource_type must be a lowercase slug"):
+        load_settings(config_file=config, env={})
+    config.write_text('[openfeature]\ndefault_type = "pipeline"\n')
+    with pytest.raises(ConfigError, match=r"unknown key.*'default_type'.*default_resource_type"):
+        load_settings(config_file=config, env={})
 
 
 # -- tokens -----------------------------------------------------------------------------

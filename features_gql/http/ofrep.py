@@ -266,7 +266,9 @@ def mount_ofrep(
     endpoints = OfrepEndpoints(
         api, auth=auth, default_resource_type=default_resource_type, catalog=catalog
     )
-    single = f"{PREFIX}/evaluate/flags/{{key:.*}}"
+    # Any key at all, newlines included, reaches the handler, which answers FLAG_NOT_FOUND
+    # for one that cannot be a feature name.
+    single = PREFIX + r"/evaluate/flags/{key:[\s\S]*}"
     bulk = f"{PREFIX}/evaluate/flags"
     app.router.add_post(single, endpoints.evaluate)
     app.router.add_post(bulk, endpoints.evaluate_all)
