@@ -26,6 +26,7 @@ from features_gql.errors import ConfigError
 from features_gql.http.ofrep import MAX_BODY
 from tests.conftest import Server, StartServer, bearer, make_tokens
 from tests.service_thread import service_thread
+from tests.test_http_fuzz import json_values
 
 ADD = """mutation ($r: ResourceInput!, $f: String!) {
   addFeature(resource: $r, feature: $f) { ... on FeatureChange { changed } }
@@ -189,13 +190,6 @@ async def test_other_methods_are_405_with_allow_post(server: Server) -> None:
 
 
 ERROR_CODES = ("PARSE_ERROR", "TARGETING_KEY_MISSING", "INVALID_CONTEXT", "FLAG_NOT_FOUND")
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=12,
-)
 contexts = st.fixed_dictionaries(
     {},
     optional={
