@@ -83,7 +83,7 @@ CASES: list[tuple[str, dict[str, Any] | None]] = [
     ("{ hasFeature(", None),
 ]
 
-_RID = re.compile(r"[0-9a-f]{20}")
+_RID = re.compile(r"[0-9a-f]{20}")  # a per-process prefix, then a counter
 
 
 def normalised(body: Any) -> Any:
