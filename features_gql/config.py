@@ -15,7 +15,8 @@ from typing import Any
 
 from features_gql.api import DEFAULT_DEADLINE
 from features_gql.auth import AuthPolicy, build_policy
-from features_gql.errors import ConfigError
+from features_gql.domain import validate_slug
+from features_gql.errors import ConfigError, InvalidInput
 from features_gql.graphql.admission import Limits
 from features_gql.loggers import LOG_FORMATS, LogFormat
 
@@ -157,6 +158,9 @@ class Settings:
     max_connections: int | None = None
     #: Seconds a client has to send a request's headers before its connection is closed.
     header_timeout: float = 10.0
+    #: ``[openfeature] default_resource_type``: the resource type of an OFREP evaluation
+    #: context without a ``resourceType`` attribute (None: such a context is invalid).
+    openfeature_default_resource_type: str | None = None
 
 
 def _check(settings: Settings) -> Settings:
@@ -182,6 +186,12 @@ def _check(settings: Settings) -> Settings:
             "(e.g. `openssl rand -hex 16`)"
         )
     policy(settings)  # a bad [auth] table fails here, with the rest of the configuration
+    default_type = settings.openfeature_default_resource_type
+    if default_type is not None:
+        try:
+            validate_slug(default_type, "[openfeature] default_resource_type")
+        except InvalidInput as exc:
+            raise ConfigError(exc.message) from None
     if settings.max_connections is not None and settings.max_connections < 1:
         raise ConfigError(f"max connections must be at least 1, got {settings.max_connections}")
     if not settings.header_timeout > 0:
@@ -235,6 +245,7 @@ TOML_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "logging": {"format": str, "level": str, "loggers": list},
     "plugins": {"directory": str},
     "auth": {"anonymous": str, "metrics": str, "tokens": dict},
+    "openfeature": {"default_resource_type": str},
     "limits": {
         "max_tokens": int,
         "max_selections": int,
@@ -286,11 +297,11 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"server", "logging", "plugins", "store", "auth", "limits"})
+    tables = {"server", "logging", "plugins", "store", "auth", "limits", "openfeature"}
+    unknown = sorted(set(data) - tables)
     if unknown:
         raise ConfigError(
-            f"{path}: unknown table(s) {', '.join(unknown)}; "
-            "known: server, logging, plugins, store, auth, limits"
+            f"{path}: unknown table(s) {', '.join(unknown)}; known: {', '.join(sorted(tables))}"
         )
     changes: dict[str, Any] = {"config_file": path}
     server = _take(data.get("server", {}), "server", TOML_KEYS["server"])
@@ -325,6 +336,9 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
     changes.update(_auth_from_toml(data.get("auth", {})))
     if "limits" in data:
         changes["limits"] = _limits_from_toml(data["limits"])
+    openfeature = _take(data.get("openfeature", {}), "openfeature", TOML_KEYS["openfeature"])
+    if "default_resource_type" in openfeature:
+        changes["openfeature_default_resource_type"] = openfeature["default_resource_type"]
     if "store" in data:
         if not isinstance(data["store"], dict):
             raise ConfigError(f'{path}: [store] must be a table with plugin = "<name>"')

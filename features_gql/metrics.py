@@ -115,6 +115,21 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        self.ofrep_seconds = Histogram(
+            "features_gql_ofrep_request_seconds",
+            "Duration of OFREP evaluations, by endpoint (evaluate, bulk) and outcome "
+            "(ok, error: the store failed, rejected: refused before or instead of an answer).",
+            ["endpoint", "outcome"],
+            buckets=REQUEST_BUCKETS,
+            registry=self.registry,
+        )
+        self.ofrep_errors = Counter(
+            "features_gql_ofrep_errors",
+            "OFREP errors answered, by code (the OFREP errorCode, or the store's error code "
+            "for a GENERAL error).",
+            ["code"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "features_gql_http_requests_in_flight",
             "HTTP requests being answered right now.",
@@ -154,6 +169,7 @@ class Metrics:
         self._names: set[str] = set()
         self._store_children: dict[tuple[str, str, str, bool], Histogram] = {}
         self._request_children: dict[tuple[str | None, str], Histogram] = {}
+        self._ofrep_children: dict[tuple[str, str], Histogram] = {}
         self._names_lock = threading.Lock()
 
     def observe_operation(self, event: OperationEvent) -> None:
@@ -186,8 +202,16 @@ class Metrics:
         return name
 
     def observe_request(
-        self, operation: str | None, outcome: str, seconds: float, codes: Iterable[str]
+        self,
+        operation: str | None,
+        outcome: str,
+        seconds: float,
+        codes: Iterable[str],
+        protocol: str = "graphql",
     ) -> None:
+        if protocol == "ofrep":
+            self.observe_ofrep(operation or "evaluate", outcome, seconds, codes)
+            return
         key = (operation, outcome)
         child = self._request_children.get(key)
         if child is None:
@@ -207,6 +231,19 @@ class Metrics:
         self.requests_in_flight -= 1
         if self.shared:
             self.in_flight.dec()
+
+    def observe_ofrep(
+        self, endpoint: str, outcome: str, seconds: float, codes: Iterable[str]
+    ) -> None:
+        """An OFREP evaluation; ``endpoint`` is one of a fixed few, set by the server."""
+        key = (endpoint, outcome)
+        child = self._ofrep_children.get(key)
+        if child is None:
+            child = self.ofrep_seconds.labels(endpoint, outcome)
+            self._ofrep_children[key] = child
+        child.observe(seconds)
+        for code in codes:
+            self.ofrep_errors.labels(code).inc()
 
     def exposition(self) -> bytes:
         if not self.shared:

@@ -19,12 +19,16 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Sequence
 
 from features_gql.api import FeaturesAPI
 from features_gql.domain import ChangeEvent, Resource
 from features_gql.errors import StoreError
 
 log = logging.getLogger("features_gql.replica")
+
+#: See :attr:`LocalReplica.listeners`.
+ReplicaListener = Callable[[Sequence[ChangeEvent], StoreError | None], None]
 
 
 class LocalReplica:
@@ -40,6 +44,11 @@ class LocalReplica:
         self._synced_at: float | None = None
         self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
+        #: Told the outcome of every attempt to catch up with the store, on the replica's
+        #: event loop: ``listener(changes, None)`` with the changes applied (often none),
+        #: or ``listener((), error)`` with the error that stopped a follow-up. Listeners
+        #: must be quick; one that raises is logged and the others still run.
+        self.listeners: list[ReplicaListener] = []
 
     def has(self, resource: Resource | tuple[str, str], feature: str) -> bool:
         """Whether ``resource`` had ``feature`` as of :attr:`revision`; the arguments are
@@ -75,17 +84,25 @@ class LocalReplica:
 
     async def refresh(self) -> int:
         """Apply every change after :attr:`revision`; returns how many were applied."""
-        applied = 0
+        applied: list[ChangeEvent] = []
         while True:
             changes = await self.api.changes_since(self._revision, limit=self.batch)
             for change in changes:
                 self.apply(change)
-            applied += len(changes)
+            applied.extend(changes)
             if len(changes) < self.batch:
                 break
         self._synced_at = time.monotonic()
         self.last_error = None
-        return applied
+        self._tell(applied, None)
+        return len(applied)
+
+    def _tell(self, changes: Sequence[ChangeEvent], error: StoreError | None) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(changes, error)
+            except Exception:
+                log.exception("a replica listener raised; the replica carries on")
 
     async def start(self) -> None:
         """Load the copy (raises if the store cannot answer), then follow the change log."""
@@ -108,3 +125,4 @@ class LocalReplica:
                 if self.last_error is None:
                     log.warning("replica cannot follow the store, answering from its copy: %s", exc)
                 self.last_error = str(exc)
+                self._tell((), exc)

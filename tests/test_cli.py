@@ -151,7 +151,7 @@ def test_serve_logs_json_lines_with_request_ids(serving: Any) -> None:
     assert add["resource"] == "pipeline/db8e9a0d"
     assert add["feature"] == "speedups"
     assert add["outcome"] == "ok"
-    assert len(add["request_id"]) == 20
+    assert len(add["request_id"]) == 20  # the process's 12-digit prefix, then a counter
     assert add["duration_ms"] >= 0
 
 

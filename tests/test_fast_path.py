@@ -195,7 +195,7 @@ CASES: list[tuple[str, dict[str, Any] | None]] = [
     ),
 ]
 
-_RID = re.compile(r"[0-9a-f]{20}")
+_RID = re.compile(r"[0-9a-f]{20}")  # a per-process prefix, then a counter
 
 
 def normalised(body: Any) -> Any:

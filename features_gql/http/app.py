@@ -21,6 +21,7 @@ from features_gql.http.access import check_scope
 from features_gql.http.admin import add_admin_routes
 from features_gql.http.cors import cors_middleware
 from features_gql.http.headers import undecodable_header
+from features_gql.http.ofrep import mount_ofrep
 from features_gql.http.responses import SERVER, error_response
 from features_gql.http.view import (
     OUTCOME_KEY,
@@ -119,7 +120,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     outcome = request.get(OUTCOME_KEY)
     if outcome is not None:
         if metrics is not None:
-            metrics.observe_request(outcome.operation, outcome.outcome, seconds, outcome.codes)
+            metrics.observe_request(
+                outcome.operation, outcome.outcome, seconds, outcome.codes, outcome.protocol
+            )
         _log_request(request, rid, seconds, response.status, outcome, operations)
     return response
 
@@ -177,7 +180,7 @@ def _log_request(
         "store_calls": len(operations),
     }
     if request_log.isEnabledFor(level):
-        request_log.log(level, "graphql request", extra={"fields": fields})
+        request_log.log(level, f"{outcome.protocol} request", extra={"fields": fields})
     if slow and threshold is not None:
         slowest = sorted(operations, key=lambda e: e.duration, reverse=True)[:SLOWEST_SHOWN]
         fields = {
@@ -188,7 +191,7 @@ def _log_request(
             or "none",
             "threshold_ms": round(threshold * 1000, 3),
         }
-        request_log.warning("slow graphql request", extra={"fields": fields})
+        request_log.warning(f"slow {outcome.protocol} request", extra={"fields": fields})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -263,7 +266,7 @@ async def _method_not_allowed(request: web.Request) -> web.Response:
 
 
 def create_app(service: Service) -> web.Application:
-    """The standalone service: /graphql, /healthz, /readyz and /metrics."""
+    """The standalone service: /graphql, /ofrep/v1, /healthz, /readyz and /metrics."""
     # CORS is outermost so that its headers reach every answer, errors included.
     cors = [cors_middleware(service.settings.cors_origins)] if service.settings.cors_origins else []
     app = web.Application(middlewares=[*cors, request_context], client_max_size=4 * 1024 * 1024)
@@ -279,6 +282,13 @@ def create_app(service: Service) -> web.Application:
         introspection=service.settings.introspection,
         graphiql=service.settings.graphiql,
         fast_path=service.settings.fast_path,
+    )
+    # OpenFeature's remote evaluation protocol (OFREP): the same api, tokens and limits.
+    mount_ofrep(
+        app,
+        service.api,
+        auth=service.auth,
+        default_resource_type=service.settings.openfeature_default_resource_type,
     )
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -64,13 +64,15 @@ def wants_graphql_response(accept: str) -> bool:
 
 @dataclass
 class GraphQLOutcome:
-    """What the request log and metrics need to know about one GraphQL request."""
+    """What the request log and metrics need to know about one GraphQL request (or, with
+    ``protocol="ofrep"``, one OFREP evaluation: ``operation`` is then its endpoint)."""
 
     operation: str | None
     outcome: str
     codes: list[str]
     #: A mutation: logged at INFO even when it succeeds (the audit trail).
     write: bool = False
+    protocol: str = "graphql"
 
 
 OUTCOME_KEY = web.RequestKey("features_gql.graphql_outcome", GraphQLOutcome)
