@@ -128,7 +128,52 @@ async def test_every_store_call_is_reported_with_what_it_asked(server: Server) -
     ]
 
 
+async def test_a_single_check_of_a_resource_field_is_reported_with_what_it_asked(
+    server: Server,
+) -> None:
+    response = await server.gql(
+        '{ resource(type: "pipeline", id: "p1") { on: hasFeature(feature: "speedups") } }'
+    )
+    assert response.data == {"resource": {"on": False}}
+    assert [(e.op, e.resource, e.feature, e.items) for e in server.events()] == [
+        ("has", "pipeline/p1", "speedups", 1)
+    ]
+
+
 # -- the Python API (embedded use) ----------------------------------------------------------
+
+
+async def test_python_api_calls_are_reported_with_what_they_asked() -> None:
+    events: list[OperationEvent] = []
+    api = record(events)
+    await api.has(("app", "a1"), "beta")
+    await api.add(("app", "a1"), "beta", actor="alice")
+    await api.remove(Resource("app", "a1"), "beta")
+    assert [(e.op, e.resource, e.feature, e.items, e.outcome) for e in events] == [
+        ("has", "app/a1", "beta", 1, "ok"),
+        ("add", "app/a1", "beta", 1, "ok"),
+        ("remove", "app/a1", "beta", 1, "ok"),
+    ]
+
+
+async def test_a_batch_of_checks_holds_up_to_10000_and_refuses_10001_together() -> None:
+    events: list[OperationEvent] = []
+    api = record(events)
+    await api.add(("app", "a1"), "beta")
+    batch = api.batch()
+    answers = await asyncio.gather(*(batch.has(("app", f"a{i}"), "beta") for i in range(10_000)))
+    assert answers[:3] == [False, True, False]
+    assert (events[-1].op, events[-1].items) == ("check_many", 10_000)
+    over = api.batch()
+    refused = await asyncio.gather(
+        *(over.has(("app", f"a{i}"), "beta") for i in range(10_001)), return_exceptions=True
+    )
+    assert all(isinstance(answer, InvalidInput) for answer in refused)
+    first = refused[0]
+    assert isinstance(first, InvalidInput)
+    assert (first.field, first.rule) == ("hasFeature", "batch-size")
+    assert str(first) == "hasFeature may hold at most 10000 entries (got 10001)"
+    assert events[-1].items == 10_000, "the refused batch never reached the store"
 
 
 def record(events: list[OperationEvent]) -> FeaturesAPI:
