@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from features_gql import FeaturesAPI, InvalidInput, Resource, StoreUnavailable
+from features_gql import FeaturesAPI, InvalidInput, Resource, StoreTimeout, StoreUnavailable
 from features_gql.events import OperationEvent
 from features_gql_plugins.failing_store import FailingSettings, FailingStore, Outage
 from features_gql_plugins.memory_store import MemoryStore
@@ -184,6 +184,21 @@ def record(events: list[OperationEvent]) -> FeaturesAPI:
 def test_a_deadline_must_be_positive(deadline: float) -> None:
     with pytest.raises(ValueError, match=r"^deadline must be positive$"):
         FeaturesAPI(MemoryStore(), deadline=deadline)
+
+
+async def test_a_real_timeout_after_an_injected_one_in_the_same_task_is_not_injected() -> None:
+    # An injected stall in front of a store that really hangs: switch the stall off, and
+    # the next call of the same task times out for real.
+    slow = SlowStore(StalledStore(), SlowSettings(stall=True, operations=frozenset({"has"})))
+    events: list[OperationEvent] = []
+    api = FeaturesAPI(slow, deadline=0.05, on_event=events.append)
+    with pytest.raises(StoreTimeout) as injected:
+        await api.has(("a", "b"), "c")
+    slow.change_faults({"stall": False})
+    with pytest.raises(StoreTimeout) as real:
+        await api.has(("a", "b"), "c")
+    assert (injected.value.injected, real.value.injected) == (True, False)
+    assert [e.injected for e in events] == [True, False]
 
 
 async def test_the_deadline_bounds_a_store_that_never_answers() -> None:
