@@ -217,7 +217,12 @@ class FeaturesAPI:
             )
             if type_ not in slugs:
                 slugs.add(validate_slug(type_, f"items[{i}].resource.type"))
-            validate_id(id_, f"items[{i}].resource.id")
+            try:
+                validate_id(id_)
+            except InvalidInput:
+                # The item's own field name is built only for the error: a thousand
+                # f-strings per batch otherwise.
+                validate_id(id_, f"items[{i}].resource.id")
             if feature not in slugs:
                 slugs.add(validate_feature(feature, f"items[{i}].feature"))
             checked.append((Resource(type_, id_), feature))
