@@ -102,6 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--no-graphiql", action="store_true", help="do not serve GraphiQL to browsers"
     )
+    serve.add_argument("--no-ui", action="store_true", help="do not serve the control panel at /ui")
 
     plugins = commands.add_parser(
         "plugins",
@@ -158,6 +159,8 @@ def _settings(args: argparse.Namespace) -> Any:
         overrides["introspection"] = False
     if getattr(args, "no_graphiql", False):
         overrides["graphiql"] = False
+    if getattr(args, "no_ui", False):
+        overrides["ui"] = False
     settings = load_settings(config_file=args.config, overrides=overrides)
     fault, latency = getattr(args, "fault", None), getattr(args, "latency", None)
     if fault or latency:

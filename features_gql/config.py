@@ -94,6 +94,7 @@ ENVIRONMENT: dict[str, Variable] = {
     "FEATURES_GQL_GRAPHIQL": Variable(
         "true or false: serve GraphiQL to browsers at /graphql", "graphiql", _bool
     ),
+    "FEATURES_GQL_UI": Variable("true or false: serve the control panel at /ui", "ui", _bool),
     "FEATURES_GQL_PLUGINS_DIR": Variable(
         "directory of local plugin .py files", "plugins_dir", _path
     ),
@@ -138,6 +139,8 @@ class Settings:
     #: Answer hot query shapes through the compiled fast path (off only to compare).
     fast_path: bool = True
     graphiql: bool = True
+    #: Serve the control panel (static files over the GraphQL API) at /ui.
+    ui: bool = True
     plugins_dir: Path | None = None
     config_file: Path | None = field(default=None, compare=False)
     #: The bearer token of the admin endpoints (/admin/faults); None refuses them all.
@@ -237,6 +240,7 @@ TOML_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "introspection": bool,
         "fast_path": bool,
         "graphiql": bool,
+        "ui": bool,
         "admin_token": str,
         "cors_origins": list,
         "max_connections": int,
@@ -306,7 +310,16 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
     changes: dict[str, Any] = {"config_file": path}
     server = _take(data.get("server", {}), "server", TOML_KEYS["server"])
     # These keys are named as the Settings fields they set.
-    for key in ("host", "port", "workers", "introspection", "fast_path", "graphiql", "admin_token"):
+    for key in (
+        "host",
+        "port",
+        "workers",
+        "introspection",
+        "fast_path",
+        "graphiql",
+        "ui",
+        "admin_token",
+    ):
         if key in server:
             changes[key] = server[key]
     if "slow_request_ms" in server:

@@ -219,6 +219,7 @@ ENVIRONMENT_SAMPLES: dict[str, tuple[str, str, object]] = {
     "FEATURES_GQL_MAX_CONNECTIONS": ("64", "max_connections", 64),
     "FEATURES_GQL_HEADER_TIMEOUT_SECONDS": ("2.5", "header_timeout", 2.5),
     "FEATURES_GQL_GRAPHIQL": ("false", "graphiql", False),
+    "FEATURES_GQL_UI": ("false", "ui", False),
     "FEATURES_GQL_ANONYMOUS": ("read", "anonymous", "read"),
     "FEATURES_GQL_HOST": ("0.0.0.0", "host", "0.0.0.0"),
     "FEATURES_GQL_PORT": ("9100", "port", 9100),

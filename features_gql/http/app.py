@@ -23,6 +23,7 @@ from features_gql.http.cors import cors_middleware
 from features_gql.http.headers import undecodable_header
 from features_gql.http.ofrep import mount_ofrep
 from features_gql.http.responses import SERVER, error_response
+from features_gql.http.ui import mount_ui
 from features_gql.http.view import (
     OUTCOME_KEY,
     REQUEST_KEY,
@@ -266,7 +267,7 @@ async def _method_not_allowed(request: web.Request) -> web.Response:
 
 
 def create_app(service: Service) -> web.Application:
-    """The standalone service: /graphql, /ofrep/v1, /healthz, /readyz and /metrics."""
+    """The standalone service: /graphql, /ofrep/v1, /ui, /healthz, /readyz and /metrics."""
     # CORS is outermost so that its headers reach every answer, errors included.
     cors = [cors_middleware(service.settings.cors_origins)] if service.settings.cors_origins else []
     app = web.Application(middlewares=[*cors, request_context], client_max_size=4 * 1024 * 1024)
@@ -290,6 +291,9 @@ def create_app(service: Service) -> web.Application:
         auth=service.auth,
         default_resource_type=service.settings.openfeature_default_resource_type,
     )
+    if service.settings.ui:
+        # The control panel: static files; its data comes from /graphql with a token.
+        mount_ui(app, anonymous_reads=service.auth.anonymous_principal.can("read"))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)

@@ -1,0 +1,65 @@
+// Service status: the store's health and the latest revision.
+import { h, replace } from "../elements.js";
+
+export const id = "status";
+export const title = "Status";
+
+const STATUS = `query Status {
+  health { status store { name up latencyMs reason } }
+  revision
+}`;
+
+async function fetchStatus(client) {
+  return client.request(STATUS);
+}
+
+/** The one-line status in the page's footer; quiet when it cannot be read. */
+export async function refreshFooter(context, footer) {
+  if (!context.session.viewer) {
+    footer.replaceChildren();
+    return;
+  }
+  try {
+    const data = await fetchStatus(context.client);
+    replace(
+      footer,
+      h("dt", {}, "Health"),
+      h("dd", { class: `health ${data.health.status}` }, data.health.status),
+      h("dt", {}, "Store"),
+      h("dd", {}, `${data.health.store.name}${data.health.store.up ? "" : ` (${data.health.store.reason ?? "down"})`}`),
+      h("dt", {}, "Revision"),
+      h("dd", { id: "revision" }, String(data.revision ?? 0)),
+    );
+  } catch {
+    replace(footer, h("dt", {}, "Health"), h("dd", { class: "health degraded" }, "unknown"));
+  }
+}
+
+export function render(container, context) {
+  const table = h("dl", { class: "status-table" });
+  const refresh = h("button", { type: "button", onclick: () => load() }, "Refresh");
+  container.append(h("h2", {}, "Status"), table, refresh);
+
+  async function load() {
+    try {
+      const data = await fetchStatus(context.client);
+      const store = data.health.store;
+      replace(
+        table,
+        h("dt", {}, "Health"),
+        h("dd", { class: `health ${data.health.status}` }, data.health.status),
+        h("dt", {}, "Store"),
+        h("dd", {}, store.name),
+        h("dt", {}, "Store up"),
+        h("dd", {}, store.up ? "yes" : `no (${store.reason ?? "unknown"})`),
+        h("dt", {}, "Store latency"),
+        h("dd", {}, `${store.latencyMs.toFixed(1)} ms`),
+        h("dt", {}, "Revision"),
+        h("dd", {}, String(data.revision ?? 0)),
+      );
+    } catch (error) {
+      context.fail(error);
+    }
+  }
+  load();
+}
