@@ -1,21 +1,29 @@
 // The control panel's entry point: sign-in, navigation between views, and status.
 import { Client, GraphQLError } from "./graphql.js";
 import { h, replace } from "./elements.js";
+import { LiveFeed } from "./live.js";
 import { Session } from "./session.js";
+import * as bulkView from "./views/bulk.js";
+import * as featuresView from "./views/features.js";
+import * as historyView from "./views/history.js";
 import * as resourceView from "./views/resource.js";
 import * as statusView from "./views/status.js";
 
-const VIEWS = [resourceView, statusView];
+const VIEWS = [resourceView, featuresView, historyView, bulkView, statusView];
 const VIEWER = "query Viewer { viewer { name scopes anonymous } }";
 
 const session = new Session();
-const client = new Client(new URL("../graphql", location.href).href, () => session.token);
+const endpoint = new URL("../graphql", location.href).href;
+const client = new Client(endpoint, () => session.token);
+/** Every change as it happens (subscription featureChanges), for whichever view is open. */
+const live = new LiveFeed(endpoint, () => session.token);
 const $ = (id) => document.getElementById(id);
 
 /** Everything a view may use. */
 const context = {
   client,
   session,
+  live,
   /** Show an error (a GraphQLError or any Error) to the person, in the alert region. */
   fail(error) {
     const alert = $("alert");
@@ -113,6 +121,21 @@ async function loadViewer() {
   }
 }
 
+function follow() {
+  if (session.can("read")) live.start();
+  else live.stop();
+}
+
+live.addEventListener("change", (event) => {
+  const revision = document.getElementById("revision");
+  if (revision) revision.textContent = String(event.detail.revision);
+});
+live.addEventListener("state", (event) => {
+  const indicator = $("live");
+  indicator.classList.toggle("on", event.detail.connected);
+  indicator.textContent = event.detail.connected ? "Live" : "Not live";
+});
+
 async function start() {
   $("sign-in").addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -120,12 +143,14 @@ async function start() {
     session.setToken(input.value.trim());
     input.value = "";
     await loadViewer();
+    follow();
     render();
     context.refreshStatus();
   });
   $("sign-out").addEventListener("click", async () => {
     session.setToken("");
     await loadViewer();
+    follow();
     render();
     $("token").focus();
   });
@@ -133,6 +158,7 @@ async function start() {
   window.addEventListener("hashchange", render);
   await loadViewer();
   showViewer();
+  follow();
   render();
   context.refreshStatus();
 }

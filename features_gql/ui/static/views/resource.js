@@ -68,6 +68,10 @@ export function render(container, context, params) {
   container.append(h("h2", {}, "Find a resource"), form, result);
   if (type && resourceId) load(context, result, type, resourceId);
   else container.querySelector("#resource-type").focus();
+  // Changes by anyone else arrive through the subscription and move the switches.
+  const onChange = (event) => result.dispatchEvent(new CustomEvent("live", { detail: event.detail }));
+  context.live.addEventListener("change", onChange);
+  return () => context.live.removeEventListener("change", onChange);
 }
 
 async function load(context, region, type, resourceId) {
@@ -122,6 +126,28 @@ function showResource(context, region, resource) {
     return input;
   };
 
+  const liveLine = h("p", { class: "live-change note", "aria-live": "polite" });
+  region.addEventListener("live", (event) => {
+    const change = event.detail;
+    if (!change.resource || change.resource.type !== key.type || change.resource.id !== key.id) return;
+    const on = change.op === "ADD";
+    const label = [...list.querySelectorAll("label")].find((item) => item.textContent === change.feature);
+    if (writable) {
+      if (label) {
+        const input = document.getElementById(label.htmlFor);
+        input.checked = on;
+        input.setAttribute("aria-checked", String(on));
+      } else if (on) {
+        addSwitch(change.feature, true);
+      }
+    } else if (on && !label && ![...list.children].some((item) => item.textContent === change.feature)) {
+      list.append(h("li", {}, change.feature));
+    } else if (!on) {
+      for (const item of [...list.children]) if (item.textContent === change.feature) item.remove();
+    }
+    liveLine.textContent = `Live: ${change.feature} turned ${on ? "on" : "off"} by ${change.actor ?? "unknown"} (revision ${change.revision}).`;
+  });
+
   const children = [h("h2", {}, h("span", { class: "type" }, resource.type), " ", h("span", { class: "id" }, resource.id))];
   if (writable) {
     for (const name of features) addSwitch(name, true);
@@ -162,12 +188,14 @@ function showResource(context, region, resource) {
       list,
       addForm,
       outcome,
+      liveLine,
     );
   } else {
     for (const name of features) list.append(h("li", {}, name));
     children.push(
       features.length ? list : h("p", { class: "empty" }, "This resource has no features."),
       h("p", { class: "note" }, "This token may only read: sign in with a write token to change features."),
+      liveLine,
     );
   }
   replace(region, children);

@@ -1,5 +1,5 @@
 // Service status: the store's health and the latest revision.
-import { h, replace } from "../elements.js";
+import { formatTime, h, replace } from "../elements.js";
 
 export const id = "status";
 export const title = "Status";
@@ -35,10 +35,25 @@ export async function refreshFooter(context, footer) {
   }
 }
 
+const SYNC = `query Sync {
+  syncStatus { upstream revision upstreamRevision lagSeconds connected lastSyncedAt }
+}`;
+
+/** An edge's sync status; null on a service that follows no upstream (or has no field). */
+async function fetchSync(client) {
+  try {
+    return (await client.request(SYNC)).syncStatus;
+  } catch (error) {
+    if (error.code === "GRAPHQL_VALIDATION_FAILED") return null;
+    throw error;
+  }
+}
+
 export function render(container, context) {
   const table = h("dl", { class: "status-table" });
+  const sync = h("section", { "aria-label": "Sync status" });
   const refresh = h("button", { type: "button", onclick: () => load() }, "Refresh");
-  container.append(h("h2", {}, "Status"), table, refresh);
+  container.append(h("h2", {}, "Status"), table, sync, refresh);
 
   async function load() {
     try {
@@ -57,6 +72,25 @@ export function render(container, context) {
         h("dt", {}, "Revision"),
         h("dd", {}, String(data.revision ?? 0)),
       );
+      const edge = await fetchSync(context.client);
+      if (edge) {
+        replace(
+          sync,
+          h("h3", {}, "Sync with the upstream"),
+          h(
+            "dl",
+            { class: "status-table" },
+            h("dt", {}, "Upstream"), h("dd", {}, edge.upstream),
+            h("dt", {}, "Connected"), h("dd", {}, edge.connected ? "yes" : "no"),
+            h("dt", {}, "Copy at revision"), h("dd", {}, String(edge.revision ?? "not synced yet")),
+            h("dt", {}, "Upstream revision"), h("dd", {}, String(edge.upstreamRevision ?? "unknown")),
+            h("dt", {}, "Lag"), h("dd", {}, edge.lagSeconds == null ? "unknown" : `${edge.lagSeconds.toFixed(1)} s`),
+            h("dt", {}, "Last synced"), h("dd", {}, edge.lastSyncedAt ? formatTime(edge.lastSyncedAt) : "never"),
+          ),
+        );
+      } else {
+        replace(sync);
+      }
     } catch (error) {
       context.fail(error);
     }
