@@ -121,8 +121,18 @@ async function loadViewer() {
   }
 }
 
-function follow() {
-  if (session.can("read")) live.start();
+/** Whether the service serves subscriptions; when introspection is off, assume it does. */
+async function servesSubscriptions() {
+  try {
+    const data = await client.request("query Roots { __schema { subscriptionType { name } } }");
+    return data.__schema.subscriptionType !== null;
+  } catch {
+    return true;
+  }
+}
+
+async function follow() {
+  if (session.can("read") && (await servesSubscriptions())) live.start();
   else live.stop();
 }
 
