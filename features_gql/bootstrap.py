@@ -16,9 +16,11 @@ from features_gql.events import (
     OperationSink,
     collect_for_request,
 )
+from features_gql.feed import ChangeFeed
 from features_gql.loggers import Logger, LogSettings
 from features_gql.metrics import Metrics
 from features_gql.plugin_manager import Plugins, collect, create_plugin_manager
+from features_gql.retention import Retention
 from features_gql.stores.base import Store
 from features_gql.stores.registry import StoreBuilder
 
@@ -42,13 +44,24 @@ class Service:
     store_description: str = ""
     #: Who may do what, for every way in.
     auth: AuthPolicy = field(default_factory=AuthPolicy.open)
+    # -- snapshots and feed --
+    #: The live change feed of this process (GraphQL subscriptions).
+    feed: ChangeFeed | None = None
+    #: Trims the change log, when ``retain_changes`` is set.
+    retention: Retention | None = None
 
     async def start(self) -> None:
         self.dispatcher.start()
         await self.store.open()
+        if self.retention is not None:
+            self.retention.start()
 
     async def stop(self) -> None:
         try:
+            if self.feed is not None:
+                await self.feed.stop()
+            if self.retention is not None:
+                await self.retention.stop()
             await self.store.close()
         finally:
             self.dispatcher.stop()
@@ -101,6 +114,11 @@ def build(settings: Settings, *, extra_plugins: Sequence[object] = ()) -> Servic
     )
     api = FeaturesAPI(store, deadline=settings.deadline, on_event=dispatcher.emit)
     description = store.describe()
-    return Service(
+    service = Service(
         settings, plugins, store, api, dispatcher, metrics, loggers, description, policy(settings)
     )
+    service.feed = ChangeFeed(api)
+    metrics.track_feed(service.feed)
+    if settings.retain_changes is not None:
+        service.retention = Retention(api, settings.retain_changes)
+    return service

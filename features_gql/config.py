@@ -35,6 +35,7 @@ ENVIRONMENT = {
     "FEATURES_GQL_PLUGINS_DIR": "directory of local plugin .py files",
     "FEATURES_GQL_ADMIN_TOKEN": "an admin-scope bearer token for /admin/* (a token named admin)",
     "FEATURES_GQL_ANONYMOUS": "what requests without a token may do: none, read or write",
+    "FEATURES_GQL_RETAIN_CHANGES": "keep only the latest N change events (default: all)",
 }
 
 MIN_ADMIN_TOKEN = 16
@@ -71,6 +72,9 @@ class Settings:
     metrics_access: str = "open"
     #: ``[limits]``: what one GraphQL request may cost, and the query cache's bounds.
     limits: Limits = field(default_factory=Limits)
+    # -- snapshots and feed --
+    #: ``[server] retain_changes``: keep only the latest N change events; None keeps all.
+    retain_changes: int | None = None
 
 
 def _bool(value: str, name: str) -> bool:
@@ -104,6 +108,8 @@ def _check(settings: Settings) -> Settings:
             f"the admin token must be at least {MIN_ADMIN_TOKEN} characters "
             "(e.g. `openssl rand -hex 16`)"
         )
+    if settings.retain_changes is not None and settings.retain_changes < 1:
+        raise ConfigError(f"retain_changes must be at least 1, got {settings.retain_changes}")
     policy(settings)  # a bad [auth] table fails here, with the rest of the configuration
     return replace(settings, log_level=settings.log_level.upper())
 
@@ -166,10 +172,20 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
             "fast_path": bool,
             "graphiql": bool,
             "admin_token": str,
+            "retain_changes": int,
         },
     )
     # These keys are named as the Settings fields they set.
-    for key in ("host", "port", "workers", "introspection", "fast_path", "graphiql", "admin_token"):
+    for key in (
+        "host",
+        "port",
+        "workers",
+        "introspection",
+        "fast_path",
+        "graphiql",
+        "admin_token",
+        "retain_changes",
+    ):
         if key in server:
             changes[key] = server[key]
     if "slow_request_ms" in server:
@@ -270,6 +286,11 @@ def from_environment(env: Mapping[str, str], base: Settings) -> Settings:
         changes["plugins_dir"] = Path(env["FEATURES_GQL_PLUGINS_DIR"])
     if "FEATURES_GQL_ANONYMOUS" in env:
         changes["anonymous"] = env["FEATURES_GQL_ANONYMOUS"]
+    if "FEATURES_GQL_RETAIN_CHANGES" in env:
+        try:
+            changes["retain_changes"] = int(env["FEATURES_GQL_RETAIN_CHANGES"])
+        except ValueError:
+            raise ConfigError("FEATURES_GQL_RETAIN_CHANGES must be a whole number") from None
     if env.get("FEATURES_GQL_ADMIN_TOKEN"):
         changes["admin_token"] = env["FEATURES_GQL_ADMIN_TOKEN"]
     return replace(base, **changes)

@@ -64,6 +64,34 @@ class StoreConflict(StoreError):
     outcome = "conflict"
 
 
+class ChangesTrimmed(StoreError):
+    """The change log no longer holds the changes asked for: it was trimmed by retention.
+
+    Not a failure to retry: the reader must load a snapshot and follow the changes after
+    its revision. ``first_retained`` is the oldest revision the log still holds.
+    """
+
+    code = "RESYNC_REQUIRED"
+    outcome = "trimmed"
+
+    def __init__(self, after: int, first_retained: int) -> None:
+        super().__init__(
+            f"the change log no longer holds the changes after revision {after} (it keeps "
+            f"revisions from {first_retained}): load a snapshot and follow the changes "
+            "after its revision"
+        )
+        self.after = after
+        self.first_retained = first_retained
+
+
+class SnapshotsUnsupported(StoreError):
+    """The store implements no snapshots (a third-party store written before them):
+    replicas load by replaying the change log instead."""
+
+    code = "SNAPSHOTS_UNSUPPORTED"
+    outcome = "unsupported"
+
+
 class ConfigError(FeaturesError):
     """The configuration (CLI, TOML, environment) asks for something impossible."""
 

@@ -30,8 +30,9 @@ READS = (
     "changes_since",
     "revision",
     "ping",
+    "snapshot_page",
 )
-WRITES = ("add", "remove")
+WRITES = ("add", "remove", "trim_changes")
 ALL_OPERATIONS = frozenset(READS + WRITES)
 OPERATION_GROUPS: dict[str, tuple[str, ...]] = {
     "all": READS + WRITES,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -26,6 +27,9 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from features_gql.events import OperationEvent, SinkHealth
+
+if TYPE_CHECKING:
+    from features_gql.feed import ChangeFeed
 
 #: Seconds. A store call on the hot path takes tens of microseconds (memory) to a few
 #: milliseconds (SQLite, MongoDB on a LAN); the top buckets reach past the 2 s deadline.
@@ -62,6 +66,18 @@ class _SinkHealthCollector(Collector):
             "features_gql_sink_events_dropped",
             "Operation events dropped because the sink queue was full (sinks too slow).",
             value=health.dropped,
+        )
+
+
+class _FeedCollector(Collector):
+    def __init__(self, feed: ChangeFeed) -> None:
+        self._feed = feed
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "features_gql_subscriptions_dropped",
+            "Subscribers dropped for falling too far behind (they resume from their revision).",
+            value=self._feed.dropped,
         )
 
 
@@ -118,6 +134,23 @@ class Metrics:
         self._store_children: dict[tuple[str, str, str, bool], Histogram] = {}
         self._request_children: dict[tuple[str | None, str], Histogram] = {}
         self._names_lock = threading.Lock()
+        self.subscription_events: Counter | None = None
+
+    # -- snapshots and feed -------------------------------------------------------------
+
+    def track_feed(self, feed: ChangeFeed) -> None:
+        """Subscription metrics, read from the change feed at scrape time."""
+        Gauge(
+            "features_gql_subscriptions",
+            "Change-feed subscriptions served by this process right now.",
+            registry=self.registry,
+        ).set_function(lambda: feed.subscribers)
+        self.registry.register(_FeedCollector(feed))
+        self.subscription_events = Counter(
+            "features_gql_subscription_events",
+            "Change events sent to subscribers.",
+            registry=self.registry,
+        )
 
     def observe_operation(self, event: OperationEvent) -> None:
         """An inline operation sink: cheap, never blocks."""

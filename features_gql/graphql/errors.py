@@ -8,7 +8,13 @@ from collections.abc import Iterator
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
-from features_gql.errors import InvalidInput, StoreConflict, StoreError, StoreTimeout
+from features_gql.errors import (
+    ChangesTrimmed,
+    InvalidInput,
+    StoreConflict,
+    StoreError,
+    StoreTimeout,
+)
 
 log = logging.getLogger("features_gql.graphql")
 
@@ -49,6 +55,13 @@ def translate(
             error,
             original.message,
             {"code": BAD_USER_INPUT, "field": original.field, "rule": original.rule},
+        )
+    if isinstance(original, ChangesTrimmed):
+        # An answer, not a failure: the reader resyncs from a snapshot.
+        return _copy(
+            error,
+            str(original),
+            {"code": original.code, "firstRetained": original.first_retained},
         )
     if isinstance(original, StoreError):
         if logged is None or id(original) not in logged:

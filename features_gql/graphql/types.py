@@ -167,3 +167,21 @@ class StoreHealth:
 class Health:
     status: str = strawberry.field(description="ok, or degraded when the store is not up.")
     store: StoreHealth
+
+
+# -- snapshots and feed -------------------------------------------------------------------
+
+
+@strawberry.type(
+    description="A page of a snapshot of every assignment. Every change up to `revision` is "
+    "in it; a replica keeps the revision of its first page, reads every page, then follows "
+    "the changes after that revision."
+)
+class SnapshotPage:
+    revision: int
+    assignments: list[list[str]] = strawberry.field(
+        description="[type, id, feature] of each assignment, ordered by type, id, feature "
+        "(code point order)."
+    )
+    end_cursor: str | None = strawberry.field(description="Pass as `after` for the next page.")
+    has_next_page: bool

@@ -15,6 +15,7 @@ from features_gql.api import FeaturesAPI
 from features_gql.auth import AuthPolicy
 from features_gql.bootstrap import Service
 from features_gql.events import OperationEvent
+from features_gql.feed import ChangeFeed
 from features_gql.graphql.admission import Limits
 from features_gql.graphql.schema import build_schema
 from features_gql.http.access import check_scope
@@ -188,6 +189,8 @@ def mount_graphql(
     introspection: bool = True,
     graphiql: bool = True,
     fast_path: bool = True,
+    feed: ChangeFeed | None = None,
+    metrics: Metrics | None = None,
 ) -> None:
     """Serve the GraphQL API of ``api`` at ``path`` in an existing aiohttp application.
 
@@ -196,11 +199,16 @@ def mount_graphql(
     anyone who reaches ``path`` may read and write: pass an :class:`AuthPolicy` with
     tokens, or guard the route yourself. Add :func:`request_context` to the
     application's middlewares for request ids, request logs and metrics.
+
+    With a ``feed`` (a :class:`~features_gql.feed.ChangeFeed` of ``api``), ``path`` also
+    serves the ``featureChanges`` subscription over WebSocket (graphql-transport-ws).
     """
     view = FeaturesGraphQLView(
         api,
         auth=auth,
         fast_path=fast_path,
+        feed=feed,
+        metrics=metrics,
         schema=build_schema(introspection=introspection, limits=limits),
         graphql_ide="graphiql" if graphiql else None,
     )
@@ -232,6 +240,8 @@ def create_app(service: Service) -> web.Application:
         introspection=service.settings.introspection,
         graphiql=service.settings.graphiql,
         fast_path=service.settings.fast_path,
+        feed=service.feed,
+        metrics=service.metrics,
     )
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
