@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -14,8 +15,11 @@ from gql import Client, GraphQLRequest, gql
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
 
+from features_gql.domain import Resource
 from features_gql.feed import ChangeFeed
+from features_gql_plugins.sqlite_store import SQLiteStore
 from tests.conftest import Server, StartServer, bearer, make_tokens
+from tests.test_cli import ADD, clean_env, post, serving  # noqa: F401 - a fixture
 
 FOLLOW = """subscription Follow($after: Int, $type: String, $feature: String) {
   featureChanges(after: $after, type: $type, feature: $feature) {
@@ -285,3 +289,56 @@ async def test_a_slow_subscriber_is_dropped_and_resumes(start_server: StartServe
     async with Client(transport=transport(server)) as session:
         rest = await take(session.subscribe(changes(after=last)), 20 - last)
     assert [e["revision"] for e in rest] == list(range(last + 1, 21))
+
+
+# -- across processes and instances ------------------------------------------------------
+
+
+async def test_workers_deliver_changes_made_by_any_process(serving: Any, tmp_path: Path) -> None:
+    """Subscribers spread over two worker processes each receive every change, whichever
+    process (a worker, or another program on the same SQLite file) made it."""
+    db = tmp_path / "shared.db"
+    server = serving("--workers", "2", "--store", f"sqlite://{db}", env=clean_env())
+    url = f"ws://127.0.0.1:{server.port}/graphql"
+    streams = []
+    clients = [Client(transport=WebsocketsTransport(url=url)) for _ in range(6)]
+    try:
+        for client in clients:
+            session = await client.connect_async()
+            stream = session.subscribe(changes(after=0))
+            streams.append(asyncio.create_task(take(stream, 4)))
+        await asyncio.sleep(0.5)
+        for i in range(2):
+            # Through the workers, whichever one takes the connection...
+            post(server.port, ADD, {"f": f"w{i}"})
+        # ...and from another process writing to the same file.
+        store = SQLiteStore(str(db))
+        await store.open()
+        try:
+            for i in range(2):
+                await store.add(Resource("pipeline", "db8e9a0d"), f"o{i}", actor=None)
+        finally:
+            await store.close()
+        received = await asyncio.gather(*streams)
+    finally:
+        for client in clients:
+            await client.close_async()
+    for events in received:
+        assert [e["revision"] for e in events] == [1, 2, 3, 4]
+        assert [e["feature"] for e in events] == ["w0", "w1", "o0", "o1"]
+
+
+async def test_instances_on_one_mongodb_share_the_feed(
+    start_server: StartServer, mongodb_url: str, mongodb_database: str
+) -> None:
+    from tests.test_mongodb_store import with_database
+
+    url = with_database(mongodb_url, mongodb_database)
+    reading, writing = await start_server(url), await start_server(url)
+    async with Client(transport=transport(reading)) as session:
+        stream = session.subscribe(changes(after=0))
+        task = asyncio.create_task(take(stream, 3))
+        for i in range(3):
+            await write(writing, "add", f"p{i}", "speedups")
+        got = await task
+    assert [(e["revision"], e["resource"]["id"]) for e in got] == [(1, "p0"), (2, "p1"), (3, "p2")]
