@@ -294,7 +294,10 @@ async def test_a_slow_subscriber_is_dropped_and_resumes(start_server: StartServe
 # -- across processes and instances ------------------------------------------------------
 
 
-async def test_workers_deliver_changes_made_by_any_process(serving: Any, tmp_path: Path) -> None:
+async def test_workers_deliver_changes_made_by_any_process(
+    serving: Any,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
     """Subscribers spread over two worker processes each receive every change, whichever
     process (a worker, or another program on the same SQLite file) made it."""
     db = tmp_path / "shared.db"
