@@ -36,6 +36,9 @@ ENVIRONMENT = {
     "FEATURES_GQL_ADMIN_TOKEN": "an admin-scope bearer token for /admin/* (a token named admin)",
     "FEATURES_GQL_ANONYMOUS": "what requests without a token may do: none, read or write",
     "FEATURES_GQL_RETAIN_CHANGES": "keep only the latest N change events (default: all)",
+    "FEATURES_GQL_UPSTREAM": "run as an edge replica of this GraphQL endpoint",
+    "FEATURES_GQL_UPSTREAM_TOKEN": "the edge's bearer token (read scope) at the upstream",
+    "FEATURES_GQL_MAX_STALENESS": "an edge is not ready when its copy is older (seconds)",
 }
 
 MIN_ADMIN_TOKEN = 16
@@ -75,6 +78,22 @@ class Settings:
     # -- snapshots and feed --
     #: ``[server] retain_changes``: keep only the latest N change events; None keeps all.
     retain_changes: int | None = None
+    #: ``[upstream] url``: run as an edge replica of this GraphQL endpoint.
+    upstream: str | None = None
+    #: ``[upstream] token``: the edge's token at the upstream (read scope).
+    upstream_token: str | None = field(default=None, repr=False)
+    #: ``[upstream] max_staleness_seconds``: not ready when the copy is older than this.
+    max_staleness: float | None = None
+    #: ``[upstream] state_file``: where the edge keeps its sync position.
+    upstream_state: Path | None = None
+
+
+def data_directory() -> Path:
+    """Where features-gql keeps its files by default: ``$XDG_DATA_HOME/features-gql``."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return Path(base) / "features-gql"
 
 
 def _bool(value: str, name: str) -> bool:
@@ -108,6 +127,17 @@ def _check(settings: Settings) -> Settings:
             f"the admin token must be at least {MIN_ADMIN_TOKEN} characters "
             "(e.g. `openssl rand -hex 16`)"
         )
+    if settings.upstream is not None:
+        from features_gql.upstream import check_url
+
+        check_url(settings.upstream)
+        if settings.workers != 1:
+            raise ConfigError(
+                "an edge (--upstream) runs one process: it keeps one copy in step with the "
+                "upstream; run more edges rather than --workers"
+            )
+    if settings.max_staleness is not None and settings.max_staleness <= 0:
+        raise ConfigError(f"max_staleness must be positive, got {settings.max_staleness}")
     if settings.retain_changes is not None and settings.retain_changes < 1:
         raise ConfigError(f"retain_changes must be at least 1, got {settings.retain_changes}")
     policy(settings)  # a bad [auth] table fails here, with the rest of the configuration
@@ -152,11 +182,11 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"server", "logging", "plugins", "store", "auth", "limits"})
+    tables = {"server", "logging", "plugins", "store", "auth", "limits", "upstream"}
+    unknown = sorted(set(data) - tables)
     if unknown:
         raise ConfigError(
-            f"{path}: unknown table(s) {', '.join(unknown)}; "
-            "known: server, logging, plugins, store, auth, limits"
+            f"{path}: unknown table(s) {', '.join(unknown)}; known: {', '.join(sorted(tables))}"
         )
     changes: dict[str, Any] = {"config_file": path}
     server = _take(
@@ -205,6 +235,19 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
     if "directory" in plugins:
         changes["plugins_dir"] = (path.parent / plugins["directory"]).resolve()
     changes.update(_auth_from_toml(data.get("auth", {})))
+    upstream = _take(
+        data.get("upstream", {}),
+        "upstream",
+        {"url": str, "token": str, "max_staleness_seconds": (int, float), "state_file": str},
+    )
+    if "url" in upstream:
+        changes["upstream"] = upstream["url"]
+    if "token" in upstream:
+        changes["upstream_token"] = upstream["token"]
+    if "max_staleness_seconds" in upstream:
+        changes["max_staleness"] = float(upstream["max_staleness_seconds"])
+    if "state_file" in upstream:
+        changes["upstream_state"] = (path.parent / upstream["state_file"]).resolve()
     if "limits" in data:
         changes["limits"] = _limits_from_toml(data["limits"])
     if "store" in data:
@@ -291,6 +334,15 @@ def from_environment(env: Mapping[str, str], base: Settings) -> Settings:
             changes["retain_changes"] = int(env["FEATURES_GQL_RETAIN_CHANGES"])
         except ValueError:
             raise ConfigError("FEATURES_GQL_RETAIN_CHANGES must be a whole number") from None
+    if env.get("FEATURES_GQL_UPSTREAM"):
+        changes["upstream"] = env["FEATURES_GQL_UPSTREAM"]
+    if env.get("FEATURES_GQL_UPSTREAM_TOKEN"):
+        changes["upstream_token"] = env["FEATURES_GQL_UPSTREAM_TOKEN"]
+    if "FEATURES_GQL_MAX_STALENESS" in env:
+        try:
+            changes["max_staleness"] = float(env["FEATURES_GQL_MAX_STALENESS"])
+        except ValueError:
+            raise ConfigError("FEATURES_GQL_MAX_STALENESS must be a number of seconds") from None
     if env.get("FEATURES_GQL_ADMIN_TOKEN"):
         changes["admin_token"] = env["FEATURES_GQL_ADMIN_TOKEN"]
     return replace(base, **changes)

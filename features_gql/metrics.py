@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from features_gql.events import OperationEvent, SinkHealth
 
 if TYPE_CHECKING:
+    from features_gql.edge import EdgeSync
     from features_gql.feed import ChangeFeed
 
 #: Seconds. A store call on the hot path takes tens of microseconds (memory) to a few
@@ -78,6 +79,48 @@ class _FeedCollector(Collector):
             "features_gql_subscriptions_dropped",
             "Subscribers dropped for falling too far behind (they resume from their revision).",
             value=self._feed.dropped,
+        )
+
+
+class _EdgeCollector(Collector):
+    def __init__(self, edge: EdgeSync) -> None:
+        self._edge = edge
+
+    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
+        status = self._edge.status()
+        lag = status.lag_seconds
+        yield GaugeMetricFamily(
+            "features_gql_edge_lag_seconds",
+            "How far the edge's copy may be behind its upstream: 0 while connected and "
+            "caught up, else seconds since it last was (NaN before the first sync).",
+            value=float("nan") if lag is None else lag,
+        )
+        yield GaugeMetricFamily(
+            "features_gql_edge_connected",
+            "1 while the edge follows its upstream.",
+            value=1 if status.connected else 0,
+        )
+        yield GaugeMetricFamily(
+            "features_gql_edge_revision",
+            "The upstream revision the edge's copy reflects.",
+            value=status.revision if status.revision is not None else float("nan"),
+        )
+        yield GaugeMetricFamily(
+            "features_gql_edge_upstream_revision",
+            "The upstream's revision, as last heard.",
+            value=status.upstream_revision
+            if status.upstream_revision is not None
+            else float("nan"),
+        )
+        yield CounterMetricFamily(
+            "features_gql_edge_reconnects",
+            "Times the edge lost its upstream and connected again.",
+            value=status.reconnects,
+        )
+        yield CounterMetricFamily(
+            "features_gql_edge_resyncs",
+            "Times the edge reloaded a snapshot (first start, upstream behind or restored).",
+            value=status.resyncs,
         )
 
 
@@ -151,6 +194,10 @@ class Metrics:
             "Change events sent to subscribers.",
             registry=self.registry,
         )
+
+    def track_edge(self, edge: EdgeSync) -> None:
+        """An edge's sync metrics, read from its follower at scrape time."""
+        self.registry.register(_EdgeCollector(edge))
 
     def observe_operation(self, event: OperationEvent) -> None:
         """An inline operation sink: cheap, never blocks."""

@@ -31,6 +31,7 @@ from features_gql.graphql.types import (
     ResourceInput,
     SnapshotPage,
     StoreHealth,
+    SyncStatus,
 )
 
 
@@ -96,6 +97,21 @@ class Query:
     ) -> list[ChangeEvent] | None:
         events = await info.context.api.changes_since(after, limit=first)
         return [ChangeEvent.of(event) for event in events]
+
+    @strawberry.field(description="How current this edge's copy of its upstream is.")
+    def sync_status(self, info: Info) -> SyncStatus | None:
+        sync = info.context.sync
+        if sync is None:
+            return None
+        status = sync.status()
+        return SyncStatus(
+            upstream=status.upstream,
+            revision=status.revision,
+            upstream_revision=status.upstream_revision,
+            lag_seconds=None if status.lag_seconds is None else round(status.lag_seconds, 3),
+            connected=status.connected,
+            last_synced_at=status.last_synced_at,
+        )
 
     @strawberry.field(
         description="A page of a snapshot of every assignment, for replicas: `first` "

@@ -185,3 +185,25 @@ class SnapshotPage:
     )
     end_cursor: str | None = strawberry.field(description="Pass as `after` for the next page.")
     has_next_page: bool
+
+
+@strawberry.type(
+    description="How current an edge's copy of its upstream is (null on a service that "
+    "follows no upstream)."
+)
+class SyncStatus:
+    upstream: str = strawberry.field(description="The upstream's GraphQL endpoint.")
+    revision: int | None = strawberry.field(
+        description="The upstream revision the copy reflects; null before the first sync."
+    )
+    upstream_revision: int | None = strawberry.field(
+        description="The upstream's revision, as last heard."
+    )
+    lag_seconds: float | None = strawberry.field(
+        description="How far the copy may be behind: 0 while connected and caught up, else "
+        "the seconds since it last was."
+    )
+    connected: bool
+    last_synced_at: datetime | None = strawberry.field(
+        description="When the copy was last known to be current."
+    )

@@ -149,6 +149,7 @@ class SubscriptionHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 principal=principal,
                 admitted=decision,
                 feed=self.view.feed,
+                sync=self.view.sync,
             )
             context.operation_name = name
             source = subscribe(

@@ -32,9 +32,10 @@ from features_gql.http.subscriptions import (
     SubscriptionHandler,
     TextWebSocketAdapter,
 )
-from features_gql.request_context import request_id
+from features_gql.request_context import request_credentials, request_id
 
 if TYPE_CHECKING:
+    from features_gql.edge import EdgeSync
     from features_gql.feed import ChangeFeed
     from features_gql.metrics import Metrics
 
@@ -113,6 +114,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         fast_path: bool = True,
         feed: ChangeFeed | None = None,
         metrics: Metrics | None = None,
+        sync: EdgeSync | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -124,6 +126,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         self.api = api
         self.feed = feed
         self.metrics = metrics
+        self.sync = sync
         self.auth = auth or AuthPolicy.open()
         self.gate = schema.gate
         self.fast_path = FastPath(schema.graphql_schema, schema.extensions) if fast_path else None
@@ -139,8 +142,12 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
             and ("text/html" in accept or "*/*" in accept)
         ):
             return await self._run_strawberry(request)  # the IDE page: no data in it
+        authorization = request.headers.get("Authorization")
+        # An edge forwards writes with the caller's own credentials; set for every request,
+        # since one connection's requests share one task (and so its context).
+        request_credentials.set(authorization)
         try:
-            principal = self.auth.authenticate(request.headers.get("Authorization"))
+            principal = self.auth.authenticate(authorization)
             if not principal.scopes:
                 self.auth.require(principal, "read")
         except Unauthenticated as exc:
@@ -162,6 +169,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
             request_id=rid,
             principal=principal,
             admitted=None if isinstance(decision, Refused) else decision,
+            sync=self.sync,
         )
         request[CONTEXT_KEY] = context
         if isinstance(decision, Refused):
@@ -292,7 +300,10 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         context = request.get(CONTEXT_KEY)
         if context is None:  # the IDE page, or a WebSocket (each operation gets its own)
             context = Context(
-                api=self.api, request_id=request.get(REQUEST_KEY) or "-", feed=self.feed
+                api=self.api,
+                request_id=request.get(REQUEST_KEY) or "-",
+                feed=self.feed,
+                sync=self.sync,
             )
         return context
 
