@@ -81,12 +81,21 @@ def fingerprint(event: ChangeEvent) -> str:
 
 @dataclass
 class SyncState:
-    """Where the copy is: the upstream revision it reflects and that change's fingerprint."""
+    """Where the copy is: the upstream revision it reflects and that change's fingerprint.
+
+    Saved *before* a batch of changes is applied, with the batch's last revision and
+    fingerprint as ``through``: after a crash the copy holds anything up to ``through``,
+    so the follower continues from ``revision`` (applying a change twice is harmless)
+    only if the upstream still has both changes, else it resyncs. A copy never holds a
+    change its state file does not know of.
+    """
 
     upstream: str
     revision: int
     fingerprint: str | None = None
     synced_at: float | None = None  # wall-clock seconds
+    through: int | None = None
+    through_fingerprint: str | None = None
 
     @classmethod
     def load(cls, path: Path | None, upstream: str) -> SyncState | None:
@@ -99,6 +108,8 @@ class SyncState:
                 int(data["revision"]),
                 data.get("fingerprint"),
                 data.get("synced_at"),
+                data.get("through"),
+                data.get("through_fingerprint"),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring the unreadable sync state %s (resyncing): %s", path, exc)
@@ -124,6 +135,8 @@ class SyncState:
                     "revision": self.revision,
                     "fingerprint": self.fingerprint,
                     "synced_at": self.synced_at,
+                    "through": self.through,
+                    "through_fingerprint": self.through_fingerprint,
                 }
             ),
             encoding="utf-8",
@@ -349,19 +362,27 @@ class EdgeSync:
                 state.revision,
             )
             return True
-        if state.fingerprint is None or state.revision == 0:
-            return False
-        try:
-            found = await self.client.changes_since(state.revision - 1, limit=1)
-        except ChangesTrimmed:
-            return False  # cannot compare; a trimmed log past the copy answers on subscribe
-        if not found or fingerprint(found[0]) != state.fingerprint:
-            log.warning(
-                "the upstream's change %d is not the one the copy saw: its history "
-                "changed (restored from a backup?); resyncing",
-                state.revision,
-            )
-            return True
+        checks = [(state.revision, state.fingerprint)]
+        if state.through is not None and state.through > state.revision:
+            # A batch was being applied when the edge stopped: the copy may hold it.
+            checks.append((state.through, state.through_fingerprint))
+        for revision, expected in checks:
+            if revision == 0 or (expected is None and revision == state.revision):
+                continue
+            if revision > upstream_revision:
+                log.warning("the upstream lacks change %d the copy may hold; resyncing", revision)
+                return True
+            try:
+                found = await self.client.changes_since(revision - 1, limit=1)
+            except ChangesTrimmed:
+                continue  # cannot compare; a log trimmed past the copy answers on subscribe
+            if not found or fingerprint(found[0]) != expected:
+                log.warning(
+                    "the upstream's change %d is not the one the copy saw: its history "
+                    "changed (restored from a backup?); resyncing",
+                    revision,
+                )
+                return True
         return False
 
     def _check_caught_up(self) -> None:
@@ -374,9 +395,13 @@ class EdgeSync:
 
     async def _apply(self, events: Sequence[ChangeEvent]) -> None:
         assert self.state is not None
-        for event in events:
-            if event.revision <= self.state.revision:
-                continue
+        fresh = [event for event in events if event.revision > self.state.revision]
+        if fresh:
+            self.state.through = fresh[-1].revision
+            self.state.through_fingerprint = fingerprint(fresh[-1])
+            self._dirty = True
+            self._save(force=True)  # before the copy changes (see SyncState)
+        for event in fresh:
             if event.op == "add":
                 await self.local.add(event.resource, event.feature, actor=event.actor)
             else:
