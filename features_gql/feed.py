@@ -52,13 +52,25 @@ class SubscriberTooSlow(FeaturesError):
         self.resume_after = resume_after
 
 
+class FeedRestarted(SubscriberTooSlow):
+    """The store went back (restored from an older backup): the feed started again, and
+    its subscribers resume on their own, each deciding what its revision now means."""
+
+    def __init__(self, resume_after: int) -> None:
+        FeaturesError.__init__(
+            self, f"the change log went back (store restored?); resume with after={resume_after}"
+        )
+        self.resume_after = resume_after
+
+
 class _Subscriber:
-    __slots__ = ("closed", "overflowed", "queue", "ready")
+    __slots__ = ("closed", "overflowed", "queue", "ready", "restarted")
 
     def __init__(self) -> None:
         self.queue: deque[ChangeEvent] = deque()
         self.ready = asyncio.Event()
         self.overflowed = False
+        self.restarted = False
         self.closed = False
 
 
@@ -135,6 +147,10 @@ class ChangeFeed:
                 cursor = change.revision
                 if wanted(change):
                     yield change
+            if len(changes) < self.batch and self.head is not None and cursor < self.head:
+                # The log ends before the feed's head: the store went back.
+                await self._restart()
+                continue
             if len(changes) < self.batch and self.head is None:
                 # The first subscriber starts the feed where its backlog ended.
                 self.head = cursor
@@ -156,12 +172,27 @@ class ChangeFeed:
                         yield change
                 if subscriber.closed:
                     return
+                if subscriber.restarted:
+                    raise FeedRestarted(cursor)
                 if subscriber.overflowed:
                     raise SubscriberTooSlow(cursor)
                 subscriber.ready.clear()
                 await subscriber.ready.wait()
         finally:
             self._subscribers.discard(subscriber)
+
+    async def _restart(self) -> None:
+        """Drop every subscriber and stop following: the next subscriber starts anew."""
+        log.warning("the change log went back (store restored?): the change feed restarts")
+        for subscriber in self._subscribers:
+            subscriber.restarted = True
+            subscriber.ready.set()
+        self._subscribers.clear()
+        task, self._task, self.head = self._task, None, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _fan_out(self, changes: list[ChangeEvent]) -> None:
         for subscriber in list(self._subscribers):
@@ -177,6 +208,7 @@ class ChangeFeed:
 
     async def _follow(self) -> None:
         failures = 0
+        checked = asyncio.get_running_loop().time()
         while True:
             if not self._subscribers:
                 # No one listens: stop, and let the next subscriber start again from its
@@ -210,6 +242,12 @@ class ChangeFeed:
                 self._fan_out(changes)
             if len(changes) == self.batch:
                 continue
+            now = asyncio.get_running_loop().time()
+            if not changes and now - checked > 1.0:
+                checked = now
+                if await self._revision_or(head) < head:
+                    await self._restart()
+                    return
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_interval):
