@@ -5,8 +5,10 @@ process with a LocalReplica that the endpoint's writes reach at once.
     python examples/embedded_app.py --port 8081 --db /tmp/shop-flags.db
 
     # the control plane turns a flag on, over GraphQL (subscriptions work here too)
-    curl -s localhost:8081/features/graphql -H 'Content-Type: application/json' -d '{"query":
-      "mutation { addFeature(resource: {type: \\"pipeline\\", id: \\"p1\\"}, feature: \\"speedups\\") { __typename } }"}'
+    Q='mutation { addFeature(resource: {type: \\"pipeline\\", id: \\"p1\\"},
+      feature: \\"speedups\\") { __typename } }'
+    curl -s localhost:8081/features/graphql -H 'Content-Type: application/json' \\
+      -d "{\\"query\\": \\"$Q\\"}"
 
     # the application's own route checks it in process: no store call, no HTTP
     curl -s localhost:8081/pipelines/p1     # {"pipeline": "p1", "speedups": true}

@@ -55,13 +55,15 @@ async def test_mounted_endpoint_writes_what_the_application_reads(tmp_path: Path
         await runner.cleanup()
 
 
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "embedded_app.py"
+
+
 async def test_the_embedded_example_checks_in_process_what_the_endpoint_writes(
     tmp_path: Path,
 ) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "embedded_app", Path(__file__).resolve().parent.parent / "examples" / "embedded_app.py"
-    )
-    assert spec is not None and spec.loader is not None
+    spec = importlib.util.spec_from_file_location("embedded_app", EXAMPLE)
+    assert spec is not None
+    assert spec.loader is not None
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     runner = web.AppRunner(example.create_app(str(tmp_path / "shop.db")))
