@@ -5,10 +5,8 @@ process with a LocalReplica that the endpoint's writes reach at once.
     python examples/embedded_app.py --port 8081 --db /tmp/shop-flags.db
 
     # the control plane turns a flag on, over GraphQL (subscriptions work here too)
-    Q='mutation { addFeature(resource: {type: \\"pipeline\\", id: \\"p1\\"},
-      feature: \\"speedups\\") { __typename } }'
-    curl -s localhost:8081/features/graphql -H 'Content-Type: application/json' \\
-      -d "{\\"query\\": \\"$Q\\"}"
+    curl -s localhost:8081/features/graphql -H 'Content-Type: application/json' -d '{"query":
+      "mutation { addFeature(resource: {type: \\"pipeline\\", id: \\"p1\\"}, feature: \\"speedups\\") { __typename } }"}'
 
     # the application's own route checks it in process: no store call, no HTTP
     curl -s localhost:8081/pipelines/p1     # {"pipeline": "p1", "speedups": true}
@@ -17,6 +15,7 @@ If the database becomes unreadable, the application keeps answering from the rep
 copy (``/pipelines/...`` keeps working) and ``/flags/status`` says how stale it is.
 """
 
+# ruff: noqa: E501 - the shell example above is one line, as it is typed
 from __future__ import annotations
 
 import argparse
