@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from features_gql.errors import InvalidInput
 
@@ -108,10 +108,10 @@ class ResourcePage:
 # -- snapshots and feed -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Assignment:
+class Assignment(NamedTuple):
     """One (type, id, feature) a store holds. Ordered by type, id, feature, comparing
-    strings by code point: the order of snapshot pages."""
+    strings by code point: the order of snapshot pages. A tuple, so a million of them
+    are cheap to build, and it hashes as the plain (type, id, feature) tuple."""
 
     type: str
     id: str

@@ -113,7 +113,7 @@ class LocalReplica:
         revision, page = first.revision, first.assignments
         while True:
             for assignment in page:
-                add(hash((assignment.type, assignment.id, assignment.feature)))
+                add(hash(assignment))  # an Assignment hashes as its (type, id, feature)
             if len(page) < SNAPSHOT_PAGE:
                 break
             after = page[-1]

@@ -156,3 +156,24 @@ def test_store_descriptions_say_where_the_data_is_and_hide_passwords(tmp_path: P
     )
     sqlite = build(Settings(store=f"sqlite://{tmp_path}/f.db", loggers=()))
     assert sqlite.store_description == f"sqlite file {tmp_path}/f.db"
+
+
+def test_edge_and_retention_settings_from_toml_and_environment(tmp_path: Path) -> None:
+    config = tmp_path / "edge.toml"
+    config.write_text(
+        '[server]\nretain_changes = 1000\n[upstream]\nurl = "http://central:8080/graphql"\n'
+        'max_staleness_seconds = 300\nstate_file = "state/edge.json"\n'
+    )
+    settings = load_settings(config_file=config, env={"FEATURES_GQL_UPSTREAM_TOKEN": "fgql_x"})
+    assert settings.upstream == "http://central:8080/graphql"
+    assert settings.upstream_token == "fgql_x"
+    assert "fgql_x" not in repr(settings)
+    assert settings.max_staleness == 300
+    assert settings.upstream_state == tmp_path / "state" / "edge.json"
+    assert settings.retain_changes == 1000
+    env = {"FEATURES_GQL_RETAIN_CHANGES": "0"}
+    with pytest.raises(ConfigError, match="retain_changes must be at least 1"):
+        load_settings(env=env)
+    with pytest.raises(ConfigError, match="unknown key"):
+        config.write_text('[upstream]\nurl = "http://central/graphql"\ntokn = "x"\n')
+        load_settings(config_file=config, env={})

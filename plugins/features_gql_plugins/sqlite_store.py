@@ -305,7 +305,7 @@ class SQLiteStore(Store):
                     "ORDER BY resource_type, resource_id, feature LIMIT ?",
                     (start.type, start.id, start.feature, limit),
                 )
-                page = [Assignment(t, i, f) for t, i, f in rows]
+                page = list(map(Assignment._make, rows))
             finally:
                 conn.execute("COMMIT")
             return SnapshotPage(revision, page)
