@@ -174,6 +174,6 @@ def test_edge_and_retention_settings_from_toml_and_environment(tmp_path: Path) -
     env = {"FEATURES_GQL_RETAIN_CHANGES": "0"}
     with pytest.raises(ConfigError, match="retain_changes must be at least 1"):
         load_settings(env=env)
+    config.write_text('[upstream]\nurl = "http://central/graphql"\ntokn = "x"\n')
     with pytest.raises(ConfigError, match="unknown key"):
-        config.write_text('[upstream]\nurl = "http://central/graphql"\ntokn = "x"\n')
         load_settings(config_file=config, env={})
