@@ -32,10 +32,12 @@ READS = (
     "ping",
     "snapshot_page",
 )
-WRITES = ("add", "remove", "trim_changes")
-ALL_OPERATIONS = frozenset(READS + WRITES)
+WRITES = ("add", "remove")
+#: Change-log retention trims: only ``all`` (or the name itself) selects them.
+MAINTENANCE = ("trim_changes",)
+ALL_OPERATIONS = frozenset(READS + WRITES + MAINTENANCE)
 OPERATION_GROUPS: dict[str, tuple[str, ...]] = {
-    "all": READS + WRITES,
+    "all": READS + WRITES + MAINTENANCE,
     "reads": READS,
     "writes": WRITES,
 }

@@ -164,6 +164,8 @@ def test_outage_kill_9_restart_during_outage_and_catch_up(
     edge.kill(signal.SIGTERM)
     edge.start()
     after_restart, asked_after = edge_answers(edge, truth)
+    # Ready while it serves its copy (the first probe may be slow on a busy machine).
+    wait_for(lambda: edge.ready()[0] == 200, f"the restarted edge to be ready: {edge.ready()}")
     status_after, body_after = edge.ready()
     print(
         f"\noutage: {correct}/{asked} reads answered correctly by the edge while the primary "
