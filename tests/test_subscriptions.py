@@ -190,6 +190,24 @@ async def test_no_token_or_a_wrong_one_gets_nothing(start_server: StartServer) -
     assert error.value.errors[0]["extensions"]["code"] == "FORBIDDEN"
 
 
+async def test_pages_of_other_origins_cannot_connect(start_server: StartServer) -> None:
+    server = await start_server("memory")
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await server.session.ws_connect(
+            ws_url(server),
+            protocols=["graphql-transport-ws"],
+            headers={"Origin": "http://evil.example"},
+        )
+    assert refused.value.status == 403
+    # A page of the service's own origin may.
+    own = {"Origin": server.url}
+    async with server.session.ws_connect(
+        ws_url(server), protocols=["graphql-transport-ws"], headers=own
+    ) as ws:
+        await ws.send_json({"type": "connection_init", "payload": {}})
+        assert (await ws.receive_json(timeout=5))["type"] == "connection_ack"
+
+
 async def raw_connection(server: Server, init: dict[str, Any] | None) -> tuple[int, str]:
     """Connect with aiohttp's client and send connection_init; the close code and reason."""
     async with server.session.ws_connect(ws_url(server), protocols=["graphql-transport-ws"]) as ws:

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
@@ -205,6 +206,14 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         if self.feed is None:
             return self._http_error(
                 request, 400, "BAD_REQUEST", "WebSocket subscriptions are not served here."
+            )
+        origin = request.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc != request.host:
+            # A page on another site must not open a connection with the user's cookies or
+            # network position (cross-site WebSocket hijacking); clients that are not
+            # browsers send no Origin.
+            return self._http_error(
+                request, 403, "FORBIDDEN", "WebSocket connections from other origins are refused."
             )
         offered = request.headers.get("Sec-WebSocket-Protocol", "")
         if GRAPHQL_TRANSPORT_WS_PROTOCOL not in (p.strip() for p in offered.split(",")):
