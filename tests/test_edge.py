@@ -10,7 +10,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
+from features_gql import FeaturesAPI
 from features_gql.edge import EdgeSync
+from features_gql.http import mount_graphql
+from features_gql_plugins.memory_store import MemoryStore
 from tests.conftest import Server, StartServer, bearer, make_tokens
 
 HAS = 'query ($id: String!, $f: String!) { hasFeature(resource: {type: "pipeline", id: $id}, feature: $f) }'  # noqa: E501
@@ -142,3 +147,71 @@ async def test_an_edge_follows_another_edge(start_server: StartServer, tmp_path:
     assert answer.data["removeFeature"]["changed"] is True
     assert await has(second, "p1", "speedups") is False
     assert await has(primary, "p1", "speedups") is False
+
+
+async def test_an_upstream_without_subscriptions_is_followed_by_polling(
+    start_server: StartServer,
+) -> None:
+    # An application that embeds features-gql without a change feed: no WebSocket.
+    api = FeaturesAPI(MemoryStore())
+    app = web.Application()
+    mount_graphql(app, api)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    upstream = f"http://127.0.0.1:{runner.addresses[0][1]}/graphql"
+    try:
+        await api.add(("pipeline", "p1"), "speedups")
+        edge = await start_server("memory", upstream=upstream)
+        await until(lambda: has(edge, "p1", "speedups"), "the snapshot")
+        await api.add(("pipeline", "p2"), "speedups")
+        await until(lambda: has(edge, "p2", "speedups"), "a poll")
+        assert sync_of(edge).mode == "polling"
+    finally:
+        await runner.cleanup()
+
+
+async def test_max_staleness_and_the_edge_metrics(start_server: StartServer) -> None:
+    primary = await start_server("memory")
+    await primary.gql(mutation("add", "p1", "speedups"))
+    edge = await start_server("memory", upstream=f"{primary.url}/graphql", max_staleness=0.3)
+    await until(lambda: _revision_is(edge, 1), "the snapshot")
+    async with edge.session.get(f"{edge.url}/readyz") as response:
+        assert response.status == 200
+    await primary.stop()
+    await until(lambda: _disconnected(edge), "the edge noticing")
+    await asyncio.sleep(0.4)
+    async with edge.session.get(f"{edge.url}/readyz") as response:
+        body = await response.json()
+    assert response.status == 503
+    assert body["reason"].startswith("the copy is ")
+    assert "max_staleness 0.3 s" in body["reason"]
+    assert await has(edge, "p1", "speedups") is True  # not ready, but still answering
+    async with edge.session.get(f"{edge.url}/metrics") as response:
+        metrics = await response.text()
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in metrics.splitlines()
+        if line.startswith("features_gql_edge_")
+    }
+    assert values["features_gql_edge_connected"] == 0
+    assert values["features_gql_edge_lag_seconds"] > 0.3
+    assert values["features_gql_edge_revision"] == 1
+    assert values["features_gql_edge_reconnects_total"] >= 1
+    assert values["features_gql_edge_resyncs_total"] == 1
+
+
+async def test_an_edge_that_never_synced_is_not_ready(start_server: StartServer) -> None:
+    edge = await start_server("memory", upstream="http://127.0.0.1:9/graphql")
+    async with edge.session.get(f"{edge.url}/readyz") as response:
+        body = await response.json()
+    assert response.status == 503
+    assert body["reason"] == "no copy of the upstream yet"
+    status = (await edge.gql(STATUS)).data["syncStatus"]
+    assert status == {
+        "revision": None,
+        "upstreamRevision": None,
+        "lagSeconds": None,
+        "connected": False,
+        "lastSyncedAt": None,
+    }
