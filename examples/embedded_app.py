@@ -37,7 +37,7 @@ async def pipeline(request: web.Request) -> web.Response:
     """The application's own route: a flag check costs about a dict lookup."""
     replica = request.app[REPLICA]
     pipeline_id = request.match_info["id"]
-    fast = replica.has("pipeline", pipeline_id, "speedups")
+    fast = replica.has(("pipeline", pipeline_id), "speedups")
     return web.json_response({"pipeline": pipeline_id, "speedups": fast})
 
 

@@ -409,21 +409,22 @@ class CheckBatch:
         #: The store calls in flight, referenced so the loop cannot collect them.
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def has(
+    def has(
         self,
         resource: Resource | tuple[str, str],
         feature: str,
         *,
         field: str = "resource",
         feature_field: str = "feature",
-    ) -> bool:
-        """Does ``resource`` have ``feature``?"""
+    ) -> Awaitable[bool]:
+        """Does ``resource`` have ``feature``? Validated now (a bad check fails alone, at
+        once); await the answer."""
         res = _resource(resource, field)
         validate_feature(feature, feature_field)
+        api = self._api
         if self.sole:
             # The executor knows this is the request's only check: nothing to wait for.
-            api = self._api
-            return await api._call(
+            return api._call(
                 "has", lambda: api.store.has(res, feature), resource=res, feature=feature
             )
         loop = asyncio.get_running_loop()
@@ -431,7 +432,7 @@ class CheckBatch:
         if not self._pending:
             loop.call_soon(self._flush, loop)
         self._pending.append(((res, feature), answer))
-        return await answer
+        return answer
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         pending, self._pending = self._pending, []

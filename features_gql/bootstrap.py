@@ -6,12 +6,13 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from features_gql.api import FeaturesAPI
 from features_gql.auth import AuthPolicy
-from features_gql.config import Settings, data_directory, policy
+from features_gql.config import DEFAULT_STORE, Settings, data_directory, policy
 from features_gql.edge import EdgeStore, EdgeSync
+from features_gql.errors import PluginError
 from features_gql.events import (
     EventDispatcher,
     OperationEvent,
@@ -28,9 +29,6 @@ from features_gql.stores.registry import StoreBuilder
 from features_gql.upstream import UpstreamClient
 
 log = logging.getLogger("features_gql.bootstrap")
-
-#: Used when no store is configured: a SQLite file under the user's data directory.
-DEFAULT_STORE = {"plugin": "sqlite"}
 
 
 @dataclass
@@ -57,7 +55,11 @@ class Service:
 
     async def start(self) -> None:
         self.dispatcher.start()
-        await self.store.open()
+        try:
+            await self.store.open()
+        except BaseException:
+            self.dispatcher.stop()
+            raise
         if self.retention is not None:
             self.retention.start()
         if self.edge is not None:
@@ -90,27 +92,36 @@ def store_table(settings: Settings, plugins: Plugins) -> dict[str, Any]:
 
 
 def _gate(loggers: list[Logger], *, has_hooks: bool) -> Callable[[OperationEvent], bool] | None:
-    """Whether any background sink wants an event, when every sink can tell; else None.
+    """Whether any background sink wants an event; None when every event is wanted.
 
     Plugins' operation-event hooks always want every event. With no sink at all, nothing
     is ever queued.
     """
     if has_hooks:
         return None
-    accepts = [getattr(logger, "accepts", None) for logger in loggers]
-    if not all(callable(accept) for accept in accepts):
-        return None
-    checks = [cast(Callable[[OperationEvent], bool], accept) for accept in accepts]
+    checks = [logger.accepts for logger in loggers]
     if len(checks) == 1:
         return checks[0]
     return lambda event: any(check(event) for check in checks)
+
+
+def _logger(plugins: Plugins, name: str, settings: LogSettings) -> Logger:
+    entry = plugins.loggers.get(name)
+    logger = entry.factory(settings)
+    if not isinstance(logger, Logger):
+        raise PluginError(
+            f"logger plugin {name!r} (from {entry.provided_by!r}) returned "
+            f"{type(logger).__name__}, which lacks the methods of features_gql.loggers.Logger "
+            "(accepts, operation, close)"
+        )
+    return logger
 
 
 def build(settings: Settings, *, extra_plugins: Sequence[object] = ()) -> Service:
     """Load plugins, build the configured store and loggers, and the API over them."""
     plugins = collect(create_plugin_manager(settings.plugins_dir, extra_plugins))
     log_settings = LogSettings(format=settings.log_format, level=settings.log_level)
-    loggers = [plugins.loggers.get(name).factory(log_settings) for name in settings.loggers]
+    loggers = [_logger(plugins, name, log_settings) for name in settings.loggers]
     table = store_table(settings, plugins)
     store = StoreBuilder(plugins.stores).build(table)
     sinks: list[tuple[str, OperationSink]] = [

@@ -128,6 +128,12 @@ class ConfigError(FeaturesError):
     code = "CONFIG_ERROR"
 
 
+class StartupError(FeaturesError):
+    """The service cannot start: its port is taken, or its store cannot be opened."""
+
+    code = "STARTUP_ERROR"
+
+
 class PluginError(ConfigError):
     """A plugin is unknown, broken or registered something invalid."""
 

@@ -17,6 +17,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from features_gql.config import DEFAULT_STORE
 from features_gql.errors import ConfigError
 from features_gql.stores.base import Store, WrappingStore
 from features_gql.stores.options import StoreOptions
@@ -163,12 +164,7 @@ def wrap_store(
     if not fault and not latency:
         return store
     inner: Mapping[str, Any] | str
-    if store is None:
-        from features_gql.bootstrap import DEFAULT_STORE
-
-        inner = dict(DEFAULT_STORE)
-    else:
-        inner = store
+    inner = dict(DEFAULT_STORE) if store is None else store
     if latency:
         inner = {"plugin": "slow", **parse_assignments(latency, "--latency"), "inner": inner}
     if fault:

@@ -12,10 +12,11 @@ log was trimmed past the copy, the replica reloads a snapshot.
 
     replica = LocalReplica(api, feed=service_feed)   # or LocalReplica(api, interval=1.0)
     await replica.start()
-    if replica.has("pipeline", pipeline_id, "speedups"): ...
+    if replica.has(("pipeline", pipeline_id), "speedups"): ...
+    await replica.stop()
 
 **Compact.** The copy keeps, for each assignment, a 64-bit fingerprint of its
-(type, id, feature): Python's own keyed hash of the tuple, so about 70 bytes per
+((type, id), feature): Python's own keyed hash of the tuple, so about 70 bytes per
 assignment whatever the length of the ids, where a set of the tuples themselves takes
 300. Two different assignments share a fingerprint with probability 2⁻⁶⁴, so a check
 answers a wrong ``True`` with probability below n/2⁶⁴ (5·10⁻¹⁴ at a million assignments);
@@ -29,9 +30,10 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable, Sequence
 
 from features_gql.api import FeaturesAPI
-from features_gql.domain import Assignment, ChangeEvent
+from features_gql.domain import Assignment, ChangeEvent, Resource
 from features_gql.errors import ChangesTrimmed, SnapshotsUnsupported, StoreError
 from features_gql.feed import ChangeFeed, SubscriberTooSlow
 
@@ -39,6 +41,9 @@ log = logging.getLogger("features_gql.replica")
 
 #: Assignments per snapshot page while loading.
 SNAPSHOT_PAGE = 5000
+
+#: See :attr:`LocalReplica.listeners`.
+ReplicaListener = Callable[[Sequence[ChangeEvent], StoreError | None], None]
 
 
 class LocalReplica:
@@ -66,11 +71,18 @@ class LocalReplica:
         self.last_error: str | None = None
         #: Snapshots loaded since the start (the first load, then any reload).
         self.loads = 0
+        #: Told the outcome of every attempt to catch up with the store, on the replica's
+        #: event loop: ``listener(changes, None)`` with the changes applied (often none),
+        #: or ``listener((), error)`` with the error that stopped a follow-up. Listeners
+        #: must be quick; one that raises is logged and the others still run.
+        self.listeners: list[ReplicaListener] = []
 
-    def has(self, type: str, id: str, feature: str) -> bool:
-        """Whether the resource had the feature as of :attr:`revision`. Unknown names,
-        valid or not, are simply absent: this path does no validation, for speed."""
-        return hash((type, id, feature)) in self._keys
+    def has(self, resource: Resource | tuple[str, str], feature: str) -> bool:
+        """Whether ``resource`` had ``feature`` as of :attr:`revision`; the arguments are
+        those of :meth:`FeaturesAPI.has`. Unknown names, valid or not, are simply absent:
+        this path does no validation, for speed."""
+        # A Resource hashes as its (type, id) tuple, so either form finds the same key.
+        return hash((resource, feature)) in self._keys
 
     def __len__(self) -> int:
         """How many assignments the copy holds."""
@@ -89,7 +101,7 @@ class LocalReplica:
     def apply(self, change: ChangeEvent) -> None:
         if change.revision <= self._revision:
             return
-        key = hash((change.resource.type, change.resource.id, change.feature))
+        key = hash(((change.resource.type, change.resource.id), change.feature))
         if change.op == "add":
             self._keys.add(key)
         else:
@@ -112,8 +124,8 @@ class LocalReplica:
             return
         revision, page = first.revision, first.assignments
         while True:
-            for assignment in page:
-                add(hash(assignment))  # an Assignment hashes as its (type, id, feature)
+            for type_, id_, feature in page:
+                add(hash(((type_, id_), feature)))
             if len(page) < SNAPSHOT_PAGE:
                 break
             after = page[-1]
@@ -124,17 +136,25 @@ class LocalReplica:
 
     async def refresh(self) -> int:
         """Apply every change after :attr:`revision`; returns how many were applied."""
-        applied = 0
+        applied: list[ChangeEvent] = []
         while True:
             changes = await self.api.changes_since(self._revision, limit=self.batch)
             for change in changes:
                 self.apply(change)
-            applied += len(changes)
+            applied.extend(changes)
             if len(changes) < self.batch:
                 break
         self._synced_at = time.monotonic()
         self.last_error = None
-        return applied
+        self._tell(applied, None)
+        return len(applied)
+
+    def _tell(self, changes: Sequence[ChangeEvent], error: StoreError | None) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(changes, error)
+            except Exception:
+                log.exception("a replica listener raised; the replica carries on")
 
     async def start(self) -> None:
         """Load the copy (raises if the store cannot answer), then follow the store."""
@@ -149,10 +169,11 @@ class LocalReplica:
                 await self._task
             self._task = None
 
-    def _failed(self, exc: Exception) -> None:
+    def _failed(self, exc: StoreError) -> None:
         if self.last_error is None:
             log.warning("replica cannot follow the store, answering from its copy: %s", exc)
         self.last_error = str(exc)
+        self._tell((), exc)
 
     async def _reload_if_behind(self) -> bool:
         """Reload when the store is behind the copy: it lost data or was restored."""
@@ -201,6 +222,8 @@ class LocalReplica:
             async for change in self.feed.subscribe(self._revision):
                 self.apply(change)
                 self._synced_at = time.monotonic()
+                self.last_error = None
+                self._tell((change,), None)
         except SubscriberTooSlow:
             return False
         except ChangesTrimmed:
@@ -224,5 +247,6 @@ class LocalReplica:
                 if revision == self._revision:
                     self._synced_at = time.monotonic()
                     self.last_error = None
+                    self._tell((), None)
             except StoreError as exc:
                 self._failed(exc)

@@ -25,6 +25,11 @@ def test_harness_runs_and_writes_ratios(tmp_path: Path) -> None:
     assert rows["HTTP: hasFeature"]["ratio"] > 0
     assert rows["HTTP: checks, 1000 items"]["ratio"] > 0
     assert rows["in-process: LocalReplica.has, memory"]["ratio"] > 0
+    assert rows["HTTP: OFREP single evaluation"]["baseline"] == "raw handler"
+    assert rows["HTTP: OFREP single evaluation"]["note"].endswith("x hasFeature")
+    openfeature = rows["in-process: OpenFeature SDK, FeaturesProvider (LocalReplica)"]
+    assert openfeature["baseline"] == "InMemoryProvider"
+    assert openfeature["ratio"] > 0
 
 
 def test_hybrid_harness_runs(tmp_path: Path) -> None:

@@ -23,12 +23,12 @@ async def test_replica_loads_and_follows_changes() -> None:
     replica = LocalReplica(api, interval=0.01, batch=2)
     await replica.start()
     try:
-        assert replica.has("pipeline", "p1", "speedups") is True
-        assert replica.has("pipeline", "p1", "beta") is False
+        assert replica.has(("pipeline", "p1"), "speedups") is True
+        assert replica.has(("pipeline", "p1"), "beta") is False
         assert replica.revision == 3
         await api.add(("app", "a"), "beta")
         async with asyncio.timeout(5):
-            while not replica.has("app", "a", "beta"):
+            while not replica.has(("app", "a"), "beta"):
                 await asyncio.sleep(0.01)
         assert replica.revision == 4
         assert replica.staleness is not None
@@ -46,7 +46,7 @@ async def test_replica_answers_from_its_copy_while_the_store_is_down() -> None:
         store.change_faults({"outage": True})
         await asyncio.sleep(0.1)
         assert replica.last_error is not None
-        assert replica.has("pipeline", "p1", "speedups") is True
+        assert replica.has(("pipeline", "p1"), "speedups") is True
         assert (replica.staleness or 0) >= 0.05
         store.change_faults({"outage": False})
         async with asyncio.timeout(5):
@@ -78,9 +78,9 @@ async def test_replica_loads_a_snapshot_when_the_log_was_trimmed() -> None:
     try:
         assert len(replica) == 49
         assert replica.revision == 51
-        assert replica.has("pipeline", "p0", "speedups") is True
-        assert replica.has("pipeline", "p7", "speedups") is False
-        assert replica.has("pipeline", "p0", "other") is False
+        assert replica.has(("pipeline", "p0"), "speedups") is True
+        assert replica.has(("pipeline", "p7"), "speedups") is False
+        assert replica.has(("pipeline", "p0"), "other") is False
     finally:
         await replica.stop()
 
@@ -92,9 +92,9 @@ async def test_replica_follows_the_feed_without_polling() -> None:
     await replica.start()
     try:
         await api.add(("pipeline", "p1"), "speedups")
-        await until(lambda: replica.has("pipeline", "p1", "speedups"))
+        await until(lambda: replica.has(("pipeline", "p1"), "speedups"))
         await api.remove(("pipeline", "p1"), "speedups")
-        await until(lambda: not replica.has("pipeline", "p1", "speedups"))
+        await until(lambda: not replica.has(("pipeline", "p1"), "speedups"))
         assert replica.revision == 2
     finally:
         await replica.stop()
@@ -113,15 +113,15 @@ async def test_replica_reloads_when_the_store_is_restored_behind_it(with_feed: b
     replica = LocalReplica(api, interval=0.02, feed=feed)
     await replica.start()
     try:
-        assert replica.has("pipeline", "lost", "speedups") is True
+        assert replica.has(("pipeline", "lost"), "speedups") is True
         api.store = backup  # restored from an older backup: revision 1 < 3
         await until(lambda: replica.loads == 2)
-        assert replica.has("pipeline", "lost", "speedups") is False
-        assert replica.has("pipeline", "kept", "speedups") is True
+        assert replica.has(("pipeline", "lost"), "speedups") is False
+        assert replica.has(("pipeline", "kept"), "speedups") is True
         assert replica.revision == 1
         # And it follows the restored store from there.
         await api.add(("pipeline", "new"), "speedups")
-        await until(lambda: replica.has("pipeline", "new", "speedups"))
+        await until(lambda: replica.has(("pipeline", "new"), "speedups"))
     finally:
         await replica.stop()
         if feed is not None:
@@ -142,7 +142,25 @@ async def test_replica_reloads_when_the_log_was_trimmed_past_it() -> None:
         await store.inner.trim_changes(15)
         store.change_faults({"outage": False})
         await until(lambda: replica.loads == 2)
-        assert all(replica.has("pipeline", f"p{i}", "speedups") for i in range(20))
+        assert all(replica.has(("pipeline", f"p{i}"), "speedups") for i in range(20))
         assert replica.revision == 20
+    finally:
+        await replica.stop()
+
+
+async def test_replica_takes_a_resource_as_the_api_does() -> None:
+    api = FeaturesAPI(MemoryStore())
+    await api.add(("pipeline", "p1"), "speedups")
+    replica = LocalReplica(api)
+    await replica.start()
+    try:
+        for resource in (("pipeline", "p1"), Resource("pipeline", "p1")):
+            assert await api.has(resource, "speedups") is True
+            assert replica.has(resource, "speedups") is True
+            assert replica.has(resource, "beta") is False
+        assert replica.has(("pipeline", "p2"), "speedups") is False
+        await api.remove(("pipeline", "p1"), "speedups")
+        await replica.refresh()
+        assert replica.has(Resource("pipeline", "p1"), "speedups") is False
     finally:
         await replica.stop()

@@ -106,6 +106,8 @@ class PreparedQuery:
     static_costs: dict[str | None, int] = field(default_factory=dict)
     #: Whatever a faster executor compiled for this text, per operation name.
     plans: dict[str | None, object] = field(default_factory=dict)
+    #: The operation each name selects (only names that select one: bounded).
+    selected: dict[str | None, OperationDefinitionNode] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,11 +266,12 @@ class Gate:
         if prepared.document is None:
             return Refused(prepared.errors)
         document = prepared.document
-        operation = _select(document, operation_name)
+        operation = prepared.selected.get(operation_name) or _select(document, operation_name)
         if isinstance(operation, str):
             return Refused(
                 [GraphQLError(operation, extensions={"code": BAD_REQUEST})], http_status=400
             )
+        prepared.selected[operation_name] = operation
         name = operation.name.value if operation.name else None
         if method == "GET" and operation.operation != OperationType.QUERY:
             return Refused(

@@ -32,6 +32,7 @@ from features_gql.graphql.types import (
     SnapshotPage,
     StoreHealth,
     SyncStatus,
+    Viewer,
 )
 
 
@@ -73,6 +74,15 @@ class Query:
         self, info: Info, type: str, ids: list[str], features: list[str]
     ) -> list[list[bool]] | None:
         return await hot_fields.check_matrix(info.context, type, ids, features)
+
+    @strawberry.field(
+        description="Who this request acts as, so a client can show only what it may do."
+    )
+    def viewer(self, info: Info) -> Viewer:
+        principal = info.context.principal
+        return Viewer(
+            name=principal.name, scopes=sorted(principal.scopes), anonymous=principal.anonymous
+        )
 
     @strawberry.field(description="Service health, with a live probe of the store.")
     async def health(self, info: Info) -> Health:

@@ -153,6 +153,17 @@ class ChangeEvent:
         )
 
 
+@strawberry.type(description="Who a request acts as: a token, or anonymous.")
+class Viewer:
+    name: str = strawberry.field(
+        description="The token's name (recorded as the actor of its changes), or anonymous."
+    )
+    scopes: list[str] = strawberry.field(
+        description="What it may do, sorted: read (queries), write (mutations), admin."
+    )
+    anonymous: bool = strawberry.field(description="True when the request carried no token.")
+
+
 @strawberry.type(description="Whether the store answers a cheap probe within a short deadline.")
 class StoreHealth:
     name: str

@@ -21,7 +21,10 @@ from features_gql.graphql.admission import Limits
 from features_gql.graphql.schema import build_schema
 from features_gql.http.access import check_scope
 from features_gql.http.admin import add_admin_routes
-from features_gql.http.errors import error_response
+from features_gql.http.cors import cors_middleware
+from features_gql.http.headers import undecodable_header
+from features_gql.http.ofrep import mount_ofrep
+from features_gql.http.responses import SERVER, error_response
 from features_gql.http.view import (
     OUTCOME_KEY,
     REQUEST_KEY,
@@ -62,8 +65,8 @@ def _request_id_from(request: web.Request) -> str:
 def _internal_error(rid: str) -> web.Response:
     return error_response(
         500,
-        "INTERNAL_SERVER_ERROR",
         f"Internal error; quote request id {rid} when reporting it.",
+        "INTERNAL_SERVER_ERROR",
         requestId=rid,
     )
 
@@ -80,34 +83,78 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     ops_token = request_operations.set(operations)
     metrics = request.app.get(METRICS_KEY)
     if metrics is not None:
-        metrics.requests_in_flight += 1
+        metrics.request_started()
     started = time.perf_counter()
     try:
-        response = await handler(request)
+        bad_header = undecodable_header(request.raw_headers)
+        if bad_header is None:
+            response = await handler(request)
+        else:
+            response = error_response(
+                400, f"Header {bad_header} is not valid UTF-8.", "INVALID_HEADER"
+            )
     except web.HTTPException as exc:
-        exc.headers["X-Request-ID"] = rid
-        raise
-    except Exception:
-        log.exception(
-            "unhandled error answering %s %s",
-            request.method,
-            request.path,
-            extra={"fields": {"request_id": rid}},
-        )
-        response = _internal_error(rid)
+        if exc.status < 400 or exc.content_type == "application/json":
+            exc.headers["X-Request-ID"] = rid
+            raise
+        response = _http_error(request, exc)
+    except Exception as exc:
+        if _client_went_away(request, exc):
+            # Nobody is left to answer, and a traceback per vanished client would flood
+            # the log.
+            log.debug("client closed the connection before its request arrived")
+            response = error_response(400, "The connection closed before the request arrived.")
+        else:
+            log.exception(
+                "unhandled error answering %s %s",
+                request.method,
+                request.path,
+                extra={"fields": {"request_id": rid}},
+            )
+            response = _internal_error(rid)
     finally:
         seconds = time.perf_counter() - started
         request_id.reset(token)
         request_operations.reset(ops_token)
         if metrics is not None:
-            metrics.requests_in_flight -= 1
+            metrics.request_finished()
     response.headers["X-Request-ID"] = rid
     outcome = request.get(OUTCOME_KEY)
     if outcome is not None:
         if metrics is not None:
-            metrics.observe_request(outcome.operation, outcome.outcome, seconds, outcome.codes)
+            metrics.observe_request(
+                outcome.operation, outcome.outcome, seconds, outcome.codes, outcome.protocol
+            )
         _log_request(request, rid, seconds, response.status, outcome, operations)
     return response
+
+
+def _client_went_away(request: web.Request, exc: Exception) -> bool:
+    """aiohttp's reads raise ConnectionResetError when the client closes mid-request."""
+    transport = request.transport
+    return isinstance(exc, ConnectionResetError) and (transport is None or transport.is_closing())
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's plain-text 404, 405, 413... as the JSON error every other answer uses."""
+    if exc.status == 404:
+        message = f"Not found: {request.path}"
+    elif exc.status == 405:
+        message = f"{request.method} is not allowed here; allowed: {exc.headers.get('Allow')}."
+    elif exc.text and not exc.text.startswith(f"{exc.status}:"):
+        message = exc.text  # aiohttp's own wording, e.g. the body size limit
+    else:
+        message = exc.reason
+    headers = {
+        name: value
+        for name, value in exc.headers.items()
+        if name.lower() not in ("content-type", "content-length")
+    }
+    return error_response(exc.status, message, headers=headers)
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER
 
 
 def _log_request(
@@ -135,7 +182,7 @@ def _log_request(
         "store_calls": len(operations),
     }
     if request_log.isEnabledFor(level):
-        request_log.log(level, "graphql request", extra={"fields": fields})
+        request_log.log(level, f"{outcome.protocol} request", extra={"fields": fields})
     if slow and threshold is not None:
         slowest = sorted(operations, key=lambda e: e.duration, reverse=True)[:SLOWEST_SHOWN]
         fields = {
@@ -146,7 +193,7 @@ def _log_request(
             or "none",
             "threshold_ms": round(threshold * 1000, 3),
         }
-        request_log.warning("slow graphql request", extra={"fields": fields})
+        request_log.warning(f"slow {outcome.protocol} request", extra={"fields": fields})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -248,15 +295,18 @@ def mount_graphql(
 async def _method_not_allowed(request: web.Request) -> web.Response:
     return error_response(
         405,
-        "METHOD_NOT_ALLOWED",
         "GraphQL accepts GET and POST only.",
+        "METHOD_NOT_ALLOWED",
         headers={"Allow": "GET, POST"},
     )
 
 
 def create_app(service: Service) -> web.Application:
-    """The standalone service: /graphql, /healthz, /readyz and /metrics."""
-    app = web.Application(middlewares=[request_context], client_max_size=4 * 1024 * 1024)
+    """The standalone service: /graphql, /ofrep/v1, /healthz, /readyz and /metrics."""
+    # CORS is outermost so that its headers reach every answer, errors included.
+    cors = [cors_middleware(service.settings.cors_origins)] if service.settings.cors_origins else []
+    app = web.Application(middlewares=[*cors, request_context], client_max_size=4 * 1024 * 1024)
+    app.on_response_prepare.append(_server_header)
     app[SERVICE_KEY] = service
     app[METRICS_KEY] = service.metrics
     app[SLOW_KEY] = service.settings.slow_request_ms / 1000
@@ -272,6 +322,13 @@ def create_app(service: Service) -> web.Application:
         metrics=service.metrics,
         sync=service.edge,
     )
+    # OpenFeature's remote evaluation protocol (OFREP): the same api, tokens and limits.
+    mount_ofrep(
+        app,
+        service.api,
+        auth=service.auth,
+        default_resource_type=service.settings.openfeature_default_resource_type,
+    )
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
@@ -282,10 +339,16 @@ def create_app(service: Service) -> web.Application:
         # The readiness gauge starts from a real probe rather than the default 0.
         probe = await service.api.probe(READINESS_TIMEOUT)
         service.metrics.store_up.set(1 if probe.up else 0)
-        log.info(
-            "store ready",
-            extra={"fields": {"store": service.store.name, "config": service.store_description}},
-        )
+        fields = {"store": service.store.name, "config": service.store_description}
+        if probe.up:
+            log.info("store ready", extra={"fields": fields})
+        else:
+            # Serve anyway: the store may come back (MongoDB restarting), and /readyz
+            # keeps traffic away until it does.
+            log.warning(
+                "store not ready at start-up; serving anyway, /readyz answers 503 until it is",
+                extra={"fields": {**fields, "reason": f"store {probe.reason}"}},
+            )
         yield
         await service.stop()
 

@@ -26,8 +26,8 @@ from features_gql.graphql.errors import translate
 from features_gql.graphql.fast_path import FastPath
 from features_gql.graphql.schema import FeaturesSchema
 from features_gql.http.access import unauthenticated
-from features_gql.http.errors import error_response
 from features_gql.http.request_body import BodyError, read_graphql_request
+from features_gql.http.responses import error_response
 from features_gql.http.subscriptions import (
     PRINCIPAL_KEY,
     SubscriptionHandler,
@@ -77,13 +77,15 @@ def wants_graphql_response(accept: str) -> bool:
 
 @dataclass
 class GraphQLOutcome:
-    """What the request log and metrics need to know about one GraphQL request."""
+    """What the request log and metrics need to know about one GraphQL request (or, with
+    ``protocol="ofrep"``, one OFREP evaluation: ``operation`` is then its endpoint)."""
 
     operation: str | None
     outcome: str
     codes: list[str]
     #: A mutation: logged at INFO even when it succeeds (the audit trail).
     write: bool = False
+    protocol: str = "graphql"
 
 
 OUTCOME_KEY = web.RequestKey("features_gql.graphql_outcome", GraphQLOutcome)
@@ -289,8 +291,8 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         )
         return error_response(
             status,
-            code,
             message,
+            code,
             content_type=media,
             headers={"Allow": allow} if allow else None,
         )
@@ -300,7 +302,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
             return await self.run(request=request)
         except HTTPException as exc:
             status = exc.status_code
-            code = "UNSUPPORTED_MEDIA_TYPE" if status == 415 else "BAD_REQUEST"
+            code = {415: "UNSUPPORTED_MEDIA_TYPE", 404: "NOT_FOUND"}.get(status, "BAD_REQUEST")
             return self._http_error(
                 request, status, code, exc.reason, allow="GET, POST" if status == 405 else None
             )

@@ -8,8 +8,10 @@ plugin is needed.
 
 Capability flags let a store say what it honestly cannot do:
 
-* ``persistent``: data survives closing the store and opening a new one built by
-  the same ``make_store`` (file or server stores); memory stores set it False.
+* ``persistent`` (default True): data survives closing the store and opening a new
+  one built by the same ``make_store`` (file or server stores), which
+  ``test_data_survives_reopening`` checks; a store that keeps its data in memory sets
+  it False, and that test is skipped.
 """
 
 from __future__ import annotations
@@ -261,13 +263,18 @@ class StoreContract:
                 await store.add(resource, "f", actor=None)
             seen: list[Resource] = []
             after: Resource | None = None
-            while True:
+            # Bounded: a store whose cursor never moves on must fail here, not loop.
+            for _ in range(len(resources) // 7 + 2):
                 page = await store.resources_with("f", type=None, after=after, limit=7)
                 assert len(page) <= 7
                 if not page:
                     break
+                if after is not None:
+                    assert page[0] > after, "`after` must exclude the cursor itself"
                 seen += page
                 after = page[-1]
+            else:
+                pytest.fail(f"paging never reached the end; pages so far held {seen}")
             assert seen == sorted(resources)
 
         self.run(make_store, scenario)

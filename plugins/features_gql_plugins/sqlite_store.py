@@ -67,6 +67,22 @@ def _connect(path: str, synchronous: str, busy_timeout_ms: int) -> sqlite3.Conne
     return conn
 
 
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _diagnose(path: Path, reason: str) -> str:
+    """Why ``path`` cannot be a database file, in words; else SQLite's own ``reason``."""
+    for parent in reversed(path.parents):  # from the root down
+        if parent.exists() and not parent.is_dir():
+            return f"{parent} is not a directory"
+    if path.is_dir():
+        return "it is a directory"
+    if reason == "file is not a database":
+        return "the file exists but is not a SQLite database"
+    return reason
+
+
 def _revision(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
     return int(row[0]) if row else 0
@@ -91,35 +107,50 @@ class SQLiteStore(Store):
         try:
             return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
         except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
+            if _is_busy(exc):
                 raise StoreTimeout(f"sqlite database is locked: {exc}") from exc
             raise StoreUnavailable(f"sqlite error: {exc}") from exc
         except sqlite3.DatabaseError as exc:
             raise StoreUnavailable(f"sqlite error: {exc}") from exc
 
-    async def open(self) -> None:
-        def open_writer() -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Connection:
+        """A connection to the file, or a StoreUnavailable that names the path and the cause."""
+        try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = _connect(self.path, self.synchronous, self.busy_timeout_ms)
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
+            return _connect(self.path, self.synchronous, self.busy_timeout_ms)
+        except (OSError, sqlite3.Error) as exc:
+            if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+                raise StoreTimeout(f"sqlite file {self.path!r} is locked: {exc}") from exc
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StoreUnavailable(
+                f"cannot open sqlite file {self.path!r}: {_diagnose(Path(self.path), reason)}"
+            ) from exc
+
+    async def open(self) -> None:
+        def open_writer() -> sqlite3.Connection:
+            conn = self._connect()
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise ConfigError(
+                        f"{self.path} was written by a newer features-gql (schema {version}, "
+                        f"this one knows {SCHEMA_VERSION})"
+                    )
+                conn.executescript(_SCHEMA)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            except sqlite3.Error as exc:
                 conn.close()
-                raise ConfigError(
-                    f"{self.path} was written by a newer features-gql (schema {version}, "
-                    f"this one knows {SCHEMA_VERSION})"
-                )
-            conn.executescript(_SCHEMA)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                raise StoreUnavailable(
+                    f"cannot open sqlite file {self.path!r}: {_diagnose(Path(self.path), str(exc))}"
+                ) from exc
+            except BaseException:
+                conn.close()
+                raise
             return conn
 
-        try:
-            self._writer = await self._run(self._writer_thread, open_writer)
-            self._reader = await self._run(
-                self._reader_thread, _connect, self.path, self.synchronous, self.busy_timeout_ms
-            )
-        except sqlite3.Error as exc:  # pragma: no cover - _run already maps these
-            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+        self._writer = await self._run(self._writer_thread, open_writer)
+        self._reader = await self._run(self._reader_thread, self._connect)
 
     async def close(self) -> None:
         for conn, executor in (
