@@ -430,11 +430,17 @@ class CheckBatch:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[bool] = loop.create_future()
         if not self._pending:
-            loop.call_soon(self._flush, loop)
+            loop.call_soon(self._flush, loop, 0)
         self._pending.append(((res, feature), answer))
         return answer
 
-    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _flush(self, loop: asyncio.AbstractEventLoop, seen: int) -> None:
+        # Executors reach nested fields a turn or more after top-level ones (how many
+        # depends on the graphql-core version): send the batch only once a turn of the
+        # loop has added nothing to it, so every check of the request shares the call.
+        if len(self._pending) != seen:
+            loop.call_soon(self._flush, loop, len(self._pending))
+            return
         pending, self._pending = self._pending, []
         task = loop.create_task(self._answer(pending))
         self._tasks.add(task)
