@@ -72,8 +72,9 @@ class LocalReplica:
         #: Snapshots loaded since the start (the first load, then any reload).
         self.loads = 0
         #: Told the outcome of every attempt to catch up with the store, on the replica's
-        #: event loop: ``listener(changes, None)`` with the changes applied (often none),
-        #: or ``listener((), error)`` with the error that stopped a follow-up. Listeners
+        #: event loop: ``listener(changes, None)`` with the changes applied (often none;
+        #: none for a snapshot loaded, which is not a list of changes), or
+        #: ``listener((), error)`` with the error that stopped a follow-up. Listeners
         #: must be quick; one that raises is logged and the others still run.
         self.listeners: list[ReplicaListener] = []
 
