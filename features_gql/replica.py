@@ -205,13 +205,16 @@ class LocalReplica:
         while True:
             following = asyncio.create_task(self._consume_feed())
             checking = asyncio.create_task(self._check_current())
-            done, pending = await asyncio.wait(
-                {following, checking}, return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in pending:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            try:
+                done, _ = await asyncio.wait(
+                    {following, checking}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                # Both end here, also when this task is cancelled (the replica stops).
+                for task in (following, checking):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if following in done and following.result():
                 return  # the feed stopped: the service is shutting down
             # Reloaded, or the store failed: subscribe again from the copy's revision.
