@@ -1,7 +1,9 @@
 """Real headless Chromium (Debian's ``chromium`` package) driven by Playwright, and the
 real service in a thread of its own, for the control panel's tests.
 
-One browser per test session; each test gets a fresh browser context (its own
+One browser per test module (Playwright's synchronous API keeps an event loop running in
+the main thread while it is started, which asyncio tests of later modules cannot share);
+each test gets a fresh browser context (its own
 sessionStorage) that refuses every request to a host other than 127.0.0.1 and records
 console errors, so a test fails when the panel reaches beyond the service or logs one.
 """
@@ -127,7 +129,7 @@ def watch_context(context: Any) -> Watch:
     return watch
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if shutil.which(CHROMIUM) is None:
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (.ci/run does)")

@@ -151,7 +151,7 @@ async def server(start_server: StartServer) -> Server:
 # -- MongoDB (tests/mongodb_server.py) ----------------------------------------------------
 # The embedded MongoDB wire-protocol server (or MONGODB_URL), for every test module.
 # -- Chromium (tests/browser.py) ----------------------------------------------------------
-# One headless Chromium for the whole session, for the control panel's tests.
+# One headless Chromium per test module, for the control panel's tests.
 from tests.browser import browser  # noqa: E402, F401
 from tests.mongodb_server import (  # noqa: E402, F401
     mongodb_admin,

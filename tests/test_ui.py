@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -22,9 +23,14 @@ def tokens() -> tuple[dict[str, Any], dict[str, str]]:
 
 
 @pytest.fixture
-def service(tokens: tuple[dict[str, Any], dict[str, str]]) -> Iterator[ThreadedServer]:
+def service(
+    browser: Any, tokens: tuple[dict[str, Any], dict[str, str]]
+) -> Iterator[ThreadedServer]:
     server = ThreadedServer(auth_tokens=tokens[0]).start()
     yield server
+    # A page left open (a failed test) holds its subscription open: close it first.
+    for context in browser.contexts:
+        context.close()
     server.stop()
 
 
@@ -52,7 +58,8 @@ def assert_clean(watch: Watch, server: ThreadedServer) -> None:
     assert watch.console_errors == []
     assert watch.foreign == []
     assert any(url == f"{server.url}/graphql" for url in watch.requests)
-    assert all(url.startswith(server.url) for url in watch.requests)
+    here = urlsplit(server.url).netloc
+    assert all(urlsplit(url).netloc == here for url in watch.requests)
 
 
 def test_sign_in_find_flip_and_the_api_sees_it(
@@ -191,3 +198,27 @@ def test_anonymous_on_loopback_without_tokens_may_write(browser: Any) -> None:
         page.context.close()
     finally:
         server.stop()
+
+
+def test_a_second_browser_sees_the_first_ones_change_arrive_live(
+    browser: Any, service: ThreadedServer, tokens: tuple[dict[str, Any], dict[str, str]]
+) -> None:
+    watcher = open_panel(browser, service)
+    sign_in(watcher, tokens[1]["auditor"])
+    find(watcher, RESOURCE["type"], RESOURCE["id"])
+    watcher.get_by_text("This resource has no features.").wait_for()
+    watcher.get_by_text("Live", exact=True).wait_for()
+
+    actor = open_panel(browser, service)
+    sign_in(actor, tokens[1]["ops"])
+    find(actor, RESOURCE["type"], RESOURCE["id"])
+    actor.get_by_label("Feature", exact=True).fill("speedups")
+    actor.get_by_role("button", name="Add feature").click()
+
+    # No reload: the subscription brings it, with its actor and revision.
+    watcher.locator("ul.features li", has_text="speedups").wait_for()
+    watcher.get_by_text("Live: speedups turned on by ops (revision 1).").wait_for()
+    assert watcher.locator("#revision").text_content() == "1"
+    assert any(url.startswith("ws://127.0.0.1") for url in watcher.watch.requests)
+    assert_clean(watcher.watch, service)
+    assert_clean(actor.watch, service)

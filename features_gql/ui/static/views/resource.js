@@ -140,8 +140,9 @@ function showResource(context, region, resource) {
       } else if (on) {
         addSwitch(change.feature, true);
       }
-    } else if (on && !label && ![...list.children].some((item) => item.textContent === change.feature)) {
+    } else if (on && ![...list.children].some((item) => item.textContent === change.feature)) {
       list.append(h("li", {}, change.feature));
+      region.querySelector(".empty")?.remove();
     } else if (!on) {
       for (const item of [...list.children]) if (item.textContent === change.feature) item.remove();
     }
@@ -171,7 +172,9 @@ function showResource(context, region, resource) {
               outcome.textContent = answer.invalid.message;
               return;
             }
-            addSwitch(name, true);
+            // The change may have come back through the live feed already.
+            const arrived = [...list.querySelectorAll("label")].some((label) => label.textContent === name);
+            if (!arrived) addSwitch(name, true);
             outcome.textContent = describeChange(name, true, answer);
             addForm.reset();
             context.refreshStatus();
@@ -193,7 +196,8 @@ function showResource(context, region, resource) {
   } else {
     for (const name of features) list.append(h("li", {}, name));
     children.push(
-      features.length ? list : h("p", { class: "empty" }, "This resource has no features."),
+      features.length ? null : h("p", { class: "empty" }, "This resource has no features."),
+      list,
       h("p", { class: "note" }, "This token may only read: sign in with a write token to change features."),
       liveLine,
     );
