@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from features_gql.api import FeaturesAPI
 from features_gql.auth import AuthPolicy
-from features_gql.config import DEFAULT_STORE, Settings, policy
+from features_gql.config import DEFAULT_STORE, Settings, data_directory, policy
+from features_gql.edge import EdgeStore, EdgeSync
 from features_gql.errors import PluginError
 from features_gql.events import (
     EventDispatcher,
@@ -17,11 +19,14 @@ from features_gql.events import (
     OperationSink,
     collect_for_request,
 )
+from features_gql.feed import ChangeFeed
 from features_gql.loggers import Logger, LogSettings
 from features_gql.metrics import Metrics
 from features_gql.plugin_manager import Plugins, collect, create_plugin_manager
+from features_gql.retention import Retention
 from features_gql.stores.base import Store
 from features_gql.stores.registry import StoreBuilder
+from features_gql.upstream import UpstreamClient
 
 log = logging.getLogger("features_gql.bootstrap")
 
@@ -40,6 +45,13 @@ class Service:
     store_description: str = ""
     #: Who may do what, for every way in.
     auth: AuthPolicy = field(default_factory=AuthPolicy.open)
+    # -- snapshots and feed --
+    #: The live change feed of this process (GraphQL subscriptions).
+    feed: ChangeFeed | None = None
+    #: Trims the change log, when ``retain_changes`` is set.
+    retention: Retention | None = None
+    #: Keeps the copy in step with the upstream, when this service is an edge.
+    edge: EdgeSync | None = None
 
     async def start(self) -> None:
         self.dispatcher.start()
@@ -48,9 +60,19 @@ class Service:
         except BaseException:
             self.dispatcher.stop()
             raise
+        if self.retention is not None:
+            self.retention.start()
+        if self.edge is not None:
+            self.edge.start()
 
     async def stop(self) -> None:
         try:
+            if self.edge is not None:
+                await self.edge.stop()
+            if self.feed is not None:
+                await self.feed.stop()
+            if self.retention is not None:
+                await self.retention.stop()
             await self.store.close()
         finally:
             self.dispatcher.stop()
@@ -59,6 +81,9 @@ class Service:
 
 
 def store_table(settings: Settings, plugins: Plugins) -> dict[str, Any]:
+    if settings.store is None and settings.upstream is not None:
+        # An edge keeps its copy apart from a service's default file on the same machine.
+        return {"plugin": "sqlite", "path": str(data_directory() / "edge.db")}
     if settings.store is None:
         return dict(DEFAULT_STORE)
     if isinstance(settings.store, str):
@@ -110,8 +135,39 @@ def build(settings: Settings, *, extra_plugins: Sequence[object] = ()) -> Servic
         inline=[("metrics", metrics.observe_operation), ("request", collect_for_request)],
         gate=_gate(loggers, has_hooks=bool(plugins.operation_sinks)),
     )
+    edge: EdgeSync | None = None
+    if settings.upstream is not None:
+        # The copy is written only by the follower, through an API of its own over the
+        # local store (instrumented, and waking this service's change feed); the service's
+        # API reads the copy and forwards writes upstream.
+        local = FeaturesAPI(store, deadline=settings.deadline, on_event=dispatcher.emit)
+        client = UpstreamClient(settings.upstream, settings.upstream_token)
+        edge = EdgeSync(local, client, state_file=_state_file(settings, store))
+        store = EdgeStore(store, client, edge)
     api = FeaturesAPI(store, deadline=settings.deadline, on_event=dispatcher.emit)
+    if edge is not None:
+        edge.local.change_listeners = api.change_listeners
+        metrics.track_edge(edge)
     description = store.describe()
-    return Service(
+    service = Service(
         settings, plugins, store, api, dispatcher, metrics, loggers, description, policy(settings)
     )
+    service.edge = edge
+    service.feed = ChangeFeed(api)
+    metrics.track_feed(service.feed)
+    if settings.retain_changes is not None:
+        service.retention = Retention(api, settings.retain_changes)
+    return service
+
+
+def _state_file(settings: Settings, store: Store) -> Path | None:
+    """Where an edge keeps its sync position: beside a file store's data, else in the data
+    directory; nowhere for a store that forgets everything at exit."""
+    if settings.upstream_state is not None:
+        return settings.upstream_state
+    path = getattr(store, "path", None)
+    if isinstance(path, str) and path != ":memory:":
+        return Path(path + ".upstream.json")
+    if not store.shared_between_processes:
+        return None
+    return data_directory() / "edge-sync.json"

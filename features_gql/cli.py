@@ -95,6 +95,26 @@ def _parser() -> argparse.ArgumentParser:
         help="fault injection: wrap the store in a `slow` store with this option "
         "(repeatable): delay_ms=30 jitter_ms=20 seed=7 operations=reads stall=true",
     )
+    serve.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="run as an edge replica of this features-gql GraphQL endpoint "
+        "(http://central:8080/graphql): a persistent copy in --store (default: a SQLite file "
+        "edge.db beside the default one) that answers reads, forwards writes, and keeps "
+        "answering while the upstream is down",
+    )
+    serve.add_argument(
+        "--upstream-token",
+        metavar="TOKEN",
+        help="the edge's bearer token at the upstream, read scope (or FEATURES_GQL_UPSTREAM_TOKEN, "
+        "which keeps it out of the process list)",
+    )
+    serve.add_argument(
+        "--max-staleness",
+        type=float,
+        metavar="SECONDS",
+        help="an edge is not ready (/readyz 503) while its copy is older than this",
+    )
     _common(serve)
     serve.add_argument(
         "--no-introspection", action="store_true", help="refuse introspection queries"
@@ -102,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--no-graphiql", action="store_true", help="do not serve GraphiQL to browsers"
     )
+    serve.add_argument("--no-ui", action="store_true", help="do not serve the control panel at /ui")
 
     plugins = commands.add_parser(
         "plugins",
@@ -150,6 +171,9 @@ def _settings(args: argparse.Namespace) -> Any:
         "deadline": getattr(args, "deadline", None),
         "slow_request_ms": getattr(args, "slow_request_ms", None),
         "workers": getattr(args, "workers", None),
+        "upstream": getattr(args, "upstream", None),
+        "upstream_token": getattr(args, "upstream_token", None),
+        "max_staleness": getattr(args, "max_staleness", None),
         "log_format": args.log_format,
         "log_level": args.log_level,
         "plugins_dir": args.plugins_dir,
@@ -158,6 +182,8 @@ def _settings(args: argparse.Namespace) -> Any:
         overrides["introspection"] = False
     if getattr(args, "no_graphiql", False):
         overrides["graphiql"] = False
+    if getattr(args, "no_ui", False):
+        overrides["ui"] = False
     settings = load_settings(config_file=args.config, overrides=overrides)
     fault, latency = getattr(args, "fault", None), getattr(args, "latency", None)
     if fault or latency:

@@ -47,6 +47,14 @@ def _number(value: str, name: str) -> float:
         raise ConfigError(f"{name} must be a number, got {value!r}") from None
 
 
+def data_directory() -> Path:
+    """Where features-gql keeps its files by default: ``$XDG_DATA_HOME/features-gql``."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return Path(base) / "features-gql"
+
+
 def _bool(value: str, name: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -94,6 +102,7 @@ ENVIRONMENT: dict[str, Variable] = {
     "FEATURES_GQL_GRAPHIQL": Variable(
         "true or false: serve GraphiQL to browsers at /graphql", "graphiql", _bool
     ),
+    "FEATURES_GQL_UI": Variable("true or false: serve the control panel at /ui", "ui", _bool),
     "FEATURES_GQL_PLUGINS_DIR": Variable(
         "directory of local plugin .py files", "plugins_dir", _path
     ),
@@ -111,6 +120,19 @@ ENVIRONMENT: dict[str, Variable] = {
     ),
     "FEATURES_GQL_HEADER_TIMEOUT_SECONDS": Variable(
         "seconds a client has to send a request's headers", "header_timeout", _number
+    ),
+    # -- snapshots and feed --
+    "FEATURES_GQL_RETAIN_CHANGES": Variable(
+        "keep only the latest N change events (default: all)", "retain_changes", _integer
+    ),
+    "FEATURES_GQL_UPSTREAM": Variable(
+        "run as an edge replica of this GraphQL endpoint", "upstream", _secret
+    ),
+    "FEATURES_GQL_UPSTREAM_TOKEN": Variable(
+        "the edge's bearer token (read scope) at the upstream", "upstream_token", _secret
+    ),
+    "FEATURES_GQL_MAX_STALENESS": Variable(
+        "an edge is not ready when its copy is older (seconds)", "max_staleness", _number
     ),
 }
 
@@ -138,6 +160,8 @@ class Settings:
     #: Answer hot query shapes through the compiled fast path (off only to compare).
     fast_path: bool = True
     graphiql: bool = True
+    #: Serve the control panel (static files over the GraphQL API) at /ui.
+    ui: bool = True
     plugins_dir: Path | None = None
     config_file: Path | None = field(default=None, compare=False)
     #: The bearer token of the admin endpoints (/admin/faults); None refuses them all.
@@ -161,6 +185,17 @@ class Settings:
     #: ``[openfeature] default_resource_type``: the resource type of an OFREP evaluation
     #: context without a ``resourceType`` attribute (None: such a context is invalid).
     openfeature_default_resource_type: str | None = None
+    # -- snapshots and feed --
+    #: ``[server] retain_changes``: keep only the latest N change events; None keeps all.
+    retain_changes: int | None = None
+    #: ``[upstream] url``: run as an edge replica of this GraphQL endpoint.
+    upstream: str | None = None
+    #: ``[upstream] token``: the edge's token at the upstream (read scope).
+    upstream_token: str | None = field(default=None, repr=False)
+    #: ``[upstream] max_staleness_seconds``: not ready when the copy is older than this.
+    max_staleness: float | None = None
+    #: ``[upstream] state_file``: where the edge keeps its sync position.
+    upstream_state: Path | None = None
 
 
 def _check(settings: Settings) -> Settings:
@@ -185,6 +220,19 @@ def _check(settings: Settings) -> Settings:
             f"the admin token must be at least {MIN_ADMIN_TOKEN} characters "
             "(e.g. `openssl rand -hex 16`)"
         )
+    if settings.upstream is not None:
+        from features_gql.upstream import check_url
+
+        check_url(settings.upstream)
+        if settings.workers != 1:
+            raise ConfigError(
+                "an edge (--upstream) runs one process: it keeps one copy in step with the "
+                "upstream; run more edges rather than --workers"
+            )
+    if settings.max_staleness is not None and settings.max_staleness <= 0:
+        raise ConfigError(f"max_staleness must be positive, got {settings.max_staleness}")
+    if settings.retain_changes is not None and settings.retain_changes < 1:
+        raise ConfigError(f"retain_changes must be at least 1, got {settings.retain_changes}")
     policy(settings)  # a bad [auth] table fails here, with the rest of the configuration
     default_type = settings.openfeature_default_resource_type
     if default_type is not None:
@@ -237,15 +285,23 @@ TOML_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "introspection": bool,
         "fast_path": bool,
         "graphiql": bool,
+        "ui": bool,
         "admin_token": str,
         "cors_origins": list,
         "max_connections": int,
         "header_timeout_seconds": (int, float),
+        "retain_changes": int,
     },
     "logging": {"format": str, "level": str, "loggers": list},
     "plugins": {"directory": str},
     "auth": {"anonymous": str, "metrics": str, "tokens": dict},
     "openfeature": {"default_resource_type": str},
+    "upstream": {
+        "url": str,
+        "token": str,
+        "max_staleness_seconds": (int, float),
+        "state_file": str,
+    },
     "limits": {
         "max_tokens": int,
         "max_selections": int,
@@ -297,7 +353,7 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-    tables = {"server", "logging", "plugins", "store", "auth", "limits", "openfeature"}
+    tables = {"server", "logging", "plugins", "store", "auth", "limits", "openfeature", "upstream"}
     unknown = sorted(set(data) - tables)
     if unknown:
         raise ConfigError(
@@ -306,7 +362,16 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
     changes: dict[str, Any] = {"config_file": path}
     server = _take(data.get("server", {}), "server", TOML_KEYS["server"])
     # These keys are named as the Settings fields they set.
-    for key in ("host", "port", "workers", "introspection", "fast_path", "graphiql", "admin_token"):
+    for key in (
+        "host",
+        "port",
+        "workers",
+        "introspection",
+        "fast_path",
+        "graphiql",
+        "ui",
+        "admin_token",
+    ):
         if key in server:
             changes[key] = server[key]
     if "slow_request_ms" in server:
@@ -323,6 +388,8 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
         changes["max_connections"] = server["max_connections"]
     if "header_timeout_seconds" in server:
         changes["header_timeout"] = float(server["header_timeout_seconds"])
+    if "retain_changes" in server:
+        changes["retain_changes"] = server["retain_changes"]
     logging_ = _take(data.get("logging", {}), "logging", TOML_KEYS["logging"])
     if "format" in logging_:
         changes["log_format"] = logging_["format"]
@@ -339,6 +406,15 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
     openfeature = _take(data.get("openfeature", {}), "openfeature", TOML_KEYS["openfeature"])
     if "default_resource_type" in openfeature:
         changes["openfeature_default_resource_type"] = openfeature["default_resource_type"]
+    upstream = _take(data.get("upstream", {}), "upstream", TOML_KEYS["upstream"])
+    if "url" in upstream:
+        changes["upstream"] = upstream["url"]
+    if "token" in upstream:
+        changes["upstream_token"] = upstream["token"]
+    if "max_staleness_seconds" in upstream:
+        changes["max_staleness"] = float(upstream["max_staleness_seconds"])
+    if "state_file" in upstream:
+        changes["upstream_state"] = (path.parent / upstream["state_file"]).resolve()
     if "store" in data:
         if not isinstance(data["store"], dict):
             raise ConfigError(f'{path}: [store] must be a table with plugin = "<name>"')

@@ -31,11 +31,14 @@ READS = (
     "changes_since",
     "revision",
     "ping",
+    "snapshot_page",
 )
 WRITES = ("add", "remove")
-ALL_OPERATIONS = frozenset(READS + WRITES)
+#: Change-log retention trims: only ``all`` (or the name itself) selects them.
+MAINTENANCE = ("trim_changes",)
+ALL_OPERATIONS = frozenset(READS + WRITES + MAINTENANCE)
 OPERATION_GROUPS: dict[str, tuple[str, ...]] = {
-    "all": READS + WRITES,
+    "all": READS + WRITES + MAINTENANCE,
     "reads": READS,
     "writes": WRITES,
 }

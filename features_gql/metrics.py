@@ -12,6 +12,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -28,6 +29,10 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from features_gql.events import OperationEvent, SinkHealth
+
+if TYPE_CHECKING:
+    from features_gql.edge import EdgeSync
+    from features_gql.feed import ChangeFeed
 
 #: Seconds. A store call on the hot path takes tens of microseconds (memory) to a few
 #: milliseconds (SQLite, MongoDB on a LAN); the top buckets reach past the 2 s deadline.
@@ -64,6 +69,65 @@ class _SinkHealthCollector(Collector):
             "features_gql_sink_events_dropped",
             "Operation events dropped because the sink queue was full (sinks too slow).",
             value=health.dropped,
+        )
+
+
+class _FeedCollector(Collector):
+    def __init__(self, feed: ChangeFeed) -> None:
+        self._feed = feed
+
+    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "features_gql_subscriptions",
+            "Change-feed subscriptions served by this process right now.",
+            value=self._feed.subscribers,
+        )
+        yield CounterMetricFamily(
+            "features_gql_subscriptions_dropped",
+            "Subscribers dropped for falling too far behind (they resume from their revision).",
+            value=self._feed.dropped,
+        )
+
+
+class _EdgeCollector(Collector):
+    def __init__(self, edge: EdgeSync) -> None:
+        self._edge = edge
+
+    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
+        status = self._edge.status()
+        lag = status.lag_seconds
+        yield GaugeMetricFamily(
+            "features_gql_edge_lag_seconds",
+            "How far the edge's copy may be behind its upstream: 0 while connected and "
+            "caught up, else seconds since it last was (NaN before the first sync).",
+            value=float("nan") if lag is None else lag,
+        )
+        yield GaugeMetricFamily(
+            "features_gql_edge_connected",
+            "1 while the edge follows its upstream.",
+            value=1 if status.connected else 0,
+        )
+        yield GaugeMetricFamily(
+            "features_gql_edge_revision",
+            "The upstream revision the edge's copy reflects.",
+            value=status.revision if status.revision is not None else float("nan"),
+        )
+        yield GaugeMetricFamily(
+            "features_gql_edge_upstream_revision",
+            "The upstream's revision, as last heard.",
+            value=status.upstream_revision
+            if status.upstream_revision is not None
+            else float("nan"),
+        )
+        yield CounterMetricFamily(
+            "features_gql_edge_reconnects",
+            "Times the edge lost its upstream and connected again.",
+            value=status.reconnects,
+        )
+        yield CounterMetricFamily(
+            "features_gql_edge_resyncs",
+            "Times the edge reloaded a snapshot (first start, upstream behind or restored).",
+            value=status.resyncs,
         )
 
 
@@ -171,6 +235,28 @@ class Metrics:
         self._request_children: dict[tuple[str | None, str], Histogram] = {}
         self._ofrep_children: dict[tuple[str, str], Histogram] = {}
         self._names_lock = threading.Lock()
+        self.subscription_events: Counter | None = None
+        self._process_collectors: list[Collector] = []
+
+    # -- snapshots and feed -------------------------------------------------------------
+
+    def track_feed(self, feed: ChangeFeed) -> None:
+        """Subscription metrics, read from the change feed at scrape time."""
+        self._own(_FeedCollector(feed))
+        self.subscription_events = Counter(
+            "features_gql_subscription_events",
+            "Change events sent to subscribers.",
+            registry=self.registry,
+        )
+
+    def track_edge(self, edge: EdgeSync) -> None:
+        """An edge's sync metrics, read from its follower at scrape time."""
+        self._own(_EdgeCollector(edge))
+
+    def _own(self, collector: Collector) -> None:
+        """A collector of this process's own state, in every exposition of it."""
+        self.registry.register(collector)
+        self._process_collectors.append(collector)
 
     def observe_operation(self, event: OperationEvent) -> None:
         """An inline operation sink: cheap, never blocks."""
@@ -253,4 +339,6 @@ class Metrics:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         if self._sink_collector is not None:
             registry.register(self._sink_collector)
+        for collector in self._process_collectors:
+            registry.register(collector)
         return generate_latest(registry)

@@ -49,6 +49,8 @@ from features_gql.metrics import shared_between_processes
 
 log = logging.getLogger("features_gql.serving")
 
+#: How long the supervisor gives the store to create its files before forking workers.
+PREPARE_SECONDS = 10.0
 #: Connections the kernel queues before a worker accepts them (aiohttp's default).
 BACKLOG = 128
 
@@ -113,11 +115,28 @@ def serve(settings: Settings) -> int:
         if settings.workers == 1:
             _run(service, sockets, announce)
             return 0
+        # The store's files, tables or indexes are created once, here, before the workers
+        # start: several workers creating one fresh SQLite file at once collide ("database
+        # is locked"). Opened and closed again: threads and connections must not be forked.
+        asyncio.run(_prepare(service))
         del service
         return _supervise(settings, sockets, announce)
     finally:
         for sock in sockets:
             sock.close()
+
+
+async def _prepare(service: Service) -> None:
+    # Bounded, and never fatal here: a store that is down or slow is the workers' to
+    # report (they serve anyway, and /readyz says why).
+    try:
+        async with asyncio.timeout(PREPARE_SECONDS):
+            try:
+                await service.store.open()
+            finally:
+                await service.store.close()
+    except Exception as exc:
+        log.debug("the store could not be prepared before the workers start: %s", exc)
 
 
 def _run(

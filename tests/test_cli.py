@@ -218,6 +218,13 @@ def test_misspelt_hook_fails_at_start_up_with_the_hook_names(tmp_path: Path) -> 
         (["--log-format", "xml"], "invalid choice"),
         (["--plugins-dir", "/does/not/exist"], "does not exist"),
         (["--port", "70000"], "port must be between 0 and 65535"),
+        (["--upstream", "central:8080"], "the upstream must be an http(s) URL"),
+        (["--upstream", "http://u:p@central/graphql"], "give the upstream's token with"),
+        (
+            ["--upstream", "http://central/graphql", "--workers", "2"],
+            "an edge (--upstream) runs one",
+        ),
+        (["--max-staleness", "0"], "max_staleness must be positive"),
     ],
 )
 def test_bad_configuration_fails_fast_with_a_clear_message(args: list[str], message: str) -> None:

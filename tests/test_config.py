@@ -219,6 +219,7 @@ ENVIRONMENT_SAMPLES: dict[str, tuple[str, str, object]] = {
     "FEATURES_GQL_MAX_CONNECTIONS": ("64", "max_connections", 64),
     "FEATURES_GQL_HEADER_TIMEOUT_SECONDS": ("2.5", "header_timeout", 2.5),
     "FEATURES_GQL_GRAPHIQL": ("false", "graphiql", False),
+    "FEATURES_GQL_UI": ("false", "ui", False),
     "FEATURES_GQL_ANONYMOUS": ("read", "anonymous", "read"),
     "FEATURES_GQL_HOST": ("0.0.0.0", "host", "0.0.0.0"),
     "FEATURES_GQL_PORT": ("9100", "port", 9100),
@@ -231,6 +232,14 @@ ENVIRONMENT_SAMPLES: dict[str, tuple[str, str, object]] = {
     "FEATURES_GQL_INTROSPECTION": ("off", "introspection", False),
     "FEATURES_GQL_PLUGINS_DIR": ("/opt/plugins", "plugins_dir", Path("/opt/plugins")),
     "FEATURES_GQL_ADMIN_TOKEN": ("0123456789abcdef", "admin_token", "0123456789abcdef"),
+    "FEATURES_GQL_RETAIN_CHANGES": ("100", "retain_changes", 100),
+    "FEATURES_GQL_UPSTREAM": (
+        "http://central:8080/graphql",
+        "upstream",
+        "http://central:8080/graphql",
+    ),
+    "FEATURES_GQL_UPSTREAM_TOKEN": ("fgql_edge", "upstream_token", "fgql_edge"),
+    "FEATURES_GQL_MAX_STALENESS": ("30", "max_staleness", 30.0),
 }
 
 
@@ -243,3 +252,24 @@ def test_every_environment_variable_sets_its_setting(name: str) -> None:
 
 def test_an_empty_admin_token_leaves_admin_disabled() -> None:
     assert load_settings(env={"FEATURES_GQL_ADMIN_TOKEN": ""}).admin_token is None
+
+
+def test_edge_and_retention_settings_from_toml_and_environment(tmp_path: Path) -> None:
+    config = tmp_path / "edge.toml"
+    config.write_text(
+        '[server]\nretain_changes = 1000\n[upstream]\nurl = "http://central:8080/graphql"\n'
+        'max_staleness_seconds = 300\nstate_file = "state/edge.json"\n'
+    )
+    settings = load_settings(config_file=config, env={"FEATURES_GQL_UPSTREAM_TOKEN": "fgql_x"})
+    assert settings.upstream == "http://central:8080/graphql"
+    assert settings.upstream_token == "fgql_x"
+    assert "fgql_x" not in repr(settings)
+    assert settings.max_staleness == 300
+    assert settings.upstream_state == tmp_path / "state" / "edge.json"
+    assert settings.retain_changes == 1000
+    env = {"FEATURES_GQL_RETAIN_CHANGES": "0"}
+    with pytest.raises(ConfigError, match="retain_changes must be at least 1"):
+        load_settings(env=env)
+    config.write_text('[upstream]\nurl = "http://central/graphql"\ntokn = "x"\n')
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_settings(config_file=config, env={})

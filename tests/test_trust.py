@@ -190,13 +190,13 @@ async def test_metrics_are_open_by_default_and_can_require_a_token(
         assert response.status == 200
 
 
-async def test_websocket_upgrades_are_refused(server: Server) -> None:
-    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-        async with server.session.ws_connect(
-            f"{server.url}/graphql", protocols=("graphql-transport-ws",)
-        ):
-            pass
-    assert refused.value.status == 400
+async def test_websocket_upgrades_speak_graphql_transport_ws_only(server: Server) -> None:
+    # The legacy subscriptions-transport-ws protocol (also called graphql-ws), or none.
+    for protocols in (("graphql-ws",), ()):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            async with server.session.ws_connect(f"{server.url}/graphql", protocols=protocols):
+                pass
+        assert refused.value.status == 400
 
 
 def test_tokens_are_compared_by_hash_and_unknown_ones_refused() -> None:

@@ -52,7 +52,7 @@ from graphql import (
     specified_rules,
     validate,
 )
-from graphql.type.introspection import TypeNameMetaFieldDef
+from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef, TypeNameMetaFieldDef
 
 from features_gql.auth import Principal
 
@@ -426,9 +426,9 @@ class _Measure:
         if node.name.value == "__typename":
             return TypeNameMetaFieldDef
         if node.name.value == "__schema":
-            return self.schema.get_field(self.schema.query_type, "__schema")  # type: ignore[arg-type]
+            return SchemaMetaFieldDef
         if node.name.value == "__type":
-            return self.schema.get_field(self.schema.query_type, "__type")  # type: ignore[arg-type]
+            return TypeMetaFieldDef
         fields = getattr(parent, "fields", None)
         return None if fields is None else fields.get(node.name.value)
 

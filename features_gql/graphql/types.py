@@ -178,3 +178,43 @@ class StoreHealth:
 class Health:
     status: str = strawberry.field(description="ok, or degraded when the store is not up.")
     store: StoreHealth
+
+
+# -- snapshots and feed -------------------------------------------------------------------
+
+
+@strawberry.type(
+    description="A page of a snapshot of every assignment. Every change up to `revision` is "
+    "in it; a replica keeps the revision of its first page, reads every page, then follows "
+    "the changes after that revision."
+)
+class SnapshotPage:
+    revision: int
+    assignments: list[list[str]] = strawberry.field(
+        description="[type, id, feature] of each assignment, ordered by type, id, feature "
+        "(code point order)."
+    )
+    end_cursor: str | None = strawberry.field(description="Pass as `after` for the next page.")
+    has_next_page: bool
+
+
+@strawberry.type(
+    description="How current an edge's copy of its upstream is (null on a service that "
+    "follows no upstream)."
+)
+class SyncStatus:
+    upstream: str = strawberry.field(description="The upstream's GraphQL endpoint.")
+    revision: int | None = strawberry.field(
+        description="The upstream revision the copy reflects; null before the first sync."
+    )
+    upstream_revision: int | None = strawberry.field(
+        description="The upstream's revision, as last heard."
+    )
+    lag_seconds: float | None = strawberry.field(
+        description="How far the copy may be behind: 0 while connected and caught up, else "
+        "the seconds since it last was."
+    )
+    connected: bool
+    last_synced_at: datetime | None = strawberry.field(
+        description="When the copy was last known to be current."
+    )

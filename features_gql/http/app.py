@@ -14,7 +14,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from features_gql.api import FeaturesAPI
 from features_gql.auth import AuthPolicy
 from features_gql.bootstrap import Service
+from features_gql.edge import EdgeSync
 from features_gql.events import OperationEvent
+from features_gql.feed import ChangeFeed
 from features_gql.graphql.admission import Limits
 from features_gql.graphql.schema import build_schema
 from features_gql.http.access import check_scope
@@ -23,6 +25,7 @@ from features_gql.http.cors import cors_middleware
 from features_gql.http.headers import undecodable_header
 from features_gql.http.ofrep import mount_ofrep
 from features_gql.http.responses import SERVER, error_response
+from features_gql.http.ui import mount_ui
 from features_gql.http.view import (
     OUTCOME_KEY,
     REQUEST_KEY,
@@ -200,18 +203,43 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the store answers a cheap probe within a short deadline."""
+    """Readiness: the store answers a cheap probe within a short deadline. An edge is
+    ready while it serves a copy, whether or not its upstream answers, and says how stale
+    the copy is; past ``max_staleness`` (when set) it is not ready."""
     service = request.app[SERVICE_KEY]
     probe = await service.api.probe(READINESS_TIMEOUT)
     service.metrics.store_up.set(1 if probe.up else 0)
-    body = {
-        "status": "ready" if probe.up else "unavailable",
+    ready = probe.up
+    body: dict[str, object] = {
+        "status": "ready",
         "store": probe.store,
         "probe_ms": round(probe.seconds * 1000, 3),
     }
     if not probe.up:
         body["reason"] = f"store {probe.reason}"
-    return web.json_response(body, status=200 if probe.up else 503)
+    if service.edge is not None:
+        status = service.edge.status()
+        staleness = status.lag_seconds
+        limit = service.settings.max_staleness
+        body["upstream"] = {
+            "url": status.upstream,
+            "connected": status.connected,
+            "revision": status.revision,
+            "upstream_revision": status.upstream_revision,
+            "staleness_seconds": None if staleness is None else round(staleness, 3),
+            "max_staleness_seconds": limit,
+        }
+        if status.revision is None:
+            ready = False
+            body.setdefault("reason", "no copy of the upstream yet")
+        elif limit is not None and staleness is not None and staleness > limit:
+            ready = False
+            body.setdefault(
+                "reason", f"the copy is {staleness:.1f} s old (max_staleness {limit:g} s)"
+            )
+    if not ready:
+        body["status"] = "unavailable"
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
@@ -235,6 +263,9 @@ def mount_graphql(
     introspection: bool = True,
     graphiql: bool = True,
     fast_path: bool = True,
+    feed: ChangeFeed | None = None,
+    metrics: Metrics | None = None,
+    sync: EdgeSync | None = None,
 ) -> None:
     """Serve the GraphQL API of ``api`` at ``path`` in an existing aiohttp application.
 
@@ -243,11 +274,17 @@ def mount_graphql(
     anyone who reaches ``path`` may read and write: pass an :class:`AuthPolicy` with
     tokens, or guard the route yourself. Add :func:`request_context` to the
     application's middlewares for request ids, request logs and metrics.
+
+    With a ``feed`` (a :class:`~features_gql.feed.ChangeFeed` of ``api``), ``path`` also
+    serves the ``featureChanges`` subscription over WebSocket (graphql-transport-ws).
     """
     view = FeaturesGraphQLView(
         api,
         auth=auth,
         fast_path=fast_path,
+        feed=feed,
+        metrics=metrics,
+        sync=sync,
         schema=build_schema(introspection=introspection, limits=limits),
         graphql_ide="graphiql" if graphiql else None,
     )
@@ -266,7 +303,7 @@ async def _method_not_allowed(request: web.Request) -> web.Response:
 
 
 def create_app(service: Service) -> web.Application:
-    """The standalone service: /graphql, /ofrep/v1, /healthz, /readyz and /metrics."""
+    """The standalone service: /graphql, /ofrep/v1, /ui, /healthz, /readyz and /metrics."""
     # CORS is outermost so that its headers reach every answer, errors included.
     cors = [cors_middleware(service.settings.cors_origins)] if service.settings.cors_origins else []
     app = web.Application(middlewares=[*cors, request_context], client_max_size=4 * 1024 * 1024)
@@ -282,6 +319,9 @@ def create_app(service: Service) -> web.Application:
         introspection=service.settings.introspection,
         graphiql=service.settings.graphiql,
         fast_path=service.settings.fast_path,
+        feed=service.feed,
+        metrics=service.metrics,
+        sync=service.edge,
     )
     # OpenFeature's remote evaluation protocol (OFREP): the same api, tokens and limits.
     mount_ofrep(
@@ -290,6 +330,9 @@ def create_app(service: Service) -> web.Application:
         auth=service.auth,
         default_resource_type=service.settings.openfeature_default_resource_type,
     )
+    if service.settings.ui:
+        # The control panel: static files; its data comes from /graphql with a token.
+        mount_ui(app, anonymous_reads=service.auth.anonymous_principal.can("read"))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from features_gql import hookimpl
-from features_gql.domain import ChangeEvent, Resource, WriteResult
+from features_gql.domain import Assignment, ChangeEvent, Resource, SnapshotPage, WriteResult
 from features_gql.errors import (
     ConfigError,
     StoreConflict,
@@ -290,6 +290,16 @@ class FailingStore(WrappingStore):
     async def revision(self) -> int:
         self._refuse("revision")
         return await self.inner.revision()
+
+    # -- snapshots and feed -------------------------------------------------------------
+
+    async def snapshot_page(self, after: Assignment | None, *, limit: int) -> SnapshotPage:
+        self._refuse("snapshot_page")
+        return await self.inner.snapshot_page(after, limit=limit)
+
+    async def trim_changes(self, through: int) -> int:
+        self._refuse("trim_changes")
+        return await self.inner.trim_changes(through)
 
 
 def _factory(options: StoreOptions, builder: StoreBuilder) -> Store:

@@ -103,8 +103,16 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
-from features_gql.domain import ChangeEvent, ChangeOp, Resource, WriteResult
+from features_gql.domain import (
+    Assignment,
+    ChangeEvent,
+    ChangeOp,
+    Resource,
+    SnapshotPage,
+    WriteResult,
+)
 from features_gql.errors import (
+    ChangesTrimmed,
     ConfigError,
     StoreConflict,
     StoreError,
@@ -608,6 +616,14 @@ class MongoDBStore(Store):
                 {"_id": {"$gt": revision}}, sort=[("_id", ASCENDING)], limit=limit
             )
             docs = await cursor.to_list(None)
+        if docs and int(docs[0]["_id"]) > revision + 1:
+            # A hole at the start: trimmed by retention, or (without transactions) a
+            # revision still being written or given up. The counter says which.
+            with _TRANSLATED:
+                counter = await self.counters.find_one({"_id": COUNTER_ID})
+            trimmed = int((counter or {}).get("trimmed", 0))
+            if revision < trimmed:
+                raise ChangesTrimmed(revision, int(docs[0]["_id"]))
         events: list[ChangeEvent] = []
         expected = revision + 1
         now = datetime.now(UTC)
@@ -633,6 +649,50 @@ class MongoDBStore(Store):
     async def revision(self) -> int:
         await self._ensure_ready()
         return await self._current_revision()
+
+    # -- snapshots and feed -------------------------------------------------------------
+
+    async def snapshot_page(self, after: Assignment | None, *, limit: int) -> SnapshotPage:
+        await self._ensure_ready()
+        # The revision first: every change it counts is applied already (a transaction
+        # commits both together; without transactions the assignment is written first).
+        revision = await self._current_revision()
+        start = after or Assignment("", "", "")
+        # Everything after `start` in (type, id, feature) order, as three ranges of the
+        # unique index, read in index order.
+        queries: list[Doc] = [
+            {"type": start.type, "id": start.id, "feature": {"$gt": start.feature}},
+            {"type": start.type, "id": {"$gt": start.id}},
+            {"type": {"$gt": start.type}},
+        ]
+        found: list[Assignment] = []
+        with _TRANSLATED:
+            for query in queries:
+                if len(found) >= limit:
+                    break
+                cursor = self.assignments.find(
+                    query,
+                    projection={"_id": 0, "type": 1, "id": 1, "feature": 1},
+                    sort=[("type", ASCENDING), ("id", ASCENDING), ("feature", ASCENDING)],
+                    limit=limit - len(found),
+                )
+                found += [
+                    Assignment(doc["type"], doc["id"], doc["feature"])
+                    for doc in await cursor.to_list(None)
+                ]
+        return SnapshotPage(revision, found)
+
+    async def trim_changes(self, through: int) -> int:
+        await self._ensure_ready()
+        latest = await self._current_revision()
+        through = min(through, latest - 1)
+        if through <= 0:
+            return 0
+        with _TRANSLATED:
+            # Recorded first: a reader that finds the hole then knows it is a trim.
+            await self.counters.update_one({"_id": COUNTER_ID}, {"$max": {"trimmed": through}})
+            deleted = await self.changes.delete_many({"_id": {"$lte": through}})
+        return int(deleted.deleted_count)
 
     async def _current_revision(self, session: AsyncClientSession | None = None) -> int:
         with _TRANSLATED:

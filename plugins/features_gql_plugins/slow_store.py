@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from features_gql import hookimpl
-from features_gql.domain import ChangeEvent, Resource, WriteResult
+from features_gql.domain import Assignment, ChangeEvent, Resource, SnapshotPage, WriteResult
 from features_gql.faults import ALL_OPERATIONS, describe, read_operations, read_seed
 from features_gql.stores import Store, StoreBuilder, StoreOptions, StoreRegistry, WrappingStore
 from features_gql.stores.base import delaying_on_purpose
@@ -164,6 +164,16 @@ class SlowStore(WrappingStore):
     async def revision(self) -> int:
         await self._delay("revision")
         return await self.inner.revision()
+
+    # -- snapshots and feed -------------------------------------------------------------
+
+    async def snapshot_page(self, after: Assignment | None, *, limit: int) -> SnapshotPage:
+        await self._delay("snapshot_page")
+        return await self.inner.snapshot_page(after, limit=limit)
+
+    async def trim_changes(self, through: int) -> int:
+        await self._delay("trim_changes")
+        return await self.inner.trim_changes(through)
 
 
 def _factory(options: StoreOptions, builder: StoreBuilder) -> Store:

@@ -19,8 +19,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from features_gql import hookimpl
-from features_gql.domain import ChangeEvent, ChangeOp, Resource, WriteResult
-from features_gql.errors import ConfigError, StoreTimeout, StoreUnavailable
+from features_gql.domain import (
+    Assignment,
+    ChangeEvent,
+    ChangeOp,
+    Resource,
+    SnapshotPage,
+    WriteResult,
+)
+from features_gql.errors import ChangesTrimmed, ConfigError, StoreTimeout, StoreUnavailable
 from features_gql.stores import Store, StoreBuilder, StoreOptions, StoreRegistry
 
 T = TypeVar("T")
@@ -326,11 +333,52 @@ class SQLiteStore(Store):
                 for rev, op, t, i, f, at, actor in rows
             ]
 
-        return await self._run(self._reader_thread, query)
+        events = await self._run(self._reader_thread, query)
+        if events and events[0].revision > revision + 1:
+            # Revisions are dense, so a hole at the start is a trimmed log.
+            raise ChangesTrimmed(revision, events[0].revision)
+        return events
 
     async def revision(self) -> int:
         conn = self._r
         return await self._run(self._reader_thread, _revision, conn)
+
+    # -- snapshots and feed -------------------------------------------------------------
+
+    async def snapshot_page(self, after: Assignment | None, *, limit: int) -> SnapshotPage:
+        conn = self._r
+        start = after or Assignment("", "", "")
+
+        def query() -> SnapshotPage:
+            # One read transaction: the revision and the rows come from one snapshot.
+            conn.execute("BEGIN")
+            try:
+                revision = _revision(conn)
+                rows = conn.execute(
+                    "SELECT resource_type, resource_id, feature FROM assignments "
+                    "WHERE (resource_type, resource_id, feature) > (?, ?, ?) "
+                    "ORDER BY resource_type, resource_id, feature LIMIT ?",
+                    (start.type, start.id, start.feature, limit),
+                )
+                page = list(map(Assignment._make, rows))
+            finally:
+                conn.execute("COMMIT")
+            return SnapshotPage(revision, page)
+
+        return await self._run(self._reader_thread, query)
+
+    async def trim_changes(self, through: int) -> int:
+        conn = self._w
+
+        def delete() -> int:
+            cursor = conn.execute(
+                "DELETE FROM changes WHERE revision <= ? "
+                "AND revision < (SELECT max(revision) FROM changes)",
+                (through,),
+            )
+            return cursor.rowcount
+
+        return await self._run(self._writer_thread, delete)
 
 
 def default_path() -> Path:
