@@ -30,7 +30,7 @@ def validate_slug(value: str, field: str) -> str:
     return value
 
 
-def validate_id(value: str, field: str) -> str:
+def validate_id(value: str, field: str = "id") -> str:
     """Return ``value`` if it is a valid resource id, else raise :class:`InvalidInput`."""
     if not value:
         raise InvalidInput(field, "length", f"{field} must be {ID_RULE} (got an empty string)")
