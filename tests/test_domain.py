@@ -8,8 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from features_gql.api import decode_cursor, encode_cursor
-from features_gql.domain import Resource, validate_feature, validate_id, validate_slug
+from features_gql.api import (
+    decode_cursor,
+    decode_snapshot_cursor,
+    encode_cursor,
+    encode_snapshot_cursor,
+)
+from features_gql.domain import Assignment, Resource, validate_feature, validate_id, validate_slug
 from features_gql.errors import InvalidInput
 
 slugs = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,63}", fullmatch=True)
@@ -53,6 +58,12 @@ def test_ids_follow_the_documented_rule(value: str) -> None:
 def test_cursors_round_trip(type_: str, id_: str) -> None:
     resource = Resource(type_, id_)
     assert decode_cursor(encode_cursor(resource)) == resource
+
+
+@given(slugs, st.text(min_size=1, max_size=256), slugs)
+def test_snapshot_cursors_round_trip(type_: str, id_: str, feature: str) -> None:
+    assignment = Assignment(type_, id_, feature)
+    assert decode_snapshot_cursor(encode_snapshot_cursor(assignment)) == assignment
 
 
 @pytest.mark.parametrize("cursor", ["", "!!!", "WzFd", "eyJhIjogMX0", "W10", "WyJhIl0"])

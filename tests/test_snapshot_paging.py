@@ -103,6 +103,7 @@ async def test_trimming_keeps_the_latest_changes_and_refuses_to_keep_none() -> N
     assert str(caught.value) == "keep must be at least 1 (got 0)"
     assert await api.trim_changes(3) == 0
     assert await api.trim_changes(4) == 0
+    assert "trim_changes" not in [e.op for e in events], "nothing to trim: no store call"
     assert [c.revision for c in await api.changes_since()] == [1, 2, 3]
     assert await api.trim_changes(1) == 2
     assert [(e.op, e.outcome) for e in events[-2:]] == [("revision", "ok"), ("trim_changes", "ok")]
