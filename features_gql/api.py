@@ -310,8 +310,8 @@ class FeaturesAPI:
                 "first", "range", f"first must be between 0 and {MAX_PAGE_SIZE} (got {limit})"
             )
         after_resource = None if after is None else decode_cursor(after)
-        if limit == 0:
-            return ResourcePage([], False, None)
+        # One more than asked says whether there is a next page; for ``first: 0`` too, as
+        # Relay's connection spec counts it.
         found = await self._call(
             "resources_with",
             lambda: self.store.resources_with(

@@ -45,6 +45,9 @@ class BuggyStore(MemoryStore):
 
     name = "buggy"
 
+    async def ping(self) -> None:
+        raise KeyError("secret-internal-state")
+
     async def has(self, resource: Resource, feature: str) -> bool:
         raise KeyError("secret-internal-state")
 

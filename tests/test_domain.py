@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from features_gql.api import decode_cursor, encode_cursor
-from features_gql.domain import Resource, validate_feature, validate_id
+from features_gql.domain import Resource, validate_feature, validate_id, validate_slug
 from features_gql.errors import InvalidInput
 
 slugs = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,63}", fullmatch=True)
@@ -70,3 +70,89 @@ def test_resources_order_by_type_then_code_point_of_id() -> None:
         Resource("a", "é"),
         Resource("b", "a"),
     ]
+
+
+# -- the exact limits: st.text rarely reaches them ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["a", "0", "a" * 64, "a-b_c", "9_", "z" + "-" * 63, "a" + "_" * 63],
+)
+def test_slugs_at_the_edges_of_the_rule_are_accepted(value: str) -> None:
+    assert validate_slug(value, "type") == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "a" * 65, "_a", "-a", "A", "aB", "a b", "a.b", "a/b", "é", "a\n"],
+)
+def test_slugs_just_past_the_rule_are_refused_naming_field_and_rule(value: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        validate_slug(value, "items[2].resource.type")
+    assert (caught.value.field, caught.value.rule) == ("items[2].resource.type", "slug")
+    assert caught.value.message.startswith("items[2].resource.type must be a lowercase slug")
+
+
+def test_a_feature_is_a_slug_named_feature_unless_told_otherwise() -> None:
+    assert validate_feature("a" * 64) == "a" * 64
+    with pytest.raises(InvalidInput) as caught:
+        validate_feature("a" * 65)
+    assert (caught.value.field, caught.value.rule) == ("feature", "slug")
+    with pytest.raises(InvalidInput) as named:
+        validate_feature("_x", "features[3]")
+    assert named.value.field == "features[3]"
+
+
+@pytest.mark.parametrize("length", [1, 255, 256])
+def test_ids_up_to_256_characters_are_accepted(length: int) -> None:
+    assert validate_id("x" * length, "id") == "x" * length
+
+
+@pytest.mark.parametrize("length", [0, 257, 1000])
+def test_empty_ids_and_ids_over_256_characters_break_the_length_rule(length: int) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        validate_id("x" * length, "resource.id")
+    assert (caught.value.field, caught.value.rule) == ("resource.id", "length")
+    assert caught.value.message.startswith("resource.id must be 1-256 characters")
+    if length:
+        assert f"got {length} characters" in caught.value.message
+
+
+def test_a_256_character_id_of_multibyte_characters_is_measured_in_characters() -> None:
+    assert validate_id("日" * 256, "id") == "日" * 256
+    with pytest.raises(InvalidInput):
+        validate_id("日" * 257, "id")
+
+
+# Each forbidden range, with the allowed neighbour on either side.
+FORBIDDEN = ["\x00", "\x1f", "\x7f", "\x80", "\x9f", "\u2028", "\u2029", "\ud800", "\udfff"]
+ALLOWED = [" ", "~", "\xa0", "\u2027", "\u202a", "\ud7ff", "\ue000", "\U0001f680"]
+
+
+@pytest.mark.parametrize("char", ALLOWED)
+def test_printable_neighbours_of_the_forbidden_ranges_are_allowed_in_ids(char: str) -> None:
+    assert validate_id(f"a{char}b", "id") == f"a{char}b"
+
+
+@pytest.mark.parametrize("char", FORBIDDEN)
+def test_control_separator_and_surrogate_characters_are_refused_with_their_position(
+    char: str,
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        validate_id(f"ab{char}c", "resource.id")
+    assert (caught.value.field, caught.value.rule) == ("resource.id", "printable")
+    assert f"found U+{ord(char):04X} at 2" in caught.value.message
+
+
+def test_a_resource_is_validated_type_first_under_the_given_field() -> None:
+    assert Resource.of("pipeline", "x" * 256, "items[0].resource") == Resource(
+        "pipeline", "x" * 256
+    )
+    with pytest.raises(InvalidInput) as bad_type:
+        Resource.of("Pipeline", "", "items[0].resource")
+    assert (bad_type.value.field, bad_type.value.rule) == ("items[0].resource.type", "slug")
+    with pytest.raises(InvalidInput) as bad_id:
+        Resource.of("pipeline", "x" * 257)
+    assert (bad_id.value.field, bad_id.value.rule) == ("resource.id", "length")
+    assert str(Resource("pipeline", "p/1")) == "pipeline/p/1"

@@ -166,6 +166,8 @@ def _projection(selection_set: SelectionSetNode | None) -> Projection | None:
             return None
         name = node.name.value
         key = node.alias.value if node.alias else name
+        if any(key == seen for seen, _, _ in planned):
+            return None  # GraphQL merges the fields of one response key; a plan does not
         if name in ("enabled", "feature", "__typename") and node.selection_set is None:
             planned.append((key, name, None))
         elif name == "resource" and node.selection_set is not None:
@@ -179,9 +181,10 @@ def _projection(selection_set: SelectionSetNode | None) -> Projection | None:
                     or inner.name.value not in ("type", "id", "__typename")
                 ):
                     return None
-                sub.append(
-                    (inner.alias.value if inner.alias else inner.name.value, inner.name.value)
-                )
+                inner_key = inner.alias.value if inner.alias else inner.name.value
+                if any(inner_key == seen for seen, _ in sub):
+                    return None
+                sub.append((inner_key, inner.name.value))
             planned.append((key, "resource", tuple(sub)))
         else:
             return None
@@ -237,6 +240,9 @@ class FastPath:
             schema_field = self.fields.get(node.name.value)
             if schema_field is None:
                 return None
+            alias = node.alias.value if node.alias else node.name.value
+            if any(alias == field.alias for field in fields):
+                return None  # one field to GraphQL, answered once and merged: general path
             arguments: dict[str, Argument] = {}
             for argument in node.arguments or ():
                 kind = schema_field.args[argument.name.value].type
@@ -265,7 +271,7 @@ class FastPath:
             fields.append(
                 PlannedField(
                     name=node.name.value,
-                    alias=node.alias.value if node.alias else node.name.value,
+                    alias=alias,
                     node=node,
                     arguments=arguments,
                     nullable=not is_non_null_type(schema_field.type),

@@ -9,6 +9,7 @@ file: SQLite serialises writers, and revisions come from an AUTOINCREMENT key.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -30,6 +31,8 @@ from features_gql.errors import ChangesTrimmed, ConfigError, StoreTimeout, Store
 from features_gql.stores import Store, StoreBuilder, StoreOptions, StoreRegistry
 
 T = TypeVar("T")
+
+log = logging.getLogger("features_gql.sqlite")
 
 SCHEMA_VERSION = 1
 
@@ -56,6 +59,8 @@ CREATE TABLE IF NOT EXISTS changes (
 # Keep well under SQLite's default limit of 32766 bound parameters per statement.
 _CHUNK = 2000
 _SYNCHRONOUS = ("normal", "full", "extra")
+#: ``PRAGMA synchronous`` answers with a number.
+_SYNCHRONOUS_NAMES = {0: "off", 1: "normal", 2: "full", 3: "extra"}
 
 
 def _connect(path: str, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connection:
@@ -81,6 +86,15 @@ def _diagnose(path: Path, reason: str) -> str:
     if reason == "file is not a database":
         return "the file exists but is not a SQLite database"
     return reason
+
+
+def _settings(conn: sqlite3.Connection) -> str:
+    """What the connection really runs with, read back from SQLite (not from our options)."""
+    journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
+    busy = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    name = _SYNCHRONOUS_NAMES.get(synchronous, str(synchronous))
+    return f"journal_mode={journal} synchronous={name} busy_timeout={busy}ms"
 
 
 def _revision(conn: sqlite3.Connection) -> int:
@@ -151,6 +165,9 @@ class SQLiteStore(Store):
 
         self._writer = await self._run(self._writer_thread, open_writer)
         self._reader = await self._run(self._reader_thread, self._connect)
+        settings = await self._run(self._writer_thread, _settings, self._writer)
+        # Read back, so a setting SQLite ignored (WAL on a network filesystem) shows.
+        log.info("sqlite file %s open: %s", self.path, settings)
 
     async def close(self) -> None:
         for conn, executor in (
@@ -187,10 +204,10 @@ class SQLiteStore(Store):
 
         return await self._run(self._reader_thread, query)
 
+    @staticmethod
     def _write(
-        self, op: ChangeOp, resource: Resource, feature: str, actor: str | None
+        conn: sqlite3.Connection, op: ChangeOp, resource: Resource, feature: str, actor: str | None
     ) -> WriteResult:
-        conn = self._w
         conn.execute("BEGIN IMMEDIATE")
         try:
             if op == "add":
@@ -221,11 +238,18 @@ class SQLiteStore(Store):
                 conn.execute("ROLLBACK")
             raise
 
+    # The connection is taken here, not on the thread: after close() the thread is gone.
     async def add(self, resource: Resource, feature: str, *, actor: str | None) -> WriteResult:
-        return await self._run(self._writer_thread, self._write, "add", resource, feature, actor)
+        conn = self._w
+        return await self._run(
+            self._writer_thread, self._write, conn, "add", resource, feature, actor
+        )
 
     async def remove(self, resource: Resource, feature: str, *, actor: str | None) -> WriteResult:
-        return await self._run(self._writer_thread, self._write, "remove", resource, feature, actor)
+        conn = self._w
+        return await self._run(
+            self._writer_thread, self._write, conn, "remove", resource, feature, actor
+        )
 
     async def features_of_many(self, resources: Sequence[Resource]) -> list[list[str]]:
         conn = self._r
