@@ -64,6 +64,13 @@ class StoreConflict(StoreError):
     outcome = "conflict"
 
 
+class StoreUnsupported(StoreError):
+    """The store does not implement this operation (an optional part of the protocol)."""
+
+    code = "NOT_SUPPORTED"
+    outcome = "unsupported"
+
+
 class ConfigError(FeaturesError):
     """The configuration (CLI, TOML, environment) asks for something impossible."""
 

@@ -57,11 +57,14 @@ class LocalReplica:
     def apply(self, change: ChangeEvent) -> None:
         if change.revision <= self._revision:
             return
-        key = (change.resource.type, change.resource.id, change.feature)
-        if change.op == "add":
-            self._assigned.add(key)
-        else:
-            self._assigned.discard(key)
+        # Only add and remove change an assignment; catalog changes (define, archive)
+        # and any kind a later version logs only move the revision on.
+        if change.resource is not None and change.op in ("add", "remove"):
+            key = (change.resource.type, change.resource.id, change.feature)
+            if change.op == "add":
+                self._assigned.add(key)
+            else:
+                self._assigned.discard(key)
         self._revision = change.revision
 
     async def refresh(self) -> int:
