@@ -10,6 +10,7 @@ from typing import Any, cast
 from features_gql.api import FeaturesAPI
 from features_gql.auth import AuthPolicy
 from features_gql.config import Settings, policy
+from features_gql.errors import ConfigError
 from features_gql.events import (
     EventDispatcher,
     OperationEvent,
@@ -99,7 +100,13 @@ def build(settings: Settings, *, extra_plugins: Sequence[object] = ()) -> Servic
         inline=[("metrics", metrics.observe_operation), ("request", collect_for_request)],
         gate=_gate(loggers, has_hooks=bool(plugins.operation_sinks)),
     )
-    api = FeaturesAPI(store, deadline=settings.deadline, on_event=dispatcher.emit)
+    if settings.catalog_strict and not store.supports_catalog:
+        raise ConfigError(
+            f"[catalog] strict = true needs a store with a catalog; {store.name} has none"
+        )
+    api = FeaturesAPI(
+        store, deadline=settings.deadline, on_event=dispatcher.emit, strict=settings.catalog_strict
+    )
     description = store.describe()
     return Service(
         settings, plugins, store, api, dispatcher, metrics, loggers, description, policy(settings)

@@ -35,6 +35,7 @@ ENVIRONMENT = {
     "FEATURES_GQL_PLUGINS_DIR": "directory of local plugin .py files",
     "FEATURES_GQL_ADMIN_TOKEN": "an admin-scope bearer token for /admin/* (a token named admin)",
     "FEATURES_GQL_ANONYMOUS": "what requests without a token may do: none, read or write",
+    "FEATURES_GQL_CATALOG_STRICT": "true: assign only features that are defined",
 }
 
 MIN_ADMIN_TOKEN = 16
@@ -71,6 +72,8 @@ class Settings:
     metrics_access: str = "open"
     #: ``[limits]``: what one GraphQL request may cost, and the query cache's bounds.
     limits: Limits = field(default_factory=Limits)
+    #: ``[catalog] strict``: refuse to assign a feature that is not defined (or archived).
+    catalog_strict: bool = False
 
 
 def _bool(value: str, name: str) -> bool:
@@ -146,11 +149,11 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"server", "logging", "plugins", "store", "auth", "limits"})
+    known = {"server", "logging", "plugins", "store", "auth", "limits", "catalog"}
+    unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
-            f"{path}: unknown table(s) {', '.join(unknown)}; "
-            "known: server, logging, plugins, store, auth, limits"
+            f"{path}: unknown table(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
     changes: dict[str, Any] = {"config_file": path}
     server = _take(
@@ -191,6 +194,9 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
     changes.update(_auth_from_toml(data.get("auth", {})))
     if "limits" in data:
         changes["limits"] = _limits_from_toml(data["limits"])
+    catalog = _take(data.get("catalog", {}), "catalog", {"strict": bool})
+    if "strict" in catalog:
+        changes["catalog_strict"] = catalog["strict"]
     if "store" in data:
         if not isinstance(data["store"], dict):
             raise ConfigError(f'{path}: [store] must be a table with plugin = "<name>"')
@@ -270,6 +276,10 @@ def from_environment(env: Mapping[str, str], base: Settings) -> Settings:
         changes["plugins_dir"] = Path(env["FEATURES_GQL_PLUGINS_DIR"])
     if "FEATURES_GQL_ANONYMOUS" in env:
         changes["anonymous"] = env["FEATURES_GQL_ANONYMOUS"]
+    if "FEATURES_GQL_CATALOG_STRICT" in env:
+        changes["catalog_strict"] = _bool(
+            env["FEATURES_GQL_CATALOG_STRICT"], "FEATURES_GQL_CATALOG_STRICT"
+        )
     if env.get("FEATURES_GQL_ADMIN_TOKEN"):
         changes["admin_token"] = env["FEATURES_GQL_ADMIN_TOKEN"]
     return replace(base, **changes)

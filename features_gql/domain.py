@@ -186,10 +186,10 @@ class FeatureSpec:
     """
 
     name: str
-    description: str | None | Keep = KEEP
-    owner: str | None | Keep = KEEP
-    kind: FeatureKind | None | Keep = KEEP
-    expires_at: datetime | None | Keep = KEEP
+    description: str | Keep | None = KEEP
+    owner: str | Keep | None = KEEP
+    kind: FeatureKind | Keep | None = KEEP
+    expires_at: datetime | Keep | None = KEEP
 
     def apply(self, current: FeatureDefinition | None, now: datetime) -> FeatureDefinition | None:
         """The definition after this spec, or None when it would change nothing."""
@@ -337,3 +337,21 @@ class SetResult:
     added: list[str]
     revision: int
     refused: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class FeaturePage:
+    """One page of the catalog listing, and the cursor after its last feature."""
+
+    features: list[FeatureInfo]
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePage:
+    """One page of a history, newest first, and the cursor after its oldest change."""
+
+    changes: list[ChangeEvent]
+    has_next_page: bool
+    end_cursor: str | None

@@ -83,7 +83,7 @@ CASES: list[tuple[str, dict[str, Any] | None]] = [
     ("{ hasFeature(", None),
 ]
 
-_RID = re.compile(r"[0-9a-f]{32}")
+_RID = re.compile(r"[0-9a-f]{20,32}")  # request ids: a process prefix and a counter
 
 
 def normalised(body: Any) -> Any:

@@ -344,7 +344,8 @@ async def test_healthz_and_request_ids(server: Server) -> None:
         first = response.headers["X-Request-ID"]
     async with server.session.get(f"{server.url}/healthz") as response:
         second = response.headers["X-Request-ID"]
-    assert len(first) == len(second) == 20 and first != second
+    assert len(first) == len(second) == 20
+    assert first != second
     assert first[:12] == second[:12], "one random prefix per process, then a counter"
     response = await server.gql(
         HAS, {"r": PIPELINE, "f": "x"}, headers={"X-Request-ID": "trace-123"}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from graphql import GraphQLError, GraphQLSchema
@@ -15,8 +15,11 @@ from features_gql.auth import AuthPolicy
 from features_gql.errors import InvalidInput
 from features_gql.graphql import hot_fields
 from features_gql.graphql.admission import Gate, Limits, Refused
+from features_gql.graphql.catalog import CatalogMutations, CatalogQueries
 from features_gql.graphql.errors import ErrorCodes
 from features_gql.graphql.types import (
+    ID_TEXT,
+    SLUG,
     ChangeEvent,
     Check,
     CheckInput,
@@ -38,22 +41,48 @@ from features_gql.graphql.types import (
 # whole response. One call is one unit of failure: the `hasFeature` fields of a request
 # share one check_many call (a DataLoader batch) and fail together; they are not retried
 # one by one, which would multiply the load on a store that is already failing.
-@strawberry.type
-class Query:
-    @strawberry.field(description="Does this resource have this feature?")
-    async def has_feature(self, info: Info, resource: ResourceInput, feature: str) -> bool | None:
+def _arg(description: str, name: str | None = None) -> Any:
+    return strawberry.argument(description=description, name=name)
+
+
+FEATURE = f"The feature's name: {SLUG}."
+
+
+@strawberry.type(description="What can be asked.")
+class Query(CatalogQueries):
+    @strawberry.field(description="Does this resource have this feature? The hot-path check.")
+    async def has_feature(
+        self,
+        info: Info,
+        resource: Annotated[ResourceInput, _arg("The resource asked about.")],
+        feature: Annotated[str, _arg(FEATURE)],
+    ) -> bool | None:
         return await hot_fields.has_feature(info.context, resource.type, resource.id, feature)
 
     @strawberry.field(description="A resource, whether or not it has any features.")
-    def resource(self, type: str, id: str) -> Resource:
+    def resource(
+        self,
+        type: Annotated[str, _arg(f"The resource's type: {SLUG}.")],
+        id: Annotated[str, _arg(f"The resource's id: {ID_TEXT}.")],
+    ) -> Resource:
         return Resource.of(domain.Resource.of(type, id))
 
-    @strawberry.field(description="A feature, whether or not any resource has it.")
-    def feature(self, name: str) -> Feature:
+    @strawberry.field(
+        description="A feature, whether or not any resource has it or it is defined. Null "
+        "(with an error) only when a catalog field was asked and the store failed."
+    )
+    def feature(self, name: Annotated[str, _arg(FEATURE)]) -> Feature | None:
         return Feature(name=domain.validate_feature(name, "name"))
 
-    @strawberry.field(description="Many checks in one store round trip, answered in order.")
-    async def checks(self, info: Info, items: list[CheckInput]) -> list[Check] | None:
+    @strawberry.field(
+        description="Many checks in one store round trip, answered in order (at most 10,000 "
+        "items; each counts against the cost limit)."
+    )
+    async def checks(
+        self,
+        info: Info,
+        items: Annotated[list[CheckInput], _arg("The questions, answered in this order.")],
+    ) -> list[Check] | None:
         # FeaturesAPI validates item by item, so the first bad item is the one reported.
         asked = [(item.resource.type, item.resource.id, item.feature) for item in items]
         answers = await hot_fields.checks(info.context, asked)
@@ -64,10 +93,15 @@ class Query:
 
     @strawberry.field(
         description="For each id, whether (type, id) has each feature: one row per id, one "
-        "column per feature, in one store call. The cheap shape for large batches."
+        "column per feature, in one store call. The cheap shape for large batches (ids x "
+        "features at most 10,000, counted against the cost limit)."
     )
     async def check_matrix(
-        self, info: Info, type: str, ids: list[str], features: list[str]
+        self,
+        info: Info,
+        type: Annotated[str, _arg(f"The resources' type: {SLUG}.")],
+        ids: Annotated[list[str], _arg("The resources' ids: one row each, in this order.")],
+        features: Annotated[list[str], _arg("The features: one column each, in this order.")],
     ) -> list[list[bool]] | None:
         return await hot_fields.check_matrix(info.context, type, ids, features)
 
@@ -88,9 +122,14 @@ class Query:
     async def revision(self, info: Info) -> int | None:
         return await info.context.api.revision()
 
-    @strawberry.field(description="Changes after revision `after`, oldest first (at most 1000).")
+    @strawberry.field(
+        description="Changes after revision `after`, oldest first: how followers read the log."
+    )
     async def changes(
-        self, info: Info, after: int = 0, first: int = 100
+        self,
+        info: Info,
+        after: Annotated[int, _arg("A revision: changes after it (0 for all).")] = 0,
+        first: Annotated[int, _arg("How many to return: 1-1000.")] = 100,
     ) -> list[ChangeEvent] | None:
         events = await info.context.api.changes_since(after, limit=first)
         return [ChangeEvent.of(event) for event in events]
@@ -113,11 +152,17 @@ async def _change(
     )
 
 
-@strawberry.type
-class Mutation:
-    @strawberry.mutation(description="Give a resource a feature. Adding twice is not an error.")
+@strawberry.type(description="What can be changed (every mutation needs the write scope).")
+class Mutation(CatalogMutations):
+    @strawberry.mutation(
+        description="Give a resource a feature. Adding twice is not an error. In strict mode, "
+        "the feature must be defined and not archived."
+    )
     async def add_feature(
-        self, info: Info, resource: ResourceInput, feature: str
+        self,
+        info: Info,
+        resource: Annotated[ResourceInput, _arg("The resource.")],
+        feature: Annotated[str, _arg(FEATURE)],
     ) -> FeatureChangeResult | None:
         return await _change(info, "add", resource, feature)
 
@@ -125,7 +170,10 @@ class Mutation:
         description="Take a feature from a resource. Removing an absent one is not an error."
     )
     async def remove_feature(
-        self, info: Info, resource: ResourceInput, feature: str
+        self,
+        info: Info,
+        resource: Annotated[ResourceInput, _arg("The resource.")],
+        feature: Annotated[str, _arg(FEATURE)],
     ) -> FeatureChangeResult | None:
         return await _change(info, "remove", resource, feature)
 
