@@ -30,8 +30,15 @@ READS = (
     "changes_since",
     "revision",
     "ping",
+    # catalog, listings, history and bulk
+    "feature_infos",
+    "list_features",
+    "resource_types",
+    "resource_count",
+    "list_resources",
+    "history",
 )
-WRITES = ("add", "remove")
+WRITES = ("add", "remove", "define", "archive", "add_many", "remove_many", "set_features")
 ALL_OPERATIONS = frozenset(READS + WRITES)
 OPERATION_GROUPS: dict[str, tuple[str, ...]] = {
     "all": READS + WRITES,
