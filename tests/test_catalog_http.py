@@ -36,7 +36,9 @@ ARCHIVE = """mutation ($name: String!) {
 BULK = """mutation ($items: [CheckInput!]!) {
   addFeatures(items: $items) {
     __typename
-    ... on BulkChange { changedCount revision changes { resource { type id } feature changed revision } }
+    ... on BulkChange {
+      changedCount revision changes { resource { type id } feature changed revision }
+    }
     ... on InvalidInput { field rule message }
   }
 }"""
@@ -136,10 +138,9 @@ async def test_define_creates_updates_and_keeps_fields(server: Server) -> None:
 
     log = await ok(server, "{ changes { revision op feature actor resource { id } } }")
     assert log["changes"] == [
-        {"revision": 1, "op": "DEFINE", "feature": "new-checkout", "actor": "anonymous", "resource": None},
-        {"revision": 2, "op": "DEFINE", "feature": "new-checkout", "actor": "anonymous", "resource": None},
-        {"revision": 3, "op": "DEFINE", "feature": "old-banner", "actor": "anonymous", "resource": None},
-    ]  # fmt: skip
+        {"revision": r, "op": "DEFINE", "feature": f, "actor": "anonymous", "resource": None}
+        for r, f in ((1, "new-checkout"), (2, "new-checkout"), (3, "old-banner"))
+    ]
 
 
 @pytest.mark.parametrize(
@@ -202,7 +203,8 @@ async def test_feature_fields_for_an_assigned_but_undefined_feature(server: Serv
     data = await ok(
         server,
         """{ feature(name: "dark-mode") { name defined description kind expired archived
-             createdAt resourceCount resources(first: 1) { totalCount edges { node { id } } } } }""",
+             createdAt resourceCount
+             resources(first: 1) { totalCount edges { node { id } } } } }""",
     )
     assert data["feature"] == {
         "name": "dark-mode",
@@ -418,7 +420,8 @@ async def test_history_filters_pages_and_nests(start_server: StartServer) -> Non
 
     nested = await ok(
         server,
-        """{ resource(type: "repo", id: "r1") { history(first: 2) { edges { node { op feature } } } }
+        """{ resource(type: "repo", id: "r1") {
+               history(first: 2) { edges { node { op feature } } } }
              feature(name: "beta") { history(actor: "bob") { edges { node { revision } } } } }""",
         headers=bob,
     )
@@ -482,7 +485,10 @@ async def test_a_bad_item_refuses_the_whole_bulk_change(server: Server) -> None:
     )
     assert (await ok(server, "{ revision }"))["revision"] == 0
     too_many = [item("repo", f"r{i}", "x") for i in range(10_001)]
-    light = "mutation ($items: [CheckInput!]!) { addFeatures(items: $items) { ... on InvalidInput { field rule } } }"
+    light = (
+        "mutation ($items: [CheckInput!]!) "
+        "{ addFeatures(items: $items) { ... on InvalidInput { field rule } } }"
+    )
     refused = (await ok(server, light, {"items": too_many}))["addFeatures"]
     assert (refused["field"], refused["rule"]) == ("items", "batch-size")
     assert [event.op for event in server.events()] == ["revision"], "only the revision query"
