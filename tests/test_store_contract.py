@@ -33,3 +33,13 @@ class TestSQLiteStoreFullSync(StoreContract):
     @pytest.fixture
     def make_store(self, tmp_path: Path) -> Callable[[], Store]:
         return lambda: SQLiteStore(str(tmp_path / "nested" / "dir" / "f.db"), synchronous="full")
+
+
+def test_every_bundled_store_implements_the_catalog() -> None:
+    """The catalog is optional for third-party stores, not for the bundled ones (their
+    contract tests would otherwise skip its scenarios)."""
+    from features_gql_plugins.mongodb_store import MongoDBStore
+    from features_gql_plugins.postgres_store import PostgresStore
+
+    for store in (MemoryStore, SQLiteStore, MongoDBStore, PostgresStore):
+        assert store.supports_catalog is True, store.__name__
