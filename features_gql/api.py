@@ -687,15 +687,19 @@ class CheckBatch:
 def _items(items: Sequence[tuple[Resource | tuple[str, str], str]]) -> list[tuple[Resource, str]]:
     _check_batch(len(items), "items")
     checked: list[tuple[Resource, str]] = []
+    # Types, features and resources repeat across a batch: check each once.
     slugs: set[str] = set()
-    for i, (resource, feature) in enumerate(items):
-        type_, id_ = (resource.type, resource.id) if isinstance(resource, Resource) else resource
-        if type_ not in slugs:
-            slugs.add(validate_slug(type_, f"items[{i}].resource.type"))
-        validate_id(id_, f"items[{i}].resource.id")
+    last: Resource | None = None
+    for i, (given, feature) in enumerate(items):
+        resource = given if isinstance(given, Resource) else Resource(*given)
+        if resource is not last and resource != last:
+            if resource.type not in slugs:
+                slugs.add(validate_slug(resource.type, f"items[{i}].resource.type"))
+            validate_id(resource.id, f"items[{i}].resource.id")
+            last = resource
         if feature not in slugs:
             slugs.add(validate_feature(feature, f"items[{i}].feature"))
-        checked.append((Resource(type_, id_), feature))
+        checked.append((resource, feature))
     return checked
 
 
