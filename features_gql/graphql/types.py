@@ -392,7 +392,9 @@ class StoreHealth:
 
 @strawberry.type(description="The service's health.")
 class Health:
-    status: str = strawberry.field(description="ok, or degraded when the store is not up.")
+    status: str = strawberry.field(
+        description="The status: ok, or degraded when the store is not up."
+    )
     store: StoreHealth = strawberry.field(description="The live probe of the store.")
 
 
