@@ -716,8 +716,8 @@ def _undefined(field: str, feature: str) -> InvalidInput:
     return InvalidInput(
         field,
         "undefined",
-        f"{field}: feature {feature!r} is not defined, or is archived; strict mode assigns "
-        "only defined features (defineFeature first)",
+        f"feature {feature!r} is not defined, or is archived: strict mode assigns only "
+        "defined features (defineFeature first)",
     )
 
 

@@ -237,6 +237,7 @@ def _import(args: argparse.Namespace) -> int:
     source = sys.stdin.buffer if args.path == "-" else open(args.path, "rb")  # noqa: SIM115
     total = os.fstat(source.fileno()).st_size if args.path != "-" else None
     bar = ProgressBar(sys.stderr.write, total) if sys.stderr.isatty() else None
+    newline = "\n" if bar is not None else ""  # below the progress bar
     importer = Importer(service.api, actor=args.actor, batch=args.batch, on_progress=bar)
     started = time.perf_counter()
 
@@ -245,12 +246,13 @@ def _import(args: argparse.Namespace) -> int:
         try:
             await importer.run(source)
         except ImportStopped as stopped:
-            print(f"\nfeatures-gql: error: {stopped}", file=sys.stderr)
+            print(f"{newline}features-gql: error: {stopped}", file=sys.stderr)
             return 1
         except StoreError as exc:
             got = importer.progress.applied_through
             print(
-                f"\nfeatures-gql: error: the store failed ({exc}); lines 1-{got} were imported",
+                f"{newline}features-gql: error: the store failed ({exc}); "
+                f"lines 1-{got} were imported",
                 file=sys.stderr,
             )
             return 1
