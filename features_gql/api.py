@@ -521,12 +521,18 @@ class FeaturesAPI:
             end_cursor=encode_key("revision", page[-1].revision) if page else None,
         )
 
+    def check_items(self, items: Sequence[tuple[Resource | tuple[str, str], str]]) -> CheckedItems:
+        """Validate items for :meth:`add_many` or :meth:`remove_many` ahead of the call (an
+        importer checks the next batch while the store writes the last one)."""
+        return CheckedItems(_items(items))
+
     async def add_many(
         self, items: Sequence[tuple[Resource | tuple[str, str], str]], *, actor: str | None = None
     ) -> BulkResult:
         """Add every assignment in one store call; each change gets its own revision.
         In strict mode, an undefined or archived feature refuses the whole call."""
-        return await self._bulk_add(_items(items), actor)
+        checked = items if isinstance(items, CheckedItems) else _items(items)
+        return await self._bulk_add(checked, actor)
 
     async def _bulk_add(
         self,
@@ -550,7 +556,7 @@ class FeaturesAPI:
         self, items: Sequence[tuple[Resource | tuple[str, str], str]], *, actor: str | None = None
     ) -> BulkResult:
         """Remove every assignment in one store call; each change gets its own revision."""
-        checked = _items(items)
+        checked = items if isinstance(items, CheckedItems) else _items(items)
         return await self._call(
             "remove_many",
             lambda: self.store.remove_many(checked, actor=actor),
@@ -682,6 +688,11 @@ class CheckBatch:
         for (_, answer), value in zip(pending, answers, strict=True):
             if not answer.done():
                 answer.set_result(value)
+
+
+class CheckedItems(list[tuple[Resource, str]]):
+    """Items :meth:`FeaturesAPI.check_items` validated, which the bulk calls take as they
+    are. Build them only with it."""
 
 
 def _items(items: Sequence[tuple[Resource | tuple[str, str], str]]) -> list[tuple[Resource, str]]:

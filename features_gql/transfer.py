@@ -27,11 +27,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
-from features_gql.api import MAX_BATCH, MAX_PAGE_SIZE, FeaturesAPI
+from features_gql.api import MAX_BATCH, MAX_PAGE_SIZE, CheckedItems, FeaturesAPI
 from features_gql.domain import FEATURE_KINDS, KEEP, FeatureDefinition, Resource
 from features_gql.errors import InvalidInput
 
@@ -289,36 +289,47 @@ class Importer:
         return all(getattr(current, key) == value for key, value in definition.fields.items())
 
     async def _flush(self) -> None:
-        """Send the queued assignments; the previous batch is awaited first, so one batch is
-        applied while the next is read."""
-        await self._wait()
+        """Send the queued assignments. They are checked while the previous batch is still
+        being written, then sent once it is: one batch is written while the next is read."""
         if not self._items:
+            await self._wait()
             return
         items, lines = self._items, self._lines
         self._items, self._lines = [], []
-        self._in_flight = asyncio.ensure_future(self._apply(items, lines))
+        try:
+            checked = self.api.check_items(items)
+        except InvalidInput as exc:
+            await self._wait()  # the batch before this one comes first, and may fail first
+            await self._refused(exc, items, lines)
+        await self._wait()
+        self._in_flight = asyncio.ensure_future(self._apply(checked, lines))
         # Let it run up to the store's own thread, so this batch is written while the
         # next one is read.
         await asyncio.sleep(0)
 
-    async def _apply(self, items: list[tuple[Resource, str]], lines: list[int]) -> None:
+    async def _apply(self, items: CheckedItems, lines: list[int]) -> None:
         try:
             result = await self.api.add_many(items, actor=self.actor)
         except InvalidInput as exc:
-            # A name broke a rule, or strict mode refused a feature: the batch was refused
-            # whole. Apply the lines before that one, and stop there.
-            if not exc.field.startswith("items["):
-                raise
-            index = int(exc.field[len("items[") : exc.field.index("]")])
-            if index:
-                await self._apply(items[:index], lines[:index])
-            reason = exc.message.replace(f"items[{index}].resource.", "").replace(
-                f"items[{index}].", ""
-            )
-            raise ImportStopped(lines[index], reason, self.progress, applying=True) from None
+            await self._refused(exc, items, lines)
         self.progress.assignments += len(items)
         self.progress.changed += sum(r is not None for r in result.revisions)
         self.progress.applied_through = lines[-1]
+
+    async def _refused(
+        self, exc: InvalidInput, items: list[tuple[Resource, str]], lines: list[int]
+    ) -> NoReturn:
+        """A name broke a rule, or strict mode refused a feature: the whole batch was
+        refused. Apply the lines before that one, and stop there."""
+        if not exc.field.startswith("items["):
+            raise exc
+        index = int(exc.field[len("items[") : exc.field.index("]")])
+        if index:
+            await self._apply(self.api.check_items(items[:index]), lines[:index])
+        reason = exc.message.replace(f"items[{index}].resource.", "").replace(
+            f"items[{index}].", ""
+        )
+        raise ImportStopped(lines[index], reason, self.progress, applying=True) from None
 
     async def _wait(self) -> None:
         task, self._in_flight = self._in_flight, None
