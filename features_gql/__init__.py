@@ -11,6 +11,7 @@ from features_gql.errors import (
     StoreError,
     StoreTimeout,
     StoreUnavailable,
+    StoreUnsupported,
 )
 from features_gql.hookspecs import hookimpl
 
@@ -29,6 +30,7 @@ __all__ = [
     "StoreError",
     "StoreTimeout",
     "StoreUnavailable",
+    "StoreUnsupported",
     "WriteResult",
     "__version__",
     "hookimpl",

@@ -8,7 +8,13 @@ from collections.abc import Iterator
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
-from features_gql.errors import InvalidInput, StoreConflict, StoreError, StoreTimeout
+from features_gql.errors import (
+    InvalidInput,
+    StoreConflict,
+    StoreError,
+    StoreTimeout,
+    StoreUnsupported,
+)
 
 log = logging.getLogger("features_gql.graphql")
 
@@ -20,6 +26,7 @@ INTERNAL = "INTERNAL_SERVER_ERROR"
 _STORE_MESSAGES = {
     StoreTimeout: "The feature store did not answer in time; try again.",
     StoreConflict: "The write conflicted with another write in flight and was not applied; retry.",
+    StoreUnsupported: "The feature store of this service does not offer this field.",
 }
 _STORE_DEFAULT = "The feature store is unavailable; try again."
 
