@@ -265,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.assignments, args.small, args.repeat = 20_000, 2_000, 20
     rows: list[Row] = []
+    load_before = os.getloadavg()
     with ExitStack() as stack:
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="catalog-")))
         for label in [s.strip() for s in args.stores.split(",") if s.strip()]:
@@ -297,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
             rows += asyncio.run(
                 measure_store(label, make, args.assignments, args.small, args.repeat, directory)
             )
-    print(f"python {sys.version.split()[0]}; {os.cpu_count()} CPUs\n")
+    # The machine may be shared: the load says how much of it this run had.
+    load = f"load average {load_before[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    print(f"python {sys.version.split()[0]}; {os.cpu_count()} CPUs; {load}\n")
     print(table(rows))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps([asdict(row) for row in rows], indent=2))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -530,15 +531,25 @@ class SQLiteStore(Store):
         with _transaction(conn):
             if not first:
                 return BulkResult(revisions, _revision(conn))
+            if require_defined:
+                features = sorted({f for _, _, f in first})
+                refused = _refused(conn, "VALUES " + ", ".join("(?)" for _ in features), features)
+                if refused:
+                    return BulkResult(revisions, _revision(conn), refused)
+            if op == "add":
+                resources = dict.fromkeys((t, i) for t, i, _ in first)
+                if not _any_present(conn, list(resources)):
+                    # New resources only (an import, most often): no item can be there
+                    # already, and every one is a change.
+                    changed = _add_new(conn, first, resources, actor, _now())
+                    for revision, n in changed:
+                        revisions[n] = revision
+                    return BulkResult(revisions, _revision(conn))
             try:
                 conn.executemany(
                     "INSERT INTO temp.batch (n, t, i, f) VALUES (?, ?, ?, ?)",
                     [(n, t, i, f) for (t, i, f), n in first.items()],
                 )
-                if require_defined:
-                    refused = _refused(conn, "SELECT DISTINCT f FROM temp.batch")
-                    if refused:
-                        return BulkResult(revisions, _revision(conn), refused)
                 changed = (
                     _bulk_add(conn, actor, _now(), len(first) == len(items))
                     if op == "add"
@@ -787,6 +798,46 @@ _NEW_RESOURCES = """
     WHERE NOT EXISTS (
         SELECT 1 FROM assignments a WHERE a.resource_type = b.t AND a.resource_id = b.i
     ) GROUP BY t"""
+
+
+def _any_present(conn: sqlite3.Connection, resources: list[tuple[str, str]]) -> bool:
+    """Whether any of these resources has a feature."""
+    for start in range(0, len(resources), _CHUNK):
+        chunk = resources[start : start + _CHUNK]
+        values = ", ".join("(?, ?)" for _ in chunk)
+        found = conn.execute(
+            f"WITH wanted (t, i) AS (VALUES {values}) SELECT 1 FROM wanted WHERE EXISTS "
+            "(SELECT 1 FROM assignments a WHERE a.resource_type = t AND a.resource_id = i) "
+            "LIMIT 1",
+            [part for resource in chunk for part in resource],
+        ).fetchone()
+        if found is not None:
+            return True
+    return False
+
+
+def _add_new(
+    conn: sqlite3.Connection,
+    first: dict[tuple[str, str, str], int],
+    resources: dict[tuple[str, str], None],
+    actor: str | None,
+    at: datetime,
+) -> list[tuple[int, int]]:
+    """Add assignments of resources that had none: each binds once per table, and the
+    counts move by what the items say (no query needed to tell what changed)."""
+    conn.executemany("INSERT INTO assignments VALUES (?, ?, ?)", first)
+    base = _revision(conn)
+    when = at.isoformat()
+    conn.executemany(
+        "INSERT INTO changes (op, resource_type, resource_id, feature, at, actor) "
+        "VALUES ('add', ?, ?, ?, ?, ?)",
+        [(t, i, f, when, actor) for t, i, f in first],
+    )
+    for feature, count in Counter(f for _, _, f in first).items():
+        _count(conn, "features", feature, count)
+    for type_, count in Counter(t for t, _ in resources).items():
+        _count(conn, "resource_types", type_, count)
+    return [(base + k, n) for k, n in enumerate(first.values(), start=1)]
 
 
 def _bulk_add(
