@@ -677,3 +677,14 @@ async def test_the_catalog_works_on_every_store(start_server: StartServer, any_s
     }
     archived = (await ok(server, ARCHIVE, {"name": "speedups"}))["archiveFeature"]
     assert (archived["changed"], archived["revision"]) == (True, 6)
+
+
+async def test_listing_costs_follow_their_page_sizes(start_server: StartServer) -> None:
+    server = await start_server("memory", limits=Limits(max_cost=5_000))
+    # 1000 types by default, each with a page of 100 resources: far over the limit.
+    nested = await server.gql("{ resourceTypes { name resources { edges { cursor } } } }")
+    assert nested.codes == ["QUERY_TOO_COMPLEX"]
+    small = await server.gql(
+        "{ resourceTypes(first: 10) { name resources(first: 10) { edges { cursor } } } }"
+    )
+    assert small.errors == []

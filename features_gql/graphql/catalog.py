@@ -112,9 +112,7 @@ class CatalogQueries:
     async def resource_types(
         self,
         info: Info,
-        first: Annotated[
-            int | None, _argument("How many to return: 0-1000, 1000 when left out.")
-        ] = None,
+        first: Annotated[int, _argument("How many to return: 0-1000.")] = 1000,
         after: Annotated[
             str | None, _argument("A type's name: the list starts after it (for the next part).")
         ] = None,
