@@ -697,21 +697,31 @@ class CheckedItems(list[tuple[Resource, str]]):
 
 def _items(items: Sequence[tuple[Resource | tuple[str, str], str]]) -> list[tuple[Resource, str]]:
     _check_batch(len(items), "items")
-    checked: list[tuple[Resource, str]] = []
-    # Types, features and resources repeat across a batch: check each once.
-    slugs: set[str] = set()
-    last: Resource | None = None
-    for i, (given, feature) in enumerate(items):
-        resource = given if isinstance(given, Resource) else Resource(*given)
-        if resource is not last and resource != last:
-            if resource.type not in slugs:
-                slugs.add(validate_slug(resource.type, f"items[{i}].resource.type"))
-            validate_id(resource.id, f"items[{i}].resource.id")
-            last = resource
-        if feature not in slugs:
-            slugs.add(validate_feature(feature, f"items[{i}].feature"))
-        checked.append((resource, feature))
-    return checked
+    # Types, features and resources repeat across a batch: each distinct one is checked
+    # once. Should one break a rule, the items are checked again in order, to name the
+    # first that does.
+    resources = [r if isinstance(r, Resource) else Resource(*r) for r, _ in items]
+    features = [feature for _, feature in items]
+    try:
+        for feature in set(features):
+            validate_feature(feature)
+        distinct = dict(zip(map(id, resources), resources, strict=True)).values()
+        for type_ in {resource.type for resource in distinct}:
+            validate_slug(type_, "type")
+        for resource in distinct:
+            validate_id(resource.id)
+    except InvalidInput:
+        _first_bad_item(resources, features)
+    return list(zip(resources, features, strict=True))
+
+
+def _first_bad_item(resources: list[Resource], features: list[str]) -> None:
+    """Raise InvalidInput naming the first item that breaks a rule."""
+    for i, (resource, feature) in enumerate(zip(resources, features, strict=True)):
+        validate_slug(resource.type, f"items[{i}].resource.type")
+        validate_id(resource.id, f"items[{i}].resource.id")
+        validate_feature(feature, f"items[{i}].feature")
+    raise AssertionError("unreachable: some item broke a rule")  # pragma: no cover
 
 
 def _page_size(first: int | None) -> int:

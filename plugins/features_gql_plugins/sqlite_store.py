@@ -524,9 +524,12 @@ class SQLiteStore(Store):
     ) -> BulkResult:
         conn = self._w
         # The first occurrence of each item is the one that may change something.
-        first: dict[tuple[str, str, str], int] = {}
-        for n, (resource, feature) in enumerate(items):
-            first.setdefault((resource.type, resource.id, feature), n)
+        keys = [(resource.type, resource.id, feature) for resource, feature in items]
+        first = dict(zip(keys, range(len(keys)), strict=True))
+        if len(first) < len(keys):  # some item repeats an earlier one
+            first = {}
+            for n, key in enumerate(keys):
+                first.setdefault(key, n)
         revisions: list[int | None] = [None] * len(items)
         with _transaction(conn):
             if not first:
