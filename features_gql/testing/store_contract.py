@@ -753,6 +753,28 @@ class StoreContract:
 
         self.run(make_store, scenario)
 
+    def test_unusual_ids_round_trip_in_bulk(self, make_store: Callable[[], Store]) -> None:
+        async def scenario(store: Store) -> None:
+            self.require_catalog(store)
+            resources = [Resource("app", id_) for id_ in UNUSUAL_IDS]
+            added = await store.add_many([(r, "f") for r in resources], actor='o\'neil \\ "x"')
+            assert added.revisions == list(range(1, len(resources) + 1))
+            assert await store.check_many([(r, "f") for r in resources]) == [True] * len(resources)
+            listed = await store.list_resources("app", after=None, limit=100)
+            assert listed == sorted(resources)
+            history = await store.history(
+                HistoryQuery(actor='o\'neil \\ "x"'), before=None, limit=100
+            )
+            assert [c.resource for c in reversed(history)] == resources
+            # Existing resources take the other way in: it must read the same ids.
+            again = await store.add_many([(r, "g") for r in resources], actor=None)
+            assert all(again.revisions)
+            removed = await store.remove_many([(r, "f") for r in resources], actor=None)
+            assert all(removed.revisions)
+            assert await store.features_of_many(resources) == [["g"]] * len(resources)
+
+        self.run(make_store, scenario)
+
     def test_strict_writes_refuse_undefined_or_archived_features(
         self, make_store: Callable[[], Store]
     ) -> None:

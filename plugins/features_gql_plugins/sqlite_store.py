@@ -19,9 +19,12 @@ Layout (version 2; a version 1 file is upgraded when it is opened):
     One row per type in use, with its number of resources that have a feature.
 
 Every write updates the counts in the same transaction as the assignments, so they
-are exact whatever process wrote. Bulk writes go through a temporary table on the
-writer's connection: the items are bound once, and every step after that (dropping
-what changes nothing, logging each change, the counts) is one statement.
+are exact whatever process wrote. Bulk writes hand SQLite the items as one JSON array
+(read with ``json_each``), so each statement runs from its first row to its last
+without taking Python's GIL back: the import reads the next batch meanwhile. Items of
+resources that have no feature yet (an import) go straight in; others go through a
+temporary table on the writer's connection, where every step (dropping what changes
+nothing, logging each change, the counts) is one statement.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
+
+import orjson
 
 from features_gql import hookimpl
 from features_gql.domain import (
@@ -549,9 +554,11 @@ class SQLiteStore(Store):
                         revisions[n] = revision
                     return BulkResult(revisions, _revision(conn))
             try:
-                conn.executemany(
-                    "INSERT INTO temp.batch (n, t, i, f) VALUES (?, ?, ?, ?)",
-                    [(n, t, i, f) for (t, i, f), n in first.items()],
+                conn.execute(
+                    "INSERT INTO temp.batch (n, t, i, f) SELECT json_extract(value, '$[0]'), "
+                    "json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
+                    "json_extract(value, '$[3]') FROM json_each(?)",
+                    (orjson.dumps([(n, t, i, f) for (t, i, f), n in first.items()]).decode(),),
                 )
                 changed = (
                     _bulk_add(conn, actor, _now(), len(first) == len(items))
@@ -828,13 +835,20 @@ def _add_new(
 ) -> list[tuple[int, int]]:
     """Add assignments of resources that had none: each binds once per table, and the
     counts move by what the items say (no query needed to tell what changed)."""
-    conn.executemany("INSERT INTO assignments VALUES (?, ?, ?)", first)
+    # The rows travel as one JSON array that SQLite reads itself: each statement then
+    # runs without the GIL from its first row to its last, while the next batch is read.
+    rows = orjson.dumps(list(first)).decode()
+    conn.execute(
+        "INSERT INTO assignments SELECT json_extract(value, '$[0]'), "
+        "json_extract(value, '$[1]'), json_extract(value, '$[2]') FROM json_each(?)",
+        (rows,),
+    )
     base = _revision(conn)
-    when = at.isoformat()
-    conn.executemany(
+    conn.execute(
         "INSERT INTO changes (op, resource_type, resource_id, feature, at, actor) "
-        "VALUES ('add', ?, ?, ?, ?, ?)",
-        [(t, i, f, when, actor) for t, i, f in first],
+        "SELECT 'add', json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+        "json_extract(value, '$[2]'), ?, ? FROM json_each(?) ORDER BY key",
+        (at.isoformat(), actor, rows),
     )
     for feature, count in Counter(f for _, _, f in first).items():
         _count(conn, "features", feature, count)
