@@ -21,6 +21,7 @@ import platform
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,10 @@ ADD_QUERY = (
     "{ __typename } }"
 )
 REMOVE_QUERY = ADD_QUERY.replace("Add(", "Remove(").replace("addFeature", "removeFeature")
+OFREP_BODY = json.dumps(
+    {"context": {"targetingKey": PIPELINE["id"], "resourceType": PIPELINE["type"]}},
+    separators=(",", ":"),
+).encode()
 
 
 @dataclass
@@ -253,6 +258,32 @@ def python_load(
 
 cpus_all = cpus()
 
+Load = Callable[[str, list[bytes], float, int, list[int] | None], tuple[float, float, float]]
+
+
+def in_turns(
+    load: Load,
+    targets: list[tuple[str, list[bytes]]],
+    duration: float,
+    connections: int,
+    cores: list[int] | None,
+    turns: int = 3,
+) -> list[tuple[float, float, float]]:
+    """Each target loaded for ``duration`` in all, in ``turns`` alternating slices: the
+    mean rate and the median p50 and p99 of each."""
+    samples: list[list[tuple[float, float, float]]] = [[] for _ in targets]
+    for _ in range(turns):
+        for (url, bodies), taken in zip(targets, samples, strict=True):
+            taken.append(load(url, bodies, duration / turns, connections, cores))
+    return [
+        (
+            statistics.fmean(rate for rate, _, _ in taken),
+            statistics.median(p50 for _, p50, _ in taken),
+            statistics.median(p99 for _, _, p99 in taken),
+        )
+        for taken in samples
+    ]
+
 
 def latency_once(url: str, body: bytes, repeat: int) -> tuple[float, float]:
     """Sequential requests (one connection): p50 and p99 in ms, for big single requests."""
@@ -337,7 +368,7 @@ async def in_process_rows(
             await replica.start()
             try:
                 ns = per_call_ns(
-                    lambda: replica.has("pipeline", "db8e9a0d", "speedups"), count * 10
+                    lambda: replica.has(("pipeline", "db8e9a0d"), "speedups"), count * 10
                 )
             finally:
                 await replica.stop()
@@ -355,6 +386,8 @@ async def in_process_rows(
             await store.close()
 
     await measure("memory", MemoryStore(), number)
+    if importlib.util.find_spec("openfeature") is not None:
+        rows.extend(await openfeature_rows(number))
     with tempfile.TemporaryDirectory() as tmp:
         await measure("sqlite", SQLiteStore(str(Path(tmp, "bench.db"))), number // 10)
     if mongodb_url:
@@ -366,6 +399,73 @@ async def in_process_rows(
             max(20, number // 50),
         )
     return rows
+
+
+async def openfeature_rows(number: int) -> list[Row]:
+    """One boolean evaluation through the OpenFeature SDK's client, with our provider
+    over a LocalReplica against the same SDK with its InMemoryProvider doing the same
+    work (a set lookup keyed by the context)."""
+    from openfeature import api as openfeature_api
+    from openfeature.evaluation_context import EvaluationContext
+    from openfeature.flag_evaluation import FlagResolutionDetails, Reason
+    from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
+
+    from features_gql import FeaturesAPI
+    from features_gql.openfeature import FeaturesProvider
+    from features_gql.replica import LocalReplica
+    from features_gql_plugins.memory_store import MemoryStore
+
+    flags = {("pipeline", "db8e9a0d", "speedups")}
+
+    def by_context(
+        flag: InMemoryFlag[bool], context: EvaluationContext
+    ) -> FlagResolutionDetails[bool]:
+        key = (context.attributes.get("resourceType"), context.targeting_key, "speedups")
+        if key in flags:
+            return FlagResolutionDetails(True, reason=Reason.TARGETING_MATCH, variant="on")
+        return FlagResolutionDetails(False, reason=Reason.DEFAULT, variant="off")
+
+    in_memory = InMemoryProvider(
+        {"speedups": InMemoryFlag("off", {"on": True, "off": False}, context_evaluator=by_context)}
+    )
+    api = FeaturesAPI(MemoryStore())
+    await api.add(("pipeline", "db8e9a0d"), "speedups")
+    replica = LocalReplica(api)
+    await replica.start()
+    context = EvaluationContext("db8e9a0d", {"resourceType": "pipeline"})
+    try:
+        openfeature_api.set_provider_and_wait(in_memory, "bench-in-memory")
+        openfeature_api.set_provider_and_wait(FeaturesProvider(replica), "bench-features-gql")
+        baseline_client = openfeature_api.get_client("bench-in-memory")
+        ours_client = openfeature_api.get_client("bench-features-gql")
+        assert baseline_client.get_boolean_value("speedups", False, context) is True
+        assert ours_client.get_boolean_value("speedups", False, context) is True
+        count = max(200, number // 10)
+        base_ns = per_call_ns(
+            lambda: baseline_client.get_boolean_value("speedups", False, context), count
+        )
+        ours_ns = per_call_ns(
+            lambda: ours_client.get_boolean_value("speedups", False, context), count
+        )
+    finally:
+        openfeature_api.clear_providers()
+        await replica.stop()
+    return [
+        Row(
+            "in-process: OpenFeature SDK, InMemoryProvider (baseline)",
+            "µs",
+            base_ns / 1000,
+            baseline="itself",
+        ),
+        Row(
+            "in-process: OpenFeature SDK, FeaturesProvider (LocalReplica)",
+            "µs",
+            ours_ns / 1000,
+            baseline="InMemoryProvider",
+            ratio=ours_ns / base_ns,
+            target="≤ 1.5x",
+        ),
+    ]
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -401,11 +501,35 @@ def run(args: argparse.Namespace) -> Report:
         rows.append(Row("HTTP: raw aiohttp handler (baseline)", "req/s", rate, p50, p99, "itself"))
         raw_rate = rate
 
-        def throughput(name: str, bodies: list[bytes], target: str = "") -> None:
-            rate, p50, p99 = load(gql, bodies, args.duration, args.connections, rest)
+        def throughput(name: str, bodies: list[bytes], target: str = "", url: str = gql) -> None:
+            rate, p50, p99 = load(url, bodies, args.duration, args.connections, rest)
             rows.append(Row(name, "req/s", rate, p50, p99, "raw handler", rate / raw_rate, target))
 
-        throughput("HTTP: hasFeature", [has_body], "≥ 0.6x")
+        # hasFeature and OFREP's single evaluation are compared with each other too: they
+        # are measured in alternating turns, so drift in the machine's load reaches both.
+        ofrep = f"http://127.0.0.1:{gql_port}/ofrep/v1/evaluate/flags"
+        (has, single) = in_turns(
+            load,
+            [(gql, [has_body]), (f"{ofrep}/speedups", [OFREP_BODY])],
+            args.duration,
+            args.connections,
+            rest,
+        )
+        rows.append(
+            Row("HTTP: hasFeature", "req/s", *has, "raw handler", has[0] / raw_rate, "≥ 0.6x")
+        )
+        rows.append(
+            Row(
+                "HTTP: OFREP single evaluation",
+                "req/s",
+                *single,
+                "raw handler",
+                single[0] / raw_rate,
+                "≥ hasFeature",
+                f"{single[0] / has[0]:.2f}x hasFeature",
+            )
+        )
+        throughput("HTTP: OFREP bulk evaluation", [OFREP_BODY], url=ofrep)
         throughput("HTTP: checks, 1 item", [body(CHECKS_QUERY, {"items": check_items(1)})])
         throughput(
             "HTTP: resource { features }",
@@ -496,7 +620,7 @@ def format_table(report: Report) -> str:
         ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
         lines.append(
             f"{row.scenario:<62} {value:>12} {p50:>9} {p99:>9} {ratio:>8}  {row.baseline:<18} "
-            f"{row.target}"
+            f"{row.target}{'  (' + row.note + ')' if row.note else ''}"
         )
     return "\n".join(lines)
 

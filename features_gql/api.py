@@ -19,6 +19,7 @@ from features_gql.domain import (
     KEEP,
     OWNER_MAX,
     SEARCH_MAX,
+    Assignment,
     BulkResult,
     ChangeEvent,
     ChangePage,
@@ -33,6 +34,7 @@ from features_gql.domain import (
     ResourcePage,
     ResourceTypeCount,
     SetResult,
+    SnapshotPage,
     WriteResult,
     validate_feature,
     validate_id,
@@ -52,6 +54,9 @@ DEFAULT_DEADLINE = 2.0
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_BATCH = 10_000
+#: Assignments in one snapshot page: the default, and the most one page may ask for.
+DEFAULT_SNAPSHOT_PAGE = 1000
+MAX_SNAPSHOT_PAGE = 10_000
 #: Operations that change the store: a missed deadline may still have applied them.
 WRITES = frozenset(
     {"add", "remove", "define", "archive", "add_many", "remove_many", "set_features"}
@@ -103,6 +108,32 @@ def decode_key(cursor: str, kind: str, field: str = "after") -> str | int:
     )
 
 
+def encode_snapshot_cursor(assignment: Assignment) -> str:
+    raw = json.dumps(
+        [assignment.type, assignment.id, assignment.feature],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    ).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_snapshot_cursor(cursor: str, field: str = "after") -> Assignment:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if (
+            isinstance(value, list)
+            and len(value) == 3
+            and all(isinstance(part, str) for part in value)
+        ):
+            return Assignment(value[0], value[1], value[2])
+    except (ValueError, binascii.Error, UnicodeError):
+        pass
+    raise InvalidInput(
+        field, "cursor", f"{field} must be a cursor returned by this API (got {cursor!r:.80})"
+    )
+
+
 def _resource(resource: Resource | tuple[str, str], field: str = "resource") -> Resource:
     if isinstance(resource, Resource):
         return Resource.of(resource.type, resource.id, field)
@@ -143,6 +174,9 @@ class FeaturesAPI:
         self._on_event = on_event
         #: Strict mode: refuse to assign a feature that is not defined (or archived).
         self.strict = strict
+        #: Called with the new revision after each write through this API that changed
+        #: something: the in-process change feed wakes on it instead of waiting to poll.
+        self.change_listeners: list[Callable[[int], None]] = []
 
     async def _call(
         self,
@@ -212,15 +246,18 @@ class FeaturesAPI:
         validate_feature(feature)
         if self.strict:
             # One store call that checks the definition and adds, atomically.
-            result = await self._bulk_add([(res, feature)], actor, fields=["feature"])
-            revision = result.revisions[0]
-            return WriteResult(revision is not None, revision or result.revision)
-        return await self._call(
+            bulk = await self._bulk_add([(res, feature)], actor, fields=["feature"])
+            revision = bulk.revisions[0]
+            return WriteResult(revision is not None, revision or bulk.revision)
+        result = await self._call(
             "add",
             lambda: self.store.add(res, feature, actor=actor),
             resource=res,
             feature=feature,
         )
+        if result.changed:
+            self._changed(result.revision)
+        return result
 
     async def remove(
         self, resource: Resource | tuple[str, str], feature: str, *, actor: str | None = None
@@ -228,12 +265,15 @@ class FeaturesAPI:
         """Take the feature away; ``changed`` is false if it did not have it."""
         res = _resource(resource)
         validate_feature(feature)
-        return await self._call(
+        result = await self._call(
             "remove",
             lambda: self.store.remove(res, feature, actor=actor),
             resource=res,
             feature=feature,
         )
+        if result.changed:
+            self._changed(result.revision)
+        return result
 
     def batch(self) -> CheckBatch:
         """A batch of checks: every :meth:`CheckBatch.has` made before the event loop
@@ -266,7 +306,12 @@ class FeaturesAPI:
             )
             if type_ not in slugs:
                 slugs.add(validate_slug(type_, f"items[{i}].resource.type"))
-            validate_id(id_, f"items[{i}].resource.id")
+            try:
+                validate_id(id_)
+            except InvalidInput:
+                # The item's own field name is built only for the error: a thousand
+                # f-strings per batch otherwise.
+                validate_id(id_, f"items[{i}].resource.id")
             if feature not in slugs:
                 slugs.add(validate_feature(feature, f"items[{i}].feature"))
             checked.append((Resource(type_, id_), feature))
@@ -380,17 +425,23 @@ class FeaturesAPI:
                 microsecond=expires_at.microsecond // 1000 * 1000
             )
         spec = FeatureSpec(name, description, owner, kind, expires_at)
-        return await self._call(
+        result = await self._call(
             "define", lambda: self.store.define(spec, actor=actor), feature=name
         )
+        if result.changed:
+            self._changed(result.revision)
+        return result
 
     async def archive(self, name: str, *, actor: str | None = None) -> DefinitionResult:
         """Retire a feature: it stays in the catalog (listed with ``archived``), keeps its
         assignments, and strict mode refuses new ones."""
         validate_feature(name, "name")
-        return await self._call(
+        result = await self._call(
             "archive", lambda: self.store.archive(name, actor=actor), feature=name
         )
+        if result.changed:
+            self._changed(result.revision)
+        return result
 
     async def feature_infos(self, names: Sequence[str]) -> list[FeatureInfo]:
         """What the catalog knows of each feature, in one store call."""
@@ -550,6 +601,8 @@ class FeaturesAPI:
             at = next(i for i, (_, feature) in enumerate(items) if feature in refused)
             field = fields[at] if fields else f"items[{at}].feature"
             raise _undefined(field, items[at][1])
+        if any(r is not None for r in result.revisions):
+            self._changed(result.revision)
         return result
 
     async def remove_many(
@@ -557,11 +610,14 @@ class FeaturesAPI:
     ) -> BulkResult:
         """Remove every assignment in one store call; each change gets its own revision."""
         checked = items if isinstance(items, CheckedItems) else _items(items)
-        return await self._call(
+        result = await self._call(
             "remove_many",
             lambda: self.store.remove_many(checked, actor=actor),
             items=len(checked),
         )
+        if any(r is not None for r in result.revisions):
+            self._changed(result.revision)
+        return result
 
     async def set_features(
         self,
@@ -586,7 +642,41 @@ class FeaturesAPI:
         if result.refused:
             at = next(i for i, feature in enumerate(features) if feature in result.refused)
             raise _undefined(f"features[{at}]", features[at])
+        if result.removed or result.added:
+            self._changed(result.revision)
         return result
+
+    # -- snapshots and feed -------------------------------------------------------------
+
+    def _changed(self, revision: int) -> None:
+        for listener in self.change_listeners:
+            try:
+                listener(revision)
+            except Exception:  # a listener must never fail a write that happened
+                log.exception("a change listener raised")
+
+    async def snapshot_page(
+        self, after: Assignment | None = None, *, limit: int = DEFAULT_SNAPSHOT_PAGE
+    ) -> SnapshotPage:
+        """A page of the snapshot of every assignment, after ``after`` (see SnapshotPage)."""
+        if not 1 <= limit <= MAX_SNAPSHOT_PAGE:
+            raise InvalidInput(
+                "first",
+                "range",
+                f"first must be between 1 and {MAX_SNAPSHOT_PAGE} (got {limit})",
+            )
+        return await self._call(
+            "snapshot_page", lambda: self.store.snapshot_page(after, limit=limit), items=limit
+        )
+
+    async def trim_changes(self, keep: int) -> int:
+        """Trim the change log to its latest ``keep`` events; how many were deleted."""
+        if keep < 1:
+            raise InvalidInput("keep", "range", f"keep must be at least 1 (got {keep})")
+        revision = await self.revision()
+        if revision <= keep:
+            return 0
+        return await self._call("trim_changes", lambda: self.store.trim_changes(revision - keep))
 
     async def probe(self, within: float = 0.5) -> Probe:
         """Readiness: can the store answer within ``within`` seconds?
@@ -628,31 +718,38 @@ class CheckBatch:
         #: The store calls in flight, referenced so the loop cannot collect them.
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def has(
+    def has(
         self,
         resource: Resource | tuple[str, str],
         feature: str,
         *,
         field: str = "resource",
         feature_field: str = "feature",
-    ) -> bool:
-        """Does ``resource`` have ``feature``?"""
+    ) -> Awaitable[bool]:
+        """Does ``resource`` have ``feature``? Validated now (a bad check fails alone, at
+        once); await the answer."""
         res = _resource(resource, field)
         validate_feature(feature, feature_field)
+        api = self._api
         if self.sole:
             # The executor knows this is the request's only check: nothing to wait for.
-            api = self._api
-            return await api._call(
+            return api._call(
                 "has", lambda: api.store.has(res, feature), resource=res, feature=feature
             )
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[bool] = loop.create_future()
         if not self._pending:
-            loop.call_soon(self._flush, loop)
+            loop.call_soon(self._flush, loop, 0)
         self._pending.append(((res, feature), answer))
-        return await answer
+        return answer
 
-    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _flush(self, loop: asyncio.AbstractEventLoop, seen: int) -> None:
+        # Executors reach nested fields a turn or more after top-level ones (how many
+        # depends on the graphql-core version): send the batch only once a turn of the
+        # loop has added nothing to it, so every check of the request shares the call.
+        if len(self._pending) != seen:
+            loop.call_soon(self._flush, loop, len(self._pending))
+            return
         pending, self._pending = self._pending, []
         task = loop.create_task(self._answer(pending))
         self._tasks.add(task)

@@ -5,28 +5,30 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from pathlib import Path
+from typing import Any
 
 from features_gql.api import FeaturesAPI
 from features_gql.auth import AuthPolicy
-from features_gql.config import Settings, policy
-from features_gql.errors import ConfigError
+from features_gql.config import DEFAULT_STORE, Settings, data_directory, policy
+from features_gql.edge import EdgeStore, EdgeSync
+from features_gql.errors import ConfigError, PluginError
 from features_gql.events import (
     EventDispatcher,
     OperationEvent,
     OperationSink,
     collect_for_request,
 )
+from features_gql.feed import ChangeFeed
 from features_gql.loggers import Logger, LogSettings
 from features_gql.metrics import Metrics
 from features_gql.plugin_manager import Plugins, collect, create_plugin_manager
+from features_gql.retention import Retention
 from features_gql.stores.base import Store
 from features_gql.stores.registry import StoreBuilder
+from features_gql.upstream import UpstreamClient
 
 log = logging.getLogger("features_gql.bootstrap")
-
-#: Used when no store is configured: a SQLite file under the user's data directory.
-DEFAULT_STORE = {"plugin": "sqlite"}
 
 
 @dataclass
@@ -43,13 +45,34 @@ class Service:
     store_description: str = ""
     #: Who may do what, for every way in.
     auth: AuthPolicy = field(default_factory=AuthPolicy.open)
+    # -- snapshots and feed --
+    #: The live change feed of this process (GraphQL subscriptions).
+    feed: ChangeFeed | None = None
+    #: Trims the change log, when ``retain_changes`` is set.
+    retention: Retention | None = None
+    #: Keeps the copy in step with the upstream, when this service is an edge.
+    edge: EdgeSync | None = None
 
     async def start(self) -> None:
         self.dispatcher.start()
-        await self.store.open()
+        try:
+            await self.store.open()
+        except BaseException:
+            self.dispatcher.stop()
+            raise
+        if self.retention is not None:
+            self.retention.start()
+        if self.edge is not None:
+            self.edge.start()
 
     async def stop(self) -> None:
         try:
+            if self.edge is not None:
+                await self.edge.stop()
+            if self.feed is not None:
+                await self.feed.stop()
+            if self.retention is not None:
+                await self.retention.stop()
             await self.store.close()
         finally:
             self.dispatcher.stop()
@@ -58,6 +81,9 @@ class Service:
 
 
 def store_table(settings: Settings, plugins: Plugins) -> dict[str, Any]:
+    if settings.store is None and settings.upstream is not None:
+        # An edge keeps its copy apart from a service's default file on the same machine.
+        return {"plugin": "sqlite", "path": str(data_directory() / "edge.db")}
     if settings.store is None:
         return dict(DEFAULT_STORE)
     if isinstance(settings.store, str):
@@ -66,27 +92,36 @@ def store_table(settings: Settings, plugins: Plugins) -> dict[str, Any]:
 
 
 def _gate(loggers: list[Logger], *, has_hooks: bool) -> Callable[[OperationEvent], bool] | None:
-    """Whether any background sink wants an event, when every sink can tell; else None.
+    """Whether any background sink wants an event; None when every event is wanted.
 
     Plugins' operation-event hooks always want every event. With no sink at all, nothing
     is ever queued.
     """
     if has_hooks:
         return None
-    accepts = [getattr(logger, "accepts", None) for logger in loggers]
-    if not all(callable(accept) for accept in accepts):
-        return None
-    checks = [cast(Callable[[OperationEvent], bool], accept) for accept in accepts]
+    checks = [logger.accepts for logger in loggers]
     if len(checks) == 1:
         return checks[0]
     return lambda event: any(check(event) for check in checks)
+
+
+def _logger(plugins: Plugins, name: str, settings: LogSettings) -> Logger:
+    entry = plugins.loggers.get(name)
+    logger = entry.factory(settings)
+    if not isinstance(logger, Logger):
+        raise PluginError(
+            f"logger plugin {name!r} (from {entry.provided_by!r}) returned "
+            f"{type(logger).__name__}, which lacks the methods of features_gql.loggers.Logger "
+            "(accepts, operation, close)"
+        )
+    return logger
 
 
 def build(settings: Settings, *, extra_plugins: Sequence[object] = ()) -> Service:
     """Load plugins, build the configured store and loggers, and the API over them."""
     plugins = collect(create_plugin_manager(settings.plugins_dir, extra_plugins))
     log_settings = LogSettings(format=settings.log_format, level=settings.log_level)
-    loggers = [plugins.loggers.get(name).factory(log_settings) for name in settings.loggers]
+    loggers = [_logger(plugins, name, log_settings) for name in settings.loggers]
     table = store_table(settings, plugins)
     store = StoreBuilder(plugins.stores).build(table)
     sinks: list[tuple[str, OperationSink]] = [
@@ -104,10 +139,41 @@ def build(settings: Settings, *, extra_plugins: Sequence[object] = ()) -> Servic
         raise ConfigError(
             f"[catalog] strict = true needs a store with a catalog; {store.name} has none"
         )
+    edge: EdgeSync | None = None
+    if settings.upstream is not None:
+        # The copy is written only by the follower, through an API of its own over the
+        # local store (instrumented, and waking this service's change feed); the service's
+        # API reads the copy and forwards writes upstream.
+        local = FeaturesAPI(store, deadline=settings.deadline, on_event=dispatcher.emit)
+        client = UpstreamClient(settings.upstream, settings.upstream_token)
+        edge = EdgeSync(local, client, state_file=_state_file(settings, store))
+        store = EdgeStore(store, client, edge)
     api = FeaturesAPI(
         store, deadline=settings.deadline, on_event=dispatcher.emit, strict=settings.catalog_strict
     )
+    if edge is not None:
+        edge.local.change_listeners = api.change_listeners
+        metrics.track_edge(edge)
     description = store.describe()
-    return Service(
+    service = Service(
         settings, plugins, store, api, dispatcher, metrics, loggers, description, policy(settings)
     )
+    service.edge = edge
+    service.feed = ChangeFeed(api)
+    metrics.track_feed(service.feed)
+    if settings.retain_changes is not None:
+        service.retention = Retention(api, settings.retain_changes)
+    return service
+
+
+def _state_file(settings: Settings, store: Store) -> Path | None:
+    """Where an edge keeps its sync position: beside a file store's data, else in the data
+    directory; nowhere for a store that forgets everything at exit."""
+    if settings.upstream_state is not None:
+        return settings.upstream_state
+    path = getattr(store, "path", None)
+    if isinstance(path, str) and path != ":memory:":
+        return Path(path + ".upstream.json")
+    if not store.shared_between_processes:
+        return None
+    return data_directory() / "edge-sync.json"

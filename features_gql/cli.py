@@ -4,28 +4,60 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+import tempfile
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from features_gql import __version__
-from features_gql.config import ENVIRONMENT, load_settings
-from features_gql.errors import ConfigError
+from features_gql.config import ENVIRONMENT, TOML_KEYS, load_settings
+from features_gql.errors import ConfigError, FeaturesError
+
+
+def _settings_help() -> str:
+    """Every setting that is not an option: environment variables, config file, admin."""
+    env = "\n".join(f"  {name:<32} {var.meaning}" for name, var in ENVIRONMENT.items())
+    tables = "\n".join(
+        textwrap.fill(
+            ", ".join(keys),
+            width=88,
+            initial_indent=f"  {f'[{section}]':<11} ",
+            subsequent_indent=" " * 14,
+        )
+        for section, keys in TOML_KEYS.items()
+    )
+    return (
+        "environment variables (an option wins over them, and they over the config file):\n"
+        f"{env}\n\n"
+        "config file (--config or FEATURES_GQL_CONFIG; TOML), its tables and keys:\n"
+        f"{tables}\n"
+        '  [store]     plugin = "<name>" and that store\'s options (`features-gql plugins`\n'
+        "              lists the stores); a wrapper store holds its inner one in [store.inner]\n\n"
+        "admin endpoint (/admin/faults): refused until a bearer token of 16 or more characters\n"
+        "is set with FEATURES_GQL_ADMIN_TOKEN or [server] admin_token.\n"
+        "README.md explains every setting; docs/ has MongoDB and fault injection."
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
-    env_help = "\n".join(f"  {name:<32} {meaning}" for name, meaning in ENVIRONMENT.items())
     parser = argparse.ArgumentParser(
         prog="features-gql",
         description="Attach any feature to any resource, and ask for it over GraphQL.",
-        epilog=f"environment variables (a command-line option wins over them):\n{env_help}",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="`features-gql serve --help` lists the options, environment variables and "
+        "config file keys.",
     )
     parser.add_argument("--version", action="version", version=f"features-gql {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the GraphQL service")
+    serve = commands.add_parser(
+        "serve",
+        help="run the GraphQL service",
+        epilog=_settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
     serve.add_argument(
@@ -40,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         type=int,
-        help="processes sharing the port (SO_REUSEPORT); default 1. Not for the memory store",
+        help="worker processes accepting on one socket; default 1. Not for the memory store",
     )
     serve.add_argument(
         "--slow-request-ms",
@@ -63,12 +95,41 @@ def _parser() -> argparse.ArgumentParser:
         help="fault injection: wrap the store in a `slow` store with this option "
         "(repeatable): delay_ms=30 jitter_ms=20 seed=7 operations=reads stall=true",
     )
+    serve.add_argument(
+        "--upstream",
+        metavar="URL",
+        help="run as an edge replica of this features-gql GraphQL endpoint "
+        "(http://central:8080/graphql): a persistent copy in --store (default: a SQLite file "
+        "edge.db beside the default one) that answers reads, forwards writes, and keeps "
+        "answering while the upstream is down",
+    )
+    serve.add_argument(
+        "--upstream-token",
+        metavar="TOKEN",
+        help="the edge's bearer token at the upstream, read scope (or FEATURES_GQL_UPSTREAM_TOKEN, "
+        "which keeps it out of the process list)",
+    )
+    serve.add_argument(
+        "--max-staleness",
+        type=float,
+        metavar="SECONDS",
+        help="an edge is not ready (/readyz 503) while its copy is older than this",
+    )
     _common(serve)
     serve.add_argument(
         "--no-introspection", action="store_true", help="refuse introspection queries"
     )
+    serve.add_argument(
+        "--no-graphiql", action="store_true", help="do not serve GraphiQL to browsers"
+    )
+    serve.add_argument("--no-ui", action="store_true", help="do not serve the control panel at /ui")
 
-    plugins = commands.add_parser("plugins", help="list discovered plugins and what they provide")
+    plugins = commands.add_parser(
+        "plugins",
+        help="list discovered plugins and what they provide",
+        epilog=_settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _common(plugins)
 
     token = commands.add_parser("token", help="make bearer tokens for [auth.tokens]")
@@ -132,7 +193,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="a TOML config file")
     parser.add_argument("--log-format", choices=("console", "json"), help="default console")
     parser.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
-    parser.add_argument("--plugins-dir", type=Path, help="also load plugins from these .py files")
+    parser.add_argument(
+        "--plugins-dir",
+        type=Path,
+        help="also load plugins from the .py files in this directory "
+        "(except test_*.py and conftest.py)",
+    )
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -143,12 +209,19 @@ def _settings(args: argparse.Namespace) -> Any:
         "deadline": getattr(args, "deadline", None),
         "slow_request_ms": getattr(args, "slow_request_ms", None),
         "workers": getattr(args, "workers", None),
+        "upstream": getattr(args, "upstream", None),
+        "upstream_token": getattr(args, "upstream_token", None),
+        "max_staleness": getattr(args, "max_staleness", None),
         "log_format": args.log_format,
         "log_level": args.log_level,
         "plugins_dir": args.plugins_dir,
     }
     if getattr(args, "no_introspection", False):
         overrides["introspection"] = False
+    if getattr(args, "no_graphiql", False):
+        overrides["graphiql"] = False
+    if getattr(args, "no_ui", False):
+        overrides["ui"] = False
     settings = load_settings(config_file=args.config, overrides=overrides)
     fault, latency = getattr(args, "fault", None), getattr(args, "latency", None)
     if fault or latency:
@@ -160,9 +233,21 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # One /metrics for all workers: prometheus-client's multiprocess mode, which must
+        # be chosen before it is first imported (by the serving module, just below).
+        with tempfile.TemporaryDirectory(prefix="features-gql-metrics-") as shared:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared
+            try:
+                from features_gql.serving import serve
+
+                return serve(settings)
+            finally:
+                del os.environ["PROMETHEUS_MULTIPROC_DIR"]
     from features_gql.serving import serve
 
-    return serve(_settings(args))
+    return serve(settings)
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -175,9 +260,8 @@ def _plugins(args: argparse.Namespace) -> int:
         print(f"  hooks:   {', '.join(info.hooks) or '-'}")
         for store in info.stores:
             entry = plugins.stores.get(store)
-            schemes = (
-                f" [{', '.join(s + '://' for s in entry.url_schemes)}]" if entry.url_schemes else ""
-            )
+            url_schemes = plugins.stores.url_schemes(store)
+            schemes = f" [{', '.join(s + '://' for s in url_schemes)}]" if url_schemes else ""
             print(f"  store:   {store}{schemes} - {entry.description}")
         for name in info.loggers:
             print(f"  logger:  {name} - {plugins.loggers.get(name).description}")
@@ -309,7 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
-    except ConfigError as exc:
+    except FeaturesError as exc:
+        # Configuration errors, a port that is taken, a store that cannot be opened: one
+        # line that says what is wrong, no traceback.
         print(f"features-gql: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

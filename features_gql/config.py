@@ -6,39 +6,142 @@ Later sources win: defaults < TOML file < environment < command line.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from features_gql.api import DEFAULT_DEADLINE
 from features_gql.auth import AuthPolicy, build_policy
-from features_gql.errors import ConfigError
+from features_gql.domain import validate_slug
+from features_gql.errors import ConfigError, InvalidInput
 from features_gql.graphql.admission import Limits
 from features_gql.loggers import LOG_FORMATS, LogFormat
 
 ENV_PREFIX = "FEATURES_GQL_"
+#: Used when no store is configured: a SQLite file under the user's data directory.
+DEFAULT_STORE = {"plugin": "sqlite"}
 
-#: Every environment variable read, and what it sets (the README lists them too).
-ENVIRONMENT = {
-    "FEATURES_GQL_CONFIG": "config file (TOML)",
-    "FEATURES_GQL_HOST": "address to listen on",
-    "FEATURES_GQL_PORT": "port to listen on",
-    "FEATURES_GQL_STORE": "store: memory, sqlite:///path.db, or another plugin's URL",
-    "FEATURES_GQL_DEADLINE_SECONDS": "deadline of every store call",
-    "FEATURES_GQL_WORKERS": "processes sharing the port",
-    "FEATURES_GQL_SLOW_REQUEST_MS": "log a warning for GraphQL requests slower than this",
-    "FEATURES_GQL_LOG_FORMAT": "console or json",
-    "FEATURES_GQL_LOG_LEVEL": "DEBUG, INFO, WARNING, ERROR",
-    "FEATURES_GQL_INTROSPECTION": "true or false",
-    "FEATURES_GQL_PLUGINS_DIR": "directory of local plugin .py files",
-    "FEATURES_GQL_ADMIN_TOKEN": "an admin-scope bearer token for /admin/* (a token named admin)",
-    "FEATURES_GQL_ANONYMOUS": "what requests without a token may do: none, read or write",
-    "FEATURES_GQL_CATALOG_STRICT": "true: assign only features that are defined",
+
+def _text(value: str, name: str) -> str:
+    return value
+
+
+def _secret(value: str, name: str) -> str | None:
+    return value or None  # set but empty: as if unset
+
+
+def _integer(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+
+
+def _number(value: str, name: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+
+
+def data_directory() -> Path:
+    """Where features-gql keeps its files by default: ``$XDG_DATA_HOME/features-gql``."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return Path(base) / "features-gql"
+
+
+def _bool(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _path(value: str, name: str) -> Path:
+    return Path(value)
+
+
+def _origins(value: str, name: str) -> tuple[str, ...]:
+    return tuple(origin.strip() for origin in value.split(",") if origin.strip())
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: what it means, the setting it sets and how it is read."""
+
+    meaning: str
+    #: The :class:`Settings` field it sets; None for one read before the others.
+    setting: str | None
+    #: Reads the value (or says what is wrong with it); None leaves the setting alone.
+    parse: Callable[[str, str], Any] = _text
+
+
+#: Every environment variable read (the README and ``serve --help`` list them too).
+ENVIRONMENT: dict[str, Variable] = {
+    "FEATURES_GQL_CONFIG": Variable("config file (TOML)", None),
+    "FEATURES_GQL_HOST": Variable("address to listen on", "host"),
+    "FEATURES_GQL_PORT": Variable("port to listen on", "port", _integer),
+    "FEATURES_GQL_STORE": Variable(
+        "store: memory, sqlite:///path.db, or another plugin's URL", "store"
+    ),
+    "FEATURES_GQL_DEADLINE_SECONDS": Variable("deadline of every store call", "deadline", _number),
+    "FEATURES_GQL_WORKERS": Variable("worker processes", "workers", _integer),
+    "FEATURES_GQL_SLOW_REQUEST_MS": Variable(
+        "log a warning for GraphQL requests slower than this", "slow_request_ms", _number
+    ),
+    "FEATURES_GQL_LOG_FORMAT": Variable("console or json", "log_format"),
+    "FEATURES_GQL_LOG_LEVEL": Variable("DEBUG, INFO, WARNING, ERROR", "log_level"),
+    "FEATURES_GQL_INTROSPECTION": Variable("true or false", "introspection", _bool),
+    "FEATURES_GQL_GRAPHIQL": Variable(
+        "true or false: serve GraphiQL to browsers at /graphql", "graphiql", _bool
+    ),
+    "FEATURES_GQL_UI": Variable("true or false: serve the control panel at /ui", "ui", _bool),
+    "FEATURES_GQL_PLUGINS_DIR": Variable(
+        "directory of local plugin .py files", "plugins_dir", _path
+    ),
+    "FEATURES_GQL_ADMIN_TOKEN": Variable(
+        "an admin-scope bearer token for /admin/* (a token named admin)", "admin_token", _secret
+    ),
+    "FEATURES_GQL_ANONYMOUS": Variable(
+        "what requests without a token may do: none, read or write", "anonymous"
+    ),
+    "FEATURES_GQL_CORS_ORIGINS": Variable(
+        "browser origins allowed to call the API, comma-separated", "cors_origins", _origins
+    ),
+    "FEATURES_GQL_MAX_CONNECTIONS": Variable(
+        "open connections per process", "max_connections", _integer
+    ),
+    "FEATURES_GQL_HEADER_TIMEOUT_SECONDS": Variable(
+        "seconds a client has to send a request's headers", "header_timeout", _number
+    ),
+    "FEATURES_GQL_CATALOG_STRICT": Variable(
+        "true: assign only features that are defined", "catalog_strict", _bool
+    ),
+    # -- snapshots and feed --
+    "FEATURES_GQL_RETAIN_CHANGES": Variable(
+        "keep only the latest N change events (default: all)", "retain_changes", _integer
+    ),
+    "FEATURES_GQL_UPSTREAM": Variable(
+        "run as an edge replica of this GraphQL endpoint", "upstream", _secret
+    ),
+    "FEATURES_GQL_UPSTREAM_TOKEN": Variable(
+        "the edge's bearer token (read scope) at the upstream", "upstream_token", _secret
+    ),
+    "FEATURES_GQL_MAX_STALENESS": Variable(
+        "an edge is not ready when its copy is older (seconds)", "max_staleness", _number
+    ),
 }
 
 MIN_ADMIN_TOKEN = 16
+#: An origin as browsers send it: scheme://host[:port], nothing after.
+_ORIGIN = re.compile(r"https?://[a-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9a-f:.]+\](:[0-9]{1,5})?")
 
 _LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
@@ -60,6 +163,8 @@ class Settings:
     #: Answer hot query shapes through the compiled fast path (off only to compare).
     fast_path: bool = True
     graphiql: bool = True
+    #: Serve the control panel (static files over the GraphQL API) at /ui.
+    ui: bool = True
     plugins_dir: Path | None = None
     config_file: Path | None = field(default=None, compare=False)
     #: The bearer token of the admin endpoints (/admin/faults); None refuses them all.
@@ -74,15 +179,28 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     #: ``[catalog] strict``: refuse to assign a feature that is not defined (or archived).
     catalog_strict: bool = False
-
-
-def _bool(value: str, name: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be true or false, got {value!r}")
+    #: Browser origins allowed to call the API (CORS), as ``https://host[:port]``; "*" is
+    #: any origin. Empty: no cross-origin access.
+    cors_origins: tuple[str, ...] = ()
+    #: Open connections per process; None is the default (4096), lowered to what the
+    #: open-file limit leaves room for.
+    max_connections: int | None = None
+    #: Seconds a client has to send a request's headers before its connection is closed.
+    header_timeout: float = 10.0
+    #: ``[openfeature] default_resource_type``: the resource type of an OFREP evaluation
+    #: context without a ``resourceType`` attribute (None: such a context is invalid).
+    openfeature_default_resource_type: str | None = None
+    # -- snapshots and feed --
+    #: ``[server] retain_changes``: keep only the latest N change events; None keeps all.
+    retain_changes: int | None = None
+    #: ``[upstream] url``: run as an edge replica of this GraphQL endpoint.
+    upstream: str | None = None
+    #: ``[upstream] token``: the edge's token at the upstream (read scope).
+    upstream_token: str | None = field(default=None, repr=False)
+    #: ``[upstream] max_staleness_seconds``: not ready when the copy is older than this.
+    max_staleness: float | None = None
+    #: ``[upstream] state_file``: where the edge keeps its sync position.
+    upstream_state: Path | None = None
 
 
 def _check(settings: Settings) -> Settings:
@@ -107,8 +225,47 @@ def _check(settings: Settings) -> Settings:
             f"the admin token must be at least {MIN_ADMIN_TOKEN} characters "
             "(e.g. `openssl rand -hex 16`)"
         )
+    if settings.upstream is not None:
+        from features_gql.upstream import check_url
+
+        check_url(settings.upstream)
+        if settings.workers != 1:
+            raise ConfigError(
+                "an edge (--upstream) runs one process: it keeps one copy in step with the "
+                "upstream; run more edges rather than --workers"
+            )
+    if settings.max_staleness is not None and settings.max_staleness <= 0:
+        raise ConfigError(f"max_staleness must be positive, got {settings.max_staleness}")
+    if settings.retain_changes is not None and settings.retain_changes < 1:
+        raise ConfigError(f"retain_changes must be at least 1, got {settings.retain_changes}")
     policy(settings)  # a bad [auth] table fails here, with the rest of the configuration
-    return replace(settings, log_level=settings.log_level.upper())
+    default_type = settings.openfeature_default_resource_type
+    if default_type is not None:
+        try:
+            validate_slug(default_type, "[openfeature] default_resource_type")
+        except InvalidInput as exc:
+            raise ConfigError(exc.message) from None
+    if settings.max_connections is not None and settings.max_connections < 1:
+        raise ConfigError(f"max connections must be at least 1, got {settings.max_connections}")
+    if not settings.header_timeout > 0:
+        raise ConfigError(
+            f"header timeout must be a positive number of seconds, got {settings.header_timeout}"
+        )
+    return replace(
+        settings,
+        log_level=settings.log_level.upper(),
+        cors_origins=tuple(_origin(origin) for origin in settings.cors_origins),
+    )
+
+
+def _origin(value: str) -> str:
+    origin = value.strip().lower().rstrip("/")
+    if origin != "*" and not _ORIGIN.fullmatch(origin):
+        raise ConfigError(
+            f"CORS origin {value!r} must be scheme://host[:port] (e.g. https://app.example.com) "
+            'or "*"'
+        )
+    return origin
 
 
 def policy(settings: Settings) -> AuthPolicy:
@@ -119,6 +276,55 @@ def policy(settings: Settings) -> AuthPolicy:
         admin_token=settings.admin_token,
         metrics=settings.metrics_access,
     )
+
+
+#: Every key of the config file's tables, and its TOML type; ``[store]`` holds a store
+#: plugin's own options instead.
+TOML_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "server": {
+        "host": str,
+        "port": int,
+        "workers": int,
+        "deadline_seconds": (int, float),
+        "slow_request_ms": (int, float),
+        "introspection": bool,
+        "fast_path": bool,
+        "graphiql": bool,
+        "ui": bool,
+        "admin_token": str,
+        "cors_origins": list,
+        "max_connections": int,
+        "header_timeout_seconds": (int, float),
+        "retain_changes": int,
+    },
+    "logging": {"format": str, "level": str, "loggers": list},
+    "plugins": {"directory": str},
+    "auth": {"anonymous": str, "metrics": str, "tokens": dict},
+    "openfeature": {"default_resource_type": str},
+    "upstream": {
+        "url": str,
+        "token": str,
+        "max_staleness_seconds": (int, float),
+        "state_file": str,
+    },
+    "limits": {
+        "max_tokens": int,
+        "max_selections": int,
+        "max_depth": int,
+        "max_cost": int,
+        "cache_entries": int,
+        "cache_mb": int,
+    },
+}
+
+#: How the TOML types a key accepts are named in errors.
+_KINDS: dict[type | tuple[type, ...], str] = {
+    str: "a string",
+    int: "an integer",
+    (int, float): "a number",
+    bool: "true or false",
+    list: "a list",
+}
 
 
 def _take(
@@ -138,7 +344,10 @@ def _take(
                 and bool not in (kinds if isinstance(kinds, tuple) else (kinds,))
             )
         ):
-            raise ConfigError(f"[{section}] {key} has the wrong type: {table[key]!r}")
+            raise ConfigError(
+                f"[{section}] {key} has the wrong type: it must be {_KINDS[kinds]}, "
+                f"got {table[key]!r}"
+            )
     return dict(table)
 
 
@@ -149,46 +358,61 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-    known = {"server", "logging", "plugins", "store", "auth", "limits", "catalog"}
-    unknown = sorted(set(data) - known)
+    tables = {
+        "server",
+        "logging",
+        "plugins",
+        "store",
+        "auth",
+        "limits",
+        "openfeature",
+        "upstream",
+        "catalog",
+    }
+    unknown = sorted(set(data) - tables)
     if unknown:
         raise ConfigError(
-            f"{path}: unknown table(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            f"{path}: unknown table(s) {', '.join(unknown)}; known: {', '.join(sorted(tables))}"
         )
     changes: dict[str, Any] = {"config_file": path}
-    server = _take(
-        data.get("server", {}),
-        "server",
-        {
-            "host": str,
-            "port": int,
-            "workers": int,
-            "deadline_seconds": (int, float),
-            "slow_request_ms": (int, float),
-            "introspection": bool,
-            "fast_path": bool,
-            "graphiql": bool,
-            "admin_token": str,
-        },
-    )
+    server = _take(data.get("server", {}), "server", TOML_KEYS["server"])
     # These keys are named as the Settings fields they set.
-    for key in ("host", "port", "workers", "introspection", "fast_path", "graphiql", "admin_token"):
+    for key in (
+        "host",
+        "port",
+        "workers",
+        "introspection",
+        "fast_path",
+        "graphiql",
+        "ui",
+        "admin_token",
+    ):
         if key in server:
             changes[key] = server[key]
     if "slow_request_ms" in server:
         changes["slow_request_ms"] = float(server["slow_request_ms"])
     if "deadline_seconds" in server:
         changes["deadline"] = float(server["deadline_seconds"])
-    logging_ = _take(
-        data.get("logging", {}), "logging", {"format": str, "level": str, "loggers": list}
-    )
+    if "cors_origins" in server:
+        if not all(isinstance(origin, str) for origin in server["cors_origins"]):
+            raise ConfigError(
+                f"[server] cors_origins must be a list of strings, got {server['cors_origins']!r}"
+            )
+        changes["cors_origins"] = tuple(server["cors_origins"])
+    if "max_connections" in server:
+        changes["max_connections"] = server["max_connections"]
+    if "header_timeout_seconds" in server:
+        changes["header_timeout"] = float(server["header_timeout_seconds"])
+    if "retain_changes" in server:
+        changes["retain_changes"] = server["retain_changes"]
+    logging_ = _take(data.get("logging", {}), "logging", TOML_KEYS["logging"])
     if "format" in logging_:
         changes["log_format"] = logging_["format"]
     if "level" in logging_:
         changes["log_level"] = logging_["level"]
     if "loggers" in logging_:
         changes["loggers"] = tuple(str(name) for name in logging_["loggers"])
-    plugins = _take(data.get("plugins", {}), "plugins", {"directory": str})
+    plugins = _take(data.get("plugins", {}), "plugins", TOML_KEYS["plugins"])
     if "directory" in plugins:
         changes["plugins_dir"] = (path.parent / plugins["directory"]).resolve()
     changes.update(_auth_from_toml(data.get("auth", {})))
@@ -197,6 +421,18 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
     catalog = _take(data.get("catalog", {}), "catalog", {"strict": bool})
     if "strict" in catalog:
         changes["catalog_strict"] = catalog["strict"]
+    openfeature = _take(data.get("openfeature", {}), "openfeature", TOML_KEYS["openfeature"])
+    if "default_resource_type" in openfeature:
+        changes["openfeature_default_resource_type"] = openfeature["default_resource_type"]
+    upstream = _take(data.get("upstream", {}), "upstream", TOML_KEYS["upstream"])
+    if "url" in upstream:
+        changes["upstream"] = upstream["url"]
+    if "token" in upstream:
+        changes["upstream_token"] = upstream["token"]
+    if "max_staleness_seconds" in upstream:
+        changes["max_staleness"] = float(upstream["max_staleness_seconds"])
+    if "state_file" in upstream:
+        changes["upstream_state"] = (path.parent / upstream["state_file"]).resolve()
     if "store" in data:
         if not isinstance(data["store"], dict):
             raise ConfigError(f'{path}: [store] must be a table with plugin = "<name>"')
@@ -205,8 +441,7 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
 
 
 def _limits_from_toml(table: Mapping[str, Any]) -> Limits:
-    names = ("max_tokens", "max_selections", "max_depth", "max_cost", "cache_entries", "cache_mb")
-    given = _take(table, "limits", dict.fromkeys(names, int))
+    given = _take(table, "limits", TOML_KEYS["limits"])
     for key, value in given.items():
         if value < 1:
             raise ConfigError(f"[limits] {key} must be a positive whole number, got {value}")
@@ -216,7 +451,7 @@ def _limits_from_toml(table: Mapping[str, Any]) -> Limits:
 
 
 def _auth_from_toml(table: Mapping[str, Any]) -> dict[str, Any]:
-    auth = _take(table, "auth", {"anonymous": str, "metrics": str, "tokens": dict})
+    auth = _take(table, "auth", TOML_KEYS["auth"])
     changes: dict[str, Any] = {}
     if "anonymous" in auth:
         changes["anonymous"] = auth["anonymous"]
@@ -238,50 +473,11 @@ def from_environment(env: Mapping[str, str], base: Settings) -> Settings:
             f"unknown environment variable(s) {', '.join(unknown)}; known: {', '.join(ENVIRONMENT)}"
         )
     changes: dict[str, Any] = {}
-    if "FEATURES_GQL_HOST" in env:
-        changes["host"] = env["FEATURES_GQL_HOST"]
-    if "FEATURES_GQL_PORT" in env:
-        try:
-            changes["port"] = int(env["FEATURES_GQL_PORT"])
-        except ValueError:
-            raise ConfigError(
-                f"FEATURES_GQL_PORT must be a number, got {env['FEATURES_GQL_PORT']!r}"
-            ) from None
-    if "FEATURES_GQL_WORKERS" in env:
-        try:
-            changes["workers"] = int(env["FEATURES_GQL_WORKERS"])
-        except ValueError:
-            raise ConfigError("FEATURES_GQL_WORKERS must be a whole number") from None
-    if "FEATURES_GQL_STORE" in env:
-        changes["store"] = env["FEATURES_GQL_STORE"]
-    if "FEATURES_GQL_DEADLINE_SECONDS" in env:
-        try:
-            changes["deadline"] = float(env["FEATURES_GQL_DEADLINE_SECONDS"])
-        except ValueError:
-            raise ConfigError("FEATURES_GQL_DEADLINE_SECONDS must be a number") from None
-    if "FEATURES_GQL_SLOW_REQUEST_MS" in env:
-        try:
-            changes["slow_request_ms"] = float(env["FEATURES_GQL_SLOW_REQUEST_MS"])
-        except ValueError:
-            raise ConfigError("FEATURES_GQL_SLOW_REQUEST_MS must be a number") from None
-    if "FEATURES_GQL_LOG_FORMAT" in env:
-        changes["log_format"] = env["FEATURES_GQL_LOG_FORMAT"]
-    if "FEATURES_GQL_LOG_LEVEL" in env:
-        changes["log_level"] = env["FEATURES_GQL_LOG_LEVEL"]
-    if "FEATURES_GQL_INTROSPECTION" in env:
-        changes["introspection"] = _bool(
-            env["FEATURES_GQL_INTROSPECTION"], "FEATURES_GQL_INTROSPECTION"
-        )
-    if "FEATURES_GQL_PLUGINS_DIR" in env:
-        changes["plugins_dir"] = Path(env["FEATURES_GQL_PLUGINS_DIR"])
-    if "FEATURES_GQL_ANONYMOUS" in env:
-        changes["anonymous"] = env["FEATURES_GQL_ANONYMOUS"]
-    if "FEATURES_GQL_CATALOG_STRICT" in env:
-        changes["catalog_strict"] = _bool(
-            env["FEATURES_GQL_CATALOG_STRICT"], "FEATURES_GQL_CATALOG_STRICT"
-        )
-    if env.get("FEATURES_GQL_ADMIN_TOKEN"):
-        changes["admin_token"] = env["FEATURES_GQL_ADMIN_TOKEN"]
+    for name, variable in ENVIRONMENT.items():
+        if name in env and variable.setting is not None:
+            value = variable.parse(env[name], name)
+            if value is not None:
+                changes[variable.setting] = value
     return replace(base, **changes)
 
 

@@ -6,7 +6,7 @@ import enum
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from features_gql.errors import InvalidInput
 
@@ -355,3 +355,34 @@ class ChangePage:
     changes: list[ChangeEvent]
     has_next_page: bool
     end_cursor: str | None
+
+
+# -- snapshots and feed -------------------------------------------------------------------
+
+
+class Assignment(NamedTuple):
+    """One (type, id, feature) a store holds. Ordered by type, id, feature, comparing
+    strings by code point: the order of snapshot pages. A tuple, so a million of them
+    are cheap to build, and it hashes as the plain (type, id, feature) tuple."""
+
+    type: str
+    id: str
+    feature: str
+
+    @property
+    def resource(self) -> Resource:
+        return Resource(self.type, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotPage:
+    """A page of a snapshot: assignments in order, and the revision the page reflects.
+
+    Every change up to ``revision`` is in the page; changes after it may or may not
+    be. A replica that keeps the ``revision`` of its *first* page, reads every page,
+    then applies every change after that revision converges to the store's state:
+    each change sets or unsets one key, and the last change of a key wins.
+    """
+
+    revision: int
+    assignments: list[Assignment]

@@ -71,10 +71,74 @@ class StoreUnsupported(StoreError):
     outcome = "unsupported"
 
 
+class ChangesTrimmed(StoreError):
+    """The change log no longer holds the changes asked for: it was trimmed by retention.
+
+    Not a failure to retry: the reader must load a snapshot and follow the changes after
+    its revision. ``first_retained`` is the oldest revision the log still holds.
+    """
+
+    code = "RESYNC_REQUIRED"
+    outcome = "trimmed"
+
+    def __init__(self, after: int, first_retained: int) -> None:
+        super().__init__(
+            f"the change log no longer holds the changes after revision {after} (it keeps "
+            f"revisions from {first_retained}): load a snapshot and follow the changes "
+            "after its revision"
+        )
+        self.after = after
+        self.first_retained = first_retained
+
+
+class SnapshotsUnsupported(StoreError):
+    """The store implements no snapshots (a third-party store written before them):
+    replicas load by replaying the change log instead."""
+
+    code = "SNAPSHOTS_UNSUPPORTED"
+    outcome = "unsupported"
+
+
+class UpstreamUnavailable(StoreError):
+    """An edge could not reach its upstream, or the upstream could not answer in time.
+
+    Nothing was applied at the edge. ``maybe_applied`` is set for a write whose request
+    reached the upstream but whose answer did not come back: writes are idempotent, so
+    retrying it is safe. ``resume_at_once`` marks an end the follower need not back off
+    from (the upstream dropped it as a slow subscriber).
+    """
+
+    code = "UPSTREAM_UNAVAILABLE"
+
+    def __init__(
+        self, message: str, *, maybe_applied: bool = False, resume_at_once: bool = False
+    ) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
+        self.resume_at_once = resume_at_once
+
+
+class UpstreamRefused(FeaturesError):
+    """The upstream answered a forwarded request with an error of its own (a token it
+    does not know, a scope the token lacks): passed on to the caller with its code."""
+
+    def __init__(self, code: str, message: str, extensions: dict[str, object]) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extensions = {k: v for k, v in extensions.items() if k not in ("code", "requestId")}
+
+
 class ConfigError(FeaturesError):
     """The configuration (CLI, TOML, environment) asks for something impossible."""
 
     code = "CONFIG_ERROR"
+
+
+class StartupError(FeaturesError):
+    """The service cannot start: its port is taken, or its store cannot be opened."""
+
+    code = "STARTUP_ERROR"
 
 
 class PluginError(ConfigError):

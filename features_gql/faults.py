@@ -17,6 +17,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from features_gql.config import DEFAULT_STORE
 from features_gql.errors import ConfigError
 from features_gql.stores.base import Store, WrappingStore
 from features_gql.stores.options import StoreOptions
@@ -37,11 +38,14 @@ READS = (
     "resource_count",
     "list_resources",
     "history",
+    "snapshot_page",
 )
 WRITES = ("add", "remove", "define", "archive", "add_many", "remove_many", "set_features")
-ALL_OPERATIONS = frozenset(READS + WRITES)
+#: Change-log retention trims: only ``all`` (or the name itself) selects them.
+MAINTENANCE = ("trim_changes",)
+ALL_OPERATIONS = frozenset(READS + WRITES + MAINTENANCE)
 OPERATION_GROUPS: dict[str, tuple[str, ...]] = {
-    "all": READS + WRITES,
+    "all": READS + WRITES + MAINTENANCE,
     "reads": READS,
     "writes": WRITES,
 }
@@ -167,12 +171,7 @@ def wrap_store(
     if not fault and not latency:
         return store
     inner: Mapping[str, Any] | str
-    if store is None:
-        from features_gql.bootstrap import DEFAULT_STORE
-
-        inner = dict(DEFAULT_STORE)
-    else:
-        inner = store
+    inner = dict(DEFAULT_STORE) if store is None else store
     if latency:
         inner = {"plugin": "slow", **parse_assignments(latency, "--latency"), "inner": inner}
     if fault:

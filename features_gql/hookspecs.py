@@ -2,7 +2,9 @@
 
 A plugin is a module (or object) with functions decorated by
 ``features_gql.hookimpl`` whose names match the specs below. Bundled plugins in
-``plugins/`` use exactly the same mechanism as third-party ones.
+``plugins/`` use exactly the same mechanism as third-party ones. Hooks are called
+through pluggy, so ``@hookimpl(tryfirst=True)``, ``trylast`` and
+``@hookimpl(wrapper=True)`` behave as pluggy documents.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def features_gql_register_loggers(registry: LoggerRegistry) -> None:
 def features_gql_operation_event(event: OperationEvent) -> None:
     """Receive every store operation event (store, op, duration, outcome, request id).
 
-    Called on the sink thread, never on the request path; each implementation is
-    called on its own, so one that raises or is slow affects no request and no
-    other sink. Results are ignored.
+    Called on the sink thread, never on the request path; each plugin's implementation
+    is called on its own, so one that raises or is slow affects no request and no
+    other sink. A plugin that only wraps this hook (``@hookimpl(wrapper=True)``) wraps
+    each of those calls. Results are ignored.
     """

@@ -8,9 +8,11 @@ feature names are never labels.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -18,6 +20,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.gc_collector import GCCollector
@@ -26,6 +29,10 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from features_gql.events import OperationEvent, SinkHealth
+
+if TYPE_CHECKING:
+    from features_gql.edge import EdgeSync
+    from features_gql.feed import ChangeFeed
 
 #: Seconds. A store call on the hot path takes tens of microseconds (memory) to a few
 #: milliseconds (SQLite, MongoDB on a LAN); the top buckets reach past the 2 s deadline.
@@ -65,12 +72,85 @@ class _SinkHealthCollector(Collector):
         )
 
 
+class _FeedCollector(Collector):
+    def __init__(self, feed: ChangeFeed) -> None:
+        self._feed = feed
+
+    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "features_gql_subscriptions",
+            "Change-feed subscriptions served by this process right now.",
+            value=self._feed.subscribers,
+        )
+        yield CounterMetricFamily(
+            "features_gql_subscriptions_dropped",
+            "Subscribers dropped for falling too far behind (they resume from their revision).",
+            value=self._feed.dropped,
+        )
+
+
+class _EdgeCollector(Collector):
+    def __init__(self, edge: EdgeSync) -> None:
+        self._edge = edge
+
+    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
+        status = self._edge.status()
+        lag = status.lag_seconds
+        yield GaugeMetricFamily(
+            "features_gql_edge_lag_seconds",
+            "How far the edge's copy may be behind its upstream: 0 while connected and "
+            "caught up, else seconds since it last was (NaN before the first sync).",
+            value=float("nan") if lag is None else lag,
+        )
+        yield GaugeMetricFamily(
+            "features_gql_edge_connected",
+            "1 while the edge follows its upstream.",
+            value=1 if status.connected else 0,
+        )
+        yield GaugeMetricFamily(
+            "features_gql_edge_revision",
+            "The upstream revision the edge's copy reflects.",
+            value=status.revision if status.revision is not None else float("nan"),
+        )
+        yield GaugeMetricFamily(
+            "features_gql_edge_upstream_revision",
+            "The upstream's revision, as last heard.",
+            value=status.upstream_revision
+            if status.upstream_revision is not None
+            else float("nan"),
+        )
+        yield CounterMetricFamily(
+            "features_gql_edge_reconnects",
+            "Times the edge lost its upstream and connected again.",
+            value=status.reconnects,
+        )
+        yield CounterMetricFamily(
+            "features_gql_edge_resyncs",
+            "Times the edge reloaded a snapshot (first start, upstream behind or restored).",
+            value=status.resyncs,
+        )
+
+
+#: Set (by ``serve --workers N``) before prometheus-client is imported, this makes every
+#: worker write its metrics to files in that directory, and any worker's /metrics add up
+#: all of them: one coherent view whichever worker a scrape reaches.
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def shared_between_processes() -> bool:
+    return bool(os.environ.get(MULTIPROCESS_DIR))
+
+
 class Metrics:
     def __init__(self, sink_health: Callable[[], SinkHealth] | None = None) -> None:
         self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
-        GCCollector(registry=self.registry)
+        #: Workers of one service: metrics live in shared files (prometheus-client's
+        #: multiprocess mode). Process collectors describe one process, so they are left out.
+        self.shared = shared_between_processes()
+        if not self.shared:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
         self.store_seconds = Histogram(
             "features_gql_store_operation_seconds",
             "Duration of store operations, by store, operation and outcome "
@@ -99,25 +179,84 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
-        in_flight = Gauge(
+        self.ofrep_seconds = Histogram(
+            "features_gql_ofrep_request_seconds",
+            "Duration of OFREP evaluations, by endpoint (evaluate, bulk) and outcome "
+            "(ok, error: the store failed, rejected: refused before or instead of an answer).",
+            ["endpoint", "outcome"],
+            buckets=REQUEST_BUCKETS,
+            registry=self.registry,
+        )
+        self.ofrep_errors = Counter(
+            "features_gql_ofrep_errors",
+            "OFREP errors answered, by code (the OFREP errorCode, or the store's error code "
+            "for a GENERAL error).",
+            ["code"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
             "features_gql_http_requests_in_flight",
             "HTTP requests being answered right now.",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
-        #: Requests being answered; read at scrape time, so counting them takes no lock.
+        #: Requests being answered. In one process it is read at scrape time, so counting
+        #: them takes no lock on the hot path; workers share the gauge's file instead.
         self.requests_in_flight = 0
-        in_flight.set_function(lambda: self.requests_in_flight)
+        if not self.shared:
+            self.in_flight.set_function(lambda: self.requests_in_flight)
         self.store_up = Gauge(
             "features_gql_store_up",
             "1 if the last readiness probe of the store succeeded, else 0.",
             registry=self.registry,
+            # Any worker whose store does not answer makes the service not up.
+            multiprocess_mode="livemin",
         )
-        if sink_health is not None:
-            self.registry.register(_SinkHealthCollector(sink_health))
+        self.connections_open = Gauge(
+            "features_gql_connections_open",
+            "Client connections open now (the standalone service only).",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.connections_dropped = Counter(
+            "features_gql_connections_dropped",
+            "Client connections closed or not accepted by the connection limits, by reason: "
+            "header_timeout, body_timeout, evicted (room made for a new one), "
+            "refused (all busy), "
+            "accept_failed (out of file descriptors).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self._sink_collector = None if sink_health is None else _SinkHealthCollector(sink_health)
+        if self._sink_collector is not None:
+            self.registry.register(self._sink_collector)
         self._names: set[str] = set()
         self._store_children: dict[tuple[str, str, str, bool], Histogram] = {}
         self._request_children: dict[tuple[str | None, str], Histogram] = {}
+        self._ofrep_children: dict[tuple[str, str], Histogram] = {}
         self._names_lock = threading.Lock()
+        self.subscription_events: Counter | None = None
+        self._process_collectors: list[Collector] = []
+
+    # -- snapshots and feed -------------------------------------------------------------
+
+    def track_feed(self, feed: ChangeFeed) -> None:
+        """Subscription metrics, read from the change feed at scrape time."""
+        self._own(_FeedCollector(feed))
+        self.subscription_events = Counter(
+            "features_gql_subscription_events",
+            "Change events sent to subscribers.",
+            registry=self.registry,
+        )
+
+    def track_edge(self, edge: EdgeSync) -> None:
+        """An edge's sync metrics, read from its follower at scrape time."""
+        self._own(_EdgeCollector(edge))
+
+    def _own(self, collector: Collector) -> None:
+        """A collector of this process's own state, in every exposition of it."""
+        self.registry.register(collector)
+        self._process_collectors.append(collector)
 
     def observe_operation(self, event: OperationEvent) -> None:
         """An inline operation sink: cheap, never blocks."""
@@ -149,8 +288,16 @@ class Metrics:
         return name
 
     def observe_request(
-        self, operation: str | None, outcome: str, seconds: float, codes: Iterable[str]
+        self,
+        operation: str | None,
+        outcome: str,
+        seconds: float,
+        codes: Iterable[str],
+        protocol: str = "graphql",
     ) -> None:
+        if protocol == "ofrep":
+            self.observe_ofrep(operation or "evaluate", outcome, seconds, codes)
+            return
         key = (operation, outcome)
         child = self._request_children.get(key)
         if child is None:
@@ -161,5 +308,37 @@ class Metrics:
         for code in codes:
             self.errors.labels(code).inc()
 
+    def request_started(self) -> None:
+        self.requests_in_flight += 1
+        if self.shared:
+            self.in_flight.inc()
+
+    def request_finished(self) -> None:
+        self.requests_in_flight -= 1
+        if self.shared:
+            self.in_flight.dec()
+
+    def observe_ofrep(
+        self, endpoint: str, outcome: str, seconds: float, codes: Iterable[str]
+    ) -> None:
+        """An OFREP evaluation; ``endpoint`` is one of a fixed few, set by the server."""
+        key = (endpoint, outcome)
+        child = self._ofrep_children.get(key)
+        if child is None:
+            child = self.ofrep_seconds.labels(endpoint, outcome)
+            self._ofrep_children[key] = child
+        child.observe(seconds)
+        for code in codes:
+            self.ofrep_errors.labels(code).inc()
+
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        if not self.shared:
+            return generate_latest(self.registry)
+        # Every worker's files, added up; the sink counters are this worker's own.
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        if self._sink_collector is not None:
+            registry.register(self._sink_collector)
+        for collector in self._process_collectors:
+            registry.register(collector)
+        return generate_latest(registry)

@@ -15,3 +15,9 @@ request_id: ContextVar[str | None] = ContextVar("features_gql_request_id", defau
 request_operations: ContextVar[list[OperationEvent] | None] = ContextVar(
     "features_gql_request_operations", default=None
 )
+
+#: The ``Authorization`` header of the current request, as sent: an edge forwards a
+#: caller's writes to its upstream with the caller's own credentials.
+request_credentials: ContextVar[str | None] = ContextVar(
+    "features_gql_request_credentials", default=None
+)

@@ -57,6 +57,13 @@ class Server:
     session: aiohttp.ClientSession
     app: web.Application
     recorder: EventRecorder = field(default_factory=EventRecorder)
+    runner: web.AppRunner | None = None
+
+    async def stop(self) -> None:
+        """Stop serving: the port closes and open connections end."""
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            await runner.cleanup()
 
     async def gql(
         self,
@@ -106,7 +113,7 @@ def bearer(secret: str) -> dict[str, str]:
 @pytest.fixture
 async def start_server() -> AsyncIterator[StartServer]:
     """Start the real service on 127.0.0.1 and a free port; stopped after the test."""
-    runners: list[web.AppRunner] = []
+    servers: list[Server] = []
     sessions: list[aiohttp.ClientSession] = []
 
     async def start(
@@ -122,17 +129,18 @@ async def start_server() -> AsyncIterator[StartServer]:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        runners.append(runner)
         port = runner.addresses[0][1]
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         sessions.append(session)
-        return Server(f"http://127.0.0.1:{port}", service, session, runner.app, recorder)
+        server = Server(f"http://127.0.0.1:{port}", service, session, runner.app, recorder, runner)
+        servers.append(server)
+        return server
 
     yield start
     for session in sessions:
         await session.close()
-    for runner in runners:
-        await runner.cleanup()
+    for server in reversed(servers):
+        await server.stop()
 
 
 @pytest.fixture
@@ -142,6 +150,9 @@ async def server(start_server: StartServer) -> Server:
 
 # -- MongoDB (tests/mongodb_server.py) ----------------------------------------------------
 # The embedded MongoDB wire-protocol server (or MONGODB_URL), for every test module.
+# -- Chromium (tests/browser.py) ----------------------------------------------------------
+# One headless Chromium per test module, for the control panel's tests.
+from tests.browser import browser  # noqa: E402, F401
 from tests.mongodb_server import (  # noqa: E402, F401
     mongodb_admin,
     mongodb_database,

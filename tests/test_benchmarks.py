@@ -25,6 +25,11 @@ def test_harness_runs_and_writes_ratios(tmp_path: Path) -> None:
     assert rows["HTTP: hasFeature"]["ratio"] > 0
     assert rows["HTTP: checks, 1000 items"]["ratio"] > 0
     assert rows["in-process: LocalReplica.has, memory"]["ratio"] > 0
+    assert rows["HTTP: OFREP single evaluation"]["baseline"] == "raw handler"
+    assert rows["HTTP: OFREP single evaluation"]["note"].endswith("x hasFeature")
+    openfeature = rows["in-process: OpenFeature SDK, FeaturesProvider (LocalReplica)"]
+    assert openfeature["baseline"] == "InMemoryProvider"
+    assert openfeature["ratio"] > 0
 
 
 def test_catalog_benchmark_runs_and_writes_ratios(tmp_path: Path) -> None:
@@ -41,3 +46,20 @@ def test_catalog_benchmark_runs_and_writes_ratios(tmp_path: Path) -> None:
     assert imports[0]["baseline"] == "one at a time"
     assert rows["history of a resource at 2,000"]["baseline"] == "at 400"
     assert rows["history of a resource at 2,000"]["ratio"] > 0
+
+
+def test_hybrid_harness_runs(tmp_path: Path) -> None:
+    output = tmp_path / "hybrid.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.hybrid", "--quick", "--python-load",
+         "--skip", "throughput", "--writes", "10", "--assignments", "2000",
+         "--output", str(output)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = {row["scenario"]: row for row in json.loads(output.read_text())["rows"]}
+    edge = rows["propagation: write at the primary -> in the edge's copy"]
+    assert edge["baseline"] == "1 s polling"
+    assert edge["p99_ms"] > 0
+    assert rows["LocalReplica memory at 2,000: fingerprints"]["value"] > 0
+    assert rows["in-process: LocalReplica.has at 2,000"]["ratio"] > 0

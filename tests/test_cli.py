@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "features_gql.cli"]
@@ -52,8 +54,10 @@ def post(port: int, query: str, variables: dict[str, Any] | None = None) -> Any:
 
 
 class Serving:
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        self.port = free_port()
+    """``features-gql serve`` as a process; ready once it announces that it is serving."""
+
+    def __init__(self, args: list[str], env: dict[str, str], port: int | None = None) -> None:
+        self.port = port or free_port()
         self.process = subprocess.Popen(
             [*CLI, "serve", "--port", str(self.port), *args],
             env=env,
@@ -61,30 +65,43 @@ class Serving:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited: {self.process.stdout.read()}")  # type: ignore[union-attr]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1):
-                    return
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.05)
-        self.process.kill()
-        raise AssertionError("server did not start within 30 s")
+        self.lines: list[str] = []
+        announced = threading.Event()
+        self._reader = threading.Thread(target=self._read, args=(announced,), daemon=True)
+        self._reader.start()
+        if not announced.wait(30):
+            self.process.kill()
+            self._reader.join(10)
+            raise AssertionError(f"server did not announce itself: {self.output}")
+        if self.process.poll() is not None:
+            self._reader.join(10)
+            raise AssertionError(f"server exited: {self.output}")
+
+    def _read(self, announced: threading.Event) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+            if "serving GraphQL" in line:
+                announced.set()
+        announced.set()  # the process ended
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
 
     def stop(self, sig: int = signal.SIGTERM) -> str:
         self.process.send_signal(sig)
-        output, _ = self.process.communicate(timeout=30)
-        return output
+        self.process.wait(timeout=30)
+        self._reader.join(10)
+        return self.output
 
 
 @pytest.fixture
 def serving() -> Iterator[Any]:
     started: list[Serving] = []
 
-    def start(*args: str, env: dict[str, str]) -> Serving:
-        server = Serving(list(args), env)
+    def start(*args: str, env: dict[str, str], port: int | None = None) -> Serving:
+        server = Serving(list(args), env, port)
         started.append(server)
         return server
 
@@ -134,7 +151,7 @@ def test_serve_logs_json_lines_with_request_ids(serving: Any) -> None:
     assert add["resource"] == "pipeline/db8e9a0d"
     assert add["feature"] == "speedups"
     assert add["outcome"] == "ok"
-    assert len(add["request_id"]) == 20  # a per-process prefix and a counter
+    assert len(add["request_id"]) == 20  # the process's 12-digit prefix, then a counter
     assert add["duration_ms"] >= 0
 
 
@@ -201,6 +218,13 @@ def test_misspelt_hook_fails_at_start_up_with_the_hook_names(tmp_path: Path) -> 
         (["--log-format", "xml"], "invalid choice"),
         (["--plugins-dir", "/does/not/exist"], "does not exist"),
         (["--port", "70000"], "port must be between 0 and 65535"),
+        (["--upstream", "central:8080"], "the upstream must be an http(s) URL"),
+        (["--upstream", "http://u:p@central/graphql"], "give the upstream's token with"),
+        (
+            ["--upstream", "http://central/graphql", "--workers", "2"],
+            "an edge (--upstream) runs one",
+        ),
+        (["--max-staleness", "0"], "max_staleness must be positive"),
     ],
 )
 def test_bad_configuration_fails_fast_with_a_clear_message(args: list[str], message: str) -> None:
@@ -245,11 +269,38 @@ def test_workers_share_one_port_and_stop_together(serving: Any, tmp_path: Path) 
     assert features == [f"w{i:02}" for i in range(20)]
     output = server.stop()
     assert server.process.returncode == 0, output
-    assert "2 workers" in output
+    assert "serving GraphQL" in output
+    assert "workers=2" in output
     for pid in children:
         assert (
             not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
         )
+
+
+def test_workers_serve_one_metrics_view_whichever_answers_the_scrape(
+    serving: Any, tmp_path: Path
+) -> None:
+    server = serving("--workers", "2", "--store", f"sqlite://{tmp_path}/m.db", env=clean_env())
+    for i in range(30):
+        post(server.port, ADD, {"f": f"m{i:02}"})
+
+    def counted() -> tuple[float, set[str]]:
+        # A new connection each time, so the kernel may hand it to either worker.
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if (
+                    sample.name == "features_gql_store_operation_seconds_count"
+                    and sample.labels.get("operation") == "add"
+                ):
+                    total += sample.value
+        return total, {line.split()[0] for line in text.splitlines() if "in_flight" in line}
+
+    scrapes = [counted() for _ in range(8)]
+    assert {total for total, _ in scrapes} == {30.0}, scrapes
+    server.stop()
 
 
 def test_workers_refuse_a_store_that_lives_in_one_process() -> None:
@@ -258,13 +309,139 @@ def test_workers_refuse_a_store_that_lives_in_one_process() -> None:
     assert "keeps its data inside one process" in result.stderr
 
 
-def test_a_taken_port_is_a_clear_error_not_a_traceback() -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_taken_port_is_one_clear_line_before_any_announcement(workers: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_cli("serve", "--store", "memory", "--port", str(port))
+        result = run_cli(
+            "serve", "--store", "sqlite:///dev/null/x", "--port", str(port), "--workers", workers
+        )
     assert result.returncode == 2
-    assert "cannot serve" in result.stderr
-    assert "address already in use" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f"features-gql: error: cannot serve on 127.0.0.1:{port}: address already in use"
+    ]
+
+
+def test_a_second_server_on_the_same_port_fails_like_any_taken_port(
+    serving: Any, tmp_path: Path
+) -> None:
+    first = serving("--workers", "2", "--store", f"sqlite://{tmp_path}/a.db", env=clean_env())
+    second = run_cli(
+        "serve", "--workers", "2", "--store", f"sqlite://{tmp_path}/b.db", "--port", str(first.port)
+    )
+    assert second.returncode == 2
+    assert "address already in use" in second.stderr
+    # Every request reaches the one data set: the same change takes effect once.
+    answers = [post(first.port, ADD, {"f": "speedups"})["data"]["addFeature"] for _ in range(6)]
+    assert [answer["changed"] for answer in answers] == [True] + [False] * 5
+    first.stop()
+    assert first.process.returncode == 0
+
+
+def test_workers_share_connections_that_arrive_together(serving: Any, tmp_path: Path) -> None:
+    """A burst of new connections (a load test, a client's pool) is not all taken by the
+    worker that happens to wake first."""
+    server = serving("--workers", "2", "--store", f"sqlite://{tmp_path}/w.db", env=clean_env())
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    workers = [int(pid) for pid in children.read_text().split()]
+    assert len(workers) == 2
+    burst = [socket.socket() for _ in range(32)]
+    try:
+        for sock in burst:
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", server.port))
+        for sock in burst:
+            sock.setblocking(True)
+            sock.settimeout(10)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        for sock in burst:
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        accepted = _established(server.port)
+        held = {
+            pid: sum(os.readlink(fd) in accepted for fd in Path(f"/proc/{pid}/fd").iterdir())
+            for pid in workers
+        }
+        assert sum(held.values()) == 32
+        assert all(held.values()), held
+    finally:
+        for sock in burst:
+            sock.close()
+
+
+def _established(port: int) -> set[str]:
+    """``socket:[inode]`` of every accepted connection to ``port`` (from /proc/net/tcp)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port, state, inode = int(fields[1].rsplit(":", 1)[1], 16), fields[3], fields[9]
+        if local_port == port and state == "01":
+            found.add(f"socket:[{inode}]")
+    return found
+
+
+def _unopenable(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    """A path that cannot be a SQLite database, and the reason the error must give."""
+    if kind == "directory":
+        return tmp_path, "it is a directory"
+    if kind == "not a database":
+        path = tmp_path / "notes.txt"
+        path.write_text("not a database, but long enough to have a header\n" * 4)
+        return path, "the file exists but is not a SQLite database"
+    if kind == "under a file":
+        (tmp_path / "file").write_text("x")
+        return tmp_path / "file" / "f.db", f"{tmp_path / 'file'} is not a directory"
+    return Path("/proc/features-gql.db"), "unable to open database file"
+
+
+@pytest.mark.parametrize("kind", ["directory", "not a database", "under a file", "in /proc"])
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_sqlite_file_that_cannot_be_opened_is_one_line_naming_the_path(
+    tmp_path: Path, kind: str, workers: str
+) -> None:
+    path, reason = _unopenable(tmp_path, kind)
+    result = run_cli("serve", "--store", f"sqlite://{path}", "--port", "0", "--workers", workers)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"features-gql: error: cannot open sqlite file {str(path)!r}: {reason}"
+    ]
+
+
+def test_a_store_that_does_not_answer_at_start_up_is_not_announced_as_ready(
+    serving: Any,
+) -> None:
+    server = serving(
+        "--store", "memory", "--latency", "stall=true", "--log-format", "json", env=clean_env()
+    )
+    lines = [json.loads(line) for line in server.stop().splitlines()]  # every line is JSON
+    messages = [line["message"] for line in lines]
+    assert "store ready" not in messages
+    warning = next(line for line in lines if line["message"].startswith("store not ready"))
+    assert (warning["level"], warning["reason"]) == ("WARNING", "store timeout")
+    serving_line = next(line for line in lines if line["message"].endswith("serving GraphQL"))
+    assert serving_line["url"] == f"http://127.0.0.1:{server.port}/graphql"
+    assert messages.index(warning["message"]) < messages.index(serving_line["message"])
+
+
+def test_workers_stop_when_their_supervisor_is_killed(serving: Any, tmp_path: Path) -> None:
+    server = serving("--workers", "2", "--store", f"sqlite://{tmp_path}/w.db", env=clean_env())
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children")
+    workers = [int(pid) for pid in children.read_text().split()]
+    assert len(workers) == 2
+    server.stop(signal.SIGKILL)  # no chance to stop them itself
+    deadline = time.monotonic() + 30
+    while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_running(pid) for pid in workers), "orphaned workers kept running"
+    # ... and the port is free again.
+    again = serving("--store", "memory", env=clean_env(), port=server.port)
+    assert post(again.port, "{ revision }")["data"]["revision"] == 0
+
+
+def _running(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "zombie" not in status.read_text()
+    except FileNotFoundError:
+        return False

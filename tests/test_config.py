@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from features_gql.bootstrap import build
-from features_gql.config import Settings, load_settings
+from features_gql.config import ENVIRONMENT, Settings, load_settings
 from features_gql.errors import ConfigError
 from features_gql_plugins.sqlite_store import SQLiteStore, default_path, path_from_url
 
@@ -68,12 +68,29 @@ def test_toml_then_environment_then_overrides(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("[server]\nprot = 1\n", "unknown key(s) 'prot'"),
-        ("[server]\nport = 'x'\n", "[server] port has the wrong type"),
-        ("[server]\nintrospection = 1\n", "[server] introspection has the wrong type"),
+        (
+            "[server]\nport = 'eighteen'\n",
+            "[server] port has the wrong type: it must be an integer",
+        ),
+        (
+            "[server]\nintrospection = 1\n",
+            "[server] introspection has the wrong type: it must be true",
+        ),
+        (
+            "[server]\ndeadline_seconds = '2s'\n",
+            "deadline_seconds has the wrong type: it must be a number",
+        ),
         ("[sever]\n", "unknown table(s) sever"),
         ("[logging]\nformat = 'xml'\n", "log format must be one of console, json"),
         ("not toml = = =", "is not valid TOML"),
         ("[store]\npath = 'x.db'\n", 'needs plugin = "<name>"'),
+        ("[server]\ncors_origins = 'https://a.example'\n", "cors_origins has the wrong type"),
+        ("[server]\ncors_origins = [1]\n", "cors_origins must be a list of strings"),
+        ("[server]\ncors_origins = ['https://a.example/app']\n", "must be scheme://host[:port]"),
+        ("[server]\ncors_origins = ['a.example']\n", "must be scheme://host[:port]"),
+        ("[server]\nmax_connections = 0\n", "max connections must be at least 1"),
+        ("[server]\nmax_connections = 1.5\n", "max_connections has the wrong type"),
+        ("[server]\nheader_timeout_seconds = 0\n", "header timeout must be a positive"),
     ],
 )
 def test_bad_toml_is_explained(tmp_path: Path, text: str, message: str) -> None:
@@ -87,16 +104,54 @@ def test_bad_toml_is_explained(tmp_path: Path, text: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"FEATURES_GQL_PORT": "eighty"}, "FEATURES_GQL_PORT must be a number"),
+        ({"FEATURES_GQL_PORT": "eighty"}, "FEATURES_GQL_PORT must be an integer, got 'eighty'"),
+        ({"FEATURES_GQL_WORKERS": "2.5"}, "FEATURES_GQL_WORKERS must be an integer, got '2.5'"),
+        ({"FEATURES_GQL_SLOW_REQUEST_MS": "fast"}, "FEATURES_GQL_SLOW_REQUEST_MS must be a number"),
         ({"FEATURES_GQL_INTROSPECTION": "maybe"}, "must be true or false"),
         ({"FEATURES_GQL_STOER": "memory"}, "unknown environment variable(s) FEATURES_GQL_STOER"),
         ({"FEATURES_GQL_DEADLINE_SECONDS": "0"}, "deadline must be a positive number"),
+        (
+            {"FEATURES_GQL_MAX_CONNECTIONS": "many"},
+            "FEATURES_GQL_MAX_CONNECTIONS must be an integer",
+        ),
+        ({"FEATURES_GQL_HEADER_TIMEOUT_SECONDS": "-1"}, "header timeout must be a positive"),
+        ({"FEATURES_GQL_CORS_ORIGINS": "https://a.example,ftp://b"}, "'ftp://b' must be"),
     ],
 )
 def test_bad_environment_is_explained(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(env=env)
     assert message in str(caught.value)
+
+
+def test_connection_and_cors_settings_from_toml_and_environment(tmp_path: Path) -> None:
+    config = tmp_path / "features.toml"
+    config.write_text(
+        "[server]\n"
+        'cors_origins = ["https://App.example.com/", "http://localhost:5173", "http://[::1]:3000"]\n'
+        "max_connections = 500\n"
+        "header_timeout_seconds = 5\n"
+    )
+    settings = load_settings(config_file=config, env={})
+    # Browsers send origins in lower case and without a trailing slash.
+    assert settings.cors_origins == (
+        "https://app.example.com",
+        "http://localhost:5173",
+        "http://[::1]:3000",
+    )
+    assert (settings.max_connections, settings.header_timeout) == (500, 5.0)
+
+    settings = load_settings(
+        config_file=config,
+        env={
+            "FEATURES_GQL_CORS_ORIGINS": "https://a.example, https://b.example:8443,",
+            "FEATURES_GQL_MAX_CONNECTIONS": "64",
+            "FEATURES_GQL_HEADER_TIMEOUT_SECONDS": "2.5",
+        },
+    )
+    assert settings.cors_origins == ("https://a.example", "https://b.example:8443")
+    assert (settings.max_connections, settings.header_timeout) == (64, 2.5)
+    assert load_settings(env={"FEATURES_GQL_CORS_ORIGINS": ""}).cors_origins == ()
 
 
 def test_missing_config_file() -> None:
@@ -156,3 +211,66 @@ def test_store_descriptions_say_where_the_data_is_and_hide_passwords(tmp_path: P
     )
     sqlite = build(Settings(store=f"sqlite://{tmp_path}/f.db", loggers=()))
     assert sqlite.store_description == f"sqlite file {tmp_path}/f.db"
+
+
+#: A valid value for each environment variable, and the setting it must produce.
+ENVIRONMENT_SAMPLES: dict[str, tuple[str, str, object]] = {
+    "FEATURES_GQL_CORS_ORIGINS": ("https://a.example", "cors_origins", ("https://a.example",)),
+    "FEATURES_GQL_MAX_CONNECTIONS": ("64", "max_connections", 64),
+    "FEATURES_GQL_HEADER_TIMEOUT_SECONDS": ("2.5", "header_timeout", 2.5),
+    "FEATURES_GQL_GRAPHIQL": ("false", "graphiql", False),
+    "FEATURES_GQL_UI": ("false", "ui", False),
+    "FEATURES_GQL_ANONYMOUS": ("read", "anonymous", "read"),
+    "FEATURES_GQL_HOST": ("0.0.0.0", "host", "0.0.0.0"),
+    "FEATURES_GQL_PORT": ("9100", "port", 9100),
+    "FEATURES_GQL_STORE": ("memory", "store", "memory"),
+    "FEATURES_GQL_DEADLINE_SECONDS": ("0.25", "deadline", 0.25),
+    "FEATURES_GQL_WORKERS": ("3", "workers", 3),
+    "FEATURES_GQL_SLOW_REQUEST_MS": ("12.5", "slow_request_ms", 12.5),
+    "FEATURES_GQL_LOG_FORMAT": ("json", "log_format", "json"),
+    "FEATURES_GQL_LOG_LEVEL": ("debug", "log_level", "DEBUG"),
+    "FEATURES_GQL_INTROSPECTION": ("off", "introspection", False),
+    "FEATURES_GQL_PLUGINS_DIR": ("/opt/plugins", "plugins_dir", Path("/opt/plugins")),
+    "FEATURES_GQL_ADMIN_TOKEN": ("0123456789abcdef", "admin_token", "0123456789abcdef"),
+    "FEATURES_GQL_RETAIN_CHANGES": ("100", "retain_changes", 100),
+    "FEATURES_GQL_UPSTREAM": (
+        "http://central:8080/graphql",
+        "upstream",
+        "http://central:8080/graphql",
+    ),
+    "FEATURES_GQL_UPSTREAM_TOKEN": ("fgql_edge", "upstream_token", "fgql_edge"),
+    "FEATURES_GQL_MAX_STALENESS": ("30", "max_staleness", 30.0),
+    "FEATURES_GQL_CATALOG_STRICT": ("true", "catalog_strict", True),
+}
+
+
+@pytest.mark.parametrize("name", [n for n, v in ENVIRONMENT.items() if v.setting is not None])
+def test_every_environment_variable_sets_its_setting(name: str) -> None:
+    value, setting, expected = ENVIRONMENT_SAMPLES[name]
+    assert getattr(load_settings(env={name: value}), setting) == expected
+    assert getattr(load_settings(env={}), setting) != expected
+
+
+def test_an_empty_admin_token_leaves_admin_disabled() -> None:
+    assert load_settings(env={"FEATURES_GQL_ADMIN_TOKEN": ""}).admin_token is None
+
+
+def test_edge_and_retention_settings_from_toml_and_environment(tmp_path: Path) -> None:
+    config = tmp_path / "edge.toml"
+    config.write_text(
+        '[server]\nretain_changes = 1000\n[upstream]\nurl = "http://central:8080/graphql"\n'
+        'max_staleness_seconds = 300\nstate_file = "state/edge.json"\n'
+    )
+    settings = load_settings(config_file=config, env={"FEATURES_GQL_UPSTREAM_TOKEN": "fgql_x"})
+    assert settings.upstream == "http://central:8080/graphql"
+    assert settings.upstream_token == "fgql_x"
+    assert "fgql_x" not in repr(settings)
+    assert settings.max_staleness == 300
+    assert settings.upstream_state == tmp_path / "state" / "edge.json"
+    assert settings.retain_changes == 1000
+    env = {"FEATURES_GQL_RETAIN_CHANGES": "0"}
+    with pytest.raises(ConfigError, match="retain_changes must be at least 1"):
+        load_settings(env=env)
+    config.write_text('[upstream]\nurl = "http://central/graphql"\ntokn = "x"\n')
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_settings(config_file=config, env={})

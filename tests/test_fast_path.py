@@ -83,7 +83,7 @@ CASES: list[tuple[str, dict[str, Any] | None]] = [
     ("{ hasFeature(", None),
 ]
 
-_RID = re.compile(r"[0-9a-f]{20,32}")  # request ids: a process prefix and a counter
+_RID = re.compile(r"[0-9a-f]{20}")  # a per-process prefix, then a counter
 
 
 def normalised(body: Any) -> Any:
@@ -186,3 +186,18 @@ async def test_random_inputs_async(start_server: StartServer) -> None:
         await same_answer(
             fast, general, MATRIX, {"t": type_, "ids": [i for _, i, _ in items], "fs": [feature]}
         )
+
+
+def test_the_fast_path_refuses_a_schema_extension_it_would_skip() -> None:
+    from strawberry.extensions import SchemaExtension
+
+    from features_gql.graphql.fast_path import FastPath, FastPathUnavailable
+    from features_gql.graphql.schema import build_schema
+
+    class Tracing(SchemaExtension):
+        pass
+
+    schema = build_schema()
+    FastPath(schema.graphql_schema, schema.extensions)  # the schema as built: accepted
+    with pytest.raises(FastPathUnavailable, match="Tracing"):
+        FastPath(schema.graphql_schema, [*schema.extensions, Tracing])

@@ -292,6 +292,40 @@ def test_options_and_urls() -> None:
             MongoDBStore(**bad)
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mongodb://bad host:27017", "invalid host 'bad host'"),
+        ("mongodb+srv://bad host/flags", "invalid host 'bad host'"),
+        ("mongodb://db1,:27017/flags", "invalid host ''"),
+        ("mongodb://db1:99999/flags", "invalid port '99999'"),
+        ("mongodb://db1:port/flags", "invalid port 'port'"),
+        ("mongodb://u:secret@db1/flags?replicaset=rs0&sokcetTimeoutMS=1", "sokcettimeoutms"),
+    ],
+)
+def test_a_uri_the_driver_could_never_use_is_refused_when_configured(
+    url: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as refused:
+        build(Settings(store=url, loggers=()))
+    assert "secret" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mongodb://localhost",
+        "mongodb://db_1.internal:27017,db-2:27018/flags?replicaSet=rs0",
+        "mongodb://[::1]:27017/",
+        "mongodb://%2Ftmp%2Fmongodb-27017.sock/flags",
+        "mongodb://user:p%40ss@db1/flags?authSource=admin",
+        "mongodb+srv://cluster0.example.net/flags",
+    ],
+)
+def test_uris_of_every_shape_are_accepted(url: str) -> None:
+    assert isinstance(build(Settings(store=url, loggers=())).store, MongoDBStore)
+
+
 def test_plugin_reads_its_options() -> None:
     table = {
         "plugin": "mongodb",
@@ -560,6 +594,28 @@ async def test_database_down_mid_run_then_back(
         assert ready.status == 200
     again = await server.gql(http_tests.ADD, {"r": {"type": "app", "id": "b"}, "f": "beta"})
     assert (again.data["addFeature"]["changed"], again.data["addFeature"]["revision"]) == (True, 2)
+
+
+async def test_a_database_that_refuses_connections_is_unavailable_not_a_timeout(
+    start_server: StartServer, own_mongodb: EmbeddedMongoDB
+) -> None:
+    # own_mongodb is not started: its port refuses connections. The driver's server
+    # selection takes 400 ms here to give up; the readiness probe allows 500 ms, but only
+    # a store that takes the driver's word at once answers within a 300 ms deadline.
+    server = await start_server(
+        {"plugin": "mongodb", "url": with_database(own_mongodb.url, "refused"), **FAST_FAILURE},
+        deadline=0.3,
+    )
+    async with server.session.get(f"{server.url}/readyz") as ready:
+        assert ready.status == 503
+        assert (await ready.json())["reason"] == "store unavailable"
+    for _ in range(3):
+        _, response = await _has(server, "a", "beta")
+        assert response.codes == ["STORE_UNAVAILABLE"], response.body
+    assert [e.outcome for e in server.events()[-3:]] == ["unavailable"] * 3
+
+    await asyncio.to_thread(own_mongodb.start)
+    assert await _until_answers(server, "a", "beta") is False
 
 
 @pytest.mark.slow

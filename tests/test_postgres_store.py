@@ -600,7 +600,7 @@ def two_instances(postgres_url: str, postgres_schema: str) -> Iterator[list[int]
     """Two ``features-gql serve --store postgresql://...`` processes on one schema."""
     env = clean_env()
     url = with_schema(postgres_url, postgres_schema)
-    instances = [Serving(["--store", url, "--log-level", "WARNING"], env) for _ in range(2)]
+    instances = [Serving(["--store", url], env) for _ in range(2)]
     try:
         yield [instance.port for instance in instances]
     finally:
@@ -622,7 +622,7 @@ async def test_kill_9_under_writes_loses_no_acknowledged_write(
 ) -> None:
     env = clean_env()
     url = with_schema(postgres_url, postgres_schema)
-    first = Serving(["--store", url, "--log-level", "WARNING"], env)
+    first = Serving(["--store", url], env)
     acknowledged: list[tuple[str, int]] = []
     stop = asyncio.Event()
 
@@ -652,7 +652,7 @@ async def test_kill_9_under_writes_loses_no_acknowledged_write(
         stop.set()
         await asyncio.gather(*writers)
 
-    second = Serving(["--store", url, "--log-level", "WARNING"], env)
+    second = Serving(["--store", url], env)
     try:
         features = set(post(second.port, FEATURES)["data"]["resource"]["features"])
         assert {feature for feature, _ in acknowledged} <= features

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,3 +45,45 @@ def test_every_bundled_store_implements_the_catalog() -> None:
 
     for store in (MemoryStore, SQLiteStore, MongoDBStore, PostgresStore):
         assert store.supports_catalog is True, store.__name__
+
+
+INCLUSIVE_AFTER = '''
+import pytest
+from features_gql.testing import StoreContract
+from features_gql_plugins.memory_store import MemoryStore
+
+
+class InclusiveAfterStore(MemoryStore):
+    """Treats `after` as inclusive: a cursor that never moves past its own page end."""
+
+    async def resources_with(self, feature, *, type, after, limit):
+        everything = await super().resources_with(feature, type=type, after=None, limit=10**6)
+        return [r for r in everything if after is None or r >= after][:limit]
+
+
+class TestInclusiveAfterStore(StoreContract):
+    persistent = False
+
+    @pytest.fixture
+    def make_store(self):
+        return InclusiveAfterStore
+'''
+
+
+def test_the_contract_fails_a_wrong_cursor_with_the_values_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "test_inclusive_after.py").write_text(INCLUSIVE_AFTER)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-k", "pages"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1, result.stdout
+    assert "1 failed" in result.stdout
+    # Rewritten by pytest: the failing comparison is shown with its values.
+    assert "assert Resource(type='app', id='app-006') > Resource(type='app', id='app-006')" in (
+        result.stdout
+    ), result.stdout

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import resource
 from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from features_gql.auth import AuthPolicy, Token, Unauthenticated, check_exposure, digest
 from features_gql.errors import ConfigError
+from features_gql.http.request_body import DuplicateKey, decode_json
 from tests.conftest import Server, StartServer, bearer, make_tokens
 
 HAS = "query Check($r: ResourceInput!, $f: String!) { hasFeature(resource: $r, feature: $f) }"
@@ -186,13 +190,13 @@ async def test_metrics_are_open_by_default_and_can_require_a_token(
         assert response.status == 200
 
 
-async def test_websocket_upgrades_are_refused(server: Server) -> None:
-    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-        async with server.session.ws_connect(
-            f"{server.url}/graphql", protocols=("graphql-transport-ws",)
-        ):
-            pass
-    assert refused.value.status == 400
+async def test_websocket_upgrades_speak_graphql_transport_ws_only(server: Server) -> None:
+    # The legacy subscriptions-transport-ws protocol (also called graphql-ws), or none.
+    for protocols in (("graphql-ws",), ()):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            async with server.session.ws_connect(f"{server.url}/graphql", protocols=protocols):
+                pass
+        assert refused.value.status == 400
 
 
 def test_tokens_are_compared_by_hash_and_unknown_ones_refused() -> None:
@@ -430,3 +434,48 @@ def _limits(**changes: int) -> Any:
     from features_gql.graphql.admission import Limits
 
     return replace(Limits(), **changes)
+
+
+async def test_viewer_says_who_the_request_acts_as(start_server: StartServer) -> None:
+    server, secrets = await secured(start_server, anonymous="read")
+    asked = "{ viewer { name scopes anonymous } }"
+    writer = await server.gql(asked, headers=bearer(secrets["writer"]))
+    assert writer.data == {
+        "viewer": {"name": "writer", "scopes": ["read", "write"], "anonymous": False}
+    }
+    nobody = await server.gql(asked)
+    assert nobody.data == {"viewer": {"name": "anonymous", "scopes": ["read"], "anonymous": True}}
+
+
+@settings(max_examples=500, database=None, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", '"', ":", '":', "x y", "é"]),
+            st.text(alphabet='":ab \\é', max_size=4),
+        ),
+        max_size=5,
+    ),
+    st.booleans(),
+    st.booleans(),
+)
+def test_a_repeated_key_is_always_found_however_the_json_is_written(
+    pairs: list[tuple[str, str]], spaced: bool, ascii_only: bool
+) -> None:
+    item_sep, key_sep = (", ", ": ") if spaced else (",", ":")
+    body = (
+        "{"
+        + item_sep.join(
+            json.dumps(k, ensure_ascii=ascii_only)
+            + key_sep
+            + json.dumps(v, ensure_ascii=ascii_only)
+            for k, v in pairs
+        )
+        + "}"
+    )
+    repeated = len({k for k, _ in pairs}) != len(pairs)
+    if repeated:
+        with pytest.raises(DuplicateKey):
+            decode_json(body.encode())
+    else:
+        assert decode_json(body.encode()) == dict(pairs)

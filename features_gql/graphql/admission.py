@@ -52,7 +52,7 @@ from graphql import (
     specified_rules,
     validate,
 )
-from graphql.type.introspection import TypeNameMetaFieldDef
+from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef, TypeNameMetaFieldDef
 
 from features_gql.auth import Principal
 
@@ -106,6 +106,8 @@ class PreparedQuery:
     static_costs: dict[str | None, int] = field(default_factory=dict)
     #: Whatever a faster executor compiled for this text, per operation name.
     plans: dict[str | None, object] = field(default_factory=dict)
+    #: The operation each name selects (only names that select one: bounded).
+    selected: dict[str | None, OperationDefinitionNode] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,11 +266,12 @@ class Gate:
         if prepared.document is None:
             return Refused(prepared.errors)
         document = prepared.document
-        operation = _select(document, operation_name)
+        operation = prepared.selected.get(operation_name) or _select(document, operation_name)
         if isinstance(operation, str):
             return Refused(
                 [GraphQLError(operation, extensions={"code": BAD_REQUEST})], http_status=400
             )
+        prepared.selected[operation_name] = operation
         name = operation.name.value if operation.name else None
         if method == "GET" and operation.operation != OperationType.QUERY:
             return Refused(
@@ -423,9 +426,9 @@ class _Measure:
         if node.name.value == "__typename":
             return TypeNameMetaFieldDef
         if node.name.value == "__schema":
-            return self.schema.get_field(self.schema.query_type, "__schema")  # type: ignore[arg-type]
+            return SchemaMetaFieldDef
         if node.name.value == "__type":
-            return self.schema.get_field(self.schema.query_type, "__type")  # type: ignore[arg-type]
+            return TypeMetaFieldDef
         fields = getattr(parent, "fields", None)
         return None if fields is None else fields.get(node.name.value)
 

@@ -12,6 +12,8 @@ from features_gql.auth import AuthPolicy, Principal
 from features_gql.domain import FeatureInfo, Resource
 
 if TYPE_CHECKING:
+    from features_gql.edge import EdgeSync
+    from features_gql.feed import ChangeFeed
     from features_gql.graphql.admission import Admitted
 
 
@@ -23,6 +25,10 @@ class Context:
     principal: Principal = field(default_factory=lambda: AuthPolicy.open().anonymous_principal)
     #: What the gate decided for this request, when it went through one.
     admitted: Admitted | None = None
+    #: The process's change feed, for subscriptions (None where none is served).
+    feed: ChangeFeed | None = None
+    #: The follower of the upstream, when this service is an edge (for syncStatus).
+    sync: EdgeSync | None = None
     #: Set once the query is parsed; for request logs and metrics.
     operation_name: str | None = field(default=None, init=False)
     checks: CheckBatch = field(init=False)

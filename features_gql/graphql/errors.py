@@ -9,11 +9,14 @@ from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
 from features_gql.errors import (
+    ChangesTrimmed,
     InvalidInput,
     StoreConflict,
     StoreError,
     StoreTimeout,
     StoreUnsupported,
+    UpstreamRefused,
+    UpstreamUnavailable,
 )
 
 log = logging.getLogger("features_gql.graphql")
@@ -27,6 +30,8 @@ _STORE_MESSAGES = {
     StoreTimeout: "The feature store did not answer in time; try again.",
     StoreConflict: "The write conflicted with another write in flight and was not applied; retry.",
     StoreUnsupported: "The feature store of this service does not offer this field.",
+    UpstreamUnavailable: "The upstream service cannot be reached: this edge answers reads from "
+    "its copy, but cannot write now; nothing was applied. Retry later.",
 }
 _STORE_DEFAULT = "The feature store is unavailable; try again."
 
@@ -57,6 +62,16 @@ def translate(
             original.message,
             {"code": BAD_USER_INPUT, "field": original.field, "rule": original.rule},
         )
+    if isinstance(original, ChangesTrimmed):
+        # An answer, not a failure: the reader resyncs from a snapshot.
+        return _copy(
+            error,
+            str(original),
+            {"code": original.code, "firstRetained": original.first_retained},
+        )
+    if isinstance(original, UpstreamRefused):
+        # The upstream's own answer to a forwarded write (a token it refused...).
+        return _copy(error, original.message, {**original.extensions, "code": original.code})
     if isinstance(original, StoreError):
         if logged is None or id(original) not in logged:
             log.warning(
@@ -79,6 +94,11 @@ def translate(
                 "The feature store did not answer in time; the write may still have been "
                 "applied. Writes are idempotent: retrying it is safe."
             )
+            if isinstance(original, UpstreamUnavailable):
+                message = (
+                    "The upstream service did not answer; the write may still have been "
+                    "applied there. Writes are idempotent: retrying it is safe."
+                )
         return _copy(error, message, extensions)
     if original is None or isinstance(original, GraphQLError):
         if error.extensions and "code" in error.extensions:

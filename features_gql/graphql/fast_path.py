@@ -110,33 +110,49 @@ _DECLINED = object()
 
 def _shape(kind: GraphQLInputType) -> Shape | None:
     """The JSON values that coerce to themselves as ``kind``, or None when it is not a
-    type this executor reads straight from JSON (nullable, numbers, defaults...)."""
-    if not isinstance(kind, GraphQLNonNull):
+    type this executor reads straight from JSON (nullable, numbers, defaults...).
+
+    The check is compiled from the type into one straight-line function (a loop per list,
+    a test per field): checking the 1,000 items of a ``checks`` request this way costs a
+    fraction of nested per-type closures.
+    """
+    lines: list[str] = []
+    if not _emit(kind, "value", lines, "    ", [0]):
         return None
+    source = "def shape(value):\n" + "\n".join(lines) + "\n    return True\n"
+    namespace: dict[str, Any] = {}
+    exec(compile(source, f"<shape of {kind}>", "exec"), namespace)
+    check: Shape = namespace["shape"]
+    return check
+
+
+def _emit(kind: GraphQLInputType, name: str, lines: list[str], indent: str, n: list[int]) -> bool:
+    """Append the checks of ``name`` against ``kind``; False when it cannot be checked."""
+    if not isinstance(kind, GraphQLNonNull):
+        return False
     inner = kind.of_type
     if inner is GraphQLString:
-        return lambda value: type(value) is str
+        lines.append(f"{indent}if type({name}) is not str: return False")
+        return True
     if isinstance(inner, GraphQLList):
-        item = _shape(inner.of_type)
-        if item is None:
-            return None
-        if isinstance(inner.of_type, GraphQLNonNull) and inner.of_type.of_type is GraphQLString:
-            return lambda value: type(value) is list and all(type(v) is str for v in value)
-        return lambda value: type(value) is list and all(item(v) for v in value)
+        n[0] += 1
+        item = f"v{n[0]}"
+        lines.append(f"{indent}if type({name}) is not list: return False")
+        lines.append(f"{indent}for {item} in {name}:")
+        return _emit(inner.of_type, item, lines, indent + "    ", n)
     if isinstance(inner, GraphQLInputObjectType):
-        fields: list[tuple[str, Shape]] = []
-        for name, field in inner.fields.items():
-            check = _shape(field.type)
-            if check is None or field.default_value is not Undefined:
-                return None
-            fields.append((name, check))
-        size = len(fields)
-        return lambda value: (
-            type(value) is dict
-            and len(value) == size
-            and all(name in value and check(value[name]) for name, check in fields)
-        )
-    return None
+        lines.append(f"{indent}if type({name}) is not dict or len({name}) != {len(inner.fields)}:")
+        lines.append(f"{indent}    return False")
+        for field_name, field in inner.fields.items():
+            if field.default_value is not Undefined:
+                return False
+            n[0] += 1
+            value = f"v{n[0]}"
+            lines.append(f"{indent}{value} = {name}.get({field_name!r})")
+            if not _emit(field.type, value, lines, indent, n):
+                return False
+        return True
+    return False
 
 
 def _projection(selection_set: SelectionSetNode | None) -> Projection | None:
@@ -280,7 +296,7 @@ class FastPath:
                 outcomes = [_Failed(exc)]
         else:
             outcomes = await asyncio.gather(
-                *(_outcome(_resolve(field, value, context)) for field in plan.fields)
+                *(_outcome(field, value, context) for field in plan.fields)
             )
         data: dict[str, Any] | None = {}
         errors: list[GraphQLError] = []
@@ -318,25 +334,33 @@ class _Failed:
     error: Exception
 
 
-async def _outcome(call: Awaitable[Any]) -> Any:
+async def _outcome(
+    field: PlannedField, value: Callable[[PlannedField, str], Any], context: Context
+) -> Any:
     try:
-        return await call
+        return await _resolve(field, value, context)
     except Exception as exc:
         return _Failed(exc)
 
 
-async def _resolve(
+def _resolve(
     field: PlannedField, value: Callable[[PlannedField, str], Any], context: Context
-) -> Any:
+) -> Awaitable[Any]:
     if field.name == "hasFeature":
         resource = value(field, "resource")
-        return await hot_fields.has_feature(
+        return hot_fields.has_feature(
             context, resource["type"], resource["id"], value(field, "feature")
         )
     if field.name == "checkMatrix":
-        return await hot_fields.check_matrix(
+        return hot_fields.check_matrix(
             context, value(field, "type"), value(field, "ids"), value(field, "features")
         )
+    return _checks(field, value, context)
+
+
+async def _checks(
+    field: PlannedField, value: Callable[[PlannedField, str], Any], context: Context
+) -> list[dict[str, Any]]:
     items = value(field, "items")
     asked = [(i["resource"]["type"], i["resource"]["id"], i["feature"]) for i in items]
     answers = await hot_fields.checks(context, asked)

@@ -8,14 +8,18 @@ executor only adapts arguments in and shapes the answer out.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from features_gql.graphql.context import Context
 
 
-async def has_feature(context: Context, type: str, id: str, feature: str) -> bool:
-    """One check. Every ``hasFeature`` of a request shares one store call."""
-    return await context.checks.has((type, id), feature)
+def has_feature(context: Context, type: str, id: str, feature: str) -> Awaitable[bool]:
+    """One check. Every ``hasFeature`` of a request shares one store call.
+
+    Not a coroutine function: the check is validated when it is asked, and the caller
+    awaits the answer (one frame less on the hottest path).
+    """
+    return context.checks.has((type, id), feature)
 
 
 async def checks(context: Context, items: Sequence[tuple[str, str, str]]) -> list[bool]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Annotated, Any
 
 import strawberry
@@ -11,6 +11,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionContext
 
 from features_gql import domain
+from features_gql.api import decode_snapshot_cursor, encode_snapshot_cursor
 from features_gql.auth import AuthPolicy
 from features_gql.errors import InvalidInput
 from features_gql.graphql import hot_fields
@@ -31,7 +32,10 @@ from features_gql.graphql.types import (
     InvalidInputError,
     Resource,
     ResourceInput,
+    SnapshotPage,
     StoreHealth,
+    SyncStatus,
+    Viewer,
 )
 
 
@@ -105,6 +109,15 @@ class Query(CatalogQueries):
     ) -> list[list[bool]] | None:
         return await hot_fields.check_matrix(info.context, type, ids, features)
 
+    @strawberry.field(
+        description="Who this request acts as, so a client can show only what it may do."
+    )
+    def viewer(self, info: Info) -> Viewer:
+        principal = info.context.principal
+        return Viewer(
+            name=principal.name, scopes=sorted(principal.scopes), anonymous=principal.anonymous
+        )
+
     @strawberry.field(description="Service health, with a live probe of the store.")
     async def health(self, info: Info) -> Health:
         probe = await info.context.api.probe(0.5)
@@ -133,6 +146,38 @@ class Query(CatalogQueries):
     ) -> list[ChangeEvent] | None:
         events = await info.context.api.changes_since(after, limit=first)
         return [ChangeEvent.of(event) for event in events]
+
+    @strawberry.field(description="How current this edge's copy of its upstream is.")
+    def sync_status(self, info: Info) -> SyncStatus | None:
+        sync = info.context.sync
+        if sync is None:
+            return None
+        status = sync.status()
+        return SyncStatus(
+            upstream=status.upstream,
+            revision=status.revision,
+            upstream_revision=status.upstream_revision,
+            lag_seconds=None if status.lag_seconds is None else round(status.lag_seconds, 3),
+            connected=status.connected,
+            last_synced_at=status.last_synced_at,
+        )
+
+    @strawberry.field(
+        description="A page of a snapshot of every assignment, for replicas: `first` "
+        "defaults to 1000, at most 10000."
+    )
+    async def snapshot(
+        self, info: Info, after: str | None = None, first: int = 1000
+    ) -> SnapshotPage | None:
+        start = None if after is None else decode_snapshot_cursor(after)
+        page = await info.context.api.snapshot_page(start, limit=first)
+        rows = page.assignments
+        return SnapshotPage(
+            revision=page.revision,
+            assignments=[[a.type, a.id, a.feature] for a in rows],
+            end_cursor=encode_snapshot_cursor(rows[-1]) if rows else after,
+            has_next_page=len(rows) == first,
+        )
 
 
 async def _change(
@@ -176,6 +221,34 @@ class Mutation(CatalogMutations):
         feature: Annotated[str, _arg(FEATURE)],
     ) -> FeatureChangeResult | None:
         return await _change(info, "remove", resource, feature)
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="Every change after revision `after` (default: from now on), in revision "
+        "order with no gaps or repeats: first the backlog from the change log, then live "
+        "changes. Optionally only those of one resource `type` and/or one `feature`. To "
+        "resume after a disconnect, subscribe again with the last revision received."
+    )
+    async def feature_changes(
+        self,
+        info: Info,
+        after: int | None = None,
+        type_: Annotated[str | None, strawberry.argument(name="type")] = None,
+        feature: str | None = None,
+    ) -> AsyncGenerator[ChangeEvent, None]:
+        feed = info.context.feed
+        if feed is None:
+            raise InvalidInput("featureChanges", "unavailable", "no change feed is served here")
+        if after is not None and after < 0:
+            raise InvalidInput("after", "range", f"after must be >= 0 (got {after})")
+        if type_ is not None:
+            domain.validate_slug(type_, "type")
+        if feature is not None:
+            domain.validate_feature(feature)
+        async for event in feed.subscribe(after, type=type_, feature=feature):
+            yield ChangeEvent.of(event)
 
 
 class Admission(SchemaExtension):
@@ -230,7 +303,9 @@ class FeaturesSchema(strawberry.Schema):
 
 def build_schema(*, introspection: bool = True, limits: Limits | None = None) -> FeaturesSchema:
     extensions: list[Any] = [ErrorCodes, Admission]
-    schema = FeaturesSchema(query=Query, mutation=Mutation, extensions=extensions)
+    schema = FeaturesSchema(
+        query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
+    )
     schema.gate = Gate(schema.graphql_schema, limits or Limits(), introspection=introspection)
     return schema
 

@@ -380,6 +380,17 @@ class ChangeEvent:
         )
 
 
+@strawberry.type(description="Who a request acts as: a token, or anonymous.")
+class Viewer:
+    name: str = strawberry.field(
+        description="The token's name (recorded as the actor of its changes), or anonymous."
+    )
+    scopes: list[str] = strawberry.field(
+        description="What it may do, sorted: read (queries), write (mutations), admin."
+    )
+    anonymous: bool = strawberry.field(description="True when the request carried no token.")
+
+
 @strawberry.type(description="Whether the store answers a cheap probe within a short deadline.")
 class StoreHealth:
     name: str = strawberry.field(description="The store, as in logs and metrics (e.g. sqlite).")
@@ -605,4 +616,44 @@ async def resource_connection(
             end_cursor=page.end_cursor,
         ),
         count=count,
+    )
+
+
+# -- snapshots and feed -------------------------------------------------------------------
+
+
+@strawberry.type(
+    description="A page of a snapshot of every assignment. Every change up to `revision` is "
+    "in it; a replica keeps the revision of its first page, reads every page, then follows "
+    "the changes after that revision."
+)
+class SnapshotPage:
+    revision: int
+    assignments: list[list[str]] = strawberry.field(
+        description="[type, id, feature] of each assignment, ordered by type, id, feature "
+        "(code point order)."
+    )
+    end_cursor: str | None = strawberry.field(description="Pass as `after` for the next page.")
+    has_next_page: bool
+
+
+@strawberry.type(
+    description="How current an edge's copy of its upstream is (null on a service that "
+    "follows no upstream)."
+)
+class SyncStatus:
+    upstream: str = strawberry.field(description="The upstream's GraphQL endpoint.")
+    revision: int | None = strawberry.field(
+        description="The upstream revision the copy reflects; null before the first sync."
+    )
+    upstream_revision: int | None = strawberry.field(
+        description="The upstream's revision, as last heard."
+    )
+    lag_seconds: float | None = strawberry.field(
+        description="How far the copy may be behind: 0 while connected and caught up, else "
+        "the seconds since it last was."
+    )
+    connected: bool
+    last_synced_at: datetime | None = strawberry.field(
+        description="When the copy was last known to be current."
     )

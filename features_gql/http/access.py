@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 
 from aiohttp import web
 
 from features_gql.auth import AuthPolicy, Unauthenticated
-from features_gql.http.errors import error_response
+from features_gql.http.responses import error_response
+from features_gql.http.throttled_log import ThrottledLog
 
 log = logging.getLogger("features_gql.http")
+
+_THROTTLED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ThrottledLog] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _refusals() -> ThrottledLog:
+    loop = asyncio.get_running_loop()
+    throttled = _THROTTLED.get(loop)
+    if throttled is None:
+        throttled = _THROTTLED[loop] = ThrottledLog(log, loop)
+    return throttled
 
 
 def unauthenticated(exc: Unauthenticated, realm: str = "features-gql") -> web.Response:
@@ -17,8 +32,8 @@ def unauthenticated(exc: Unauthenticated, realm: str = "features-gql") -> web.Re
     unknown token where one is needed."""
     return error_response(
         401,
-        Unauthenticated.code,
         str(exc),
+        Unauthenticated.code,
         headers={"WWW-Authenticate": f'Bearer realm="{realm}"'},
     )
 
@@ -31,13 +46,16 @@ def check_scope(
         principal = auth.authenticate(request.headers.get("Authorization"))
         auth.require(principal, scope)
     except Unauthenticated as exc:
-        log.warning(
+        # A client can send refused requests as fast as it likes: one line per interval.
+        _refusals().event(
+            "unauthenticated",
             "request refused: missing or unknown token",
-            extra={"fields": {"path": request.path, "remote": request.remote}},
+            path=request.path,
+            remote=request.remote,
         )
         return unauthenticated(exc, realm)
     if not principal.can(scope):
         return error_response(
-            403, "FORBIDDEN", f"The token {principal.name!r} lacks the {scope!r} scope."
+            403, f"The token {principal.name!r} lacks the {scope!r} scope.", "FORBIDDEN"
         )
     return None

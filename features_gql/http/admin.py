@@ -30,7 +30,7 @@ from features_gql.bootstrap import Service
 from features_gql.errors import ConfigError
 from features_gql.faults import FaultControl, fault_controls
 from features_gql.http.access import check_scope
-from features_gql.http.errors import error_response
+from features_gql.http.responses import error_response
 
 log = logging.getLogger("features_gql.admin")
 
@@ -40,7 +40,7 @@ AdminHandler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
-    return error_response(status, code, message)
+    return error_response(status, message, code)
 
 
 def _guarded(auth: AuthPolicy, handler: AdminHandler) -> AdminHandler:

@@ -14,12 +14,18 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from features_gql.api import FeaturesAPI
 from features_gql.auth import AuthPolicy
 from features_gql.bootstrap import Service
+from features_gql.edge import EdgeSync
 from features_gql.events import OperationEvent
+from features_gql.feed import ChangeFeed
 from features_gql.graphql.admission import Limits
 from features_gql.graphql.schema import build_schema
 from features_gql.http.access import check_scope
 from features_gql.http.admin import add_admin_routes
-from features_gql.http.errors import error_response
+from features_gql.http.cors import cors_middleware
+from features_gql.http.headers import undecodable_header
+from features_gql.http.ofrep import mount_ofrep
+from features_gql.http.responses import SERVER, error_response
+from features_gql.http.ui import mount_ui
 from features_gql.http.view import (
     OUTCOME_KEY,
     REQUEST_KEY,
@@ -60,8 +66,8 @@ def _request_id_from(request: web.Request) -> str:
 def _internal_error(rid: str) -> web.Response:
     return error_response(
         500,
-        "INTERNAL_SERVER_ERROR",
         f"Internal error; quote request id {rid} when reporting it.",
+        "INTERNAL_SERVER_ERROR",
         requestId=rid,
     )
 
@@ -78,34 +84,78 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     ops_token = request_operations.set(operations)
     metrics = request.app.get(METRICS_KEY)
     if metrics is not None:
-        metrics.requests_in_flight += 1
+        metrics.request_started()
     started = time.perf_counter()
     try:
-        response = await handler(request)
+        bad_header = undecodable_header(request.raw_headers)
+        if bad_header is None:
+            response = await handler(request)
+        else:
+            response = error_response(
+                400, f"Header {bad_header} is not valid UTF-8.", "INVALID_HEADER"
+            )
     except web.HTTPException as exc:
-        exc.headers["X-Request-ID"] = rid
-        raise
-    except Exception:
-        log.exception(
-            "unhandled error answering %s %s",
-            request.method,
-            request.path,
-            extra={"fields": {"request_id": rid}},
-        )
-        response = _internal_error(rid)
+        if exc.status < 400 or exc.content_type == "application/json":
+            exc.headers["X-Request-ID"] = rid
+            raise
+        response = _http_error(request, exc)
+    except Exception as exc:
+        if _client_went_away(request, exc):
+            # Nobody is left to answer, and a traceback per vanished client would flood
+            # the log.
+            log.debug("client closed the connection before its request arrived")
+            response = error_response(400, "The connection closed before the request arrived.")
+        else:
+            log.exception(
+                "unhandled error answering %s %s",
+                request.method,
+                request.path,
+                extra={"fields": {"request_id": rid}},
+            )
+            response = _internal_error(rid)
     finally:
         seconds = time.perf_counter() - started
         request_id.reset(token)
         request_operations.reset(ops_token)
         if metrics is not None:
-            metrics.requests_in_flight -= 1
+            metrics.request_finished()
     response.headers["X-Request-ID"] = rid
     outcome = request.get(OUTCOME_KEY)
     if outcome is not None:
         if metrics is not None:
-            metrics.observe_request(outcome.operation, outcome.outcome, seconds, outcome.codes)
+            metrics.observe_request(
+                outcome.operation, outcome.outcome, seconds, outcome.codes, outcome.protocol
+            )
         _log_request(request, rid, seconds, response.status, outcome, operations)
     return response
+
+
+def _client_went_away(request: web.Request, exc: Exception) -> bool:
+    """aiohttp's reads raise ConnectionResetError when the client closes mid-request."""
+    transport = request.transport
+    return isinstance(exc, ConnectionResetError) and (transport is None or transport.is_closing())
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's plain-text 404, 405, 413... as the JSON error every other answer uses."""
+    if exc.status == 404:
+        message = f"Not found: {request.path}"
+    elif exc.status == 405:
+        message = f"{request.method} is not allowed here; allowed: {exc.headers.get('Allow')}."
+    elif exc.text and not exc.text.startswith(f"{exc.status}:"):
+        message = exc.text  # aiohttp's own wording, e.g. the body size limit
+    else:
+        message = exc.reason
+    headers = {
+        name: value
+        for name, value in exc.headers.items()
+        if name.lower() not in ("content-type", "content-length")
+    }
+    return error_response(exc.status, message, headers=headers)
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER
 
 
 def _log_request(
@@ -133,7 +183,7 @@ def _log_request(
         "store_calls": len(operations),
     }
     if request_log.isEnabledFor(level):
-        request_log.log(level, "graphql request", extra={"fields": fields})
+        request_log.log(level, f"{outcome.protocol} request", extra={"fields": fields})
     if slow and threshold is not None:
         slowest = sorted(operations, key=lambda e: e.duration, reverse=True)[:SLOWEST_SHOWN]
         fields = {
@@ -144,7 +194,7 @@ def _log_request(
             or "none",
             "threshold_ms": round(threshold * 1000, 3),
         }
-        request_log.warning("slow graphql request", extra={"fields": fields})
+        request_log.warning(f"slow {outcome.protocol} request", extra={"fields": fields})
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -153,18 +203,43 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the store answers a cheap probe within a short deadline."""
+    """Readiness: the store answers a cheap probe within a short deadline. An edge is
+    ready while it serves a copy, whether or not its upstream answers, and says how stale
+    the copy is; past ``max_staleness`` (when set) it is not ready."""
     service = request.app[SERVICE_KEY]
     probe = await service.api.probe(READINESS_TIMEOUT)
     service.metrics.store_up.set(1 if probe.up else 0)
-    body = {
-        "status": "ready" if probe.up else "unavailable",
+    ready = probe.up
+    body: dict[str, object] = {
+        "status": "ready",
         "store": probe.store,
         "probe_ms": round(probe.seconds * 1000, 3),
     }
     if not probe.up:
         body["reason"] = f"store {probe.reason}"
-    return web.json_response(body, status=200 if probe.up else 503)
+    if service.edge is not None:
+        status = service.edge.status()
+        staleness = status.lag_seconds
+        limit = service.settings.max_staleness
+        body["upstream"] = {
+            "url": status.upstream,
+            "connected": status.connected,
+            "revision": status.revision,
+            "upstream_revision": status.upstream_revision,
+            "staleness_seconds": None if staleness is None else round(staleness, 3),
+            "max_staleness_seconds": limit,
+        }
+        if status.revision is None:
+            ready = False
+            body.setdefault("reason", "no copy of the upstream yet")
+        elif limit is not None and staleness is not None and staleness > limit:
+            ready = False
+            body.setdefault(
+                "reason", f"the copy is {staleness:.1f} s old (max_staleness {limit:g} s)"
+            )
+    if not ready:
+        body["status"] = "unavailable"
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
@@ -188,6 +263,9 @@ def mount_graphql(
     introspection: bool = True,
     graphiql: bool = True,
     fast_path: bool = True,
+    feed: ChangeFeed | None = None,
+    metrics: Metrics | None = None,
+    sync: EdgeSync | None = None,
 ) -> None:
     """Serve the GraphQL API of ``api`` at ``path`` in an existing aiohttp application.
 
@@ -196,11 +274,17 @@ def mount_graphql(
     anyone who reaches ``path`` may read and write: pass an :class:`AuthPolicy` with
     tokens, or guard the route yourself. Add :func:`request_context` to the
     application's middlewares for request ids, request logs and metrics.
+
+    With a ``feed`` (a :class:`~features_gql.feed.ChangeFeed` of ``api``), ``path`` also
+    serves the ``featureChanges`` subscription over WebSocket (graphql-transport-ws).
     """
     view = FeaturesGraphQLView(
         api,
         auth=auth,
         fast_path=fast_path,
+        feed=feed,
+        metrics=metrics,
+        sync=sync,
         schema=build_schema(introspection=introspection, limits=limits),
         graphql_ide="graphiql" if graphiql else None,
     )
@@ -212,15 +296,18 @@ def mount_graphql(
 async def _method_not_allowed(request: web.Request) -> web.Response:
     return error_response(
         405,
-        "METHOD_NOT_ALLOWED",
         "GraphQL accepts GET and POST only.",
+        "METHOD_NOT_ALLOWED",
         headers={"Allow": "GET, POST"},
     )
 
 
 def create_app(service: Service) -> web.Application:
-    """The standalone service: /graphql, /healthz, /readyz and /metrics."""
-    app = web.Application(middlewares=[request_context], client_max_size=4 * 1024 * 1024)
+    """The standalone service: /graphql, /ofrep/v1, /ui, /healthz, /readyz and /metrics."""
+    # CORS is outermost so that its headers reach every answer, errors included.
+    cors = [cors_middleware(service.settings.cors_origins)] if service.settings.cors_origins else []
+    app = web.Application(middlewares=[*cors, request_context], client_max_size=4 * 1024 * 1024)
+    app.on_response_prepare.append(_server_header)
     app[SERVICE_KEY] = service
     app[METRICS_KEY] = service.metrics
     app[SLOW_KEY] = service.settings.slow_request_ms / 1000
@@ -232,7 +319,20 @@ def create_app(service: Service) -> web.Application:
         introspection=service.settings.introspection,
         graphiql=service.settings.graphiql,
         fast_path=service.settings.fast_path,
+        feed=service.feed,
+        metrics=service.metrics,
+        sync=service.edge,
     )
+    # OpenFeature's remote evaluation protocol (OFREP): the same api, tokens and limits.
+    mount_ofrep(
+        app,
+        service.api,
+        auth=service.auth,
+        default_resource_type=service.settings.openfeature_default_resource_type,
+    )
+    if service.settings.ui:
+        # The control panel: static files; its data comes from /graphql with a token.
+        mount_ui(app, anonymous_reads=service.auth.anonymous_principal.can("read"))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
@@ -243,10 +343,16 @@ def create_app(service: Service) -> web.Application:
         # The readiness gauge starts from a real probe rather than the default 0.
         probe = await service.api.probe(READINESS_TIMEOUT)
         service.metrics.store_up.set(1 if probe.up else 0)
-        log.info(
-            "store ready",
-            extra={"fields": {"store": service.store.name, "config": service.store_description}},
-        )
+        fields = {"store": service.store.name, "config": service.store_description}
+        if probe.up:
+            log.info("store ready", extra={"fields": fields})
+        else:
+            # Serve anyway: the store may come back (MongoDB restarting), and /readyz
+            # keeps traffic away until it does.
+            log.warning(
+                "store not ready at start-up; serving anyway, /readyz answers 503 until it is",
+                extra={"fields": {**fields, "reason": f"store {probe.reason}"}},
+            )
         yield
         await service.stop()
 

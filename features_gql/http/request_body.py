@@ -50,33 +50,18 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _STRICT = json.JSONDecoder(object_pairs_hook=_no_duplicates)
 
 
-def _count_keys(value: Any) -> int:
-    kind = type(value)
-    if kind is dict:
-        total = len(value)
-        for item in value.values():
-            if type(item) is dict or type(item) is list:
-                total += _count_keys(item)
-        return total
-    if kind is list:
-        total = 0
-        for item in value:
-            if type(item) is dict or type(item) is list:
-                total += _count_keys(item)
-        return total
-    return 0
-
-
 def decode_json(raw: bytes) -> Any:
     """Decode a JSON document, refusing an object that repeats a key.
 
     Raises ValueError (orjson's JSONDecodeError, or :class:`DuplicateKey`).
 
-    orjson keeps the last of repeated keys without a word, so the check is done apart:
-    when every closing quote in the text is directly followed by something other than
-    whitespace, each key of the text contributes one ``":``, and so do some string
-    contents; a count of ``":`` equal to the number of keys decoded proves no key was
-    repeated. Otherwise the strict (slower) decoder settles it.
+    orjson keeps the last of repeated keys without a word, so the check is done apart, in
+    C as far as possible: encoded again, the decoded value holds one ``":`` per key, plus
+    one per ``\":`` inside its strings. The text it came from holds the same, plus one per
+    repeated key, as long as no closing quote is followed by whitespace (then each key
+    would not end in ``":``) and no quote is written ``\u0022`` (then a string would hold
+    fewer): equal counts prove no key was repeated. Anything else goes to the strict,
+    slower decoder.
     """
     value = orjson.loads(raw)
     if type(value) is not dict and type(value) is not list:
@@ -86,7 +71,8 @@ def decode_json(raw: bytes) -> Any:
         and b'"\n' not in raw
         and b'"\t' not in raw
         and b'"\r' not in raw
-        and raw.count(b'":') == _count_keys(value)
+        and b"\\u0022" not in raw
+        and raw.count(b'":') == orjson.dumps(value).count(b'":')
     ):
         return value
     return _STRICT.decode(raw.decode("utf-8"))

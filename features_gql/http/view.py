@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
@@ -13,6 +15,7 @@ from cross_web import HTTPException
 from graphql import GraphQLError
 from strawberry.aiohttp.views import GraphQLView
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
 from features_gql.api import FeaturesAPI
@@ -23,9 +26,19 @@ from features_gql.graphql.errors import translate
 from features_gql.graphql.fast_path import FastPath
 from features_gql.graphql.schema import FeaturesSchema
 from features_gql.http.access import unauthenticated
-from features_gql.http.errors import error_response
 from features_gql.http.request_body import BodyError, read_graphql_request
-from features_gql.request_context import request_id
+from features_gql.http.responses import error_response
+from features_gql.http.subscriptions import (
+    PRINCIPAL_KEY,
+    SubscriptionHandler,
+    TextWebSocketAdapter,
+)
+from features_gql.request_context import request_credentials, request_id
+
+if TYPE_CHECKING:
+    from features_gql.edge import EdgeSync
+    from features_gql.feed import ChangeFeed
+    from features_gql.metrics import Metrics
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
@@ -64,13 +77,15 @@ def wants_graphql_response(accept: str) -> bool:
 
 @dataclass
 class GraphQLOutcome:
-    """What the request log and metrics need to know about one GraphQL request."""
+    """What the request log and metrics need to know about one GraphQL request (or, with
+    ``protocol="ofrep"``, one OFREP evaluation: ``operation`` is then its endpoint)."""
 
     operation: str | None
     outcome: str
     codes: list[str]
     #: A mutation: logged at INFO even when it succeeds (the audit trail).
     write: bool = False
+    protocol: str = "graphql"
 
 
 OUTCOME_KEY = web.RequestKey("features_gql.graphql_outcome", GraphQLOutcome)
@@ -85,11 +100,13 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
     """GraphQL over HTTP: authenticate, read the body once, ask the gate, then answer
     through the compiled fast path or Strawberry's general path.
 
-    WebSocket upgrades are refused (no subscription protocol is enabled), so every
-    request to this view passes the same checks, metrics and request log.
+    WebSocket upgrades speak ``graphql-transport-ws`` only, for subscriptions, through
+    the same authentication, gate, metrics and request log (``http/subscriptions.py``).
     """
 
     schema: FeaturesSchema
+    websocket_adapter_class = TextWebSocketAdapter
+    graphql_transport_ws_handler_class = SubscriptionHandler
 
     def __init__(
         self,
@@ -98,10 +115,21 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         schema: FeaturesSchema,
         auth: AuthPolicy | None = None,
         fast_path: bool = True,
+        feed: ChangeFeed | None = None,
+        metrics: Metrics | None = None,
+        sync: EdgeSync | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(schema=schema, subscription_protocols=(), **kwargs)
+        super().__init__(
+            schema=schema,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,) if feed is not None else (),
+            connection_init_wait_timeout=timedelta(seconds=10),
+            **kwargs,
+        )
         self.api = api
+        self.feed = feed
+        self.metrics = metrics
+        self.sync = sync
         self.auth = auth or AuthPolicy.open()
         self.gate = schema.gate
         self.fast_path = FastPath(schema.graphql_schema, schema.extensions) if fast_path else None
@@ -109,9 +137,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         accept = request.headers.get("Accept", "")
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            return self._http_error(
-                request, 400, "BAD_REQUEST", "WebSocket subscriptions are not served here."
-            )
+            return await self._websocket(request)
         if (
             request.method == "GET"
             and self.graphql_ide
@@ -119,8 +145,12 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
             and ("text/html" in accept or "*/*" in accept)
         ):
             return await self._run_strawberry(request)  # the IDE page: no data in it
+        authorization = request.headers.get("Authorization")
+        # An edge forwards writes with the caller's own credentials; set for every request,
+        # since one connection's requests share one task (and so its context).
+        request_credentials.set(authorization)
         try:
-            principal = self.auth.authenticate(request.headers.get("Authorization"))
+            principal = self.auth.authenticate(authorization)
             if not principal.scopes:
                 self.auth.require(principal, "read")
         except Unauthenticated as exc:
@@ -142,6 +172,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
             request_id=rid,
             principal=principal,
             admitted=None if isinstance(decision, Refused) else decision,
+            sync=self.sync,
         )
         request[CONTEXT_KEY] = context
         if isinstance(decision, Refused):
@@ -170,6 +201,48 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
                     return self.create_response(response_data, response)  # type: ignore[arg-type]
         request[BODY_KEY] = body
         return await self._run_strawberry(request)
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        """A subscription connection. A token in the upgrade request's header is checked
+        here, before the upgrade; otherwise the handler takes it from connection_init."""
+        if self.feed is None:
+            return self._http_error(
+                request, 400, "BAD_REQUEST", "WebSocket subscriptions are not served here."
+            )
+        origin = request.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc != request.host:
+            # A page on another site must not open a connection with the user's cookies or
+            # network position (cross-site WebSocket hijacking); clients that are not
+            # browsers send no Origin.
+            return self._http_error(
+                request, 403, "FORBIDDEN", "WebSocket connections from other origins are refused."
+            )
+        offered = request.headers.get("Sec-WebSocket-Protocol", "")
+        if GRAPHQL_TRANSPORT_WS_PROTOCOL not in (p.strip() for p in offered.split(",")):
+            return self._http_error(
+                request,
+                400,
+                "BAD_REQUEST",
+                f"Subscriptions speak the {GRAPHQL_TRANSPORT_WS_PROTOCOL} protocol only.",
+            )
+        header = request.headers.get("Authorization")
+        if header is not None:
+            try:
+                principal = self.auth.authenticate(header)
+                self.auth.require(principal, "read")
+            except Unauthenticated as exc:
+                request[OUTCOME_KEY] = GraphQLOutcome(None, "rejected", [Unauthenticated.code])
+                return unauthenticated(exc)
+            request[PRINCIPAL_KEY] = principal
+        return await self._run_strawberry(request)
+
+    async def create_websocket_response(
+        self, request: web.Request, subprotocol: str | None
+    ) -> web.WebSocketResponse:
+        # Pings find connections whose client vanished, so their subscriptions end.
+        ws = web.WebSocketResponse(protocols=[subprotocol] if subprotocol else [], heartbeat=20)
+        await ws.prepare(request)
+        return ws
 
     def _refuse(self, request: web.Request, refusal: Refused, principal: Principal) -> web.Response:
         codes = error_codes(refusal.errors)
@@ -218,8 +291,8 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         )
         return error_response(
             status,
-            code,
             message,
+            code,
             content_type=media,
             headers={"Allow": allow} if allow else None,
         )
@@ -229,15 +302,20 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
             return await self.run(request=request)
         except HTTPException as exc:
             status = exc.status_code
-            code = "UNSUPPORTED_MEDIA_TYPE" if status == 415 else "BAD_REQUEST"
+            code = {415: "UNSUPPORTED_MEDIA_TYPE", 404: "NOT_FOUND"}.get(status, "BAD_REQUEST")
             return self._http_error(
                 request, status, code, exc.reason, allow="GET, POST" if status == 405 else None
             )
 
     async def get_context(self, request: web.Request, response: Any) -> Context:
         context = request.get(CONTEXT_KEY)
-        if context is None:  # the IDE page
-            context = Context(api=self.api, request_id=request.get(REQUEST_KEY) or "-")
+        if context is None:  # the IDE page, or a WebSocket (each operation gets its own)
+            context = Context(
+                api=self.api,
+                request_id=request.get(REQUEST_KEY) or "-",
+                feed=self.feed,
+                sync=self.sync,
+            )
         return context
 
     async def parse_http_body(self, request: Any) -> GraphQLRequestData:

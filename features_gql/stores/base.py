@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from features_gql.domain import (
+    Assignment,
     BulkResult,
     ChangeEvent,
     DefinitionResult,
@@ -24,9 +25,10 @@ from features_gql.domain import (
     Resource,
     ResourceTypeCount,
     SetResult,
+    SnapshotPage,
     WriteResult,
 )
-from features_gql.errors import StoreUnsupported
+from features_gql.errors import SnapshotsUnsupported, StoreUnsupported
 
 #: Set while a store delays a call on purpose (fault injection). The task that awaits
 #: the store sees it, so FeaturesAPI can report a deadline such a delay made it miss as
@@ -218,6 +220,29 @@ class Store(abc.ABC):
         round trip, all or nothing where the store can."""
         raise self._unsupported("set_features")
 
+    # -- snapshots and feed ---------------------------------------------------------------
+    # Replicas (LocalReplica, edges) load a snapshot page by page, then follow the change
+    # log from the revision of the first page. Not abstract, so a store written before
+    # snapshots keeps working: replicas then replay its whole change log instead.
+
+    async def snapshot_page(self, after: Assignment | None, *, limit: int) -> SnapshotPage:
+        """Up to ``limit`` assignments after ``after`` (all when None), ordered by
+        (type, id, feature) comparing strings by code point, with the revision the page
+        reflects: every change up to it is in the page (read that revision before the
+        rows, or in the same consistent read as them).
+
+        Raise :class:`~features_gql.errors.SnapshotsUnsupported` if the store cannot.
+        """
+        raise SnapshotsUnsupported(f"store {self.name!r} does not implement snapshots")
+
+    async def trim_changes(self, through: int) -> int:
+        """Delete the change events with a revision up to ``through``, always keeping
+        the latest one; return how many were deleted. After a trim, ``changes_since``
+        of a revision before the first one kept raises
+        :class:`~features_gql.errors.ChangesTrimmed` (never a silent gap).
+        """
+        raise SnapshotsUnsupported(f"store {self.name!r} does not implement change-log trimming")
+
 
 class WrappingStore(Store):
     """A store that holds another store and delegates to it (slow, failing, cached...).
@@ -324,3 +349,11 @@ class WrappingStore(Store):
         return await self.inner.set_features(
             resource, features, actor=actor, require_defined=require_defined
         )
+
+    # -- snapshots and feed ---------------------------------------------------------------
+
+    async def snapshot_page(self, after: Assignment | None, *, limit: int) -> SnapshotPage:
+        return await self.inner.snapshot_page(after, limit=limit)
+
+    async def trim_changes(self, through: int) -> int:
+        return await self.inner.trim_changes(through)

@@ -4,37 +4,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from features_gql.errors import ConfigError, PluginError
+from features_gql.registry import Registered, Registry
 from features_gql.stores.base import Store
 from features_gql.stores.options import StoreOptions
 
-_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _SCHEME = re.compile(r"[a-z][a-z0-9+.-]*")
 
 #: Builds a store from its options; a wrapper calls ``builder.inner(options)`` for its inner store.
 StoreFactory = Callable[[StoreOptions, "StoreBuilder"], Store]
+#: A registered store plugin.
+StorePlugin = Registered[StoreFactory]
 
 
-@dataclass(frozen=True)
-class StorePlugin:
-    name: str
-    factory: StoreFactory
-    description: str
-    url_schemes: tuple[str, ...]
-    provided_by: str
-
-
-class StoreRegistry:
+class StoreRegistry(Registry[StoreFactory]):
     """Handed to ``features_gql_register_stores``; validates what plugins add."""
 
-    def __init__(self) -> None:
-        self._stores: dict[str, StorePlugin] = {}
+    def __init__(self, provider: Callable[[], str] | None = None) -> None:
+        super().__init__("store", provider)
         self._schemes: dict[str, str] = {}
-        #: Set by the plugin manager while it calls one plugin's hook.
-        self.current_plugin = "?"
 
     def add(
         self,
@@ -49,48 +39,21 @@ class StoreRegistry:
         ``url_schemes`` lets ``--store scheme://...`` select this store; the factory
         then receives the whole string as the ``url`` option.
         """
-        if not isinstance(name, str) or _NAME.fullmatch(name) is None:
-            raise PluginError(
-                f"plugin {self.current_plugin!r} registered store name {name!r}: names are "
-                "1-32 characters of a-z, 0-9, '-' and '_', starting with a letter"
-            )
-        if not callable(factory):
-            raise PluginError(
-                f"plugin {self.current_plugin!r} registered store {name!r} with a factory "
-                f"that is not callable: {factory!r}"
-            )
-        if name in self._stores:
-            raise PluginError(
-                f"store {name!r} is registered twice: by {self._stores[name].provided_by!r} "
-                f"and by {self.current_plugin!r}"
-            )
         for scheme in url_schemes:
-            if _SCHEME.fullmatch(scheme) is None:
+            if not isinstance(scheme, str) or _SCHEME.fullmatch(scheme) is None:
                 raise PluginError(f"store {name!r} registered an invalid URL scheme {scheme!r}")
             if scheme in self._schemes:
                 raise PluginError(
                     f"URL scheme {scheme!r} is claimed by stores {self._schemes[scheme]!r} "
                     f"and {name!r}"
                 )
+        super().add(name, factory, description=description)
         for scheme in url_schemes:
             self._schemes[scheme] = name
-        self._stores[name] = StorePlugin(
-            name, factory, description, tuple(url_schemes), self.current_plugin
-        )
 
-    def names(self) -> list[str]:
-        return sorted(self._stores)
-
-    def all(self) -> list[StorePlugin]:
-        return [self._stores[name] for name in self.names()]
-
-    def get(self, name: str) -> StorePlugin:
-        try:
-            return self._stores[name]
-        except KeyError:
-            raise ConfigError(
-                f"unknown store plugin {name!r}; available: {', '.join(self.names()) or 'none'}"
-            ) from None
+    def url_schemes(self, name: str) -> tuple[str, ...]:
+        """The URL schemes that select store ``name``."""
+        return tuple(sorted(scheme for scheme, store in self._schemes.items() if store == name))
 
     def table_for_spec(self, spec: str) -> dict[str, Any]:
         """Turn a ``--store`` string into a store table.

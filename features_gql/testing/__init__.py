@@ -7,9 +7,17 @@
         def make_store(self, tmp_path):
             return lambda: MyStore(tmp_path / "data")
 
-Needs the ``testing`` extra: ``pip install "features-gql[testing]"``.
+Needs the ``testing`` extra (pytest and hypothesis): ``pip install -e ".[testing]"`` in a
+checkout of features-gql.
 """
 
-from features_gql.testing.store_contract import StoreContract, run_with_store
+import pytest
+
+# The contract's assertions are the definition of a correct store: when one fails, the
+# plugin author should see pytest's account of the values compared, not a bare
+# AssertionError. Rewriting must be registered before the module is imported.
+pytest.register_assert_rewrite("features_gql.testing.store_contract")
+
+from features_gql.testing.store_contract import StoreContract, run_with_store  # noqa: E402
 
 __all__ = ["StoreContract", "run_with_store"]

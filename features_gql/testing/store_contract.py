@@ -8,8 +8,10 @@ plugin is needed.
 
 Capability flags let a store say what it honestly cannot do:
 
-* ``persistent``: data survives closing the store and opening a new one built by
-  the same ``make_store`` (file or server stores); memory stores set it False.
+* ``persistent`` (default True): data survives closing the store and opening a new
+  one built by the same ``make_store`` (file or server stores), which
+  ``test_data_survives_reopening`` checks; a store that keeps its data in memory sets
+  it False, and that test is skipped.
 
 The store itself says whether it implements the optional catalog, listing, history
 and bulk operations (``Store.supports_catalog``); their scenarios are skipped for a
@@ -19,6 +21,7 @@ store that does not.
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -29,6 +32,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features_gql.domain import (
+    Assignment,
+    ChangeEvent,
     FeatureFilter,
     FeatureInfo,
     FeatureSpec,
@@ -36,6 +41,7 @@ from features_gql.domain import (
     Resource,
     ResourceTypeCount,
 )
+from features_gql.errors import ChangesTrimmed
 from features_gql.stores.base import Store
 
 Scenario = Callable[[Store], Awaitable[None]]
@@ -62,6 +68,28 @@ UNUSUAL_IDS = [
     "x" * 256,
     "🙂" * 256,
 ]
+
+
+async def read_snapshot(store: Store, *, limit: int) -> tuple[int, list[Assignment]]:
+    """Every page of a snapshot: the revision of the first page, and the assignments."""
+    first = await store.snapshot_page(None, limit=limit)
+    found, page = list(first.assignments), first.assignments
+    while len(page) == limit:
+        page = (await store.snapshot_page(found[-1], limit=limit)).assignments
+        assert len(page) <= limit
+        found += page
+    return first.revision, found
+
+
+def apply_changes(state: set[Assignment], changes: list[ChangeEvent]) -> None:
+    for change in changes:
+        if change.resource is None or change.op not in ("add", "remove"):
+            continue  # catalog changes move no assignment
+        key = Assignment(change.resource.type, change.resource.id, change.feature)
+        if change.op == "add":
+            state.add(key)
+        else:
+            state.discard(key)
 
 
 def run_with_store(make_store: Callable[[], Store], scenario: Scenario) -> None:
@@ -254,13 +282,18 @@ class StoreContract:
                 await store.add(resource, "f", actor=None)
             seen: list[Resource] = []
             after: Resource | None = None
-            while True:
+            # Bounded: a store whose cursor never moves on must fail here, not loop.
+            for _ in range(len(resources) // 7 + 2):
                 page = await store.resources_with("f", type=None, after=after, limit=7)
                 assert len(page) <= 7
                 if not page:
                     break
+                if after is not None:
+                    assert page[0] > after, "`after` must exclude the cursor itself"
                 seen += page
                 after = page[-1]
+            else:
+                pytest.fail(f"paging never reached the end; pages so far held {seen}")
             assert seen == sorted(resources)
 
         self.run(make_store, scenario)
@@ -1002,5 +1035,115 @@ class StoreContract:
             assert [e.revision for e in history] == sorted(
                 (e.revision for e in history), reverse=True
             )
+
+        self.run(make_store, scenario)
+
+    # -- snapshots and feed -------------------------------------------------------------
+
+    def test_snapshot_of_an_empty_store(self, make_store: Callable[[], Store]) -> None:
+        async def scenario(store: Store) -> None:
+            page = await store.snapshot_page(None, limit=10)
+            assert (page.revision, page.assignments) == (0, [])
+
+        self.run(make_store, scenario)
+
+    def test_snapshot_pages_hold_every_assignment_in_order(
+        self, make_store: Callable[[], Store]
+    ) -> None:
+        async def scenario(store: Store) -> None:
+            expected: set[Assignment] = set()
+            for i, resource_id in enumerate([*UNUSUAL_IDS, "B", "a", "é", "~"]):
+                for feature in ("f", "g")[: 1 + i % 2]:
+                    await store.add(Resource(("app", "pipeline")[i % 2], resource_id), feature,
+                                    actor=None)  # fmt: skip
+                    expected.add(Assignment(("app", "pipeline")[i % 2], resource_id, feature))
+            await store.add(PIPELINE, "gone", actor=None)
+            await store.remove(PIPELINE, "gone", actor=None)
+            # Page sizes at the boundaries: 1, a size that divides nothing, all, more.
+            for limit in (1, 4, len(expected), len(expected) + 1):
+                revision, found = await read_snapshot(store, limit=limit)
+                assert revision == await store.revision()
+                # Code point order, as Python compares strings.
+                assert found == sorted(expected), limit
+            page = await store.snapshot_page(sorted(expected)[-1], limit=10)
+            assert page.assignments == []
+            # A cursor that is not an assignment (removed, or never there) still works.
+            after = Assignment("app", "b", "")
+            rest = (await store.snapshot_page(after, limit=100)).assignments
+            assert rest == [a for a in sorted(expected) if a > after]
+
+        self.run(make_store, scenario)
+
+    @pytest.mark.parametrize("seed", range(3))
+    def test_snapshot_then_later_changes_converge(
+        self, make_store: Callable[[], Store], seed: int
+    ) -> None:
+        """Pages read while writers change the store, then the changes after the revision
+        of the first page, give exactly the store's state."""
+        rng = random.Random(seed)
+        keys = [
+            (Resource(t, i), f) for t in ("app", "zone") for i in ("1", "2", "é", "x/y")
+            for f in ("a", "b")
+        ]  # fmt: skip
+
+        async def write(store: Store, times: int) -> None:
+            for _ in range(times):
+                resource, feature = rng.choice(keys)
+                op = store.add if rng.random() < 0.6 else store.remove
+                await op(resource, feature, actor=None)
+
+        async def scenario(store: Store) -> None:
+            await write(store, 20)
+            first = await store.snapshot_page(None, limit=3)
+            replica, page = set(first.assignments), first.assignments
+            while len(page) == 3:
+                # Writers run between pages, and alongside the page being read.
+                _, next_page = await asyncio.gather(
+                    write(store, rng.randrange(4)), store.snapshot_page(page[-1], limit=3)
+                )
+                page = next_page.assignments
+                replica.update(page)
+            await write(store, 5)
+            apply_changes(replica, await store.changes_since(first.revision, limit=1000))
+            truth = {
+                Assignment(r.type, r.id, f)
+                for r, features in zip(
+                    [k[0] for k in keys],
+                    await store.features_of_many([k[0] for k in keys]),
+                    strict=True,
+                )
+                for f in features
+            }
+            assert replica == truth
+
+        self.run(make_store, scenario)
+
+    def test_trimmed_change_log_answers_resync(self, make_store: Callable[[], Store]) -> None:
+        async def scenario(store: Store) -> None:
+            assert await store.trim_changes(5) == 0  # nothing to trim yet
+            for i in range(10):
+                await store.add(PIPELINE, f"f{i}", actor=None)
+            assert await store.trim_changes(7) == 7
+            assert await store.trim_changes(7) == 0
+            assert [c.revision for c in await store.changes_since(7, limit=10)] == [8, 9, 10]
+            assert [c.revision for c in await store.changes_since(9, limit=10)] == [10]
+            with pytest.raises(ChangesTrimmed) as trimmed:
+                await store.changes_since(6, limit=10)
+            assert (trimmed.value.after, trimmed.value.first_retained) == (6, 8)
+            with pytest.raises(ChangesTrimmed):
+                await store.changes_since(0, limit=10)
+            # The latest event always stays: a trimmed log never looks empty.
+            assert await store.trim_changes(100) == 2
+            assert [c.revision for c in await store.changes_since(9, limit=10)] == [10]
+            with pytest.raises(ChangesTrimmed):
+                await store.changes_since(8, limit=10)
+            assert await store.changes_since(10, limit=10) == []
+            assert await store.revision() == 10
+            await store.remove(PIPELINE, "f0", actor=None)
+            assert [c.revision for c in await store.changes_since(10, limit=10)] == [11]
+            # The snapshot and the changes after it still give the whole state.
+            revision, found = await read_snapshot(store, limit=4)
+            assert revision == 11
+            assert found == [Assignment(PIPELINE.type, PIPELINE.id, f"f{i}") for i in range(1, 10)]
 
         self.run(make_store, scenario)

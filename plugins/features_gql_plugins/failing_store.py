@@ -34,6 +34,7 @@ from typing import Any, Literal, cast
 
 from features_gql import hookimpl
 from features_gql.domain import (
+    Assignment,
     BulkResult,
     ChangeEvent,
     DefinitionResult,
@@ -44,6 +45,7 @@ from features_gql.domain import (
     Resource,
     ResourceTypeCount,
     SetResult,
+    SnapshotPage,
     WriteResult,
 )
 from features_gql.errors import (
@@ -369,6 +371,16 @@ class FailingStore(WrappingStore):
             return await self.inner.set_features(
                 resource, features, actor=actor, require_defined=require_defined
             )
+
+    # -- snapshots and feed -------------------------------------------------------------
+
+    async def snapshot_page(self, after: Assignment | None, *, limit: int) -> SnapshotPage:
+        self._refuse("snapshot_page")
+        return await self.inner.snapshot_page(after, limit=limit)
+
+    async def trim_changes(self, through: int) -> int:
+        self._refuse("trim_changes")
+        return await self.inner.trim_changes(through)
 
 
 def _factory(options: StoreOptions, builder: StoreBuilder) -> Store:

@@ -24,7 +24,7 @@ from features_gql.loggers import Logger, LoggerRegistry, LogSettings
 SLOW_LOGGER_SECONDS = 0.05
 
 
-class SlowLogger:
+class SlowLogger(Logger):
     """Sleeps on every event; counts the events it finished."""
 
     def __init__(self, seconds: float = SLOW_LOGGER_SECONDS) -> None:
@@ -39,7 +39,7 @@ class SlowLogger:
         pass
 
 
-class FailingLogger:
+class FailingLogger(Logger):
     """Raises on every event; counts the events it refused."""
 
     def __init__(self) -> None:

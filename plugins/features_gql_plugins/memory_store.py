@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from features_gql import hookimpl
 from features_gql.domain import (
+    Assignment,
     BulkResult,
     ChangeEvent,
     ChangeOp,
@@ -24,9 +25,11 @@ from features_gql.domain import (
     Resource,
     ResourceTypeCount,
     SetResult,
+    SnapshotPage,
     WriteResult,
     archived,
 )
+from features_gql.errors import ChangesTrimmed
 from features_gql.stores import Store, StoreBuilder, StoreOptions, StoreRegistry
 
 T = TypeVar("T")
@@ -43,6 +46,7 @@ class MemoryStore(Store):
     def __init__(self) -> None:
         self._features: dict[Resource, set[str]] = {}
         self._holders: dict[str, set[Resource]] = {}
+        #: The change log from revision ``_trimmed + 1`` on (earlier ones were trimmed).
         self._changes: list[ChangeEvent] = []
         # The catalog, and what listings and histories need (see the section below).
         self._definitions: dict[str, FeatureDefinition] = {}
@@ -51,15 +55,23 @@ class MemoryStore(Store):
         self._sorted_names: list[str] | None = None
         self._sorted_types: list[str] | None = None
         self._sorted_ids: dict[str, list[str]] = {}
+        self._trimmed = 0
+        #: Every assignment in snapshot order, built when a snapshot asks for it and
+        #: kept until the next change (the revision it was built at).
+        self._ordered: tuple[int, list[Assignment]] | None = None
 
     async def has(self, resource: Resource, feature: str) -> bool:
         features = self._features.get(resource)
         return features is not None and feature in features
 
+    @property
+    def _revision(self) -> int:
+        return self._trimmed + len(self._changes)
+
     def _record(
         self, op: ChangeOp, resource: Resource | None, feature: str, actor: str | None
     ) -> int:
-        revision = len(self._changes) + 1
+        revision = self._revision + 1
         self._changes.append(ChangeEvent(revision, op, resource, feature, datetime.now(UTC), actor))
         # History indexes: the revisions of each resource, feature and actor, ascending.
         keys: list[object] = [("feature", feature), ("actor", actor)]
@@ -80,7 +92,7 @@ class MemoryStore(Store):
             self._sorted_ids.pop(resource.type, None)
             self._sorted_types = None
         elif feature in features:
-            return WriteResult(False, len(self._changes))
+            return WriteResult(False, self._revision)
         features.add(feature)
         holders = self._holders.get(feature)
         if holders is None:
@@ -95,7 +107,7 @@ class MemoryStore(Store):
     def _remove(self, resource: Resource, feature: str, actor: str | None) -> WriteResult:
         features = self._features.get(resource)
         if features is None or feature not in features:
-            return WriteResult(False, len(self._changes))
+            return WriteResult(False, self._revision)
         features.discard(feature)
         if not features:
             del self._features[resource]
@@ -129,11 +141,39 @@ class MemoryStore(Store):
         return selected[:limit]
 
     async def changes_since(self, revision: int, *, limit: int) -> list[ChangeEvent]:
-        # Revisions are 1, 2, 3...: revision N sits at index N - 1.
-        return self._changes[revision : revision + limit]
+        if revision < self._trimmed:
+            raise ChangesTrimmed(revision, self._trimmed + 1)
+        # Revisions are dense: revision N sits at index N - 1 - _trimmed.
+        start = revision - self._trimmed
+        return self._changes[start : start + limit]
 
     async def revision(self) -> int:
-        return len(self._changes)
+        return self._revision
+
+    # -- snapshots and feed -------------------------------------------------------------
+
+    async def snapshot_page(self, after: Assignment | None, *, limit: int) -> SnapshotPage:
+        revision = self._revision
+        if self._ordered is None or self._ordered[0] != revision:
+            ordered = sorted(
+                Assignment(r.type, r.id, f)
+                for r, features in self._features.items()
+                for f in features
+            )
+            self._ordered = (revision, ordered)
+        ordered = self._ordered[1]
+        start = 0 if after is None else bisect.bisect_right(ordered, after)
+        return SnapshotPage(revision, ordered[start : start + limit])
+
+    async def trim_changes(self, through: int) -> int:
+        # The latest event always stays, so a reader can tell a trimmed log from an empty one.
+        through = min(through, self._revision - 1)
+        if through <= self._trimmed:
+            return 0
+        removed = through - self._trimmed
+        del self._changes[:removed]
+        self._trimmed = through
+        return removed
 
     # -- catalog, listings, history and bulk ------------------------------------------
     # Listings bisect sorted views of the names, rebuilt only after a change made one
@@ -146,7 +186,7 @@ class MemoryStore(Store):
         current = self._definitions.get(spec.name)
         wanted = spec.apply(current, datetime.now(UTC))
         if wanted is None:
-            return DefinitionResult(False, len(self._changes), self._info(spec.name))
+            return DefinitionResult(False, self._revision, self._info(spec.name))
         if current is None and spec.name not in self._holders:
             self._sorted_names = None
         self._definitions[spec.name] = wanted
@@ -156,7 +196,7 @@ class MemoryStore(Store):
     async def archive(self, name: str, *, actor: str | None) -> DefinitionResult:
         current = self._definitions.get(name)
         if current is None or current.archived_at is not None:
-            return DefinitionResult(False, len(self._changes), self._info(name))
+            return DefinitionResult(False, self._revision, self._info(name))
         self._definitions[name] = archived(current, datetime.now(UTC))
         revision = self._record("archive", None, name, actor)
         return DefinitionResult(True, revision, self._info(name))
@@ -203,14 +243,17 @@ class MemoryStore(Store):
             lists.append(self._history_of.get(("feature", query.feature), []))
         if query.actor is not None:
             lists.append(self._history_of.get(("actor", query.actor), []))
-        top = len(self._changes) + 1 if before is None else min(before, len(self._changes) + 1)
+        top = self._revision + 1 if before is None else min(before, self._revision + 1)
+        # Revision r sits at index r - 1 - _trimmed; trimmed revisions are gone.
+        skip = self._trimmed + 1
         if not lists:
-            revisions: Sequence[int] = range(top - 1, 0, -1)
-            return [self._changes[r - 1] for r in revisions[:limit]]
+            revisions: Sequence[int] = range(top - 1, self._trimmed, -1)
+            return [self._changes[r - skip] for r in revisions[:limit]]
         # Walk the shortest list backwards and check the other filters on each event.
         shortest = min(lists, key=len)
         end = bisect.bisect_left(shortest, top)
-        newest_first = (self._changes[shortest[i] - 1] for i in range(end - 1, -1, -1))
+        start = bisect.bisect_right(shortest, self._trimmed)
+        newest_first = (self._changes[shortest[i] - skip] for i in range(end - 1, start - 1, -1))
         return _first(newest_first, limit, query.keeps)
 
     def _refused(self, features: Iterable[str]) -> list[str]:
@@ -228,19 +271,15 @@ class MemoryStore(Store):
         if require_defined:
             refused = self._refused(feature for _, feature in items)
             if refused:
-                return BulkResult([None] * len(items), len(self._changes), refused)
+                return BulkResult([None] * len(items), self._revision, refused)
         revisions = [self._add(r, f, actor) for r, f in items]
-        return BulkResult(
-            [w.revision if w.changed else None for w in revisions], len(self._changes)
-        )
+        return BulkResult([w.revision if w.changed else None for w in revisions], self._revision)
 
     async def remove_many(
         self, items: Sequence[tuple[Resource, str]], *, actor: str | None
     ) -> BulkResult:
         revisions = [self._remove(r, f, actor) for r, f in items]
-        return BulkResult(
-            [w.revision if w.changed else None for w in revisions], len(self._changes)
-        )
+        return BulkResult([w.revision if w.changed else None for w in revisions], self._revision)
 
     async def set_features(
         self,
@@ -254,14 +293,14 @@ class MemoryStore(Store):
         if require_defined:
             refused = self._refused(wanted)
             if refused:
-                return SetResult([], [], len(self._changes), refused)
+                return SetResult([], [], self._revision, refused)
         current = set(self._features.get(resource, ()))
         removed, added = sorted(current - wanted), sorted(wanted - current)
         for feature in removed:
             self._remove(resource, feature, actor)
         for feature in added:
             self._add(resource, feature, actor)
-        return SetResult(removed, added, len(self._changes))
+        return SetResult(removed, added, self._revision)
 
 
 def _first(items: Iterable[T], limit: int, keep: Callable[[T], bool]) -> list[T]:

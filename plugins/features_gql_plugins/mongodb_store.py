@@ -82,9 +82,12 @@ become :class:`StoreUnavailable`; network and server-side timeouts become
 A write whose commit outcome is unknown (the connection broke during the commit)
 fails, but may have been applied, with its event: repeating it is safe, since adds
 and removes are idempotent and the repeat reports ``changed = False``.
-The driver's timeouts default to values inside the API's 2 s deadline. The store
-starts when MongoDB is down: indexes and the counter are set up on the first call
-that reaches the server, and every call after an outage simply reconnects.
+Once the driver's monitors have found every server unreachable, calls fail at once
+(``StoreUnavailable``) rather than each waiting out server selection, while one
+selection at a time keeps looking in the background so that a returning database is
+noticed quickly. The driver's timeouts default to values inside the API's 2 s
+deadline. The store starts when MongoDB is down: indexes and the counter are set up on
+the first call that reaches the server, and every call after an outage reconnects.
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import unquote
 
-from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne, uri_parser
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -116,6 +119,7 @@ from pymongo.errors import (
 )
 
 from features_gql.domain import (
+    Assignment,
     AssignmentOp,
     BulkResult,
     ChangeEvent,
@@ -130,10 +134,12 @@ from features_gql.domain import (
     Resource,
     ResourceTypeCount,
     SetResult,
+    SnapshotPage,
     WriteResult,
     archived,
 )
 from features_gql.errors import (
+    ChangesTrimmed,
     ConfigError,
     StoreConflict,
     StoreError,
@@ -175,6 +181,8 @@ _COMMAND_NOT_FOUND = 59
 _NAMESPACE_EXISTS = 48
 #: Error codes that mean "the server gave up on time" (MaxTimeMSExpired and friends).
 _TIMEOUT_CODES = frozenset({50, 202, 262})
+_HOSTNAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+_IP_LITERAL = re.compile(r"\[[0-9A-Fa-f:.]+(%[A-Za-z0-9]+)?\]")
 _DB_NAME = re.compile(r'[^/\\. "$*<>:|?\x00]{1,63}')
 _PREFIX = re.compile(r"[A-Za-z0-9_.-]{0,64}")
 _URI_OPTIONS = {
@@ -234,6 +242,41 @@ def database_from_url(url: str) -> str | None:
     return name or None
 
 
+def check_url(url: str) -> None:
+    """Refuse a URI the driver could never connect with, at configuration time.
+
+    The driver only looks at hosts when it connects, so ``mongodb://bad host:27017``
+    would otherwise start a service whose every call fails. ``mongodb+srv://`` URIs
+    are checked without the DNS lookup that resolving them takes.
+    """
+    rest = url.split("://", 1)[1]
+    hosts = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    for entry in hosts.split(","):
+        host, port = _host_and_port(entry)
+        if not (_HOSTNAME.fullmatch(host) or _IP_LITERAL.fullmatch(host)) and not (
+            unquote(entry).endswith(".sock")
+        ):
+            raise ConfigError(
+                f"invalid host {host!r} in MongoDB URI {redact_url(url)!r}: a host name, "
+                "an IP address, or [an IPv6 address], each with an optional :port"
+            )
+        if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigError(f"invalid port {port!r} in MongoDB URI {redact_url(url)!r}")
+    if url.lower().startswith("mongodb://"):
+        try:
+            uri_parser.parse_uri(url)  # options, credentials, escaping; no network
+        except (PyMongoError, ValueError) as exc:
+            raise ConfigError(f"invalid MongoDB URI {redact_url(url)!r}: {exc}") from None
+
+
+def _host_and_port(entry: str) -> tuple[str, str | None]:
+    if entry.startswith("["):
+        host, _, tail = entry.partition("]")
+        return host + "]", tail[1:] if tail.startswith(":") else None
+    host, colon, port = entry.partition(":")
+    return host, port if colon else None
+
+
 def uri_option_names(url: str) -> set[str]:
     """The (lower-cased) option names in a MongoDB URI's query string."""
     query = url.split("?", 1)[1] if "?" in url else ""
@@ -273,6 +316,7 @@ class MongoDBStore(Store):
                 f"not a MongoDB URI: {url.split('@')[-1]!r} "
                 "(expected mongodb://host:port/dbname or mongodb+srv://...)"
             )
+        check_url(url)
         database = database or database_from_url(url) or DEFAULT_DATABASE
         if _DB_NAME.fullmatch(database) is None:
             raise ConfigError(
@@ -312,6 +356,7 @@ class MongoDBStore(Store):
         self._db: AsyncDatabase[Doc] | None = None
         self._ready = False
         self._setup: asyncio.Future[None] | None = None
+        self._looking: asyncio.Future[None] | None = None
         self._write_lock = asyncio.Lock()
         #: Decided at set-up: whether writes run in multi-document transactions.
         self.transactional = False
@@ -385,9 +430,10 @@ class MongoDBStore(Store):
     async def close(self) -> None:
         client, self._client, self._db = self._client, None, None
         self._ready = False
-        if self._setup is not None and not self._setup.done():
-            self._setup.cancel()
-        self._setup = None
+        for attempt in (self._setup, self._looking):
+            if attempt is not None and not attempt.done():
+                attempt.cancel()
+        self._setup = self._looking = None
         if client is None or client is self._given_client:
             return
         if self.driver == "motor":
@@ -401,6 +447,10 @@ class MongoDBStore(Store):
         Concurrent callers share one attempt (and its failure): while MongoDB is down
         they fail together instead of queueing for a server selection timeout each.
         """
+        unreachable = self._known_unreachable()
+        if unreachable is not None:
+            self._keep_looking()
+            raise unreachable
         if self._ready:
             return
         if self._setup is None or self._setup.done():
@@ -408,6 +458,36 @@ class MongoDBStore(Store):
             self._setup.add_done_callback(_consume)
         # Shielded: a caller that hits its deadline must not cancel everyone's attempt.
         await asyncio.shield(self._setup)
+
+    def _known_unreachable(self) -> StoreUnavailable | None:
+        """The driver's verdict, when its monitors already found every server unreachable.
+
+        Without this, each call would wait out server selection (1.5 s by default) to
+        learn what the monitors know: a database that refuses connections is reported
+        at once, as unavailable, not after a wait that looks like a timeout.
+        """
+        if self._client is None:
+            return None
+        servers = self._client.topology_description.server_descriptions().values()
+        errors = [server.error for server in servers]
+        if not errors or any(error is None for error in errors):
+            return None  # not checked yet, or some server answers: the driver decides
+        return StoreUnavailable(f"no MongoDB server is reachable: {errors[0]}")
+
+    def _keep_looking(self) -> None:
+        """Keep one server selection under way while calls fail fast.
+
+        The driver re-checks an unreachable server only every heartbeat (10 s) unless an
+        operation is waiting for it, when it checks every half second: a selection in
+        the background notices a database that is back as soon as it answers.
+        """
+        if self._looking is None or self._looking.done():
+            self._looking = asyncio.ensure_future(self._look())
+            self._looking.add_done_callback(_consume)
+
+    async def _look(self) -> None:
+        with contextlib.suppress(PyMongoError):
+            await self._database.command("ping")
 
     async def _set_up_once(self) -> None:
         with _TRANSLATED:
@@ -581,6 +661,14 @@ class MongoDBStore(Store):
                 {"_id": {"$gt": revision}}, sort=[("_id", ASCENDING)], limit=limit
             )
             docs = await cursor.to_list(None)
+        if docs and int(docs[0]["_id"]) > revision + 1:
+            # A hole at the start: trimmed by retention, or (without transactions) a
+            # revision still being written or given up. The counter says which.
+            with _TRANSLATED:
+                counter = await self.counters.find_one({"_id": COUNTER_ID})
+            trimmed = int((counter or {}).get("trimmed", 0))
+            if revision < trimmed:
+                raise ChangesTrimmed(revision, int(docs[0]["_id"]))
         events: list[ChangeEvent] = []
         expected = revision + 1
         now = datetime.now(UTC)
@@ -597,6 +685,50 @@ class MongoDBStore(Store):
     async def revision(self) -> int:
         await self._ensure_ready()
         return await self._current_revision()
+
+    # -- snapshots and feed -------------------------------------------------------------
+
+    async def snapshot_page(self, after: Assignment | None, *, limit: int) -> SnapshotPage:
+        await self._ensure_ready()
+        # The revision first: every change it counts is applied already (a transaction
+        # commits both together; without transactions the assignment is written first).
+        revision = await self._current_revision()
+        start = after or Assignment("", "", "")
+        # Everything after `start` in (type, id, feature) order, as three ranges of the
+        # unique index, read in index order.
+        queries: list[Doc] = [
+            {"type": start.type, "id": start.id, "feature": {"$gt": start.feature}},
+            {"type": start.type, "id": {"$gt": start.id}},
+            {"type": {"$gt": start.type}},
+        ]
+        found: list[Assignment] = []
+        with _TRANSLATED:
+            for query in queries:
+                if len(found) >= limit:
+                    break
+                cursor = self.assignments.find(
+                    query,
+                    projection={"_id": 0, "type": 1, "id": 1, "feature": 1},
+                    sort=[("type", ASCENDING), ("id", ASCENDING), ("feature", ASCENDING)],
+                    limit=limit - len(found),
+                )
+                found += [
+                    Assignment(doc["type"], doc["id"], doc["feature"])
+                    for doc in await cursor.to_list(None)
+                ]
+        return SnapshotPage(revision, found)
+
+    async def trim_changes(self, through: int) -> int:
+        await self._ensure_ready()
+        latest = await self._current_revision()
+        through = min(through, latest - 1)
+        if through <= 0:
+            return 0
+        with _TRANSLATED:
+            # Recorded first: a reader that finds the hole then knows it is a trim.
+            await self.counters.update_one({"_id": COUNTER_ID}, {"$max": {"trimmed": through}})
+            deleted = await self.changes.delete_many({"_id": {"$lte": through}})
+        return int(deleted.deleted_count)
 
     async def _current_revision(self, session: AsyncClientSession | None = None) -> int:
         with _TRANSLATED:
@@ -1331,7 +1463,7 @@ def build_store(options: StoreOptions, builder: StoreBuilder) -> Store:
     if driver == "motor" and importlib.util.find_spec("motor") is None:
         raise ConfigError(
             f"{options.where}: driver = 'motor' needs the motor package: "
-            "pip install 'features-gql[motor]'"
+            "pip install motor (or the motor extra of features-gql)"
         )
     transactions = options.get_str("transactions", "auto") or "auto"
     if transactions not in ("auto", "on", "off"):

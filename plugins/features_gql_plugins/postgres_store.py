@@ -84,6 +84,7 @@ import asyncpg
 from asyncpg.exceptions import InterfaceError, PostgresError
 
 from features_gql.domain import (
+    Assignment,
     BulkResult,
     ChangeEvent,
     ChangeOp,
@@ -97,10 +98,12 @@ from features_gql.domain import (
     Resource,
     ResourceTypeCount,
     SetResult,
+    SnapshotPage,
     WriteResult,
     archived,
 )
 from features_gql.errors import (
+    ChangesTrimmed,
     ConfigError,
     StoreConflict,
     StoreError,
@@ -444,6 +447,21 @@ class Statements:
             (True, True): f"{select} AND resource_type = $2 "
             f"AND (resource_type, resource_id) > ($3, $4) {order} $5",
         }
+        # -- snapshots and feed --
+        # One statement, so one snapshot: the revision and the page agree. The outer
+        # join keeps the revision's row when the page is empty.
+        self.snapshot_page = f"""
+            SELECT r.revision, a.resource_type, a.resource_id, a.feature
+            FROM {t.revision} r LEFT JOIN LATERAL (
+                SELECT resource_type, resource_id, feature FROM {t.assignments}
+                WHERE (resource_type, resource_id, feature) > ($1::text, $2::text, $3::text)
+                ORDER BY resource_type, resource_id, feature LIMIT $4
+            ) a ON true
+            WHERE r.only_row
+            ORDER BY a.resource_type, a.resource_id, a.feature"""
+        self.trim_changes = f"""
+            DELETE FROM {t.changes} WHERE revision <= $1
+            AND revision < (SELECT revision FROM {t.revision} WHERE only_row)"""
         self.rebuild_revision = f"""
             INSERT INTO {t.revision} (revision)
             SELECT coalesce(max(revision), 0) FROM {t.changes}
@@ -943,7 +961,11 @@ class PostgresStore(Store):
                 self.sql.changes_since, revision, limit, timeout=self.command_timeout
             )
 
-        return [_event(tuple(row)) for row in await self._run(work)]
+        events = [_event(tuple(row)) for row in await self._run(work)]
+        if events and events[0].revision > revision + 1:
+            # Revisions are dense, so a hole at the start is a trimmed log.
+            raise ChangesTrimmed(revision, events[0].revision)
+        return events
 
     async def revision(self) -> int:
         return await self._run(self._current_revision)
@@ -956,6 +978,37 @@ class PostgresStore(Store):
                 f"the revision counter {self.tables.revision} is empty; rebuilt on retry"
             )
         return int(value)
+
+    # -- snapshots and feed -------------------------------------------------------------
+
+    async def snapshot_page(self, after: Assignment | None, *, limit: int) -> SnapshotPage:
+        start = after or Assignment("", "", "")
+
+        async def work(conn: Connection) -> list[Any]:
+            return await conn.fetch(
+                self.sql.snapshot_page,
+                start.type,
+                start.id,
+                start.feature,
+                limit,
+                timeout=self.command_timeout,
+            )
+
+        rows = await self._run(work)
+        if not rows:
+            self._ready = False
+            raise StoreUnavailable(
+                f"the revision counter {self.tables.revision} is empty; rebuilt on retry"
+            )
+        page = [Assignment(t, i, f) for _, t, i, f in rows if t is not None]
+        return SnapshotPage(int(rows[0][0]), page)
+
+    async def trim_changes(self, through: int) -> int:
+        async def work(conn: Connection) -> str:
+            return await conn.execute(self.sql.trim_changes, through, timeout=self.command_timeout)
+
+        status = await self._run(work)  # "DELETE <count>"
+        return int(status.rsplit(" ", 1)[-1])
 
     # -- writes -----------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from features_gql import hookimpl
 from features_gql.domain import (
+    Assignment,
     BulkResult,
     ChangeEvent,
     DefinitionResult,
@@ -37,6 +38,7 @@ from features_gql.domain import (
     Resource,
     ResourceTypeCount,
     SetResult,
+    SnapshotPage,
     WriteResult,
 )
 from features_gql.faults import ALL_OPERATIONS, describe, read_operations, read_seed
@@ -243,6 +245,16 @@ class SlowStore(WrappingStore):
         return await self.inner.set_features(
             resource, features, actor=actor, require_defined=require_defined
         )
+
+    # -- snapshots and feed -------------------------------------------------------------
+
+    async def snapshot_page(self, after: Assignment | None, *, limit: int) -> SnapshotPage:
+        await self._delay("snapshot_page")
+        return await self.inner.snapshot_page(after, limit=limit)
+
+    async def trim_changes(self, through: int) -> int:
+        await self._delay("trim_changes")
+        return await self.inner.trim_changes(through)
 
 
 def _factory(options: StoreOptions, builder: StoreBuilder) -> Store:

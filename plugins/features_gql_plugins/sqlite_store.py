@@ -44,6 +44,7 @@ import orjson
 
 from features_gql import hookimpl
 from features_gql.domain import (
+    Assignment,
     AssignmentOp,
     BulkResult,
     ChangeEvent,
@@ -57,10 +58,11 @@ from features_gql.domain import (
     Resource,
     ResourceTypeCount,
     SetResult,
+    SnapshotPage,
     WriteResult,
     archived,
 )
-from features_gql.errors import ConfigError, StoreTimeout, StoreUnavailable
+from features_gql.errors import ChangesTrimmed, ConfigError, StoreTimeout, StoreUnavailable
 from features_gql.stores import Store, StoreBuilder, StoreOptions, StoreRegistry
 
 T = TypeVar("T")
@@ -155,6 +157,22 @@ def _connect(path: str, synchronous: str, busy_timeout_ms: int) -> sqlite3.Conne
     return conn
 
 
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _diagnose(path: Path, reason: str) -> str:
+    """Why ``path`` cannot be a database file, in words; else SQLite's own ``reason``."""
+    for parent in reversed(path.parents):  # from the root down
+        if parent.exists() and not parent.is_dir():
+            return f"{parent} is not a directory"
+    if path.is_dir():
+        return "it is a directory"
+    if reason == "file is not a database":
+        return "the file exists but is not a SQLite database"
+    return reason
+
+
 def _revision(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
     return int(row[0]) if row else 0
@@ -179,17 +197,29 @@ class SQLiteStore(Store):
         try:
             return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
         except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
+            if _is_busy(exc):
                 raise StoreTimeout(f"sqlite database is locked: {exc}") from exc
             raise StoreUnavailable(f"sqlite error: {exc}") from exc
         except sqlite3.DatabaseError as exc:
             raise StoreUnavailable(f"sqlite error: {exc}") from exc
 
-    async def open(self) -> None:
-        def open_writer() -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Connection:
+        """A connection to the file, or a StoreUnavailable that names the path and the cause."""
+        try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = _connect(self.path, self.synchronous, self.busy_timeout_ms)
+            return _connect(self.path, self.synchronous, self.busy_timeout_ms)
+        except (OSError, sqlite3.Error) as exc:
+            if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+                raise StoreTimeout(f"sqlite file {self.path!r} is locked: {exc}") from exc
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StoreUnavailable(
+                f"cannot open sqlite file {self.path!r}: {_diagnose(Path(self.path), reason)}"
+            ) from exc
+
+    async def open(self) -> None:
+        def open_writer() -> sqlite3.Connection:
+            conn = self._connect()
             try:
                 _migrate(conn, self.path)
                 # Room for the pages a bulk write touches (the default is 2 MiB), and
@@ -201,18 +231,18 @@ class SQLiteStore(Store):
                 conn.execute("PRAGMA journal_size_limit = 67108864")
                 conn.execute("PRAGMA temp_store = MEMORY")
                 conn.execute(_BATCH)
+            except sqlite3.Error as exc:
+                conn.close()
+                raise StoreUnavailable(
+                    f"cannot open sqlite file {self.path!r}: {_diagnose(Path(self.path), str(exc))}"
+                ) from exc
             except BaseException:
                 conn.close()
                 raise
             return conn
 
-        try:
-            self._writer = await self._run(self._writer_thread, open_writer)
-            self._reader = await self._run(
-                self._reader_thread, _connect, self.path, self.synchronous, self.busy_timeout_ms
-            )
-        except sqlite3.Error as exc:  # pragma: no cover - _run already maps these
-            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+        self._writer = await self._run(self._writer_thread, open_writer)
+        self._reader = await self._run(self._reader_thread, self._connect)
 
     async def close(self) -> None:
         for conn, executor in (
@@ -344,11 +374,52 @@ class SQLiteStore(Store):
             )
             return [_event(row) for row in rows]
 
-        return await self._run(self._reader_thread, query)
+        events = await self._run(self._reader_thread, query)
+        if events and events[0].revision > revision + 1:
+            # Revisions are dense, so a hole at the start is a trimmed log.
+            raise ChangesTrimmed(revision, events[0].revision)
+        return events
 
     async def revision(self) -> int:
         conn = self._r
         return await self._run(self._reader_thread, _revision, conn)
+
+    # -- snapshots and feed -------------------------------------------------------------
+
+    async def snapshot_page(self, after: Assignment | None, *, limit: int) -> SnapshotPage:
+        conn = self._r
+        start = after or Assignment("", "", "")
+
+        def query() -> SnapshotPage:
+            # One read transaction: the revision and the rows come from one snapshot.
+            conn.execute("BEGIN")
+            try:
+                revision = _revision(conn)
+                rows = conn.execute(
+                    "SELECT resource_type, resource_id, feature FROM assignments "
+                    "WHERE (resource_type, resource_id, feature) > (?, ?, ?) "
+                    "ORDER BY resource_type, resource_id, feature LIMIT ?",
+                    (start.type, start.id, start.feature, limit),
+                )
+                page = list(map(Assignment._make, rows))
+            finally:
+                conn.execute("COMMIT")
+            return SnapshotPage(revision, page)
+
+        return await self._run(self._reader_thread, query)
+
+    async def trim_changes(self, through: int) -> int:
+        conn = self._w
+
+        def delete() -> int:
+            cursor = conn.execute(
+                "DELETE FROM changes WHERE revision <= ? "
+                "AND revision < (SELECT max(revision) FROM changes)",
+                (through,),
+            )
+            return cursor.rowcount
+
+        return await self._run(self._writer_thread, delete)
 
     # -- catalog, listings, history and bulk ------------------------------------------
 

@@ -1,0 +1,619 @@
+"""The edge replica (``features-gql serve --upstream URL``): a persistent copy of an
+upstream service that answers reads locally and keeps answering when the upstream is down.
+
+- :class:`EdgeSync` keeps the local store a replica of the upstream. It loads a snapshot
+  and follows the upstream's ``featureChanges`` subscription (polling its change log when
+  the upstream serves no WebSocket), reconnecting with jittered backoff. Where it is
+  (the upstream revision its copy reflects, and that change's fingerprint) is kept in a
+  small state file next to the local data, so a restart resumes without a reload.
+- It resyncs from a snapshot with no operator action whenever the copy cannot simply be
+  continued: the upstream is behind the copy (restored from an older backup, or its data
+  lost), the change at the copy's revision is not the one the copy saw (a different
+  history), or the upstream's log was trimmed past the copy (``RESYNC_REQUIRED``). A
+  resync applies only the differences, as ordinary changes of the local store, so the
+  edge's own subscribers (another edge following this one) converge the same way.
+- :class:`EdgeStore` is the store the edge's API serves from: reads go to the local
+  store; writes go to the upstream with the caller's own token, and return once the
+  change is in the local copy (so a client reads its own writes at the edge). While the
+  upstream is unreachable a write fails with ``UPSTREAM_UNAVAILABLE`` and nothing is
+  applied anywhere.
+
+Local changes keep the edge's own revisions; ``syncStatus`` and ``/readyz`` report the
+upstream revision the copy reflects and how stale it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from features_gql.api import FeaturesAPI
+from features_gql.domain import (
+    Assignment,
+    BulkResult,
+    ChangeEvent,
+    DefinitionResult,
+    FeatureSpec,
+    Resource,
+    SetResult,
+    SnapshotPage,
+    WriteResult,
+)
+from features_gql.errors import (
+    ChangesTrimmed,
+    StoreError,
+    StoreUnsupported,
+    UpstreamRefused,
+    UpstreamUnavailable,
+)
+from features_gql.request_context import request_credentials
+from features_gql.stores.base import Store, WrappingStore
+from features_gql.upstream import NoSubscriptions, UpstreamClient
+
+log = logging.getLogger("features_gql.edge")
+
+#: Backoff between reconnection attempts: from this, doubling, up to MAX_BACKOFF, jittered.
+MIN_BACKOFF = 0.1
+MAX_BACKOFF = 5.0
+#: Seconds between two polls of the upstream's change log when it serves no WebSocket.
+POLL_INTERVAL = 1.0
+#: How often a follower that polls tries the subscription again.
+RETRY_SUBSCRIPTION = 60.0
+#: Assignments per snapshot page read from the upstream.
+SNAPSHOT_PAGE = 5000
+#: The longest the state file lags behind the copy (re-applying a change is harmless).
+SAVE_EVERY = 0.2
+#: The longest a forwarded write waits for its change to reach the local copy.
+READ_YOUR_WRITE_WAIT = 1.0
+
+
+def fingerprint(event: ChangeEvent) -> str:
+    """What identifies a change of the upstream's history, beyond its revision."""
+    return "|".join(
+        (str(event.revision), event.op,
+         *(("", "") if event.resource is None else (event.resource.type, event.resource.id)),
+         event.feature, event.at.isoformat())
+    )  # fmt: skip
+
+
+@dataclass
+class SyncState:
+    """Where the copy is: the upstream revision it reflects and that change's fingerprint.
+
+    Saved *before* a batch of changes is applied, with the batch's last revision and
+    fingerprint as ``through``: after a crash the copy holds anything up to ``through``,
+    so the follower continues from ``revision`` (applying a change twice is harmless)
+    only if the upstream still has both changes, else it resyncs. A copy never holds a
+    change its state file does not know of.
+    """
+
+    upstream: str
+    revision: int
+    fingerprint: str | None = None
+    synced_at: float | None = None  # wall-clock seconds
+    through: int | None = None
+    through_fingerprint: str | None = None
+
+    @classmethod
+    def load(cls, path: Path | None, upstream: str) -> SyncState | None:
+        if path is None or not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            state = cls(
+                str(data["upstream"]),
+                int(data["revision"]),
+                data.get("fingerprint"),
+                data.get("synced_at"),
+                data.get("through"),
+                data.get("through_fingerprint"),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring the unreadable sync state %s (resyncing): %s", path, exc)
+            return None
+        if state.upstream != upstream:
+            log.warning(
+                "the copy followed %s, not %s: resyncing from the new upstream",
+                state.upstream,
+                upstream,
+            )
+            return None
+        return state
+
+    def save(self, path: Path | None) -> None:
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_text(
+            json.dumps(
+                {
+                    "upstream": self.upstream,
+                    "revision": self.revision,
+                    "fingerprint": self.fingerprint,
+                    "synced_at": self.synced_at,
+                    "through": self.through,
+                    "through_fingerprint": self.through_fingerprint,
+                }
+            ),
+            encoding="utf-8",
+        )
+        os.replace(temporary, path)
+
+
+@dataclass
+class SyncStatus:
+    """What ``syncStatus``, ``/readyz`` and the metrics report."""
+
+    upstream: str
+    #: The upstream revision the copy reflects (None before the first sync).
+    revision: int | None
+    #: The upstream's revision, as last heard.
+    upstream_revision: int | None
+    connected: bool
+    #: Wall-clock time the copy was last known to be current.
+    last_synced_at: datetime | None
+    #: Seconds the copy may be behind: 0 while connected and caught up.
+    lag_seconds: float | None
+    mode: str = "subscription"
+    reconnects: int = 0
+    resyncs: int = 0
+    last_error: str | None = field(default=None)
+
+
+class EdgeSync:
+    """Keeps ``local``'s store a replica of the upstream (see the module docstring).
+
+    ``local`` is a FeaturesAPI over the local store itself (not the EdgeStore): changes
+    applied through it are instrumented and wake the edge's own change feed.
+    """
+
+    def __init__(
+        self, local: FeaturesAPI, client: UpstreamClient, *, state_file: Path | None
+    ) -> None:
+        self.local = local
+        self.client = client
+        self.state_file = state_file
+        self.state: SyncState | None = None
+        self.upstream_revision: int | None = None
+        self.connected = False
+        self.caught_up = False
+        self.mode = "subscription"
+        self.reconnects = 0
+        self.resyncs = 0
+        self.last_error: str | None = None
+        self._synced_monotonic: float | None = None
+        self._saved_at = 0.0
+        self._dirty = False
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._next_subscription_try = 0.0
+
+    # -- status ---------------------------------------------------------------------------
+
+    @property
+    def revision(self) -> int | None:
+        return None if self.state is None else self.state.revision
+
+    def staleness(self) -> float | None:
+        """Seconds the copy may be behind the upstream; None when it never synced."""
+        if self.state is None:
+            return None
+        if self.connected and self.caught_up:
+            return 0.0
+        if self._synced_monotonic is not None:
+            return time.monotonic() - self._synced_monotonic
+        if self.state.synced_at is not None:
+            return max(0.0, time.time() - self.state.synced_at)
+        return None
+
+    def status(self) -> SyncStatus:
+        synced = None if self.state is None else self.state.synced_at
+        if self.connected and self.caught_up:
+            synced = time.time()
+        return SyncStatus(
+            upstream=self.client.describe(),
+            revision=self.revision,
+            upstream_revision=self.upstream_revision,
+            connected=self.connected,
+            last_synced_at=None if synced is None else datetime.fromtimestamp(synced, UTC),
+            lag_seconds=self.staleness(),
+            mode=self.mode,
+            reconnects=self.reconnects,
+            resyncs=self.resyncs,
+            last_error=self.last_error,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.state = SyncState.load(self.state_file, self.client.describe())
+        if self.state is not None:
+            log.info(
+                "serving the copy of %s at upstream revision %d until the upstream answers",
+                self.client.describe(),
+                self.state.revision,
+            )
+        self._task = asyncio.create_task(self._run(), name="features-gql-edge-sync")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._save(force=True)
+
+    async def wait_until(self, upstream_revision: int, within: float) -> bool:
+        """Whether the copy reached ``upstream_revision`` within ``within`` seconds."""
+        if self.revision is not None and self.revision >= upstream_revision:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (upstream_revision, future)
+        self._waiters.append(entry)
+        try:
+            async with asyncio.timeout(within):
+                await future
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(entry)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        failures = 0
+        resync = False
+        while True:
+            try:
+                if resync:
+                    await self._resync()
+                    resync = False
+                await self._connect_and_follow()
+                failures = 0
+                continue
+            except ChangesTrimmed:
+                log.warning("the upstream's change log no longer holds the copy's revision")
+                resync = True
+                continue
+            except UpstreamUnavailable as exc:
+                self._lost(str(exc))
+                if exc.resume_at_once:
+                    self.reconnects += 1
+                    continue
+                failures += 1
+            except (StoreError, UpstreamRefused) as exc:
+                # The local store failed, or the upstream refused the edge's token: both
+                # need time (or an operator); keep serving the copy meanwhile.
+                self._lost(str(exc))
+                failures += 1
+            except Exception as exc:  # the follower must outlive any bug: log, back off, retry
+                log.exception("the edge's follower failed; retrying")
+                self._lost(f"{type(exc).__name__}: {exc}")
+                failures += 1
+            self.reconnects += 1
+            delay = random.uniform(0, min(MAX_BACKOFF, MIN_BACKOFF * 2 ** min(failures, 10)))
+            await asyncio.sleep(delay)
+
+    def _lost(self, reason: str) -> None:
+        if self.connected or self.last_error != reason:
+            log.warning("lost the upstream, serving the copy: %s", reason)
+        if self.connected and self.caught_up:
+            self._synced_monotonic = time.monotonic()
+            if self.state is not None:
+                self.state.synced_at = time.time()
+                self._dirty = True
+        self.connected = False
+        self.caught_up = False
+        self.last_error = reason
+        self._save(force=True)
+
+    async def _connect_and_follow(self) -> None:
+        upstream_revision = await self.client.revision()
+        self.upstream_revision = upstream_revision
+        if await self._must_resync(upstream_revision):
+            await self._resync()
+            return
+        assert self.state is not None
+        self.connected = True
+        self.last_error = None
+        self._check_caught_up()
+        if self.mode == "polling" and time.monotonic() < self._next_subscription_try:
+            await self._poll()
+            return
+        try:
+            async for event in self.client.subscribe(self.state.revision):
+                await self._apply([event])
+        except NoSubscriptions as exc:
+            log.warning("following the upstream by polling: %s", exc)
+            self.mode = "polling"
+            self._next_subscription_try = time.monotonic() + RETRY_SUBSCRIPTION
+            await self._poll()
+
+    async def _poll(self) -> None:
+        while time.monotonic() < self._next_subscription_try:
+            assert self.state is not None
+            changes = await self.client.changes_since(self.state.revision, limit=1000)
+            if changes:
+                await self._apply(changes)
+                self.upstream_revision = max(self.upstream_revision or 0, changes[-1].revision)
+            else:
+                self.upstream_revision = await self.client.revision()
+                if self.upstream_revision < self.state.revision:
+                    await self._resync()
+                self._check_caught_up()
+                await asyncio.sleep(random.uniform(0.5, 1.5) * POLL_INTERVAL)
+        self.mode = "subscription"
+
+    async def _must_resync(self, upstream_revision: int) -> bool:
+        state = self.state
+        if state is None:
+            return True
+        if upstream_revision < state.revision:
+            log.warning(
+                "the upstream is at revision %d, behind the copy's %d: it lost data or was "
+                "restored from an older backup; resyncing",
+                upstream_revision,
+                state.revision,
+            )
+            return True
+        checks = [(state.revision, state.fingerprint)]
+        if state.through is not None and state.through > state.revision:
+            # A batch was being applied when the edge stopped: the copy may hold it.
+            checks.append((state.through, state.through_fingerprint))
+        for revision, expected in checks:
+            if revision == 0 or (expected is None and revision == state.revision):
+                continue
+            if revision > upstream_revision:
+                log.warning("the upstream lacks change %d the copy may hold; resyncing", revision)
+                return True
+            try:
+                found = await self.client.changes_since(revision - 1, limit=1)
+            except ChangesTrimmed:
+                continue  # cannot compare; a log trimmed past the copy answers on subscribe
+            if not found or fingerprint(found[0]) != expected:
+                log.warning(
+                    "the upstream's change %d is not the one the copy saw: its history "
+                    "changed (restored from a backup?); resyncing",
+                    revision,
+                )
+                return True
+        return False
+
+    def _check_caught_up(self) -> None:
+        if self.state is not None and self.upstream_revision is not None:
+            self.caught_up = self.state.revision >= self.upstream_revision
+            if self.caught_up:
+                self._synced_monotonic = time.monotonic()
+                self.state.synced_at = time.time()
+                self._dirty = True
+
+    async def _apply(self, events: Sequence[ChangeEvent]) -> None:
+        assert self.state is not None
+        fresh = [event for event in events if event.revision > self.state.revision]
+        if fresh:
+            self.state.through = fresh[-1].revision
+            self.state.through_fingerprint = fingerprint(fresh[-1])
+            self._dirty = True
+            self._save(force=True)  # before the copy changes (see SyncState)
+        for event in fresh:
+            # The copy holds assignments only: catalog changes (define, archive) just move
+            # the position on.
+            if event.resource is None:
+                pass
+            elif event.op == "add":
+                await self.local.add(event.resource, event.feature, actor=event.actor)
+            elif event.op == "remove":
+                await self.local.remove(event.resource, event.feature, actor=event.actor)
+            self.state.revision = event.revision
+            self.state.fingerprint = fingerprint(event)
+            self._dirty = True
+        if self.upstream_revision is None or self.state.revision > self.upstream_revision:
+            self.upstream_revision = self.state.revision
+        self._check_caught_up()
+        self._wake_waiters()
+        self._save()
+
+    def _wake_waiters(self) -> None:
+        revision = self.revision
+        if revision is None:
+            return
+        for wanted, future in self._waiters:
+            if wanted <= revision and not future.done():
+                future.set_result(None)
+
+    def _save(self, *, force: bool = False) -> None:
+        if self.state is None or not self._dirty:
+            return
+        now = time.monotonic()
+        if not force and now - self._saved_at < SAVE_EVERY:
+            return
+        try:
+            self.state.save(self.state_file)
+        except OSError as exc:
+            log.warning("could not save the sync state %s: %s", self.state_file, exc)
+            return
+        self._saved_at = now
+        self._dirty = False
+
+    # -- resync -----------------------------------------------------------------------------
+
+    async def _resync(self) -> None:
+        """Make the copy the upstream's state: a snapshot, and only the differences applied."""
+        started = time.monotonic()
+        if self.state is not None and self.state.fingerprint != "resyncing":
+            # Should this resync be cut short, the next connection resyncs again.
+            self.state.fingerprint = "resyncing"
+            self._dirty = True
+            self._save(force=True)
+        first, cursor, more = await self.client.snapshot_page(None, limit=SNAPSHOT_PAGE)
+
+        async def upstream_keys() -> AsyncIterator[Assignment]:
+            page, next_cursor, has_more = first, cursor, more
+            while True:
+                for assignment in page.assignments:
+                    yield assignment
+                if not has_more:
+                    return
+                page, next_cursor, has_more = await self.client.snapshot_page(
+                    next_cursor, limit=SNAPSHOT_PAGE
+                )
+
+        added, removed = await self._converge(upstream_keys())
+        self.resyncs += 1
+        # The copy is the upstream's state as of the first page (changes since follow).
+        self.state = SyncState(self.client.describe(), first.revision, synced_at=time.time())
+        self._synced_monotonic = time.monotonic()
+        found = []
+        if first.revision > 0:
+            with contextlib.suppress(ChangesTrimmed):
+                found = await self.client.changes_since(first.revision - 1, limit=1)
+        if found and found[0].revision == first.revision:
+            self.state.fingerprint = fingerprint(found[0])
+        self._dirty = True
+        self._save(force=True)
+        log.warning(
+            "resynced from the upstream's snapshot at revision %d: %d added, %d removed "
+            "(%.2f s); following its changes from there",
+            first.revision,
+            added,
+            removed,
+            time.monotonic() - started,
+        )
+
+    async def _converge(self, upstream: AsyncIterator[Assignment]) -> tuple[int, int]:
+        """Merge the upstream's ordered keys with the copy's, applying the differences."""
+        added = removed = 0
+
+        async def local_keys() -> AsyncIterator[Assignment]:
+            after: Assignment | None = None
+            while True:
+                page = await self.local.snapshot_page(after, limit=SNAPSHOT_PAGE)
+                for assignment in page.assignments:
+                    yield assignment
+                if len(page.assignments) < SNAPSHOT_PAGE:
+                    return
+                after = page.assignments[-1]
+
+        async def apply(key: Assignment, present: bool) -> None:
+            if present:
+                await self.local.add(key.resource, key.feature, actor="resync")
+            else:
+                await self.local.remove(key.resource, key.feature, actor="resync")
+
+        mine = local_keys()
+        theirs = upstream
+        here = await anext(mine, None)
+        there = await anext(theirs, None)
+        while here is not None or there is not None:
+            if there is None or (here is not None and here < there):
+                assert here is not None
+                await apply(here, False)
+                removed += 1
+                here = await anext(mine, None)
+            elif here is None or there < here:
+                await apply(there, True)
+                added += 1
+                there = await anext(theirs, None)
+            else:
+                here = await anext(mine, None)
+                there = await anext(theirs, None)
+        return added, removed
+
+
+class EdgeStore(WrappingStore):
+    """The store an edge serves from: reads are the local copy's, writes go upstream."""
+
+    def __init__(self, local: Store, client: UpstreamClient, sync: EdgeSync) -> None:
+        super().__init__(local)
+        self.name = local.name
+        self.client = client
+        self.sync = sync
+        self.never_suspends = False
+
+    def describe(self) -> str:
+        return f"edge of {self.client.describe()}, copy in {self.inner.describe()}"
+
+    async def open(self) -> None:
+        await self.inner.open()
+        await self.client.open()
+
+    async def close(self) -> None:
+        try:
+            await self.client.close()
+        finally:
+            await self.inner.close()
+
+    async def add(self, resource: Resource, feature: str, *, actor: str | None) -> WriteResult:
+        return await self._forward("add", resource, feature)
+
+    async def remove(self, resource: Resource, feature: str, *, actor: str | None) -> WriteResult:
+        return await self._forward("remove", resource, feature)
+
+    async def _forward(self, op: str, resource: Resource, feature: str) -> WriteResult:
+        started = time.monotonic()
+        result = await self.client.write(
+            op,
+            resource,
+            feature,
+            authorization=request_credentials.get(),
+            within=READ_YOUR_WRITE_WAIT,
+        )
+        # Answer once the change is in the copy, so the caller reads its own write here.
+        # The revision answered is the edge's own, as every revision it serves.
+        wait = max(0.05, READ_YOUR_WRITE_WAIT - (time.monotonic() - started))
+        await self.sync.wait_until(result.revision, wait)
+        return WriteResult(result.changed, await self.inner.revision())
+
+    async def snapshot_page(self, after: Assignment | None, *, limit: int) -> SnapshotPage:
+        return await self.inner.snapshot_page(after, limit=limit)
+
+    # Only addFeature and removeFeature are forwarded upstream; the catalog's writes and
+    # the bulk writes are refused here, with a typed error, rather than applied to the copy.
+
+    def _refuse(self, operation: str) -> StoreUnsupported:
+        return StoreUnsupported(
+            f"{operation} is not served by an edge replica: send it to the upstream "
+            f"({self.client.describe()})"
+        )
+
+    async def define(self, spec: FeatureSpec, *, actor: str | None) -> DefinitionResult:
+        raise self._refuse("defineFeature")
+
+    async def archive(self, name: str, *, actor: str | None) -> DefinitionResult:
+        raise self._refuse("archiveFeature")
+
+    async def add_many(
+        self,
+        items: Sequence[tuple[Resource, str]],
+        *,
+        actor: str | None,
+        require_defined: bool = False,
+    ) -> BulkResult:
+        raise self._refuse("addFeatures")
+
+    async def remove_many(
+        self, items: Sequence[tuple[Resource, str]], *, actor: str | None
+    ) -> BulkResult:
+        raise self._refuse("removeFeatures")
+
+    async def set_features(
+        self,
+        resource: Resource,
+        features: Sequence[str],
+        *,
+        actor: str | None,
+        require_defined: bool = False,
+    ) -> SetResult:
+        raise self._refuse("setFeatures")

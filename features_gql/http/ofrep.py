@@ -1,0 +1,277 @@
+"""OFREP, the OpenFeature Remote Evaluation Protocol, over HTTP.
+
+Any OpenFeature SDK with the community's generic OFREP provider (Python, JavaScript,
+Go, Java, .NET, ...) evaluates flags here unchanged. This follows OFREP 0.3.0, whose
+two core endpoints are served (that version has no configuration endpoint):
+
+- ``POST /ofrep/v1/evaluate/flags/{key}``: one flag for one evaluation context.
+- ``POST /ofrep/v1/evaluate/flags``: every flag the context's resource has (and every
+  defined one, once a catalog is plugged in), with an ``ETag``; a request whose
+  ``If-None-Match`` names the current one is answered 304 with no body.
+
+The mapping onto the domain is :mod:`features_gql.flag_evaluation`. Statuses and
+bodies are the protocol's: 200 with the evaluation; 400 with ``errorCode``
+``PARSE_ERROR`` (the body is not a JSON object of at most :data:`MAX_BODY` bytes),
+``TARGETING_KEY_MISSING`` or ``INVALID_CONTEXT``; 404 ``FLAG_NOT_FOUND``; 401 and 403
+from the token check every way in shares; and, when the store is down or misses its
+deadline, the protocol's answer to a server that could not evaluate: 500 with
+``errorCode: GENERAL`` and a message that says which, never a traceback. The same
+metadata carries the request id of every error, which the logs quote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+from features_gql.api import FeaturesAPI
+from features_gql.auth import AuthPolicy
+from features_gql.errors import StoreError, StoreTimeout
+from features_gql.flag_evaluation import (
+    NO_CATALOG,
+    ContextError,
+    FlagCatalog,
+    FlagNotFound,
+    check_flag_key,
+    evaluation,
+    resource_of,
+)
+from features_gql.http.access import check_scope
+from features_gql.http.request_body import DuplicateKey, decode_json
+from features_gql.http.view import OUTCOME_KEY, REQUEST_KEY, GraphQLOutcome
+
+log = logging.getLogger("features_gql.ofrep")
+
+PREFIX: Final = "/ofrep/v1"
+#: An evaluation context is a handful of attributes; a body past this is refused unread.
+MAX_BODY: Final = 64 * 1024
+REALM: Final = "features-gql ofrep"
+PROTOCOL: Final = "ofrep"
+JSON: Final = "application/json"
+
+_STORE_DETAILS: dict[type[StoreError], str] = {
+    StoreTimeout: "The feature store did not answer in time; the flag was not evaluated. Retry.",
+}
+_STORE_DEFAULT = "The feature store is unavailable; the flag was not evaluated. Retry."
+
+
+class Refusal(Exception):
+    """An OFREP error answer: HTTP ``status`` with ``errorCode`` and ``errorDetails``."""
+
+    def __init__(self, status: int, code: str, details: str) -> None:
+        super().__init__(details)
+        self.status = status
+        self.code = code
+        self.details = details
+
+
+def _json(payload: object, status: int = 200) -> web.Response:
+    response = web.Response(body=orjson.dumps(payload), status=status)
+    # Set as a string: aiohttp's content_type setter parses and rebuilds the header.
+    response.headers["Content-Type"] = JSON
+    return response
+
+
+def _record(request: web.Request, endpoint: str, outcome: str, codes: list[str]) -> None:
+    request[OUTCOME_KEY] = GraphQLOutcome(endpoint, outcome, codes, protocol=PROTOCOL)
+
+
+async def _read_context(request: web.Request) -> object:
+    """The ``context`` member of the request body, or a PARSE_ERROR :class:`Refusal`."""
+    length = request.content_length
+    if length is not None and length > MAX_BODY:
+        raise Refusal(400, "PARSE_ERROR", f"The request body is larger than {MAX_BODY} bytes.")
+    try:
+        raw = await request.read()  # a chunked body is still bounded by the application
+    except web.HTTPRequestEntityTooLarge:
+        raw = None
+    if raw is None or len(raw) > MAX_BODY:
+        raise Refusal(400, "PARSE_ERROR", f"The request body is larger than {MAX_BODY} bytes.")
+    try:
+        body = decode_json(raw)
+    except DuplicateKey as exc:
+        raise Refusal(
+            400, "PARSE_ERROR", f"The request body repeats the key {str(exc)[:64]!r} in one object."
+        ) from None
+    except ValueError:
+        raise Refusal(
+            400, "PARSE_ERROR", 'The request body must be JSON: {"context": {"targetingKey": ...}}.'
+        ) from None
+    if type(body) is not dict:
+        raise Refusal(
+            400, "PARSE_ERROR", 'The request body must be a JSON object: {"context": {...}}.'
+        )
+    return body.get("context")
+
+
+class OfrepEndpoints:
+    """The two OFREP evaluation endpoints over one :class:`FeaturesAPI`."""
+
+    def __init__(
+        self,
+        api: FeaturesAPI,
+        *,
+        auth: AuthPolicy | None = None,
+        default_resource_type: str | None = None,
+        catalog: FlagCatalog = NO_CATALOG,
+    ) -> None:
+        self.api = api
+        self.auth = auth or AuthPolicy.open()
+        self.default_resource_type = default_resource_type
+        self.catalog = catalog
+
+    def _refused_access(self, request: web.Request, endpoint: str) -> web.Response | None:
+        refused = check_scope(self.auth, request, "read", realm=REALM)
+        if refused is not None:
+            code = "UNAUTHENTICATED" if refused.status == 401 else "FORBIDDEN"
+            _record(request, endpoint, "rejected", [code])
+        return refused
+
+    async def evaluate(self, request: web.Request) -> web.Response:
+        """``POST /ofrep/v1/evaluate/flags/{key}``."""
+        refused = self._refused_access(request, "evaluate")
+        if refused is not None:
+            return refused
+        key = request.match_info["key"]
+        try:
+            context = await _read_context(request)
+            check_flag_key(key, self.catalog)
+            resource = resource_of(context, self.default_resource_type)
+            has = await self.api.has(resource, key)
+        except Refusal as refusal:
+            return self._failure(request, "evaluate", refusal, key=key)
+        except ContextError as exc:
+            return self._failure(request, "evaluate", Refusal(400, exc.code, exc.message), key=key)
+        except FlagNotFound as exc:
+            return self._failure(request, "evaluate", Refusal(404, exc.code, exc.message), key=key)
+        except StoreError as exc:
+            return self._store_failure(request, "evaluate", exc, key=key)
+        except Exception:
+            return self._internal_failure(request, "evaluate")
+        _record(request, "evaluate", "ok", [])
+        return _json(evaluation(key, has).as_ofrep())
+
+    async def evaluate_all(self, request: web.Request) -> web.Response:
+        """``POST /ofrep/v1/evaluate/flags``: every flag of the context's resource."""
+        refused = self._refused_access(request, "bulk")
+        if refused is not None:
+            return refused
+        try:
+            context = await _read_context(request)
+            resource = resource_of(context, self.default_resource_type)
+            (assigned,) = await self.api.features_of_many([resource])
+        except Refusal as refusal:
+            return self._failure(request, "bulk", refusal)
+        except ContextError as exc:
+            return self._failure(request, "bulk", Refusal(400, exc.code, exc.message))
+        except StoreError as exc:
+            return self._store_failure(request, "bulk", exc)
+        except Exception:
+            return self._internal_failure(request, "bulk")
+        having = set(assigned)
+        keys = sorted(having.union(self.catalog.defined()))
+        body = orjson.dumps({"flags": [evaluation(k, k in having).as_ofrep() for k in keys]})
+        # The ETag names this exact answer: the same flags for the same context, the same tag.
+        etag = f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
+        _record(request, "bulk", "ok", [])
+        if _matches(request.headers.get("If-None-Match"), etag):
+            return web.Response(status=304, headers={"ETag": etag})
+        response = web.Response(body=body, headers={"ETag": etag})
+        response.headers["Content-Type"] = JSON
+        return response
+
+    def _failure(
+        self, request: web.Request, endpoint: str, refusal: Refusal, *, key: str | None = None
+    ) -> web.Response:
+        _record(request, endpoint, "rejected", [refusal.code])
+        return _json(self._error_body(request, refusal.code, refusal.details, key), refusal.status)
+
+    def _store_failure(
+        self, request: web.Request, endpoint: str, exc: StoreError, *, key: str | None = None
+    ) -> web.Response:
+        rid = request.get(REQUEST_KEY)
+        log.warning(
+            "store error answered as GENERAL (%s): %s",
+            exc.code,
+            exc,
+            extra={"fields": {"request_id": rid, "injected": exc.injected or None}},
+        )
+        _record(request, endpoint, "error", [exc.code])
+        details = _STORE_DETAILS.get(type(exc), _STORE_DEFAULT)
+        body = self._error_body(request, "GENERAL", details, key)
+        if exc.injected:
+            body["metadata"]["injected"] = True
+        return _json(body, 500)
+
+    def _internal_failure(self, request: web.Request, endpoint: str) -> web.Response:
+        rid = request.get(REQUEST_KEY) or "-"
+        log.exception(
+            "unexpected error answering an OFREP evaluation",
+            extra={"fields": {"request_id": rid}},
+        )
+        _record(request, endpoint, "error", ["INTERNAL_SERVER_ERROR"])
+        details = f"Internal error; quote request id {rid} when reporting it."
+        return _json(self._error_body(request, "GENERAL", details, None), 500)
+
+    @staticmethod
+    def _error_body(
+        request: web.Request, code: str, details: str, key: str | None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {} if key is None else {"key": key}
+        body["errorCode"] = code
+        body["errorDetails"] = details
+        rid = request.get(REQUEST_KEY)
+        body["metadata"] = {} if rid is None else {"requestId": rid}
+        return body
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (weak comparison, as RFC 9110
+    prescribes for this header) or is ``*``."""
+    if not if_none_match:
+        return False
+    for candidate in if_none_match.split(","):
+        tag = candidate.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+async def _post_only(request: web.Request) -> web.Response:
+    response = _json(
+        {"errorCode": "GENERAL", "errorDetails": "OFREP evaluations are POST requests."}, 405
+    )
+    response.headers["Allow"] = "POST"
+    return response
+
+
+def mount_ofrep(
+    app: web.Application,
+    api: FeaturesAPI,
+    *,
+    auth: AuthPolicy | None = None,
+    default_resource_type: str | None = None,
+    catalog: FlagCatalog = NO_CATALOG,
+) -> OfrepEndpoints:
+    """Serve OFREP under ``/ofrep/v1`` in an aiohttp application.
+
+    Like :func:`~features_gql.http.app.mount_graphql`: without ``auth`` anyone who
+    reaches the routes may read every flag. Add ``request_context`` to the application's
+    middlewares for request ids, the request log and metrics.
+    """
+    endpoints = OfrepEndpoints(
+        api, auth=auth, default_resource_type=default_resource_type, catalog=catalog
+    )
+    # Any key at all, newlines included, reaches the handler, which answers FLAG_NOT_FOUND
+    # for one that cannot be a feature name.
+    single = PREFIX + r"/evaluate/flags/{key:[\s\S]*}"
+    bulk = f"{PREFIX}/evaluate/flags"
+    app.router.add_post(single, endpoints.evaluate)
+    app.router.add_post(bulk, endpoints.evaluate_all)
+    app.router.add_route("*", single, _post_only)
+    app.router.add_route("*", bulk, _post_only)
+    return endpoints

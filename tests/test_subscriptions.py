@@ -1,0 +1,396 @@
+"""The featureChanges subscription over WebSocket (graphql-transport-ws), driven by a
+third-party client (gql with its websockets transport) against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from gql import Client, GraphQLRequest, gql
+from gql.transport.exceptions import TransportQueryError
+from gql.transport.websockets import WebsocketsTransport
+
+from features_gql.domain import Resource
+from features_gql.feed import ChangeFeed
+from features_gql_plugins.sqlite_store import SQLiteStore
+from tests.conftest import Server, StartServer, bearer, make_tokens
+from tests.test_cli import ADD, clean_env, post, serving  # noqa: F401 - a fixture
+
+FOLLOW = """subscription Follow($after: Int, $type: String, $feature: String) {
+  featureChanges(after: $after, type: $type, feature: $feature) {
+    revision op resource { type id } feature actor at
+  }
+}"""
+
+
+def changes(**variables: Any) -> GraphQLRequest:
+    return GraphQLRequest(FOLLOW, variable_values=variables)
+
+
+def ws_url(server: Server) -> str:
+    return server.url.replace("http://", "ws://") + "/graphql"
+
+
+def transport(server: Server, **options: Any) -> WebsocketsTransport:
+    return WebsocketsTransport(
+        url=ws_url(server),
+        subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL],
+        **options,
+    )
+
+
+async def write(server: Server, op: str, id_: str, feature: str, token: str | None = None) -> int:
+    mutation = f"{op}Feature"
+    answer = await server.gql(
+        f'mutation {{ {mutation}(resource: {{type: "pipeline", id: "{id_}"}}, '
+        f'feature: "{feature}") {{ ... on FeatureChange {{ revision }} }} }}',
+        headers=bearer(token) if token else None,
+    )
+    assert not answer.errors, answer.errors
+    return int(answer.data[mutation]["revision"])
+
+
+async def take(stream: AsyncIterator[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = []
+    async with asyncio.timeout(10):
+        async for result in stream:
+            got.append(result["featureChanges"])
+            if len(got) == count:
+                break
+    return got
+
+
+async def test_backlog_then_live_then_resume_without_gaps(start_server: StartServer) -> None:
+    server = await start_server("memory")
+    for i in range(3):
+        await write(server, "add", f"p{i}", "speedups")
+    async with Client(transport=transport(server)) as session:
+        stream = session.subscribe(changes(after=0))
+        backlog = await take(stream, 3)
+        assert [e["revision"] for e in backlog] == [1, 2, 3]
+        assert backlog[0]["resource"] == {"type": "pipeline", "id": "p0"}
+        assert (backlog[0]["op"], backlog[0]["feature"], backlog[0]["actor"]) == (
+            "ADD",
+            "speedups",
+            "anonymous",
+        )
+        await write(server, "remove", "p0", "speedups")
+        live = await take(stream, 1)
+        assert (live[0]["revision"], live[0]["op"]) == (4, "REMOVE")
+        await stream.aclose()
+    # Disconnected: what happens now must arrive on resuming after the last revision seen.
+    for i in range(3):
+        await write(server, "add", f"q{i}", "beta")
+    async with Client(transport=transport(server)) as session:
+        stream = session.subscribe(changes(after=live[-1]["revision"]))
+        missed = await take(stream, 3)
+        await write(server, "add", "q9", "beta")
+        missed += await take(stream, 1)
+        await stream.aclose()
+    assert [e["revision"] for e in missed] == [5, 6, 7, 8]
+
+
+async def test_filters_and_live_from_now(start_server: StartServer) -> None:
+    server = await start_server("memory")
+    await write(server, "add", "old", "speedups")
+    async with Client(transport=transport(server)) as session:
+        # No `after`: only what happens from now on, and only the feature asked for.
+        stream = session.subscribe(changes(feature="beta"))
+        reading = asyncio.create_task(take(stream, 2))
+        await asyncio.sleep(0.3)  # the subscription starts before the writes below
+        await write(server, "add", "a", "speedups")
+        await write(server, "add", "b", "beta")
+        await write(server, "add", "c", "beta")
+        got = await reading
+        await stream.aclose()
+    assert [(e["revision"], e["resource"]["id"]) for e in got] == [(3, "b"), (4, "c")]
+
+
+async def test_bad_arguments_are_typed_errors(start_server: StartServer) -> None:
+    server = await start_server("memory")
+    async with Client(transport=transport(server)) as session:
+        for variables, field in (({"after": -1}, "after"), ({"type": "Not A Slug"}, "type")):
+            with pytest.raises(TransportQueryError) as error:
+                await take(session.subscribe(changes(**variables)), 1)
+            assert error.value.errors is not None
+            extensions = error.value.errors[0]["extensions"]
+            assert (extensions["code"], extensions["field"]) == ("BAD_USER_INPUT", field)
+
+
+async def test_trimmed_log_answers_resync_required(start_server: StartServer) -> None:
+    server = await start_server("memory")
+    for i in range(5):
+        await write(server, "add", f"p{i}", "speedups")
+    assert await server.service.api.trim_changes(2) == 3
+    async with Client(transport=transport(server)) as session:
+        with pytest.raises(TransportQueryError) as error:
+            await take(session.subscribe(changes(after=1)), 1)
+        assert error.value.errors is not None
+        assert error.value.errors[0]["extensions"] == {
+            "code": "RESYNC_REQUIRED",
+            "firstRetained": 4,
+        }
+        # From the retained log on, it works.
+        got = await take(session.subscribe(changes(after=3)), 2)
+    assert [e["revision"] for e in got] == [4, 5]
+
+
+# -- the same checks as HTTP ------------------------------------------------------------
+
+
+async def test_tokens_from_the_header_or_connection_init(start_server: StartServer) -> None:
+    tables, secrets = make_tokens(reader="read", writer="write")
+    server = await start_server("memory", auth_tokens=tables)
+    revision = await write(server, "add", "p1", "speedups", token=secrets["writer"])
+    # From connection_init, as a browser does.
+    init = {"Authorization": f"Bearer {secrets['reader']}"}
+    async with Client(transport=transport(server, init_payload=init)) as session:
+        got = await take(session.subscribe(changes(after=0)), 1)
+    assert got[0]["revision"] == revision
+    assert got[0]["actor"] == "writer"
+    # From the upgrade request's header.
+    async with Client(transport=transport(server, headers=bearer(secrets["reader"]))) as session:
+        got = await take(session.subscribe(changes(after=0)), 1)
+    assert got[0]["revision"] == revision
+
+
+async def test_no_token_or_a_wrong_one_gets_nothing(start_server: StartServer) -> None:
+    tables, secrets = make_tokens(reader="read", writer="write")
+    server = await start_server("memory", auth_tokens=tables)
+    await write(server, "add", "p1", "speedups", token=secrets["writer"])
+    # A wrong token in the header: refused before the upgrade.
+    async with server.session.get(
+        f"{server.url}/graphql",
+        headers={
+            **bearer("fgql_not-a-token"),
+            "Connection": "Upgrade",
+            "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            "Sec-WebSocket-Protocol": "graphql-transport-ws",
+        },
+    ) as response:
+        assert response.status == 401
+        assert (await response.json())["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    # No token, or a wrong one in connection_init: closed with 4403 before anything runs.
+    for init in (None, {"Authorization": "Bearer fgql_not-a-token"}):
+        closed = await raw_connection(server, init)
+        assert closed[0] == 4403, closed
+    # A token without the read scope: the subscription is FORBIDDEN, no event is sent.
+    init = {"Authorization": f"Bearer {secrets['writer']}"}
+    async with Client(transport=transport(server, init_payload=init)) as session:
+        with pytest.raises(TransportQueryError) as error:
+            await take(session.subscribe(changes(after=0)), 1)
+    assert error.value.errors is not None
+    assert error.value.errors[0]["extensions"]["code"] == "FORBIDDEN"
+
+
+async def test_pages_of_other_origins_cannot_connect(start_server: StartServer) -> None:
+    server = await start_server("memory")
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await server.session.ws_connect(
+            ws_url(server),
+            protocols=["graphql-transport-ws"],
+            headers={"Origin": "http://evil.example"},
+        )
+    assert refused.value.status == 403
+    # A page of the service's own origin may.
+    own = {"Origin": server.url}
+    async with server.session.ws_connect(
+        ws_url(server), protocols=["graphql-transport-ws"], headers=own
+    ) as ws:
+        await ws.send_json({"type": "connection_init", "payload": {}})
+        assert (await ws.receive_json(timeout=5))["type"] == "connection_ack"
+
+
+async def raw_connection(server: Server, init: dict[str, Any] | None) -> tuple[int, str]:
+    """Connect with aiohttp's client and send connection_init; the close code and reason."""
+    async with server.session.ws_connect(ws_url(server), protocols=["graphql-transport-ws"]) as ws:
+        await ws.send_json({"type": "connection_init", "payload": init or {}})
+        message = await ws.receive(timeout=5)
+        assert message.type == aiohttp.WSMsgType.CLOSE, message
+        return int(message.data), str(message.extra)
+
+
+async def test_only_subscriptions_go_over_websocket(start_server: StartServer) -> None:
+    server = await start_server("memory")
+    async with Client(transport=transport(server)) as session:
+        mutation = gql(
+            'mutation { addFeature(resource: {type: "pipeline", id: "p1"}, feature: "f") '
+            "{ __typename } }"
+        )
+        with pytest.raises(TransportQueryError) as error:
+            await session.execute(mutation)
+    assert error.value.errors is not None
+    assert error.value.errors[0]["extensions"]["code"] == "BAD_REQUEST"
+    assert await server.service.api.revision() == 0  # nothing was written
+
+
+async def test_the_gate_bounds_subscriptions(start_server: StartServer) -> None:
+    from features_gql.graphql.admission import Limits
+
+    server = await start_server("memory", limits=Limits(max_depth=2))
+    async with Client(transport=transport(server)) as session:
+        with pytest.raises(TransportQueryError) as error:
+            await take(session.subscribe(changes(after=0)), 1)
+    assert error.value.errors is not None
+    assert error.value.errors[0]["extensions"]["code"] == "QUERY_TOO_DEEP"
+
+
+async def test_subscriptions_are_counted_and_logged(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await start_server("memory")
+    await write(server, "add", "p1", "speedups")
+    with caplog.at_level(logging.DEBUG, logger="features_gql.request"):
+        async with Client(transport=transport(server)) as session:
+            stream = session.subscribe(changes(after=0))
+            await take(stream, 1)
+            await stream.aclose()
+            with pytest.raises(TransportQueryError):
+                await take(session.subscribe(changes(after=-1)), 1)
+        await asyncio.sleep(0.1)
+    lines = [r for r in caplog.records if r.getMessage() == "graphql subscription"]
+    outcomes = sorted(r.fields["outcome"] for r in lines)  # type: ignore[attr-defined]
+    assert outcomes == ["disconnected", "error"] or outcomes == ["error", "ok"], outcomes
+    assert all(r.fields["operation"] == "Follow" for r in lines)  # type: ignore[attr-defined]
+    async with server.session.get(f"{server.url}/metrics") as response:
+        text = await response.text()
+    assert 'features_gql_graphql_request_seconds_count{operation="Follow"' in text
+    assert 'features_gql_graphql_errors_total{code="BAD_USER_INPUT"} 1.0' in text
+    assert "features_gql_subscription_events_total 1.0" in text
+
+
+# -- slow subscribers ---------------------------------------------------------------------
+
+
+async def test_a_slow_subscriber_is_dropped_and_resumes(start_server: StartServer) -> None:
+    server = await start_server("memory")
+    feed = server.service.feed
+    assert isinstance(feed, ChangeFeed)
+    feed.queue_limit = 5
+    async with server.session.ws_connect(ws_url(server), protocols=["graphql-transport-ws"]) as ws:
+        await ws.send_json({"type": "connection_init", "payload": {}})
+        assert (await ws.receive_json(timeout=5))["type"] == "connection_ack"
+        await ws.send_json(
+            {
+                "id": "1",
+                "type": "subscribe",
+                "payload": {"query": "subscription { featureChanges { revision } }"},
+            }
+        )
+        await asyncio.sleep(0.2)
+        # Twenty changes arrive at once while the subscriber reads nothing: more than the
+        # feed holds for it. The feed is woken by each write, but fans out what it reads.
+        for i in range(20):
+            await server.service.api.add(("pipeline", f"p{i}"), "f")
+        received: list[int] = []
+        while True:
+            message = await ws.receive(timeout=5)
+            if message.type != aiohttp.WSMsgType.TEXT:
+                break
+            received.append(message.json()["payload"]["data"]["featureChanges"]["revision"])
+        assert message.type == aiohttp.WSMsgType.CLOSE
+        code, reason = int(message.data), str(message.extra)
+    assert code == 4410
+    last = received[-1] if received else 0
+    assert reason == f"subscriber too slow; resume with after={last}"
+    assert received == list(range(1, last + 1))
+    assert feed.dropped == 1
+    # Resuming from the revision in the reason misses nothing.
+    feed.queue_limit = 1000
+    async with Client(transport=transport(server)) as session:
+        rest = await take(session.subscribe(changes(after=last)), 20 - last)
+    assert [e["revision"] for e in rest] == list(range(last + 1, 21))
+
+
+# -- across processes and instances ------------------------------------------------------
+
+
+async def test_workers_deliver_changes_made_by_any_process(
+    serving: Any,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """Subscribers spread over two worker processes each receive every change, whichever
+    process (a worker, or another program on the same SQLite file) made it."""
+    db = tmp_path / "shared.db"
+    server = serving("--workers", "2", "--store", f"sqlite://{db}", env=clean_env())
+    url = f"ws://127.0.0.1:{server.port}/graphql"
+    streams = []
+    clients = [Client(transport=WebsocketsTransport(url=url)) for _ in range(6)]
+    try:
+        for client in clients:
+            session = await client.connect_async()
+            stream = session.subscribe(changes(after=0))
+            streams.append(asyncio.create_task(take(stream, 4)))
+        await asyncio.sleep(0.5)
+        for i in range(2):
+            # Through the workers, whichever one takes the connection...
+            post(server.port, ADD, {"f": f"w{i}"})
+        # ...and from another process writing to the same file.
+        store = SQLiteStore(str(db))
+        await store.open()
+        try:
+            for i in range(2):
+                await store.add(Resource("pipeline", "db8e9a0d"), f"o{i}", actor=None)
+        finally:
+            await store.close()
+        received = await asyncio.gather(*streams)
+    finally:
+        for client in clients:
+            await client.close_async()
+    for events in received:
+        assert [e["revision"] for e in events] == [1, 2, 3, 4]
+        assert [e["feature"] for e in events] == ["w0", "w1", "o0", "o1"]
+
+
+async def test_instances_on_one_mongodb_share_the_feed(
+    start_server: StartServer, mongodb_url: str, mongodb_database: str
+) -> None:
+    from tests.test_mongodb_store import with_database
+
+    url = with_database(mongodb_url, mongodb_database)
+    reading, writing = await start_server(url), await start_server(url)
+    async with Client(transport=transport(reading)) as session:
+        stream = session.subscribe(changes(after=0))
+        task = asyncio.create_task(take(stream, 3))
+        for i in range(3):
+            await write(writing, "add", f"p{i}", "speedups")
+        got = await task
+    assert [(e["revision"], e["resource"]["id"]) for e in got] == [(1, "p0"), (2, "p1"), (3, "p2")]
+
+
+async def test_catalog_and_bulk_changes_arrive_live_and_a_type_filter_drops_definitions(
+    start_server: StartServer,
+) -> None:
+    server = await start_server("memory")
+    async with (
+        Client(transport=transport(server)) as everything,
+        Client(transport=transport(server)) as pipelines,
+    ):
+        all_changes = everything.subscribe(changes(after=0))
+        of_pipelines = pipelines.subscribe(changes(after=0, type="pipeline"))
+        # A definition names no resource: it arrives with resource null, and only unfiltered.
+        define = 'mutation { defineFeature(input: {name: "beta"}) { __typename } }'
+        assert not (await server.gql(define)).errors
+        bulk = (
+            'mutation { addFeatures(items: [{resource: {type: "pipeline", id: "a"}, feature: '
+            '"beta"}, {resource: {type: "pipeline", id: "b"}, feature: "beta"}]) '
+            "{ __typename } }"
+        )
+        assert not (await server.gql(bulk)).errors
+        got = await take(all_changes, 3)
+        assert [(e["op"], e["resource"]) for e in got] == [
+            ("DEFINE", None),
+            ("ADD", {"type": "pipeline", "id": "a"}),
+            ("ADD", {"type": "pipeline", "id": "b"}),
+        ]
+        filtered = await take(of_pipelines, 2)
+        assert [e["revision"] for e in filtered] == [2, 3]
+        await all_changes.aclose()
+        await of_pipelines.aclose()
