@@ -45,6 +45,9 @@ def test_every_bundled_store_implements_the_catalog() -> None:
 
     for store in (MemoryStore, SQLiteStore, MongoDBStore, PostgresStore):
         assert store.supports_catalog is True, store.__name__
+        # Snapshots are optional too (the contract skips them for a store without).
+        assert store.snapshot_page is not Store.snapshot_page, store.__name__
+        assert store.trim_changes is not Store.trim_changes, store.__name__
 
 
 INCLUSIVE_AFTER = '''

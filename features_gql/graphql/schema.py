@@ -167,7 +167,14 @@ class Query(CatalogQueries):
         "defaults to 1000, at most 10000."
     )
     async def snapshot(
-        self, info: Info, after: str | None = None, first: int = 1000
+        self,
+        info: Info,
+        after: Annotated[
+            str | None, strawberry.argument(description="The previous page's endCursor.")
+        ] = None,
+        first: Annotated[
+            int, strawberry.argument(description="Assignments per page: 1 to 10000.")
+        ] = 1000,
     ) -> SnapshotPage | None:
         start = None if after is None else decode_snapshot_cursor(after)
         page = await info.context.api.snapshot_page(start, limit=first)
@@ -223,7 +230,7 @@ class Mutation(CatalogMutations):
         return await _change(info, "remove", resource, feature)
 
 
-@strawberry.type
+@strawberry.type(description="What can be followed live (the read scope).")
 class Subscription:
     @strawberry.subscription(
         description="Every change after revision `after` (default: from now on), in revision "
@@ -234,9 +241,21 @@ class Subscription:
     async def feature_changes(
         self,
         info: Info,
-        after: int | None = None,
-        type_: Annotated[str | None, strawberry.argument(name="type")] = None,
-        feature: str | None = None,
+        after: Annotated[
+            int | None,
+            strawberry.argument(description="The last revision received (null: from now on)."),
+        ] = None,
+        type_: Annotated[
+            str | None,
+            strawberry.argument(
+                name="type",
+                description="Only changes of this resource type (catalog changes, which name "
+                "no resource, are then left out).",
+            ),
+        ] = None,
+        feature: Annotated[
+            str | None, strawberry.argument(description="Only changes of this feature.")
+        ] = None,
     ) -> AsyncGenerator[ChangeEvent, None]:
         feed = info.context.feed
         if feed is None:

@@ -628,13 +628,15 @@ async def resource_connection(
     "the changes after that revision."
 )
 class SnapshotPage:
-    revision: int
+    revision: int = strawberry.field(
+        description="Every change up to this revision is in the snapshot."
+    )
     assignments: list[list[str]] = strawberry.field(
         description="[type, id, feature] of each assignment, ordered by type, id, feature "
         "(code point order)."
     )
     end_cursor: str | None = strawberry.field(description="Pass as `after` for the next page.")
-    has_next_page: bool
+    has_next_page: bool = strawberry.field(description="Whether another page may follow.")
 
 
 @strawberry.type(
@@ -653,7 +655,7 @@ class SyncStatus:
         description="How far the copy may be behind: 0 while connected and caught up, else "
         "the seconds since it last was."
     )
-    connected: bool
+    connected: bool = strawberry.field(description="Whether it follows the upstream now.")
     last_synced_at: datetime | None = strawberry.field(
         description="When the copy was last known to be current."
     )
