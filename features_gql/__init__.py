@@ -12,6 +12,7 @@ from features_gql.errors import (
     StoreError,
     StoreTimeout,
     StoreUnavailable,
+    StoreUnsupported,
 )
 from features_gql.hookspecs import hookimpl
 
@@ -31,6 +32,7 @@ __all__ = [
     "StoreError",
     "StoreTimeout",
     "StoreUnavailable",
+    "StoreUnsupported",
     "WriteResult",
     "__version__",
     "hookimpl",

@@ -10,18 +10,36 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TypeVar
 
 from features_gql.domain import (
+    DESCRIPTION_MAX,
+    FEATURE_KINDS,
+    KEEP,
+    OWNER_MAX,
+    SEARCH_MAX,
     Assignment,
+    BulkResult,
     ChangeEvent,
+    ChangePage,
+    DefinitionResult,
+    FeatureFilter,
+    FeatureInfo,
+    FeaturePage,
+    FeatureSpec,
+    HistoryQuery,
+    Keep,
     Resource,
     ResourcePage,
+    ResourceTypeCount,
+    SetResult,
     SnapshotPage,
     WriteResult,
     validate_feature,
     validate_id,
     validate_slug,
+    validate_text,
 )
 from features_gql.errors import InvalidInput, StoreError, StoreTimeout
 from features_gql.events import OperationEvent
@@ -40,7 +58,9 @@ MAX_BATCH = 10_000
 DEFAULT_SNAPSHOT_PAGE = 1000
 MAX_SNAPSHOT_PAGE = 10_000
 #: Operations that change the store: a missed deadline may still have applied them.
-WRITES = frozenset({"add", "remove"})
+WRITES = frozenset(
+    {"add", "remove", "define", "archive", "add_many", "remove_many", "set_features"}
+)
 
 
 def encode_cursor(resource: Resource) -> str:
@@ -64,6 +84,27 @@ def decode_cursor(cursor: str, field: str = "after") -> Resource:
         pass
     raise InvalidInput(
         field, "cursor", f"{field} must be a cursor returned by this API (got {cursor!r:.80})"
+    )
+
+
+def encode_key(kind: str, value: str | int) -> str:
+    """An opaque cursor for a listing keyed by one value (a feature name, a revision)."""
+    raw = json.dumps({kind: value}, ensure_ascii=False, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_key(cursor: str, kind: str, field: str = "after") -> str | int:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        if isinstance(value, dict) and len(value) == 1 and kind in value:
+            found = value[kind]
+            if isinstance(found, str | int) and not isinstance(found, bool):
+                return found
+    except (ValueError, binascii.Error, UnicodeError):
+        pass
+    raise InvalidInput(
+        field, "cursor", f"{field} must be a cursor returned by this field (got {cursor!r:.80})"
     )
 
 
@@ -124,12 +165,15 @@ class FeaturesAPI:
         *,
         deadline: float = DEFAULT_DEADLINE,
         on_event: Callable[[OperationEvent], None] | None = None,
+        strict: bool = False,
     ) -> None:
         if deadline <= 0:
             raise ValueError("deadline must be positive")
         self.store = store
         self.deadline = deadline
         self._on_event = on_event
+        #: Strict mode: refuse to assign a feature that is not defined (or archived).
+        self.strict = strict
         #: Called with the new revision after each write through this API that changed
         #: something: the in-process change feed wakes on it instead of waiting to poll.
         self.change_listeners: list[Callable[[int], None]] = []
@@ -200,6 +244,11 @@ class FeaturesAPI:
         """Give ``resource`` the feature; ``changed`` is false if it already had it."""
         res = _resource(resource)
         validate_feature(feature)
+        if self.strict:
+            # One store call that checks the definition and adds, atomically.
+            bulk = await self._bulk_add([(res, feature)], actor, fields=["feature"])
+            revision = bulk.revisions[0]
+            return WriteResult(revision is not None, revision or bulk.revision)
         result = await self._call(
             "add",
             lambda: self.store.add(res, feature, actor=actor),
@@ -342,6 +391,262 @@ class FeaturesAPI:
         """The revision of the latest change."""
         return await self._call("revision", self.store.revision)
 
+    # -- catalog, listings, history and bulk ------------------------------------------
+
+    async def define(
+        self,
+        name: str,
+        *,
+        description: str | Keep | None = KEEP,
+        owner: str | Keep | None = KEEP,
+        kind: str | Keep | None = KEEP,
+        expires_at: datetime | Keep | None = KEEP,
+        actor: str | None = None,
+    ) -> DefinitionResult:
+        """Create or update a feature's definition; a field left out keeps its value,
+        a field given as None is cleared. Defining an archived feature brings it back."""
+        validate_feature(name, "name")
+        if isinstance(description, str):
+            validate_text(description, "description", DESCRIPTION_MAX, multiline=True)
+        if isinstance(owner, str):
+            validate_text(owner, "owner", OWNER_MAX)
+        if isinstance(kind, str) and kind not in FEATURE_KINDS:
+            raise InvalidInput(
+                "kind", "kind", f"kind must be one of {', '.join(FEATURE_KINDS)} (got {kind!r:.40})"
+            )
+        if isinstance(expires_at, datetime):
+            if expires_at.utcoffset() is None:
+                raise InvalidInput(
+                    "expiresAt",
+                    "timezone",
+                    "expiresAt must say its time zone (e.g. 2030-01-31T00:00:00Z)",
+                )
+            # Every store keeps milliseconds (MongoDB no finer): keep what all can.
+            expires_at = expires_at.astimezone(UTC).replace(
+                microsecond=expires_at.microsecond // 1000 * 1000
+            )
+        spec = FeatureSpec(name, description, owner, kind, expires_at)
+        result = await self._call(
+            "define", lambda: self.store.define(spec, actor=actor), feature=name
+        )
+        if result.changed:
+            self._changed(result.revision)
+        return result
+
+    async def archive(self, name: str, *, actor: str | None = None) -> DefinitionResult:
+        """Retire a feature: it stays in the catalog (listed with ``archived``), keeps its
+        assignments, and strict mode refuses new ones."""
+        validate_feature(name, "name")
+        result = await self._call(
+            "archive", lambda: self.store.archive(name, actor=actor), feature=name
+        )
+        if result.changed:
+            self._changed(result.revision)
+        return result
+
+    async def feature_infos(self, names: Sequence[str]) -> list[FeatureInfo]:
+        """What the catalog knows of each feature, in one store call."""
+        _check_batch(len(names), "names")
+        for i, name in enumerate(names):
+            validate_feature(name, f"names[{i}]")
+        if not names:
+            return []
+        return await self._call(
+            "feature_infos", lambda: self.store.feature_infos(names), items=len(names)
+        )
+
+    async def list_features(
+        self,
+        *,
+        kind: str | None = None,
+        search: str | None = None,
+        expired: bool | None = None,
+        archived: bool | None = False,
+        defined: bool | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> FeaturePage:
+        """Features that are defined or assigned, ordered by name; archived ones only when
+        ``archived`` is True or None."""
+        if kind is not None and kind not in FEATURE_KINDS:
+            raise InvalidInput("kind", "kind", f"kind must be one of {', '.join(FEATURE_KINDS)}")
+        if search is not None:
+            validate_text(search, "search", SEARCH_MAX)
+            search = search.lower() or None
+        limit = _page_size(first)
+        after_name = None if after is None else str(decode_key(after, "feature"))
+        filter = FeatureFilter(
+            datetime.now(UTC),
+            kind=kind,
+            search=search,
+            expired=expired,
+            archived=archived,
+            defined=defined,
+        )
+        found = await self._call(
+            "list_features",
+            lambda: self.store.list_features(filter, after=after_name, limit=limit + 1),
+        )
+        page = found[:limit]
+        return FeaturePage(
+            page,
+            has_next_page=len(found) > limit,
+            end_cursor=encode_key("feature", page[-1].name) if page else None,
+        )
+
+    async def resource_types(
+        self, *, first: int | None = None, after: str | None = None
+    ) -> list[ResourceTypeCount]:
+        """Resource types in use, ordered by name, each with its number of resources."""
+        limit = MAX_PAGE_SIZE if first is None else _page_size(first)
+        if after is not None:
+            validate_slug(after, "after")
+        if limit == 0:
+            return []
+        return await self._call(
+            "resource_types", lambda: self.store.resource_types(after=after, limit=limit)
+        )
+
+    async def resource_count(self, type: str) -> int:
+        """How many resources of ``type`` have at least one feature."""
+        validate_slug(type, "type")
+        return await self._call("resource_count", lambda: self.store.resource_count(type))
+
+    async def list_resources(
+        self, type: str, *, first: int | None = None, after: str | None = None
+    ) -> ResourcePage:
+        """Resources of ``type`` having at least one feature, ordered by id."""
+        validate_slug(type, "type")
+        limit = _page_size(first)
+        after_id: str | None = None
+        if after is not None:
+            cursor = decode_cursor(after)
+            if cursor.type != type:
+                raise InvalidInput(
+                    "after", "cursor", "after is a cursor of another type's resources"
+                )
+            after_id = cursor.id
+        found = await self._call(
+            "list_resources",
+            lambda: self.store.list_resources(type, after=after_id, limit=limit + 1),
+        )
+        page = found[:limit]
+        return ResourcePage(
+            page,
+            has_next_page=len(found) > limit,
+            end_cursor=encode_cursor(page[-1]) if page else None,
+        )
+
+    async def history(
+        self,
+        *,
+        resource: Resource | tuple[str, str] | None = None,
+        feature: str | None = None,
+        actor: str | None = None,
+        first: int | None = None,
+        after: str | None = None,
+    ) -> ChangePage:
+        """Changes newest first, of one resource, feature or actor (or any mix)."""
+        res = None if resource is None else _resource(resource)
+        if feature is not None:
+            validate_feature(feature)
+        if actor is not None:
+            validate_text(actor, "actor", OWNER_MAX)
+        limit = _page_size(first)
+        before: int | None = None
+        if after is not None:
+            value = decode_key(after, "revision")
+            if not isinstance(value, int) or value < 1:
+                raise InvalidInput("after", "cursor", "after must be a cursor of this history")
+            before = value
+        query = HistoryQuery(res, feature, actor)
+        found = await self._call(
+            "history",
+            lambda: self.store.history(query, before=before, limit=limit + 1),
+            resource=res,
+            feature=feature,
+        )
+        page = found[:limit]
+        return ChangePage(
+            page,
+            has_next_page=len(found) > limit,
+            end_cursor=encode_key("revision", page[-1].revision) if page else None,
+        )
+
+    def check_items(self, items: Sequence[tuple[Resource | tuple[str, str], str]]) -> CheckedItems:
+        """Validate items for :meth:`add_many` or :meth:`remove_many` ahead of the call (an
+        importer checks the next batch while the store writes the last one)."""
+        return CheckedItems(_items(items))
+
+    async def add_many(
+        self, items: Sequence[tuple[Resource | tuple[str, str], str]], *, actor: str | None = None
+    ) -> BulkResult:
+        """Add every assignment in one store call; each change gets its own revision.
+        In strict mode, an undefined or archived feature refuses the whole call."""
+        checked = items if isinstance(items, CheckedItems) else _items(items)
+        return await self._bulk_add(checked, actor)
+
+    async def _bulk_add(
+        self,
+        items: list[tuple[Resource, str]],
+        actor: str | None,
+        fields: Sequence[str] | None = None,
+    ) -> BulkResult:
+        result = await self._call(
+            "add_many",
+            lambda: self.store.add_many(items, actor=actor, require_defined=self.strict),
+            items=len(items),
+        )
+        if result.refused:
+            refused = set(result.refused)
+            at = next(i for i, (_, feature) in enumerate(items) if feature in refused)
+            field = fields[at] if fields else f"items[{at}].feature"
+            raise _undefined(field, items[at][1])
+        if any(r is not None for r in result.revisions):
+            self._changed(result.revision)
+        return result
+
+    async def remove_many(
+        self, items: Sequence[tuple[Resource | tuple[str, str], str]], *, actor: str | None = None
+    ) -> BulkResult:
+        """Remove every assignment in one store call; each change gets its own revision."""
+        checked = items if isinstance(items, CheckedItems) else _items(items)
+        result = await self._call(
+            "remove_many",
+            lambda: self.store.remove_many(checked, actor=actor),
+            items=len(checked),
+        )
+        if any(r is not None for r in result.revisions):
+            self._changed(result.revision)
+        return result
+
+    async def set_features(
+        self,
+        resource: Resource | tuple[str, str],
+        features: Sequence[str],
+        *,
+        actor: str | None = None,
+    ) -> SetResult:
+        """Make ``features`` the resource's features, in one store call."""
+        res = _resource(resource)
+        _check_batch(len(features), "features")
+        for i, feature in enumerate(features):
+            validate_feature(feature, f"features[{i}]")
+        result = await self._call(
+            "set_features",
+            lambda: self.store.set_features(
+                res, list(features), actor=actor, require_defined=self.strict
+            ),
+            resource=res,
+            items=len(features),
+        )
+        if result.refused:
+            at = next(i for i, feature in enumerate(features) if feature in result.refused)
+            raise _undefined(f"features[{at}]", features[at])
+        if result.removed or result.added:
+            self._changed(result.revision)
+        return result
+
     # -- snapshots and feed -------------------------------------------------------------
 
     def _changed(self, revision: int) -> None:
@@ -481,6 +786,58 @@ class CheckBatch:
         for (_, answer), value in zip(pending, answers, strict=True):
             if not answer.done():
                 answer.set_result(value)
+
+
+class CheckedItems(list[tuple[Resource, str]]):
+    """Items :meth:`FeaturesAPI.check_items` validated, which the bulk calls take as they
+    are. Build them only with it."""
+
+
+def _items(items: Sequence[tuple[Resource | tuple[str, str], str]]) -> list[tuple[Resource, str]]:
+    _check_batch(len(items), "items")
+    # Types, features and resources repeat across a batch: each distinct one is checked
+    # once. Should one break a rule, the items are checked again in order, to name the
+    # first that does.
+    resources = [r if isinstance(r, Resource) else Resource(*r) for r, _ in items]
+    features = [feature for _, feature in items]
+    try:
+        for feature in set(features):
+            validate_feature(feature)
+        distinct = dict(zip(map(id, resources), resources, strict=True)).values()
+        for type_ in {resource.type for resource in distinct}:
+            validate_slug(type_, "type")
+        for resource in distinct:
+            validate_id(resource.id)
+    except InvalidInput:
+        _first_bad_item(resources, features)
+    return list(zip(resources, features, strict=True))
+
+
+def _first_bad_item(resources: list[Resource], features: list[str]) -> None:
+    """Raise InvalidInput naming the first item that breaks a rule."""
+    for i, (resource, feature) in enumerate(zip(resources, features, strict=True)):
+        validate_slug(resource.type, f"items[{i}].resource.type")
+        validate_id(resource.id, f"items[{i}].resource.id")
+        validate_feature(feature, f"items[{i}].feature")
+    raise AssertionError("unreachable: some item broke a rule")  # pragma: no cover
+
+
+def _page_size(first: int | None) -> int:
+    limit = DEFAULT_PAGE_SIZE if first is None else first
+    if not 0 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidInput(
+            "first", "range", f"first must be between 0 and {MAX_PAGE_SIZE} (got {limit})"
+        )
+    return limit
+
+
+def _undefined(field: str, feature: str) -> InvalidInput:
+    return InvalidInput(
+        field,
+        "undefined",
+        f"feature {feature!r} is not defined, or is archived: strict mode assigns only "
+        "defined features (defineFeature first)",
+    )
 
 
 def _check_batch(size: int, field: str) -> None:

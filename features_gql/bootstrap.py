@@ -12,7 +12,7 @@ from features_gql.api import FeaturesAPI
 from features_gql.auth import AuthPolicy
 from features_gql.config import DEFAULT_STORE, Settings, data_directory, policy
 from features_gql.edge import EdgeStore, EdgeSync
-from features_gql.errors import PluginError
+from features_gql.errors import ConfigError, PluginError
 from features_gql.events import (
     EventDispatcher,
     OperationEvent,
@@ -135,6 +135,10 @@ def build(settings: Settings, *, extra_plugins: Sequence[object] = ()) -> Servic
         inline=[("metrics", metrics.observe_operation), ("request", collect_for_request)],
         gate=_gate(loggers, has_hooks=bool(plugins.operation_sinks)),
     )
+    if settings.catalog_strict and not store.supports_catalog:
+        raise ConfigError(
+            f"[catalog] strict = true needs a store with a catalog; {store.name} has none"
+        )
     edge: EdgeSync | None = None
     if settings.upstream is not None:
         # The copy is written only by the follower, through an API of its own over the
@@ -144,7 +148,9 @@ def build(settings: Settings, *, extra_plugins: Sequence[object] = ()) -> Servic
         client = UpstreamClient(settings.upstream, settings.upstream_token)
         edge = EdgeSync(local, client, state_file=_state_file(settings, store))
         store = EdgeStore(store, client, edge)
-    api = FeaturesAPI(store, deadline=settings.deadline, on_event=dispatcher.emit)
+    api = FeaturesAPI(
+        store, deadline=settings.deadline, on_event=dispatcher.emit, strict=settings.catalog_strict
+    )
     if edge is not None:
         edge.local.change_listeners = api.change_listeners
         metrics.track_edge(edge)

@@ -1,4 +1,4 @@
-"""The ``features-gql`` command: serve, plugins, export-schema."""
+"""The ``features-gql`` command: serve, plugins, token, export-schema, import, export."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from features_gql import __version__
 from features_gql.config import ENVIRONMENT, TOML_KEYS, load_settings
-from features_gql.errors import FeaturesError
+from features_gql.errors import ConfigError, FeaturesError
 
 
 def _settings_help() -> str:
@@ -148,7 +148,45 @@ def _parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export-schema", help="print the GraphQL schema (SDL)")
     export.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
+
+    load = commands.add_parser(
+        "import",
+        help="read definitions and assignments (JSON Lines) into the store",
+        description="Read JSON Lines into the configured store: one object per line, "
+        '{"type": ..., "id": ..., "feature": ...} or {"definition": {"name": ..., ...}}. '
+        "Batched, idempotent, every change logged; a bad line stops the import, with "
+        "everything before it applied. A progress bar shows on a terminal.",
+    )
+    load.add_argument("path", help="the file to read, or - for standard input")
+    _store_options(load)
+    load.add_argument(
+        "--batch", type=int, default=10_000, help="assignments per store call (default 10000)"
+    )
+    load.add_argument(
+        "--actor", default="import", help="the actor recorded for its changes (default import)"
+    )
+    dump = commands.add_parser(
+        "export",
+        help="write every definition and assignment as JSON Lines",
+        description="Write the store's definitions (ordered by name), then its assignments "
+        "(ordered by type, id, feature), in the format import reads.",
+    )
+    _store_options(dump)
+    dump.add_argument("--output", "-o", type=Path, help="write to this file instead of stdout")
     return parser
+
+
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store", help="memory, sqlite:///path/to/file.db, or a URL another store plugin handles"
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=60.0,
+        help="seconds each store call (a whole batch) may take (default 60)",
+    )
+    _common(parser)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -258,6 +296,91 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _transfer_service(args: argparse.Namespace) -> Any:
+    from features_gql.bootstrap import build
+
+    # No operation logs: the command reports on its own.
+    settings = dataclasses.replace(_settings(args), loggers=())
+    service = build(settings)
+    if not service.store.supports_catalog:
+        raise ConfigError(f"the {service.store.name} store cannot import or export (no catalog)")
+    return service
+
+
+def _import(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+    import time
+
+    from features_gql.errors import StoreError
+    from features_gql.transfer import Importer, ImportStopped, ProgressBar
+
+    if not 1 <= args.batch <= 10_000:
+        raise ConfigError(f"--batch must be between 1 and 10000, got {args.batch}")
+    service = _transfer_service(args)
+    source = sys.stdin.buffer if args.path == "-" else open(args.path, "rb")  # noqa: SIM115
+    total = os.fstat(source.fileno()).st_size if args.path != "-" else None
+    bar = ProgressBar(sys.stderr.write, total) if sys.stderr.isatty() else None
+    newline = "\n" if bar is not None else ""  # below the progress bar
+    importer = Importer(service.api, actor=args.actor, batch=args.batch, on_progress=bar)
+    started = time.perf_counter()
+
+    async def run() -> int:
+        await service.start()
+        try:
+            await importer.run(source)
+        except ImportStopped as stopped:
+            print(f"{newline}features-gql: error: {stopped}", file=sys.stderr)
+            return 1
+        except StoreError as exc:
+            got = importer.progress.applied_through
+            print(
+                f"{newline}features-gql: error: the store failed ({exc}); "
+                f"lines 1-{got} were imported",
+                file=sys.stderr,
+            )
+            return 1
+        finally:
+            await service.stop()
+            source.close()
+        if bar is not None:
+            bar(importer.progress, final=True)
+        seconds = time.perf_counter() - started
+        done = importer.progress
+        print(
+            f"imported {done.lines:,} lines: {done.assignments:,} assignments, "
+            f"{done.definitions:,} definitions, {done.changed:,} changes in {seconds:.1f} s "
+            f"({done.assignments / max(seconds, 1e-9):,.0f} assignments/s)",
+            file=sys.stderr,
+        )
+        return 0
+
+    return asyncio.run(run())
+
+
+def _export(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from features_gql.transfer import export_lines
+
+    service = _transfer_service(args)
+    out = sys.stdout.buffer if args.output is None else open(args.output, "wb")  # noqa: SIM115
+
+    async def run() -> int:
+        await service.start()
+        try:
+            async for chunk in export_lines(service.api):
+                out.write(chunk)
+        finally:
+            await service.stop()
+            out.flush()
+            if args.output is not None:
+                out.close()
+        return 0
+
+    return asyncio.run(run())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     commands = {
@@ -265,6 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plugins": _plugins,
         "export-schema": _export_schema,
         "token": _token,
+        "import": _import,
+        "export": _export,
     }
     try:
         return commands[args.command](args)
@@ -274,6 +399,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"features-gql: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
+        if args.command in ("import", "export"):
+            print(f"features-gql: error: {exc}", file=sys.stderr)
+            return 2
         if args.command != "serve":
             raise
         # Most often the port is taken or the address is not this machine's.

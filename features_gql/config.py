@@ -121,6 +121,9 @@ ENVIRONMENT: dict[str, Variable] = {
     "FEATURES_GQL_HEADER_TIMEOUT_SECONDS": Variable(
         "seconds a client has to send a request's headers", "header_timeout", _number
     ),
+    "FEATURES_GQL_CATALOG_STRICT": Variable(
+        "true: assign only features that are defined", "catalog_strict", _bool
+    ),
     # -- snapshots and feed --
     "FEATURES_GQL_RETAIN_CHANGES": Variable(
         "keep only the latest N change events (default: all)", "retain_changes", _integer
@@ -174,6 +177,8 @@ class Settings:
     metrics_access: str = "open"
     #: ``[limits]``: what one GraphQL request may cost, and the query cache's bounds.
     limits: Limits = field(default_factory=Limits)
+    #: ``[catalog] strict``: refuse to assign a feature that is not defined (or archived).
+    catalog_strict: bool = False
     #: Browser origins allowed to call the API (CORS), as ``https://host[:port]``; "*" is
     #: any origin. Empty: no cross-origin access.
     cors_origins: tuple[str, ...] = ()
@@ -353,7 +358,17 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-    tables = {"server", "logging", "plugins", "store", "auth", "limits", "openfeature", "upstream"}
+    tables = {
+        "server",
+        "logging",
+        "plugins",
+        "store",
+        "auth",
+        "limits",
+        "openfeature",
+        "upstream",
+        "catalog",
+    }
     unknown = sorted(set(data) - tables)
     if unknown:
         raise ConfigError(
@@ -403,6 +418,9 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
     changes.update(_auth_from_toml(data.get("auth", {})))
     if "limits" in data:
         changes["limits"] = _limits_from_toml(data["limits"])
+    catalog = _take(data.get("catalog", {}), "catalog", {"strict": bool})
+    if "strict" in catalog:
+        changes["catalog_strict"] = catalog["strict"]
     openfeature = _take(data.get("openfeature", {}), "openfeature", TOML_KEYS["openfeature"])
     if "default_resource_type" in openfeature:
         changes["openfeature_default_resource_type"] = openfeature["default_resource_type"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, NamedTuple
 
@@ -73,16 +74,25 @@ class Resource:
         return f"{self.type}/{self.id}"
 
 
-ChangeOp = Literal["add", "remove"]
+#: What a change did: ``add`` and ``remove`` change an assignment; ``define`` and
+#: ``archive`` change the catalog (the feature's definition), and have no resource.
+ChangeOp = Literal["add", "remove", "define", "archive"]
+#: The changes that set or unset one assignment, the only ones a replica applies.
+AssignmentOp = Literal["add", "remove"]
+ASSIGNMENT_OPS: frozenset[str] = frozenset({"add", "remove"})
 
 
 @dataclass(frozen=True, slots=True)
 class ChangeEvent:
-    """One change that took effect, numbered by a store-wide, strictly increasing revision."""
+    """One change that took effect, numbered by a store-wide, strictly increasing revision.
+
+    ``resource`` is None for catalog changes (``define``, ``archive``): a consumer that
+    mirrors assignments applies ``add`` and ``remove`` and skips every other ``op``.
+    """
 
     revision: int
     op: ChangeOp
-    resource: Resource
+    resource: Resource | None
     feature: str
     at: datetime
     actor: str | None = None
@@ -101,6 +111,248 @@ class ResourcePage:
     """One page of ``resources_with``: the resources, and the cursor after the last one."""
 
     resources: list[Resource]
+    has_next_page: bool
+    end_cursor: str | None
+
+
+# -- catalog, listings, history and bulk -------------------------------------------------
+
+FeatureKind = Literal["release", "ops", "experiment", "permission"]
+FEATURE_KINDS: tuple[FeatureKind, ...] = ("release", "ops", "experiment", "permission")
+DESCRIPTION_MAX = 2000
+OWNER_MAX = 200
+SEARCH_MAX = 100
+
+# Descriptions may span lines; nothing else that would break a log line or a terminal.
+_FORBIDDEN_IN_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+def validate_text(value: str, field: str, maximum: int, *, multiline: bool = False) -> str:
+    """Free text (a description, an owner): at most ``maximum`` characters, printable."""
+    if len(value) > maximum:
+        raise InvalidInput(
+            field, "length", f"{field} may hold at most {maximum} characters (got {len(value)})"
+        )
+    bad = (_FORBIDDEN_IN_TEXT if multiline else _FORBIDDEN_IN_ID).search(value)
+    if bad is not None:
+        raise InvalidInput(
+            field,
+            "printable",
+            f"{field} may not hold control characters (found U+{ord(bad.group()):04X} at "
+            f"{bad.start()})",
+        )
+    return value
+
+
+class Keep(enum.Enum):
+    """A definition field that a :class:`FeatureSpec` leaves as it is."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureDefinition:
+    """What the catalog says about a feature, beyond its name."""
+
+    created_at: datetime
+    updated_at: datetime
+    description: str | None = None
+    owner: str | None = None
+    kind: FeatureKind | None = None
+    expires_at: datetime | None = None
+    #: When it was retired; None while it is live.
+    archived_at: datetime | None = None
+
+    def same_fields(self, other: FeatureDefinition) -> bool:
+        """Whether both say the same (times of creation and update aside)."""
+        return (
+            self.description,
+            self.owner,
+            self.kind,
+            self.expires_at,
+            self.archived_at,
+        ) == (other.description, other.owner, other.kind, other.expires_at, other.archived_at)
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    """A ``defineFeature``: the name, and the fields it sets.
+
+    A field left as :data:`KEEP` keeps its value (None for a new definition); a field
+    given as None clears it. Defining an archived feature brings it back.
+    """
+
+    name: str
+    description: str | Keep | None = KEEP
+    owner: str | Keep | None = KEEP
+    kind: FeatureKind | Keep | None = KEEP
+    expires_at: datetime | Keep | None = KEEP
+
+    def apply(self, current: FeatureDefinition | None, now: datetime) -> FeatureDefinition | None:
+        """The definition after this spec, or None when it would change nothing."""
+        base = current or FeatureDefinition(created_at=now, updated_at=now)
+        wanted = FeatureDefinition(
+            created_at=base.created_at,
+            updated_at=now,
+            description=base.description if self.description is KEEP else self.description,
+            owner=base.owner if self.owner is KEEP else self.owner,
+            kind=base.kind if self.kind is KEEP else self.kind,
+            expires_at=base.expires_at if self.expires_at is KEEP else self.expires_at,
+            archived_at=None,
+        )
+        if current is not None and current.same_fields(wanted):
+            return None
+        return wanted
+
+
+def archived(current: FeatureDefinition, now: datetime) -> FeatureDefinition:
+    """``current``, retired at ``now``."""
+    return FeatureDefinition(
+        created_at=current.created_at,
+        updated_at=now,
+        description=current.description,
+        owner=current.owner,
+        kind=current.kind,
+        expires_at=current.expires_at,
+        archived_at=now,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureInfo:
+    """A feature as the catalog knows it: how many resources have it, and its definition
+    (None for a feature that is assigned but was never defined)."""
+
+    name: str
+    resource_count: int = 0
+    definition: FeatureDefinition | None = None
+
+    @property
+    def defined(self) -> bool:
+        return self.definition is not None
+
+    @property
+    def archived(self) -> bool:
+        return self.definition is not None and self.definition.archived_at is not None
+
+    @property
+    def live(self) -> bool:
+        """Defined and not archived: what strict mode lets a request assign."""
+        return self.definition is not None and self.definition.archived_at is None
+
+    def expired(self, now: datetime) -> bool:
+        expires = None if self.definition is None else self.definition.expires_at
+        return expires is not None and expires <= now
+
+
+@dataclass(frozen=True, slots=True)
+class DefinitionResult:
+    """What a define or archive did, the store's revision after it, and the feature now."""
+
+    changed: bool
+    revision: int
+    feature: FeatureInfo
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureFilter:
+    """Which features a listing keeps. None means either way."""
+
+    #: The time ``expired`` is judged at.
+    now: datetime
+    kind: FeatureKind | None = None
+    #: Lowercase text the name or the description must contain.
+    search: str | None = None
+    expired: bool | None = None
+    archived: bool | None = None
+    defined: bool | None = None
+
+    def keeps(self, feature: FeatureInfo) -> bool:
+        """The reference answer every store's listing must agree with."""
+        definition = feature.definition
+        if self.kind is not None and (definition is None or definition.kind != self.kind):
+            return False
+        if self.expired is not None and feature.expired(self.now) != self.expired:
+            return False
+        if self.archived is not None and feature.archived != self.archived:
+            return False
+        if self.defined is not None and feature.defined != self.defined:
+            return False
+        if self.search is not None:
+            description = (definition.description or "") if definition else ""
+            if self.search not in feature.name and self.search not in description.lower():
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceTypeCount:
+    """A resource type in use, and how many resources of it have at least one feature."""
+
+    name: str
+    resource_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """Which changes a history keeps: all of them, or those of a resource, a feature (its
+    assignments and its definition), an actor, or any combination."""
+
+    resource: Resource | None = None
+    feature: str | None = None
+    actor: str | None = None
+
+    def keeps(self, change: ChangeEvent) -> bool:
+        return (
+            (self.resource is None or change.resource == self.resource)
+            and (self.feature is None or change.feature == self.feature)
+            and (self.actor is None or change.actor == self.actor)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    """What an ``add_many`` or ``remove_many`` did.
+
+    ``revisions[i]`` is the revision under which item ``i`` changed, or None when it
+    changed nothing (or repeats an earlier item). ``revision`` is the store's revision
+    after the call. A non-empty ``refused`` lists the features strict mode refused (not
+    defined, or archived): then nothing was applied.
+    """
+
+    revisions: list[int | None]
+    revision: int
+    refused: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class SetResult:
+    """What a ``set_features`` did: the features taken away, then those given, each change
+    under its own revision in that order; ``refused`` as for :class:`BulkResult`."""
+
+    removed: list[str]
+    added: list[str]
+    revision: int
+    refused: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class FeaturePage:
+    """One page of the catalog listing, and the cursor after its last feature."""
+
+    features: list[FeatureInfo]
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePage:
+    """One page of a history, newest first, and the cursor after its oldest change."""
+
+    changes: list[ChangeEvent]
     has_next_page: bool
     end_cursor: str | None
 

@@ -39,14 +39,19 @@ from pathlib import Path
 from features_gql.api import FeaturesAPI
 from features_gql.domain import (
     Assignment,
+    BulkResult,
     ChangeEvent,
+    DefinitionResult,
+    FeatureSpec,
     Resource,
+    SetResult,
     SnapshotPage,
     WriteResult,
 )
 from features_gql.errors import (
     ChangesTrimmed,
     StoreError,
+    StoreUnsupported,
     UpstreamRefused,
     UpstreamUnavailable,
 )
@@ -74,8 +79,9 @@ READ_YOUR_WRITE_WAIT = 1.0
 def fingerprint(event: ChangeEvent) -> str:
     """What identifies a change of the upstream's history, beyond its revision."""
     return "|".join(
-        (str(event.revision), event.op, event.resource.type, event.resource.id, event.feature,
-         event.at.isoformat())
+        (str(event.revision), event.op,
+         *(("", "") if event.resource is None else (event.resource.type, event.resource.id)),
+         event.feature, event.at.isoformat())
     )  # fmt: skip
 
 
@@ -402,9 +408,13 @@ class EdgeSync:
             self._dirty = True
             self._save(force=True)  # before the copy changes (see SyncState)
         for event in fresh:
-            if event.op == "add":
+            # The copy holds assignments only: catalog changes (define, archive) just move
+            # the position on.
+            if event.resource is None:
+                pass
+            elif event.op == "add":
                 await self.local.add(event.resource, event.feature, actor=event.actor)
-            else:
+            elif event.op == "remove":
                 await self.local.remove(event.resource, event.feature, actor=event.actor)
             self.state.revision = event.revision
             self.state.fingerprint = fingerprint(event)
@@ -568,3 +578,42 @@ class EdgeStore(WrappingStore):
 
     async def snapshot_page(self, after: Assignment | None, *, limit: int) -> SnapshotPage:
         return await self.inner.snapshot_page(after, limit=limit)
+
+    # Only addFeature and removeFeature are forwarded upstream; the catalog's writes and
+    # the bulk writes are refused here, with a typed error, rather than applied to the copy.
+
+    def _refuse(self, operation: str) -> StoreUnsupported:
+        return StoreUnsupported(
+            f"{operation} is not served by an edge replica: send it to the upstream "
+            f"({self.client.describe()})"
+        )
+
+    async def define(self, spec: FeatureSpec, *, actor: str | None) -> DefinitionResult:
+        raise self._refuse("defineFeature")
+
+    async def archive(self, name: str, *, actor: str | None) -> DefinitionResult:
+        raise self._refuse("archiveFeature")
+
+    async def add_many(
+        self,
+        items: Sequence[tuple[Resource, str]],
+        *,
+        actor: str | None,
+        require_defined: bool = False,
+    ) -> BulkResult:
+        raise self._refuse("addFeatures")
+
+    async def remove_many(
+        self, items: Sequence[tuple[Resource, str]], *, actor: str | None
+    ) -> BulkResult:
+        raise self._refuse("removeFeatures")
+
+    async def set_features(
+        self,
+        resource: Resource,
+        features: Sequence[str],
+        *,
+        actor: str | None,
+        require_defined: bool = False,
+    ) -> SetResult:
+        raise self._refuse("setFeatures")

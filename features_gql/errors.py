@@ -64,6 +64,13 @@ class StoreConflict(StoreError):
     outcome = "conflict"
 
 
+class StoreUnsupported(StoreError):
+    """The store does not implement this operation (an optional part of the protocol)."""
+
+    code = "NOT_SUPPORTED"
+    outcome = "unsupported"
+
+
 class ChangesTrimmed(StoreError):
     """The change log no longer holds the changes asked for: it was trimmed by retention.
 

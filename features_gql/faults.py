@@ -31,9 +31,16 @@ READS = (
     "changes_since",
     "revision",
     "ping",
+    # catalog, listings, history and bulk
+    "feature_infos",
+    "list_features",
+    "resource_types",
+    "resource_count",
+    "list_resources",
+    "history",
     "snapshot_page",
 )
-WRITES = ("add", "remove")
+WRITES = ("add", "remove", "define", "archive", "add_many", "remove_many", "set_features")
 #: Change-log retention trims: only ``all`` (or the name itself) selects them.
 MAINTENANCE = ("trim_changes",)
 ALL_OPERATIONS = frozenset(READS + WRITES + MAINTENANCE)

@@ -133,9 +133,10 @@ class ChangeFeed:
         cursor = await self.api.revision() if after is None else after
 
         def wanted(change: ChangeEvent) -> bool:
-            return (type is None or change.resource.type == type) and (
-                feature is None or change.feature == feature
-            )
+            # A catalog change (define, archive) names no resource: a type filter drops it.
+            return (
+                type is None or (change.resource is not None and change.resource.type == type)
+            ) and (feature is None or change.feature == feature)
 
         # The backlog, from the change log, until this subscriber has caught up with the feed.
         while not self._stopped:

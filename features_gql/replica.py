@@ -102,11 +102,14 @@ class LocalReplica:
     def apply(self, change: ChangeEvent) -> None:
         if change.revision <= self._revision:
             return
-        key = hash(((change.resource.type, change.resource.id), change.feature))
-        if change.op == "add":
-            self._keys.add(key)
-        else:
-            self._keys.discard(key)
+        # Only add and remove change an assignment; catalog changes (define, archive)
+        # and any kind a later version logs only move the revision on.
+        if change.resource is not None and change.op in ("add", "remove"):
+            key = hash(((change.resource.type, change.resource.id), change.feature))
+            if change.op == "add":
+                self._keys.add(key)
+            else:
+                self._keys.discard(key)
         self._revision = change.revision
 
     async def load(self) -> None:

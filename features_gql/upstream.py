@@ -85,10 +85,12 @@ def websocket_url(url: str) -> str:
 
 def event_from(data: Mapping[str, Any]) -> ChangeEvent:
     resource = data["resource"]
+    op = str(data["op"]).lower()
     return ChangeEvent(
         revision=int(data["revision"]),
-        op="add" if data["op"] == "ADD" else "remove",
-        resource=Resource(resource["type"], resource["id"]),
+        # Catalog changes (define, archive) name no resource.
+        op=op if op in ("add", "remove", "define", "archive") else "remove",  # type: ignore[arg-type]
+        resource=None if resource is None else Resource(resource["type"], resource["id"]),
         feature=data["feature"],
         at=datetime.fromisoformat(data["at"]),
         actor=data.get("actor"),

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import tempfile
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -30,7 +32,15 @@ from features_gql.config import Settings
 from features_gql.http.app import create_app
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs"
+#: Where the browser tests save their screenshots: a scratch directory, or the README's
+#: copies in docs/ when FEATURES_GQL_UPDATE_SCREENSHOTS=1 (so a test run leaves the
+#: working tree clean unless asked).
+SCREENSHOTS = (
+    Path(__file__).resolve().parent.parent / "docs"
+    if os.environ.get("FEATURES_GQL_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "features-gql-screenshots"
+)
+SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 

@@ -32,6 +32,22 @@ def test_harness_runs_and_writes_ratios(tmp_path: Path) -> None:
     assert openfeature["ratio"] > 0
 
 
+def test_catalog_benchmark_runs_and_writes_ratios(tmp_path: Path) -> None:
+    output = tmp_path / "catalog.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.catalog", "--assignments", "2000", "--small", "400",
+         "--repeat", "3", "--output", str(output)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = {row["scenario"]: row for row in json.loads(output.read_text())}
+    imports = [r for name, r in rows.items() if name.startswith("features-gql import, 2,000")]
+    assert imports[0]["ratio"] > 0
+    assert imports[0]["baseline"] == "one at a time"
+    assert rows["history of a resource at 2,000"]["baseline"] == "at 400"
+    assert rows["history of a resource at 2,000"]["ratio"] > 0
+
+
 def test_hybrid_harness_runs(tmp_path: Path) -> None:
     output = tmp_path / "hybrid.json"
     result = subprocess.run(

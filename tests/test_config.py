@@ -240,6 +240,7 @@ ENVIRONMENT_SAMPLES: dict[str, tuple[str, str, object]] = {
     ),
     "FEATURES_GQL_UPSTREAM_TOKEN": ("fgql_edge", "upstream_token", "fgql_edge"),
     "FEATURES_GQL_MAX_STALENESS": ("30", "max_staleness", 30.0),
+    "FEATURES_GQL_CATALOG_STRICT": ("true", "catalog_strict", True),
 }
 
 

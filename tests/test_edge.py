@@ -215,3 +215,35 @@ async def test_an_edge_that_never_synced_is_not_ready(start_server: StartServer)
         "connected": False,
         "lastSyncedAt": None,
     }
+
+
+async def test_an_edge_follows_past_catalog_changes_and_refuses_catalog_writes(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    primary = await start_server("memory")
+    await primary.gql(mutation("add", "p1", "beta"))
+    define = 'mutation { defineFeature(input: {name: "beta", owner: "ops"}) { __typename } }'
+    assert (await primary.gql(define)).data["defineFeature"]["__typename"] == (
+        "FeatureDefinitionChange"
+    )
+    edge = await start_server(f"sqlite://{tmp_path / 'edge.db'}", upstream=f"{primary.url}/graphql")
+    await until(lambda: _revision_is(edge, 2), "the snapshot")
+    # A define or archive names no resource: the edge moves past it and copies no assignment.
+    archive = 'mutation { archiveFeature(name: "beta") { __typename } }'
+    await primary.gql(archive)
+    await primary.gql(mutation("add", "p2", "beta"))
+    await until(lambda: _revision_is(edge, 4), "the changes")
+    assert [await has(edge, p, "beta") for p in ("p1", "p2", "p3")] == [True, True, False]
+    # The edge forwards only addFeature and removeFeature: other writes are refused, typed.
+    for query in (define, archive):
+        answer = await edge.gql(query)
+        assert answer.errors
+        assert answer.errors[0]["extensions"]["code"] == "NOT_SUPPORTED"
+    bulk = (
+        'mutation { addFeatures(items: [{resource: {type: "pipeline", id: "p3"}, '
+        'feature: "beta"}]) { __typename } }'
+    )
+    answer = await edge.gql(bulk)
+    assert answer.errors
+    assert answer.errors[0]["extensions"]["code"] == "NOT_SUPPORTED"
+    assert await has(primary, "p3", "beta") is False

@@ -107,11 +107,19 @@ def test_a_wrapper_needs_an_inner_store() -> None:
 
 
 def test_operations_take_groups_aliases_and_strings() -> None:
-    assert parse_operations(["writes"], "x") == {"add", "remove"}
+    assert parse_operations(["writes"], "x") == {
+        "add",
+        "remove",
+        "define",
+        "archive",
+        "add_many",
+        "remove_many",
+        "set_features",
+    }
     assert parse_operations("has, features_of", "x") == {"has", "features_of_many"}
     assert "ping" in parse_operations(["reads"], "x")
     assert "snapshot_page" in parse_operations(["reads"], "x")
-    assert len(parse_operations(["all"], "x")) == 11  # with snapshot_page and trim_changes
+    assert len(parse_operations(["all"], "x")) == 22  # with snapshot_page and trim_changes
 
 
 # -- the failing store ------------------------------------------------------------------

@@ -36,7 +36,7 @@ from pymongo.errors import (
 import tests.test_graphql_http as http_tests
 from features_gql.bootstrap import build
 from features_gql.config import Settings
-from features_gql.domain import Resource
+from features_gql.domain import FeatureSpec, Resource, ResourceTypeCount
 from features_gql.errors import ConfigError, StoreTimeout, StoreUnavailable
 from features_gql.stores import Store
 from features_gql.testing import StoreContract
@@ -110,7 +110,16 @@ def test_layout_indexes_and_prefix(
         "app_ff_assignments",
         "app_ff_changes",
         "app_ff_counters",
+        "app_ff_features",
+        "app_ff_resource_types",
+        "app_ff_resources",
     ]
+    history_indexes = {i["name"]: list(i["key"]) for i in db["app_ff_changes"].list_indexes()}
+    assert history_indexes["by_resource"] == ["type", "id", "_id"]
+    assert history_indexes["by_feature"] == ["feature", "_id"]
+    assert history_indexes["by_actor"] == ["actor", "_id"]
+    assert db["app_ff_features"].find_one({"_id": "beta"}) == {"_id": "beta", "count": 1}
+    assert db["app_ff_resource_types"].find_one({"_id": "app"}) == {"_id": "app", "count": 1}
     indexes = {i["name"]: i for i in db["app_ff_assignments"].list_indexes()}
     assert list(indexes[ASSIGNMENTS_INDEX]["key"]) == ["type", "id", "feature"]
     assert indexes[ASSIGNMENTS_INDEX]["unique"] is True
@@ -127,6 +136,46 @@ def test_layout_indexes_and_prefix(
         "actor": "alice",
     }
     assert db["app_ff_counters"].find_one({"_id": "revision"}) == {"_id": "revision", "seq": 1}
+    assert db["app_ff_counters"].find_one({"_id": "layout"}) == {"_id": "layout", "version": 2}
+
+
+def test_a_first_layout_store_is_upgraded_with_its_counts(
+    mongodb_url: str, mongodb_database: str, mongodb_admin: MongoClient[dict[str, Any]]
+) -> None:
+    """A store written before the catalog existed: its counts are computed once at set-up."""
+
+    async def write() -> None:
+        store = MongoDBStore(mongodb_url, database=mongodb_database)
+        await store.open()
+        try:
+            for type_, id_, feature in [("app", "a", "f"), ("app", "a", "g"), ("app", "b", "f")]:
+                await store.add(Resource(type_, id_), feature, actor=None)
+        finally:
+            await store.close()
+
+    run(write())
+    db = mongodb_admin[mongodb_database]
+    for suffix in ("features", "resources", "resource_types"):
+        db.drop_collection(f"features_{suffix}")
+    db["features_counters"].delete_one({"_id": "layout"})
+
+    async def read() -> None:
+        store = MongoDBStore(mongodb_url, database=mongodb_database)
+        await store.open()
+        try:
+            infos = await store.feature_infos(["f", "g"])
+            assert [i.resource_count for i in infos] == [2, 1]
+            assert await store.resource_types(after=None, limit=5) == [ResourceTypeCount("app", 2)]
+            assert await store.list_resources("app", after=None, limit=5) == [
+                Resource("app", "a"),
+                Resource("app", "b"),
+            ]
+            assert (await store.define(FeatureSpec("f"), actor=None)).revision == 4
+        finally:
+            await store.close()
+
+    run(read())
+    assert db["features_counters"].find_one({"_id": "layout"}) == {"_id": "layout", "version": 2}
 
 
 def test_counter_is_rebuilt_from_the_change_log(

@@ -28,7 +28,7 @@ import tests.test_graphql_http as http_tests
 import tests.test_mongodb_store as mongodb_tests
 from features_gql.bootstrap import build
 from features_gql.config import Settings
-from features_gql.domain import Resource
+from features_gql.domain import FeatureSpec, HistoryQuery, Resource, ResourceTypeCount
 from features_gql.errors import (
     ConfigError,
     StoreConflict,
@@ -41,6 +41,7 @@ from features_gql_plugins.postgres_store import (
     SCHEMA_VERSION,
     IncompatibleDatabase,
     PostgresStore,
+    Tables,
     redact,
     split_url,
     translate_error,
@@ -109,6 +110,9 @@ def test_layout_indexes_and_prefix(
     assert tables(admin, postgres_schema) == [
         "ff_assignments",
         "ff_changes",
+        "ff_features",
+        "ff_resource_types",
+        "ff_resources",
         "ff_revision",
         "ff_schema_version",
         "users",
@@ -122,6 +126,12 @@ def test_layout_indexes_and_prefix(
     assert "(resource_type, resource_id, feature)" in indexes["ff_assignments_pkey"]
     assert "(feature, resource_type, resource_id)" in indexes["ff_assignments_by_feature"]
     assert "(revision)" in indexes["ff_changes_pkey"]
+    # History is served by an index per filter, each in revision order.
+    assert "(resource_type, resource_id, revision)" in indexes["ff_changes_by_resource"]
+    assert "(feature, revision)" in indexes["ff_changes_by_feature"]
+    assert "(actor, revision)" in indexes["ff_changes_by_actor"]
+    assert "(resource_type, resource_id)" in indexes["ff_resources_pkey"]
+    assert "(kind, name)" in indexes["ff_features_by_kind"]
     schema = sql.Identifier(postgres_schema)
     (row,) = admin.execute(
         sql.SQL("SELECT resource_type, resource_id, feature, added_by FROM {}.ff_assignments")
@@ -158,7 +168,8 @@ def test_a_newer_layout_is_refused_with_a_clear_error(
             sql.Identifier(postgres_schema)
         )
     )
-    with pytest.raises(IncompatibleDatabase, match=r"newer features-gql \(layout version 2"):
+    newer = rf"newer features-gql \(layout version {SCHEMA_VERSION + 1}"
+    with pytest.raises(IncompatibleDatabase, match=newer):
         run(open_store())
     # The service refuses to start, with the message and no traceback.
     result = subprocess.run(
@@ -171,6 +182,62 @@ def test_a_newer_layout_is_refused_with_a_clear_error(
     assert result.returncode == 2, result.stderr
     assert "written by a newer features-gql" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_version_1_layout_is_upgraded_with_its_counts_and_revisions(
+    postgres_url: str, postgres_schema: str, postgres_admin: psycopg.Connection[Any]
+) -> None:
+    """Tables written by the first release: the upgrade keeps the log and counts what is there."""
+    admin = postgres_admin
+    schema = sql.Identifier(postgres_schema)
+    layout = Tables(postgres_schema, "")
+    admin.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+    admin.execute(
+        sql.SQL(
+            "CREATE TABLE {}.schema_version (only_row boolean PRIMARY KEY DEFAULT true "
+            "CHECK (only_row), version integer NOT NULL, upgraded_at timestamptz NOT NULL "
+            "DEFAULT now())"
+        ).format(schema)
+    )
+    for statement in layout.migrations()[1]:
+        admin.execute(statement.encode())
+    admin.execute(sql.SQL("INSERT INTO {}.schema_version (version) VALUES (1)").format(schema))
+    for revision, (type_, id_, feature) in enumerate(
+        [("app", "a", "f"), ("app", "a", "g"), ("app", "b", "f"), ("repo", "x", "f")], start=1
+    ):
+        admin.execute(
+            sql.SQL("INSERT INTO {}.assignments (resource_type, resource_id, feature) "
+                    "VALUES (%s, %s, %s)").format(schema), (type_, id_, feature)
+        )  # fmt: skip
+        admin.execute(
+            sql.SQL("INSERT INTO {}.changes VALUES (%s, 'add', %s, %s, %s, now(), NULL)")
+            .format(schema), (revision, type_, id_, feature)
+        )  # fmt: skip
+    admin.execute(sql.SQL("UPDATE {}.revision SET revision = 4").format(schema))
+
+    async def scenario() -> None:
+        store = PostgresStore(postgres_url, schema=postgres_schema)
+        await store.open()
+        try:
+            infos = await store.feature_infos(["f", "g"])
+            assert [i.resource_count for i in infos] == [3, 1]
+            assert await store.resource_types(after=None, limit=10) == [
+                ResourceTypeCount("app", 2),
+                ResourceTypeCount("repo", 1),
+            ]
+            assert (await store.define(FeatureSpec("f"), actor=None)).revision == 5
+            removed = await store.remove_many([(Resource("repo", "x"), "f")], actor=None)
+            assert removed.revisions == [6]
+            assert await store.resource_count("repo") == 0
+            history = await store.history(HistoryQuery(feature="f"), before=None, limit=10)
+            assert [e.revision for e in history] == [6, 5, 4, 3, 1]
+        finally:
+            await store.close()
+
+    run(scenario())
+    assert admin.execute(
+        sql.SQL("SELECT version FROM {}.schema_version").format(schema)
+    ).fetchall() == [(SCHEMA_VERSION,)]
 
 
 def test_instances_starting_together_create_the_tables_once(
@@ -188,7 +255,7 @@ def test_instances_starting_together_create_the_tables_once(
             await asyncio.gather(*(store.close() for store in stores))
 
     run(scenario())
-    assert len(tables(postgres_admin, postgres_schema)) == 4
+    assert len(tables(postgres_admin, postgres_schema)) == 7
 
 
 def test_serving_needs_only_data_privileges_once_the_tables_exist(
@@ -665,7 +732,15 @@ async def test_service_starts_while_the_database_is_down(
     added = await server.gql(http_tests.ADD, {"r": {"type": "app", "id": "a"}, "f": "beta"})
     assert added.data["addFeature"]["revision"] == 1
     with psycopg.connect(own_postgres.url) as conn:
-        assert tables(conn, "boot") == ["assignments", "changes", "revision", "schema_version"]
+        assert tables(conn, "boot") == [
+            "assignments",
+            "changes",
+            "features",
+            "resource_types",
+            "resources",
+            "revision",
+            "schema_version",
+        ]
     assert own_postgres.password not in caplog.text
 
 

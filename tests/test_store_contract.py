@@ -37,6 +37,19 @@ class TestSQLiteStoreFullSync(StoreContract):
         return lambda: SQLiteStore(str(tmp_path / "nested" / "dir" / "f.db"), synchronous="full")
 
 
+def test_every_bundled_store_implements_the_catalog() -> None:
+    """The catalog is optional for third-party stores, not for the bundled ones (their
+    contract tests would otherwise skip its scenarios)."""
+    from features_gql_plugins.mongodb_store import MongoDBStore
+    from features_gql_plugins.postgres_store import PostgresStore
+
+    for store in (MemoryStore, SQLiteStore, MongoDBStore, PostgresStore):
+        assert store.supports_catalog is True, store.__name__
+        # Snapshots are optional too (the contract skips them for a store without).
+        assert store.snapshot_page is not Store.snapshot_page, store.__name__
+        assert store.trim_changes is not Store.trim_changes, store.__name__
+
+
 INCLUSIVE_AFTER = '''
 import pytest
 from features_gql.testing import StoreContract

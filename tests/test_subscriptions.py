@@ -363,3 +363,34 @@ async def test_instances_on_one_mongodb_share_the_feed(
             await write(writing, "add", f"p{i}", "speedups")
         got = await task
     assert [(e["revision"], e["resource"]["id"]) for e in got] == [(1, "p0"), (2, "p1"), (3, "p2")]
+
+
+async def test_catalog_and_bulk_changes_arrive_live_and_a_type_filter_drops_definitions(
+    start_server: StartServer,
+) -> None:
+    server = await start_server("memory")
+    async with (
+        Client(transport=transport(server)) as everything,
+        Client(transport=transport(server)) as pipelines,
+    ):
+        all_changes = everything.subscribe(changes(after=0))
+        of_pipelines = pipelines.subscribe(changes(after=0, type="pipeline"))
+        # A definition names no resource: it arrives with resource null, and only unfiltered.
+        define = 'mutation { defineFeature(input: {name: "beta"}) { __typename } }'
+        assert not (await server.gql(define)).errors
+        bulk = (
+            'mutation { addFeatures(items: [{resource: {type: "pipeline", id: "a"}, feature: '
+            '"beta"}, {resource: {type: "pipeline", id: "b"}, feature: "beta"}]) '
+            "{ __typename } }"
+        )
+        assert not (await server.gql(bulk)).errors
+        got = await take(all_changes, 3)
+        assert [(e["op"], e["resource"]) for e in got] == [
+            ("DEFINE", None),
+            ("ADD", {"type": "pipeline", "id": "a"}),
+            ("ADD", {"type": "pipeline", "id": "b"}),
+        ]
+        filtered = await take(of_pipelines, 2)
+        assert [e["revision"] for e in filtered] == [2, 3]
+        await all_changes.aclose()
+        await of_pipelines.aclose()

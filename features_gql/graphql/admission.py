@@ -419,7 +419,7 @@ class _Measure:
         self.fragments = fragments
         self.variables = variables
         self._depths: dict[str, int] = {}
-        self._costs: dict[str, int] = {}
+        self._costs: dict[tuple[str, int | None], int] = {}
         self._dynamic: dict[str, bool] = {}
 
     def _field(self, parent: GraphQLNamedType | None, node: FieldNode) -> GraphQLField | None:
@@ -505,27 +505,37 @@ class _Measure:
                     return True
         return False
 
-    def cost(self, selection_set: SelectionSetNode, parent: GraphQLNamedType | None) -> int:
+    def cost(
+        self,
+        selection_set: SelectionSetNode,
+        parent: GraphQLNamedType | None,
+        bound: int | None = None,
+    ) -> int:
+        """The cost of ``selection_set``. ``bound`` sizes its lists that have no size
+        argument of their own: the items of the field above (a bulk mutation's results)."""
         total = 0
         for node in selection_set.selections:
             if isinstance(node, FieldNode):
-                total += self._field_cost(parent, node)
+                total += self._field_cost(parent, node, bound)
             elif isinstance(node, InlineFragmentNode):
                 condition = node.type_condition.name.value if node.type_condition else None
-                total += self.cost(node.selection_set, self._inner(parent, condition))
+                total += self.cost(node.selection_set, self._inner(parent, condition), bound)
             elif isinstance(node, FragmentSpreadNode):
-                name = node.name.value
-                if name not in self._costs:
-                    self._costs[name] = 0
-                    fragment = self.fragments[name]
-                    self._costs[name] = self.cost(
+                key = (node.name.value, bound)
+                if key not in self._costs:
+                    self._costs[key] = 0
+                    fragment = self.fragments[node.name.value]
+                    self._costs[key] = self.cost(
                         fragment.selection_set,
                         self.schema.get_type(fragment.type_condition.name.value),
+                        bound,
                     )
-                total += self._costs[name]
+                total += self._costs[key]
         return total
 
-    def _field_cost(self, parent: GraphQLNamedType | None, node: FieldNode) -> int:
+    def _field_cost(
+        self, parent: GraphQLNamedType | None, node: FieldNode, bound: int | None = None
+    ) -> int:
         definition = self._field(parent, node)
         if definition is None:
             return 1
@@ -539,23 +549,31 @@ class _Measure:
             or not is_leaf_type(get_named_type(definition.type))
             else 0
         )
+        sized = False
         if "items" in arguments:
             own = max(own, self._length(arguments["items"]))
+            sized = True
         if "ids" in arguments or "features" in arguments:
             ids = self._length(arguments["ids"]) if "ids" in arguments else 1
             features = self._length(arguments["features"]) if "features" in arguments else 1
             own = max(own, ids * features)
+            sized = True
         if node.selection_set is None:
+            if bound is not None and _is_list(definition) and not arguments:
+                return max(own, bound)  # a list of scalars as long as the items asked
             return own
         inner = get_named_type(definition.type)
-        children = self.cost(node.selection_set, inner)
+        # Lists below a field sized by its items (addFeatures' changes) are that long.
+        inner_bound = own if sized else None
         times = 1
         if "first" in definition.args:
             times = self._int(arguments.get("first"), definition)
         elif _is_list(definition) and node.name.value not in ("checks", "edges"):
-            # Lists with no size argument (introspection's types, fields, args...) are
-            # charged for their largest possible length in this schema.
-            times = self._list_bound(node.name.value)
+            # Lists with no size argument are as long as the items of the field above them
+            # (a bulk result); otherwise (introspection's types, fields, args...) charged
+            # for their largest possible length in this schema.
+            times = bound if bound is not None else self._list_bound(node.name.value)
+        children = self.cost(node.selection_set, inner, inner_bound)
         return own + times * children
 
     def _length(self, value: ValueNode) -> int:

@@ -9,7 +9,7 @@ from strawberry.dataloader import DataLoader
 
 from features_gql.api import CheckBatch, FeaturesAPI
 from features_gql.auth import AuthPolicy, Principal
-from features_gql.domain import Resource
+from features_gql.domain import FeatureInfo, Resource
 
 if TYPE_CHECKING:
     from features_gql.edge import EdgeSync
@@ -33,6 +33,7 @@ class Context:
     operation_name: str | None = field(default=None, init=False)
     checks: CheckBatch = field(init=False)
     _features: DataLoader[Resource, list[str]] | None = field(default=None, init=False)
+    _feature_infos: DataLoader[str, FeatureInfo] | None = field(default=None, init=False)
 
     @property
     def actor(self) -> str:
@@ -44,6 +45,13 @@ class Context:
         if self._features is None:
             self._features = DataLoader(load_fn=self.api.features_of_many)
         return self._features
+
+    @property
+    def feature_infos(self) -> DataLoader[str, FeatureInfo]:
+        """Every catalog field of a request (Feature.defined, resourceCount...) in one call."""
+        if self._feature_infos is None:
+            self._feature_infos = DataLoader(load_fn=self.api.feature_infos)
+        return self._feature_infos
 
     def __post_init__(self) -> None:
         # Built per request, so answers are never shared between requests, and all

@@ -14,6 +14,7 @@ from features_gql.errors import (
     StoreConflict,
     StoreError,
     StoreTimeout,
+    StoreUnsupported,
     UpstreamRefused,
     UpstreamUnavailable,
 )
@@ -28,6 +29,7 @@ INTERNAL = "INTERNAL_SERVER_ERROR"
 _STORE_MESSAGES = {
     StoreTimeout: "The feature store did not answer in time; try again.",
     StoreConflict: "The write conflicted with another write in flight and was not applied; retry.",
+    StoreUnsupported: "The feature store of this service does not offer this field.",
     UpstreamUnavailable: "The upstream service cannot be reached: this edge answers reads from "
     "its copy, but cannot write now; nothing was applied. Retry later.",
 }

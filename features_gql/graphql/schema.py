@@ -16,8 +16,11 @@ from features_gql.auth import AuthPolicy
 from features_gql.errors import InvalidInput
 from features_gql.graphql import hot_fields
 from features_gql.graphql.admission import Gate, Limits, Refused
+from features_gql.graphql.catalog import CatalogMutations, CatalogQueries
 from features_gql.graphql.errors import ErrorCodes
 from features_gql.graphql.types import (
+    ID_TEXT,
+    SLUG,
     ChangeEvent,
     Check,
     CheckInput,
@@ -42,22 +45,48 @@ from features_gql.graphql.types import (
 # whole response. One call is one unit of failure: the `hasFeature` fields of a request
 # share one check_many call (a DataLoader batch) and fail together; they are not retried
 # one by one, which would multiply the load on a store that is already failing.
-@strawberry.type
-class Query:
-    @strawberry.field(description="Does this resource have this feature?")
-    async def has_feature(self, info: Info, resource: ResourceInput, feature: str) -> bool | None:
+def _arg(description: str, name: str | None = None) -> Any:
+    return strawberry.argument(description=description, name=name)
+
+
+FEATURE = f"The feature's name: {SLUG}."
+
+
+@strawberry.type(description="What can be asked.")
+class Query(CatalogQueries):
+    @strawberry.field(description="Does this resource have this feature? The hot-path check.")
+    async def has_feature(
+        self,
+        info: Info,
+        resource: Annotated[ResourceInput, _arg("The resource asked about.")],
+        feature: Annotated[str, _arg(FEATURE)],
+    ) -> bool | None:
         return await hot_fields.has_feature(info.context, resource.type, resource.id, feature)
 
     @strawberry.field(description="A resource, whether or not it has any features.")
-    def resource(self, type: str, id: str) -> Resource:
+    def resource(
+        self,
+        type: Annotated[str, _arg(f"The resource's type: {SLUG}.")],
+        id: Annotated[str, _arg(f"The resource's id: {ID_TEXT}.")],
+    ) -> Resource:
         return Resource.of(domain.Resource.of(type, id))
 
-    @strawberry.field(description="A feature, whether or not any resource has it.")
-    def feature(self, name: str) -> Feature:
+    @strawberry.field(
+        description="A feature, whether or not any resource has it or it is defined. Null "
+        "(with an error) only when a catalog field was asked and the store failed."
+    )
+    def feature(self, name: Annotated[str, _arg(FEATURE)]) -> Feature | None:
         return Feature(name=domain.validate_feature(name, "name"))
 
-    @strawberry.field(description="Many checks in one store round trip, answered in order.")
-    async def checks(self, info: Info, items: list[CheckInput]) -> list[Check] | None:
+    @strawberry.field(
+        description="Many checks in one store round trip, answered in order (at most 10,000 "
+        "items; each counts against the cost limit)."
+    )
+    async def checks(
+        self,
+        info: Info,
+        items: Annotated[list[CheckInput], _arg("The questions, answered in this order.")],
+    ) -> list[Check] | None:
         # FeaturesAPI validates item by item, so the first bad item is the one reported.
         asked = [(item.resource.type, item.resource.id, item.feature) for item in items]
         answers = await hot_fields.checks(info.context, asked)
@@ -68,10 +97,15 @@ class Query:
 
     @strawberry.field(
         description="For each id, whether (type, id) has each feature: one row per id, one "
-        "column per feature, in one store call. The cheap shape for large batches."
+        "column per feature, in one store call. The cheap shape for large batches (ids x "
+        "features at most 10,000, counted against the cost limit)."
     )
     async def check_matrix(
-        self, info: Info, type: str, ids: list[str], features: list[str]
+        self,
+        info: Info,
+        type: Annotated[str, _arg(f"The resources' type: {SLUG}.")],
+        ids: Annotated[list[str], _arg("The resources' ids: one row each, in this order.")],
+        features: Annotated[list[str], _arg("The features: one column each, in this order.")],
     ) -> list[list[bool]] | None:
         return await hot_fields.check_matrix(info.context, type, ids, features)
 
@@ -101,9 +135,14 @@ class Query:
     async def revision(self, info: Info) -> int | None:
         return await info.context.api.revision()
 
-    @strawberry.field(description="Changes after revision `after`, oldest first (at most 1000).")
+    @strawberry.field(
+        description="Changes after revision `after`, oldest first: how followers read the log."
+    )
     async def changes(
-        self, info: Info, after: int = 0, first: int = 100
+        self,
+        info: Info,
+        after: Annotated[int, _arg("A revision: changes after it (0 for all).")] = 0,
+        first: Annotated[int, _arg("How many to return: 1-1000.")] = 100,
     ) -> list[ChangeEvent] | None:
         events = await info.context.api.changes_since(after, limit=first)
         return [ChangeEvent.of(event) for event in events]
@@ -128,7 +167,14 @@ class Query:
         "defaults to 1000, at most 10000."
     )
     async def snapshot(
-        self, info: Info, after: str | None = None, first: int = 1000
+        self,
+        info: Info,
+        after: Annotated[
+            str | None, strawberry.argument(description="The previous page's endCursor.")
+        ] = None,
+        first: Annotated[
+            int, strawberry.argument(description="Assignments per page: 1 to 10000.")
+        ] = 1000,
     ) -> SnapshotPage | None:
         start = None if after is None else decode_snapshot_cursor(after)
         page = await info.context.api.snapshot_page(start, limit=first)
@@ -158,11 +204,17 @@ async def _change(
     )
 
 
-@strawberry.type
-class Mutation:
-    @strawberry.mutation(description="Give a resource a feature. Adding twice is not an error.")
+@strawberry.type(description="What can be changed (every mutation needs the write scope).")
+class Mutation(CatalogMutations):
+    @strawberry.mutation(
+        description="Give a resource a feature. Adding twice is not an error. In strict mode, "
+        "the feature must be defined and not archived."
+    )
     async def add_feature(
-        self, info: Info, resource: ResourceInput, feature: str
+        self,
+        info: Info,
+        resource: Annotated[ResourceInput, _arg("The resource.")],
+        feature: Annotated[str, _arg(FEATURE)],
     ) -> FeatureChangeResult | None:
         return await _change(info, "add", resource, feature)
 
@@ -170,12 +222,15 @@ class Mutation:
         description="Take a feature from a resource. Removing an absent one is not an error."
     )
     async def remove_feature(
-        self, info: Info, resource: ResourceInput, feature: str
+        self,
+        info: Info,
+        resource: Annotated[ResourceInput, _arg("The resource.")],
+        feature: Annotated[str, _arg(FEATURE)],
     ) -> FeatureChangeResult | None:
         return await _change(info, "remove", resource, feature)
 
 
-@strawberry.type
+@strawberry.type(description="What can be followed live (the read scope).")
 class Subscription:
     @strawberry.subscription(
         description="Every change after revision `after` (default: from now on), in revision "
@@ -186,9 +241,21 @@ class Subscription:
     async def feature_changes(
         self,
         info: Info,
-        after: int | None = None,
-        type_: Annotated[str | None, strawberry.argument(name="type")] = None,
-        feature: str | None = None,
+        after: Annotated[
+            int | None,
+            strawberry.argument(description="The last revision received (null: from now on)."),
+        ] = None,
+        type_: Annotated[
+            str | None,
+            strawberry.argument(
+                name="type",
+                description="Only changes of this resource type (catalog changes, which name "
+                "no resource, are then left out).",
+            ),
+        ] = None,
+        feature: Annotated[
+            str | None, strawberry.argument(description="Only changes of this feature.")
+        ] = None,
     ) -> AsyncGenerator[ChangeEvent, None]:
         feed = info.context.feed
         if feed is None:

@@ -2,83 +2,263 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
-from datetime import datetime
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated
 
 import strawberry
 
 from features_gql import domain
+from features_gql.errors import InvalidInput
 from features_gql.graphql import hot_fields
 from features_gql.graphql.context import Context
 
 Info = strawberry.Info[Context, None]
 
+#: The rules of names, stated once for every description that mentions them.
+SLUG = (
+    "a lowercase slug (1-64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit)"
+)
+ID_TEXT = (
+    "an opaque string of 1-256 characters with no control characters, compared exactly and "
+    "ordered by code point"
+)
+FIRST = "How many to return: 0-1000, 100 when left out."
+AFTER = "A cursor from a previous page's pageInfo.endCursor: the page starts after it."
+
+
+def _described(description: str) -> object:
+    return strawberry.argument(description=description)
+
 
 @strawberry.input(description="A resource: its type (a slug) and its id (an opaque string).")
 class ResourceInput:
-    type: str
-    id: str
+    type: str = strawberry.field(description=f"The resource's type: {SLUG}.")
+    id: str = strawberry.field(description=f"The resource's id: {ID_TEXT}.")
 
 
 @strawberry.input(description="One question of a batch: does this resource have this feature?")
 class CheckInput:
-    resource: ResourceInput
-    feature: str
+    resource: ResourceInput = strawberry.field(description="The resource asked about.")
+    feature: str = strawberry.field(description=f"The feature's name: {SLUG}.")
 
 
-@strawberry.type(description="A thing features attach to, identified by (type, id).")
-class Resource:
-    type: str
-    id: str
+@strawberry.interface(
+    description="An object with a global identity (the Relay Node convention, under the "
+    "field name nodeId, since Resource.id is the resource's own id): one nodeId names one "
+    "object across every type, so a client cache can key on it. Fetch any of them with "
+    "Query.node."
+)
+class Node:
+    @strawberry.field(description="The global, opaque identity of this object.")
+    def node_id(self) -> strawberry.ID:  # pragma: no cover - every Node type overrides it
+        raise NotImplementedError
+
+
+def node_id(kind: str, *parts: str) -> strawberry.ID:
+    raw = "\x1f".join((kind, *parts)).encode()
+    return strawberry.ID(base64.urlsafe_b64encode(raw).decode().rstrip("="))
+
+
+def decode_node_id(value: str) -> tuple[str, list[str]]:
+    """The type and key parts of a nodeId; InvalidInput for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode((value + "=" * (-len(value) % 4)).encode()).decode()
+        kind, *parts = raw.split("\x1f")
+    except (ValueError, binascii.Error, UnicodeError):
+        kind, parts = "", []
+    if (kind, len(parts)) not in (("Resource", 2), ("Feature", 1)):
+        raise InvalidInput(
+            "nodeId", "node-id", f"nodeId must be a nodeId returned by this API (got {value!r:.80})"
+        )
+    return kind, parts
+
+
+@strawberry.type(
+    description="A thing features attach to, identified by (type, id). Normalising client "
+    "caches must key it by both (or by nodeId): the same id may exist under several types."
+)
+class Resource(Node):
+    type: str = strawberry.field(description=f"The resource's type: {SLUG}.")
+    id: str = strawberry.field(
+        description=f"The resource's id within its type: {ID_TEXT}. Not unique across types."
+    )
 
     @classmethod
     def of(cls, resource: domain.Resource) -> Resource:
         return cls(type=resource.type, id=resource.id)
 
-    @strawberry.field(description="The features this resource has, sorted.")
+    @strawberry.field(description="The global identity of this resource (see Node).")
+    def node_id(self) -> strawberry.ID:
+        return node_id("Resource", self.type, self.id)
+
+    @strawberry.field(
+        description="The features this resource has, sorted by code point. Every features "
+        "field of a request shares one store call."
+    )
     async def features(self, info: Info) -> list[str] | None:
         return await info.context.features.load(domain.Resource(self.type, self.id))
 
     @strawberry.field(description="Whether this resource has the feature.")
-    async def has_feature(self, info: Info, feature: str) -> bool | None:
+    async def has_feature(
+        self, info: Info, feature: Annotated[str, _described(f"The feature's name: {SLUG}.")]
+    ) -> bool | None:
         return await hot_fields.has_feature(info.context, self.type, self.id, feature)
 
+    @strawberry.field(
+        description="The changes to this resource's features, newest first (Query.history "
+        "for this resource)."
+    )
+    async def history(
+        self,
+        info: Info,
+        feature: Annotated[
+            str | None, _described("Only the changes of this feature (a slug).")
+        ] = None,
+        actor: Annotated[
+            str | None, _described("Only the changes made by this actor (a token's name).")
+        ] = None,
+        first: Annotated[int | None, _described(FIRST)] = None,
+        after: Annotated[str | None, _described(AFTER)] = None,
+    ) -> ChangeConnection | None:
+        return await change_connection(
+            info, (self.type, self.id), feature, actor, first=first, after=after
+        )
 
-@strawberry.type
+
+@strawberry.type(
+    description="Where a page of a connection stands. Pages run forward only: ask for the "
+    "next one with after: endCursor."
+)
 class PageInfo:
-    has_next_page: bool
-    has_previous_page: bool
-    start_cursor: str | None
-    end_cursor: str | None
+    has_next_page: bool = strawberry.field(
+        description="Whether more items follow this page (also answered for first: 0)."
+    )
+    has_previous_page: bool = strawberry.field(
+        description="Whether this page was asked for after a cursor."
+    )
+    start_cursor: str | None = strawberry.field(
+        description="The cursor of the page's first item; null for an empty page."
+    )
+    end_cursor: str | None = strawberry.field(
+        description="The cursor of the page's last item, for the next page's after; null for "
+        "an empty page."
+    )
 
 
-@strawberry.type
+@strawberry.type(description="A resource in a page, with its cursor.")
 class ResourceEdge:
-    cursor: str
-    node: Resource
+    cursor: str = strawberry.field(description="Where this resource stands in the listing.")
+    node: Resource = strawberry.field(description="The resource.")
 
 
 @strawberry.type(description="A page of resources, Relay-style.")
 class ResourceConnection:
-    edges: list[ResourceEdge]
-    page_info: PageInfo
-
-
-@strawberry.type(description="A feature name, and the resources that have it.")
-class Feature:
-    name: str
+    edges: list[ResourceEdge] = strawberry.field(description="The resources of this page.")
+    page_info: PageInfo = strawberry.field(description="Where this page stands.")
+    count: strawberry.Private[Callable[[], Awaitable[int | None]] | None] = None
 
     @strawberry.field(
-        description="Resources with this feature ordered by (type, id); first defaults to 100, "
-        "at most 1000."
+        description="How many resources the whole listing holds, when the store keeps that "
+        "count (a type's resources, a feature's resources of every type); null otherwise."
     )
+    async def total_count(self) -> int | None:
+        return None if self.count is None else await self.count()
+
+
+@strawberry.type(
+    description="A feature: its name, what the catalog says about it, and the resources that "
+    "have it. Any slug names a feature, defined or not; defineFeature describes one."
+)
+class Feature(Node):
+    name: str = strawberry.field(description=f"The feature's name: {SLUG}.")
+    catalog: strawberry.Private[domain.FeatureInfo | None] = None
+
+    async def _catalog(self, info: Info) -> domain.FeatureInfo:
+        if self.catalog is None:
+            self.catalog = await info.context.feature_infos.load(self.name)
+        return self.catalog
+
+    async def _definition(self, info: Info) -> domain.FeatureDefinition | None:
+        return (await self._catalog(info)).definition
+
+    @strawberry.field(description="The global identity of this feature (see Node).")
+    def node_id(self) -> strawberry.ID:
+        return node_id("Feature", self.name)
+
+    @strawberry.field(description="Whether the feature has a definition (archived or not).")
+    async def defined(self, info: Info) -> bool:
+        return (await self._catalog(info)).defined
+
+    @strawberry.field(description="What the feature is for; null when not given.")
+    async def description(self, info: Info) -> str | None:
+        definition = await self._definition(info)
+        return None if definition is None else definition.description
+
+    @strawberry.field(
+        description="Who looks after the feature (a team, a person); null when not given."
+    )
+    async def owner(self, info: Info) -> str | None:
+        definition = await self._definition(info)
+        return None if definition is None else definition.owner
+
+    @strawberry.field(description="What kind of flag this is; null when not given.")
+    async def kind(self, info: Info) -> FeatureKind | None:
+        definition = await self._definition(info)
+        return (
+            None if definition is None or definition.kind is None else FeatureKind(definition.kind)
+        )
+
+    @strawberry.field(description="When the feature is due to be cleaned up; null for never.")
+    async def expires_at(self, info: Info) -> datetime | None:
+        definition = await self._definition(info)
+        return None if definition is None else definition.expires_at
+
+    @strawberry.field(description="Whether expiresAt has passed (judged when asked).")
+    async def expired(self, info: Info) -> bool:
+        return (await self._catalog(info)).expired(datetime.now(UTC))
+
+    @strawberry.field(
+        description="Whether the feature was retired with archiveFeature. It keeps its "
+        "assignments; strict mode refuses new ones."
+    )
+    async def archived(self, info: Info) -> bool:
+        return (await self._catalog(info)).archived
+
+    @strawberry.field(description="When the feature was archived; null unless archived.")
+    async def archived_at(self, info: Info) -> datetime | None:
+        definition = await self._definition(info)
+        return None if definition is None else definition.archived_at
+
+    @strawberry.field(description="When the feature was first defined; null if never defined.")
+    async def created_at(self, info: Info) -> datetime | None:
+        definition = await self._definition(info)
+        return None if definition is None else definition.created_at
+
+    @strawberry.field(
+        description="When the definition last changed (define or archive); null if never defined."
+    )
+    async def updated_at(self, info: Info) -> datetime | None:
+        definition = await self._definition(info)
+        return None if definition is None else definition.updated_at
+
+    @strawberry.field(description="How many resources have this feature (a stored count).")
+    async def resource_count(self, info: Info) -> int:
+        return (await self._catalog(info)).resource_count
+
+    @strawberry.field(description="Resources with this feature, ordered by (type, id).")
     async def resources(
         self,
         info: Info,
-        type_: Annotated[str | None, strawberry.argument(name="type")] = None,
-        first: int | None = None,
-        after: str | None = None,
+        type_: Annotated[
+            str | None,
+            strawberry.argument(name="type", description="Only resources of this type (a slug)."),
+        ] = None,
+        first: Annotated[int | None, _described(FIRST)] = None,
+        after: Annotated[str | None, _described(AFTER)] = None,
     ) -> ResourceConnection | None:
         from features_gql.api import encode_cursor
 
@@ -86,6 +266,10 @@ class Feature:
             self.name, type=type_, first=first, after=after
         )
         edges = [ResourceEdge(cursor=encode_cursor(r), node=Resource.of(r)) for r in page.resources]
+
+        async def count() -> int | None:
+            return (await self._catalog(info)).resource_count
+
         return ResourceConnection(
             edges=edges,
             page_info=PageInfo(
@@ -94,59 +278,102 @@ class Feature:
                 start_cursor=edges[0].cursor if edges else None,
                 end_cursor=page.end_cursor,
             ),
+            count=count if type_ is None else None,
         )
+
+    @strawberry.field(
+        description="The changes of this feature, newest first: its assignments, and its "
+        "definitions and archiving (Query.history for this feature)."
+    )
+    async def history(
+        self,
+        info: Info,
+        resource: Annotated[
+            ResourceInput | None, _described("Only the changes of this resource.")
+        ] = None,
+        actor: Annotated[
+            str | None, _described("Only the changes made by this actor (a token's name).")
+        ] = None,
+        first: Annotated[int | None, _described(FIRST)] = None,
+        after: Annotated[str | None, _described(AFTER)] = None,
+    ) -> ChangeConnection | None:
+        asked = None if resource is None else (resource.type, resource.id)
+        return await change_connection(info, asked, self.name, actor, first=first, after=after)
 
 
 @strawberry.type(description="The answer to one CheckInput, in the order asked.")
 class Check:
-    resource: Resource
-    feature: str
-    enabled: bool
+    resource: Resource = strawberry.field(description="The resource asked about.")
+    feature: str = strawberry.field(description="The feature asked about.")
+    enabled: bool = strawberry.field(description="Whether the resource has the feature.")
 
 
 @strawberry.type(description="The result of an add or remove that was carried out.")
 class FeatureChange:
-    resource: Resource
-    feature: str
+    resource: Resource = strawberry.field(description="The resource changed (or not).")
+    feature: str = strawberry.field(description="The feature added or removed.")
     changed: bool = strawberry.field(
         description="False when the resource already had (add) or lacked (remove) the feature."
     )
-    revision: int = strawberry.field(description="The store's revision after this change.")
+    revision: int = strawberry.field(
+        description="The revision of this change; when nothing changed, the store's revision "
+        "after the request."
+    )
 
 
 @strawberry.type(name="InvalidInput", description="An argument broke a rule; nothing was changed.")
 class InvalidInputError:
-    field: str = strawberry.field(description="The argument at fault, e.g. resource.type.")
-    rule: str = strawberry.field(description="The rule it broke: slug, length, printable...")
-    message: str
+    field: str = strawberry.field(
+        description="The argument at fault, e.g. resource.type or items[3].feature."
+    )
+    rule: str = strawberry.field(
+        description="The rule it broke: slug, length, printable, range, cursor, batch-size, "
+        "kind, timezone, or undefined (strict mode)."
+    )
+    message: str = strawberry.field(description="What is wrong, for a person to read.")
 
 
 FeatureChangeResult = Annotated[
-    FeatureChange | InvalidInputError, strawberry.union("FeatureChangeResult")
+    FeatureChange | InvalidInputError,
+    strawberry.union(
+        "FeatureChangeResult",
+        description="What addFeature or removeFeature did, or why it was refused.",
+    ),
 ]
 
 
-@strawberry.enum
+@strawberry.enum(description="What a change did.")
 class ChangeOp(enum.Enum):
-    ADD = "add"
-    REMOVE = "remove"
+    ADD = strawberry.enum_value("add", description="A resource was given a feature.")
+    REMOVE = strawberry.enum_value("remove", description="A feature was taken from a resource.")
+    DEFINE = strawberry.enum_value(
+        "define", description="A feature's definition was created, changed or restored."
+    )
+    ARCHIVE = strawberry.enum_value("archive", description="A feature was archived.")
 
 
 @strawberry.type(description="A change that took effect, from the store's change log.")
 class ChangeEvent:
-    revision: int
-    op: ChangeOp
-    resource: Resource
-    feature: str
-    at: datetime
-    actor: str | None
+    revision: int = strawberry.field(
+        description="Its place in the change log: store-wide and strictly increasing."
+    )
+    op: ChangeOp = strawberry.field(description="What the change did.")
+    resource: Resource | None = strawberry.field(
+        description="The resource changed; null for catalog changes (DEFINE, ARCHIVE)."
+    )
+    feature: str = strawberry.field(description="The feature added, removed, defined or archived.")
+    at: datetime = strawberry.field(description="When the store applied it.")
+    actor: str | None = strawberry.field(
+        description="Who made it: the token's name (anonymous without a token); null when the "
+        "change came through the Python API without an actor."
+    )
 
     @classmethod
     def of(cls, event: domain.ChangeEvent) -> ChangeEvent:
         return cls(
             revision=event.revision,
             op=ChangeOp(event.op),
-            resource=Resource.of(event.resource),
+            resource=None if event.resource is None else Resource.of(event.resource),
             feature=event.feature,
             at=event.at,
             actor=event.actor,
@@ -166,18 +393,230 @@ class Viewer:
 
 @strawberry.type(description="Whether the store answers a cheap probe within a short deadline.")
 class StoreHealth:
-    name: str
-    up: bool
-    latency_ms: float
+    name: str = strawberry.field(description="The store, as in logs and metrics (e.g. sqlite).")
+    up: bool = strawberry.field(description="Whether it answered in time.")
+    latency_ms: float = strawberry.field(description="How long the probe took, in milliseconds.")
     reason: str | None = strawberry.field(
         description="Why the store is not up: timeout, unavailable or error."
     )
 
 
-@strawberry.type
+@strawberry.type(description="The service's health.")
 class Health:
-    status: str = strawberry.field(description="ok, or degraded when the store is not up.")
-    store: StoreHealth
+    status: str = strawberry.field(
+        description="The status: ok, or degraded when the store is not up."
+    )
+    store: StoreHealth = strawberry.field(description="The live probe of the store.")
+
+
+# -- catalog, listings, history and bulk --------------------------------------------------
+
+
+@strawberry.enum(description="What a feature flag is for; it decides how long it should live.")
+class FeatureKind(enum.Enum):
+    RELEASE = strawberry.enum_value(
+        "release", description="Ships work in progress; short-lived, removed once rolled out."
+    )
+    OPS = strawberry.enum_value(
+        "ops", description="An operational switch (kill switch, load shedding); long-lived."
+    )
+    EXPERIMENT = strawberry.enum_value(
+        "experiment", description="Splits resources to compare variants; lives for the test."
+    )
+    PERMISSION = strawberry.enum_value(
+        "permission", description="Grants capabilities to some resources; long-lived."
+    )
+
+
+@strawberry.input(
+    description="A feature's definition. Fields left out keep their value (null on a new "
+    "definition); fields given as null are cleared."
+)
+class FeatureDefinitionInput:
+    name: str = strawberry.field(description=f"The feature's name: {SLUG}.")
+    description: str | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="What the feature is for: at most 2000 characters; line breaks allowed, "
+        "no other control characters.",
+    )
+    owner: str | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Who looks after it: at most 200 characters, no control characters.",
+    )
+    kind: FeatureKind | None = strawberry.field(
+        default=strawberry.UNSET, description="What kind of flag it is."
+    )
+    expires_at: datetime | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="When it is due to be cleaned up, with a time zone (e.g. "
+        "2030-01-31T00:00:00Z); kept to the millisecond.",
+    )
+
+
+@strawberry.type(description="A resource type in use.")
+class ResourceType:
+    name: str = strawberry.field(description=f"The type's name: {SLUG}.")
+    resource_count: int = strawberry.field(
+        description="How many resources of this type have at least one feature."
+    )
+
+    @strawberry.field(description="Its resources that have a feature, ordered by id.")
+    async def resources(
+        self,
+        info: Info,
+        first: Annotated[int | None, _described(FIRST)] = None,
+        after: Annotated[str | None, _described(AFTER)] = None,
+    ) -> ResourceConnection | None:
+        return await resource_connection(info, self.name, first, after)
+
+
+@strawberry.type(description="A feature in a page, with its cursor.")
+class FeatureEdge:
+    cursor: str = strawberry.field(description="Where this feature stands in the listing.")
+    node: Feature = strawberry.field(description="The feature.")
+
+
+@strawberry.type(description="A page of the catalog, ordered by name, Relay-style.")
+class FeatureConnection:
+    edges: list[FeatureEdge] = strawberry.field(description="The features of this page.")
+    page_info: PageInfo = strawberry.field(description="Where this page stands.")
+
+
+@strawberry.type(description="A change in a page, with its cursor.")
+class ChangeEdge:
+    cursor: str = strawberry.field(description="Where this change stands in the history.")
+    node: ChangeEvent = strawberry.field(description="The change.")
+
+
+@strawberry.type(description="A page of history, newest first, Relay-style.")
+class ChangeConnection:
+    edges: list[ChangeEdge] = strawberry.field(description="The changes of this page.")
+    page_info: PageInfo = strawberry.field(description="Where this page stands.")
+    count: strawberry.Private[Callable[[], Awaitable[int | None]] | None] = None
+
+    @strawberry.field(
+        description="How many changes the whole history holds: given for the unfiltered "
+        "history (the store's revision), null for a filtered one."
+    )
+    async def total_count(self) -> int | None:
+        return None if self.count is None else await self.count()
+
+
+@strawberry.type(description="What defineFeature or archiveFeature did.")
+class FeatureDefinitionChange:
+    feature: Feature = strawberry.field(description="The feature as it is now.")
+    changed: bool = strawberry.field(
+        description="False when the definition already said this (or the feature was not "
+        "defined, or already archived, for archiveFeature)."
+    )
+    revision: int = strawberry.field(
+        description="The revision of this change; when nothing changed, the store's revision."
+    )
+
+
+FeatureDefinitionResult = Annotated[
+    FeatureDefinitionChange | InvalidInputError,
+    strawberry.union(
+        "FeatureDefinitionResult",
+        description="What defineFeature or archiveFeature did, or why it was refused.",
+    ),
+]
+
+
+@strawberry.type(
+    description="What addFeatures or removeFeatures did: one FeatureChange per item, in the "
+    "order given. Every item that changed has its own revision, in that order."
+)
+class BulkChange:
+    changes: list[FeatureChange] = strawberry.field(description="One result per item, in order.")
+    changed_count: int = strawberry.field(description="How many items changed something.")
+    revision: int = strawberry.field(description="The store's revision after the request.")
+
+
+BulkChangeResult = Annotated[
+    BulkChange | InvalidInputError,
+    strawberry.union(
+        "BulkChangeResult",
+        description="What addFeatures or removeFeatures did, or the first item that broke a "
+        "rule (then nothing was changed).",
+    ),
+]
+
+
+@strawberry.type(description="What setFeatures did.")
+class FeaturesSet:
+    resource: Resource = strawberry.field(description="The resource whose features were set.")
+    features: list[str] = strawberry.field(description="Its features now, sorted.")
+    removed: list[str] = strawberry.field(
+        description="The features taken away, sorted; their changes come first in the log."
+    )
+    added: list[str] = strawberry.field(description="The features given, sorted.")
+    revision: int = strawberry.field(description="The store's revision after the request.")
+
+
+SetFeaturesResult = Annotated[
+    FeaturesSet | InvalidInputError,
+    strawberry.union(
+        "SetFeaturesResult",
+        description="What setFeatures did, or why it was refused (then nothing was changed).",
+    ),
+]
+
+
+async def change_connection(
+    info: Info,
+    resource: tuple[str, str] | None,
+    feature: str | None,
+    actor: str | None,
+    *,
+    first: int | None,
+    after: str | None,
+) -> ChangeConnection:
+    from features_gql.api import encode_key
+
+    api = info.context.api
+    page = await api.history(
+        resource=resource, feature=feature, actor=actor, first=first, after=after
+    )
+    edges = [
+        ChangeEdge(cursor=encode_key("revision", event.revision), node=ChangeEvent.of(event))
+        for event in page.changes
+    ]
+    unfiltered = resource is None and feature is None and actor is None
+    return ChangeConnection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=page.has_next_page,
+            has_previous_page=after is not None,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=page.end_cursor,
+        ),
+        count=api.revision if unfiltered else None,
+    )
+
+
+async def resource_connection(
+    info: Info, type: str, first: int | None, after: str | None
+) -> ResourceConnection:
+    from features_gql.api import encode_cursor
+
+    api = info.context.api
+    page = await api.list_resources(type, first=first, after=after)
+    edges = [ResourceEdge(cursor=encode_cursor(r), node=Resource.of(r)) for r in page.resources]
+
+    async def count() -> int | None:
+        return await api.resource_count(type)
+
+    return ResourceConnection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=page.has_next_page,
+            has_previous_page=after is not None,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=page.end_cursor,
+        ),
+        count=count,
+    )
 
 
 # -- snapshots and feed -------------------------------------------------------------------
@@ -189,13 +628,15 @@ class Health:
     "the changes after that revision."
 )
 class SnapshotPage:
-    revision: int
+    revision: int = strawberry.field(
+        description="Every change up to this revision is in the snapshot."
+    )
     assignments: list[list[str]] = strawberry.field(
         description="[type, id, feature] of each assignment, ordered by type, id, feature "
         "(code point order)."
     )
     end_cursor: str | None = strawberry.field(description="Pass as `after` for the next page.")
-    has_next_page: bool
+    has_next_page: bool = strawberry.field(description="Whether another page may follow.")
 
 
 @strawberry.type(
@@ -214,7 +655,7 @@ class SyncStatus:
         description="How far the copy may be behind: 0 while connected and caught up, else "
         "the seconds since it last was."
     )
-    connected: bool
+    connected: bool = strawberry.field(description="Whether it follows the upstream now.")
     last_synced_at: datetime | None = strawberry.field(
         description="When the copy was last known to be current."
     )

@@ -13,8 +13,22 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from features_gql.domain import Assignment, ChangeEvent, Resource, SnapshotPage, WriteResult
-from features_gql.errors import SnapshotsUnsupported
+from features_gql.domain import (
+    Assignment,
+    BulkResult,
+    ChangeEvent,
+    DefinitionResult,
+    FeatureFilter,
+    FeatureInfo,
+    FeatureSpec,
+    HistoryQuery,
+    Resource,
+    ResourceTypeCount,
+    SetResult,
+    SnapshotPage,
+    WriteResult,
+)
+from features_gql.errors import SnapshotsUnsupported, StoreUnsupported
 
 #: Set while a store delays a call on purpose (fault injection). The task that awaits
 #: the store sees it, so FeaturesAPI can report a deadline such a delay made it miss as
@@ -117,6 +131,95 @@ class Store(abc.ABC):
     async def revision(self) -> int:
         """The revision of the latest change (0 for a store that never changed)."""
 
+    # -- catalog, listings, history and bulk ------------------------------------------
+    #
+    # Optional: a store that does not implement these leaves ``supports_catalog`` False,
+    # and each raises StoreUnsupported. The bundled stores implement them all. Every
+    # write below logs each change it makes under its own revision, like ``add``.
+
+    #: Whether the store implements the catalog, listing, history and bulk operations.
+    supports_catalog: bool = False
+
+    def _unsupported(self, operation: str) -> StoreUnsupported:
+        return StoreUnsupported(f"the {self.name} store does not implement {operation}")
+
+    async def define(self, spec: FeatureSpec, *, actor: str | None) -> DefinitionResult:
+        """Create or update a feature's definition (see :meth:`FeatureSpec.apply`); logged
+        as a ``define`` change when it changes anything."""
+        raise self._unsupported("define")
+
+    async def archive(self, name: str, *, actor: str | None) -> DefinitionResult:
+        """Retire a defined feature (logged as ``archive``). Archiving a feature that is
+        not defined, or already archived, changes nothing."""
+        raise self._unsupported("archive")
+
+    async def feature_infos(self, names: Sequence[str]) -> list[FeatureInfo]:
+        """What the catalog knows of each name, in order (count 0 and no definition for
+        a feature nobody has and nobody defined). One round trip."""
+        raise self._unsupported("feature_infos")
+
+    async def list_features(
+        self, filter: FeatureFilter, *, after: str | None, limit: int
+    ) -> list[FeatureInfo]:
+        """Up to ``limit`` features that are defined or assigned and that ``filter``
+        keeps (:meth:`FeatureFilter.keeps`), ordered by name, after the name ``after``."""
+        raise self._unsupported("list_features")
+
+    async def resource_types(self, *, after: str | None, limit: int) -> list[ResourceTypeCount]:
+        """Up to ``limit`` resource types that some resource with a feature has, ordered
+        by name, after the name ``after``, each with its number of such resources."""
+        raise self._unsupported("resource_types")
+
+    async def resource_count(self, type: str) -> int:
+        """How many resources of ``type`` have at least one feature (a stored count)."""
+        raise self._unsupported("resource_count")
+
+    async def list_resources(self, type: str, *, after: str | None, limit: int) -> list[Resource]:
+        """Up to ``limit`` resources of ``type`` having at least one feature, ordered by
+        id (code point order), after the id ``after``."""
+        raise self._unsupported("list_resources")
+
+    async def history(
+        self, query: HistoryQuery, *, before: int | None, limit: int
+    ) -> list[ChangeEvent]:
+        """Up to ``limit`` change events that ``query`` keeps, newest first, with a
+        revision below ``before`` (all when None). Served by indexes, never a scan."""
+        raise self._unsupported("history")
+
+    async def add_many(
+        self,
+        items: Sequence[tuple[Resource, str]],
+        *,
+        actor: str | None,
+        require_defined: bool = False,
+    ) -> BulkResult:
+        """Add every assignment, all or nothing where the store can, in one round trip.
+
+        Each item that changes is logged under its own revision, in the order given.
+        With ``require_defined``, an item whose feature is not defined, or archived,
+        refuses the whole call (``BulkResult.refused``) and nothing is applied.
+        """
+        raise self._unsupported("add_many")
+
+    async def remove_many(
+        self, items: Sequence[tuple[Resource, str]], *, actor: str | None
+    ) -> BulkResult:
+        """Remove every assignment, like :meth:`add_many`."""
+        raise self._unsupported("remove_many")
+
+    async def set_features(
+        self,
+        resource: Resource,
+        features: Sequence[str],
+        *,
+        actor: str | None,
+        require_defined: bool = False,
+    ) -> SetResult:
+        """Make ``features`` the resource's features: remove the others, then add the
+        missing ones (each sorted, each change logged under its own revision), in one
+        round trip, all or nothing where the store can."""
+        raise self._unsupported("set_features")
+
     # -- snapshots and feed ---------------------------------------------------------------
     # Replicas (LocalReplica, edges) load a snapshot page by page, then follow the change
     # log from the revision of the first page. Not abstract, so a store written before
@@ -151,6 +254,7 @@ class WrappingStore(Store):
         self.inner = inner
         self.name = f"{type(self).__name__.lower()}({inner.name})"
         self.shared_between_processes = inner.shared_between_processes
+        self.supports_catalog = inner.supports_catalog
 
     def describe(self) -> str:
         return f"{self.name.split('(')[0]} over {self.inner.describe()}"
@@ -189,6 +293,62 @@ class WrappingStore(Store):
 
     async def revision(self) -> int:
         return await self.inner.revision()
+
+    # -- catalog, listings, history and bulk ------------------------------------------
+
+    async def define(self, spec: FeatureSpec, *, actor: str | None) -> DefinitionResult:
+        return await self.inner.define(spec, actor=actor)
+
+    async def archive(self, name: str, *, actor: str | None) -> DefinitionResult:
+        return await self.inner.archive(name, actor=actor)
+
+    async def feature_infos(self, names: Sequence[str]) -> list[FeatureInfo]:
+        return await self.inner.feature_infos(names)
+
+    async def list_features(
+        self, filter: FeatureFilter, *, after: str | None, limit: int
+    ) -> list[FeatureInfo]:
+        return await self.inner.list_features(filter, after=after, limit=limit)
+
+    async def resource_types(self, *, after: str | None, limit: int) -> list[ResourceTypeCount]:
+        return await self.inner.resource_types(after=after, limit=limit)
+
+    async def resource_count(self, type: str) -> int:
+        return await self.inner.resource_count(type)
+
+    async def list_resources(self, type: str, *, after: str | None, limit: int) -> list[Resource]:
+        return await self.inner.list_resources(type, after=after, limit=limit)
+
+    async def history(
+        self, query: HistoryQuery, *, before: int | None, limit: int
+    ) -> list[ChangeEvent]:
+        return await self.inner.history(query, before=before, limit=limit)
+
+    async def add_many(
+        self,
+        items: Sequence[tuple[Resource, str]],
+        *,
+        actor: str | None,
+        require_defined: bool = False,
+    ) -> BulkResult:
+        return await self.inner.add_many(items, actor=actor, require_defined=require_defined)
+
+    async def remove_many(
+        self, items: Sequence[tuple[Resource, str]], *, actor: str | None
+    ) -> BulkResult:
+        return await self.inner.remove_many(items, actor=actor)
+
+    async def set_features(
+        self,
+        resource: Resource,
+        features: Sequence[str],
+        *,
+        actor: str | None,
+        require_defined: bool = False,
+    ) -> SetResult:
+        return await self.inner.set_features(
+            resource, features, actor=actor, require_defined=require_defined
+        )
 
     # -- snapshots and feed ---------------------------------------------------------------
 

@@ -12,6 +12,10 @@ Capability flags let a store say what it honestly cannot do:
   one built by the same ``make_store`` (file or server stores), which
   ``test_data_survives_reopening`` checks; a store that keeps its data in memory sets
   it False, and that test is skipped.
+
+The store itself says whether it implements the optional catalog, listing, history
+and bulk operations (``Store.supports_catalog``); their scenarios are skipped for a
+store that does not.
 """
 
 from __future__ import annotations
@@ -20,20 +24,33 @@ import asyncio
 import random
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features_gql.domain import Assignment, ChangeEvent, Resource
-from features_gql.errors import ChangesTrimmed
+from features_gql.domain import (
+    Assignment,
+    ChangeEvent,
+    FeatureFilter,
+    FeatureInfo,
+    FeatureSpec,
+    HistoryQuery,
+    Resource,
+    ResourceTypeCount,
+)
+from features_gql.errors import ChangesTrimmed, SnapshotsUnsupported
 from features_gql.stores.base import Store
 
 Scenario = Callable[[Store], Awaitable[None]]
 
 PIPELINE = Resource("pipeline", "db8e9a0d-b9b1-4e7a-ab21-a2b289da032b")
+#: Times with whole milliseconds (MongoDB keeps no finer), around the time filters use.
+NOW = datetime.now(UTC).replace(microsecond=0)
+EARLIER = NOW - timedelta(days=3)
+LATER = NOW + timedelta(days=30)
 
 #: Ids that break naive stores: separators, quotes, unicode, query syntax, maximum length.
 UNUSUAL_IDS = [
@@ -66,6 +83,8 @@ async def read_snapshot(store: Store, *, limit: int) -> tuple[int, list[Assignme
 
 def apply_changes(state: set[Assignment], changes: list[ChangeEvent]) -> None:
     for change in changes:
+        if change.resource is None or change.op not in ("add", "remove"):
+            continue  # catalog changes move no assignment
         key = Assignment(change.resource.type, change.resource.id, change.feature)
         if change.op == "add":
             state.add(key)
@@ -84,7 +103,11 @@ def run_with_store(make_store: Callable[[], Store], scenario: Scenario) -> None:
         finally:
             await store.close()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except SnapshotsUnsupported as exc:
+        # Snapshots and trimming are optional (replicas replay the change log without them).
+        pytest.skip(str(exc))
 
 
 class StoreContract:
@@ -462,6 +485,560 @@ class StoreContract:
             for feature in ("x", "y", "z"):
                 found = await store.resources_with(feature, type=namespace, after=None, limit=10)
                 assert found == sorted(Resource(namespace, r) for r, f in model if f == feature)
+
+        self.run(make_store, scenario)
+
+    # -- catalog, listings, history and bulk --------------------------------------------
+    # Run when the store says it implements them (``Store.supports_catalog``); every
+    # bundled store does.
+
+    @staticmethod
+    def require_catalog(store: Store) -> None:
+        if not store.supports_catalog:
+            pytest.skip(f"{store.name} does not implement the catalog operations")
+
+    def test_catalog_is_empty_at_first(self, make_store: Callable[[], Store]) -> None:
+        async def scenario(store: Store) -> None:
+            self.require_catalog(store)
+            assert await store.feature_infos(["speedups"]) == [FeatureInfo("speedups")]
+            assert await store.list_features(FeatureFilter(NOW), after=None, limit=10) == []
+            assert await store.resource_types(after=None, limit=10) == []
+            assert await store.resource_count("pipeline") == 0
+            assert await store.list_resources("pipeline", after=None, limit=10) == []
+            assert await store.history(HistoryQuery(), before=None, limit=10) == []
+
+        self.run(make_store, scenario)
+
+    def test_define_creates_updates_and_logs(self, make_store: Callable[[], Store]) -> None:
+        async def scenario(store: Store) -> None:
+            self.require_catalog(store)
+            created = await store.define(
+                FeatureSpec("speedups", description="Faster builds", kind="release"),
+                actor="alice",
+            )
+            assert (created.changed, created.revision) == (True, 1)
+            definition = created.feature.definition
+            assert definition is not None
+            assert (definition.description, definition.kind, definition.owner) == (
+                "Faster builds",
+                "release",
+                None,
+            )
+            assert definition.created_at.utcoffset() is not None
+            assert created.feature == (await store.feature_infos(["speedups"]))[0]
+
+            same = await store.define(FeatureSpec("speedups", kind="release"), actor="bob")
+            assert (same.changed, same.revision) == (False, 1)
+
+            # Fields left out are kept; a field given as None is cleared.
+            updated = await store.define(
+                FeatureSpec("speedups", owner="team-ci", description=None, expires_at=LATER),
+                actor="bob",
+            )
+            assert (updated.changed, updated.revision) == (True, 2)
+            definition = updated.feature.definition
+            assert definition is not None
+            assert (definition.description, definition.owner, definition.kind) == (
+                None,
+                "team-ci",
+                "release",
+            )
+            assert definition.expires_at == LATER
+            assert definition.created_at == created.feature.definition.created_at  # type: ignore[union-attr]
+            assert definition.updated_at >= definition.created_at
+
+            changes = await store.changes_since(0, limit=10)
+            assert [(c.revision, c.op, c.resource, c.feature, c.actor) for c in changes] == [
+                (1, "define", None, "speedups", "alice"),
+                (2, "define", None, "speedups", "bob"),
+            ]
+            assert await store.revision() == 2
+
+        self.run(make_store, scenario)
+
+    def test_archive_retires_and_define_brings_back(self, make_store: Callable[[], Store]) -> None:
+        async def scenario(store: Store) -> None:
+            self.require_catalog(store)
+            never = await store.archive("unknown", actor=None)
+            assert (never.changed, never.revision, never.feature) == (
+                False,
+                0,
+                FeatureInfo("unknown"),
+            )
+            await store.define(FeatureSpec("old-ui", owner="web"), actor=None)
+            await store.add(PIPELINE, "old-ui", actor=None)
+            retired = await store.archive("old-ui", actor="carol")
+            assert (retired.changed, retired.revision) == (True, 3)
+            assert retired.feature.archived
+            assert retired.feature.resource_count == 1
+            assert retired.feature.definition is not None
+            assert retired.feature.definition.owner == "web"
+            again = await store.archive("old-ui", actor="carol")
+            assert (again.changed, again.revision) == (False, 3)
+            # Archiving keeps the assignments: checks answer as before.
+            assert await store.has(PIPELINE, "old-ui") is True
+            back = await store.define(FeatureSpec("old-ui"), actor=None)
+            assert back.changed
+            assert not back.feature.archived
+            assert back.feature.definition is not None
+            assert back.feature.definition.owner == "web"
+            ops = [(c.op, c.resource) for c in await store.changes_since(0, limit=10)]
+            assert ops == [
+                ("define", None),
+                ("add", PIPELINE),
+                ("archive", None),
+                ("define", None),
+            ]
+
+        self.run(make_store, scenario)
+
+    def test_counts_follow_every_write(self, make_store: Callable[[], Store]) -> None:
+        async def scenario(store: Store) -> None:
+            self.require_catalog(store)
+            a, b, c = Resource("app", "a"), Resource("app", "b"), Resource("repo", "a")
+            await store.add(a, "f", actor=None)
+            await store.add(a, "g", actor=None)
+            await store.add(b, "f", actor=None)
+            await store.add(c, "f", actor=None)
+            await store.add(c, "f", actor=None)  # no change, no count
+            infos = await store.feature_infos(["f", "g", "h", "f"])
+            assert [(i.name, i.resource_count, i.defined) for i in infos] == [
+                ("f", 3, False),
+                ("g", 1, False),
+                ("h", 0, False),
+                ("f", 3, False),
+            ]
+            assert await store.resource_types(after=None, limit=10) == [
+                ResourceTypeCount("app", 2),
+                ResourceTypeCount("repo", 1),
+            ]
+            assert await store.resource_count("app") == 2
+            await store.remove(a, "f", actor=None)
+            assert await store.resource_count("app") == 2  # a still has g
+            await store.remove(a, "g", actor=None)
+            assert await store.resource_count("app") == 1
+            await store.remove(c, "f", actor=None)
+            assert await store.resource_types(after=None, limit=10) == [ResourceTypeCount("app", 1)]
+            # A feature nobody has and nobody defined leaves the catalog; a defined one stays.
+            await store.define(FeatureSpec("f"), actor=None)
+            await store.remove(b, "f", actor=None)
+            listed = await store.list_features(FeatureFilter(NOW), after=None, limit=10)
+            assert [(i.name, i.resource_count, i.defined) for i in listed] == [("f", 0, True)]
+            assert await store.resource_types(after=None, limit=10) == []
+            assert await store.list_resources("app", after=None, limit=10) == []
+
+        self.run(make_store, scenario)
+
+    def test_list_features_pages_by_name_and_filters(self, make_store: Callable[[], Store]) -> None:
+        async def scenario(store: Store) -> None:
+            self.require_catalog(store)
+            await store.define(
+                FeatureSpec("beta-search", kind="experiment", description="Try the NEW Search"),
+                actor=None,
+            )
+            await store.define(FeatureSpec("kill-switch", kind="ops"), actor=None)
+            await store.define(
+                FeatureSpec("old-flag", kind="release", expires_at=EARLIER), actor=None
+            )
+            await store.define(
+                FeatureSpec("new-flag", kind="release", expires_at=LATER), actor=None
+            )
+            await store.define(FeatureSpec("retired", kind="release"), actor=None)
+            await store.archive("retired", actor=None)
+            await store.add(PIPELINE, "assigned-only", actor=None)
+            await store.add(PIPELINE, "new-flag", actor=None)
+
+            async def names(filter: FeatureFilter, limit: int = 100) -> list[str]:
+                return [i.name for i in await store.list_features(filter, after=None, limit=limit)]
+
+            everything = sorted(
+                ["beta-search", "kill-switch", "old-flag", "new-flag", "retired", "assigned-only"]
+            )
+            assert await names(FeatureFilter(NOW)) == everything
+            paged: list[str] = []
+            after: str | None = None
+            while True:
+                page = await store.list_features(FeatureFilter(NOW), after=after, limit=4)
+                if not page:
+                    break
+                paged += [i.name for i in page]
+                after = page[-1].name
+            assert paged == everything
+            assert await names(FeatureFilter(NOW, kind="release")) == [
+                "new-flag",
+                "old-flag",
+                "retired",
+            ]
+            assert await names(FeatureFilter(NOW, kind="release", archived=False)) == [
+                "new-flag",
+                "old-flag",
+            ]
+            assert await names(FeatureFilter(NOW, expired=True)) == ["old-flag"]
+            assert "old-flag" not in await names(FeatureFilter(NOW, expired=False))
+            assert await names(FeatureFilter(NOW, archived=True)) == ["retired"]
+            assert await names(FeatureFilter(NOW, defined=False)) == ["assigned-only"]
+            # search: part of the name, or of the description whatever its case.
+            assert await names(FeatureFilter(NOW, search="flag")) == ["new-flag", "old-flag"]
+            assert await names(FeatureFilter(NOW, search="new search")) == ["beta-search"]
+            assert await names(FeatureFilter(NOW, search="zzz")) == []
+            assert await names(FeatureFilter(NOW, kind="release"), limit=2) == [
+                "new-flag",
+                "old-flag",
+            ]
+            (listed,) = await store.list_features(
+                FeatureFilter(NOW, search="new-flag"), after=None, limit=5
+            )
+            assert listed == (await store.feature_infos(["new-flag"]))[0]
+            assert listed.resource_count == 1
+
+        self.run(make_store, scenario)
+
+    def test_resource_listings_page_by_type_and_id(self, make_store: Callable[[], Store]) -> None:
+        async def scenario(store: Store) -> None:
+            self.require_catalog(store)
+            ids = ["B", "a", "z", "~", "é", "😀", "a/b", "x" * 256]
+            for id_ in ids:
+                await store.add(Resource("app", id_), "f", actor=None)
+                await store.add(Resource("app", id_), "g", actor=None)
+            for i in range(3):
+                await store.add(Resource(f"type-{i}", "only"), "f", actor=None)
+            assert await store.list_resources("app", after=None, limit=100) == [
+                Resource("app", id_) for id_ in sorted(ids)
+            ]
+            seen: list[str] = []
+            after: str | None = None
+            while True:
+                page = await store.list_resources("app", after=after, limit=3)
+                if not page:
+                    break
+                seen += [r.id for r in page]
+                after = page[-1].id
+            assert seen == sorted(ids)
+            assert await store.list_resources("type-1", after=None, limit=10) == [
+                Resource("type-1", "only")
+            ]
+            types = await store.resource_types(after="app", limit=2)
+            assert types == [ResourceTypeCount("type-0", 1), ResourceTypeCount("type-1", 1)]
+            assert await store.resource_count("app") == len(ids)
+
+        self.run(make_store, scenario)
+
+    def test_history_is_newest_first_and_filtered(self, make_store: Callable[[], Store]) -> None:
+        async def scenario(store: Store) -> None:
+            self.require_catalog(store)
+            other = Resource("app", "x")
+            await store.add(PIPELINE, "f", actor="alice")  # 1
+            await store.add(other, "f", actor="bob")  # 2
+            await store.define(FeatureSpec("f"), actor="alice")  # 3
+            await store.add(PIPELINE, "g", actor="bob")  # 4
+            await store.remove(PIPELINE, "f", actor="alice")  # 5
+
+            async def revisions(query: HistoryQuery, before: int | None = None) -> list[int]:
+                events = await store.history(query, before=before, limit=100)
+                assert all(query.keeps(e) for e in events)
+                return [e.revision for e in events]
+
+            assert await revisions(HistoryQuery()) == [5, 4, 3, 2, 1]
+            assert await revisions(HistoryQuery(), before=3) == [2, 1]
+            assert await revisions(HistoryQuery(resource=PIPELINE)) == [5, 4, 1]
+            assert await revisions(HistoryQuery(feature="f")) == [5, 3, 2, 1]
+            assert await revisions(HistoryQuery(actor="bob")) == [4, 2]
+            assert await revisions(HistoryQuery(resource=PIPELINE, feature="f")) == [5, 1]
+            assert await revisions(HistoryQuery(feature="f", actor="alice"), before=5) == [3, 1]
+            assert await revisions(HistoryQuery(resource=other, actor="alice")) == []
+            assert await revisions(HistoryQuery(actor="nobody")) == []
+            first_two = await store.history(HistoryQuery(feature="f"), before=None, limit=2)
+            assert [e.revision for e in first_two] == [5, 3]
+            assert first_two[1].op == "define"
+            assert first_two[1].resource is None
+            assert first_two == (await store.changes_since(0, limit=10))[4:1:-2]
+
+        self.run(make_store, scenario)
+
+    def test_add_many_logs_each_change_in_order(self, make_store: Callable[[], Store]) -> None:
+        async def scenario(store: Store) -> None:
+            self.require_catalog(store)
+            a, b = Resource("app", "a"), Resource("app", "b")
+            await store.add(a, "f", actor=None)  # 1
+            result = await store.add_many(
+                [(b, "g"), (a, "f"), (a, "g"), (b, "g"), (b, "f")], actor="bulk"
+            )
+            assert result.revisions == [2, None, 3, None, 4]
+            assert (result.revision, result.refused) == (4, [])
+            changes = await store.changes_since(1, limit=10)
+            assert [(c.revision, c.op, c.resource, c.feature, c.actor) for c in changes] == [
+                (2, "add", b, "g", "bulk"),
+                (3, "add", a, "g", "bulk"),
+                (4, "add", b, "f", "bulk"),
+            ]
+            assert await store.features_of_many([a, b]) == [["f", "g"], ["f", "g"]]
+            infos = await store.feature_infos(["f", "g"])
+            assert [i.resource_count for i in infos] == [2, 2]
+            assert await store.resource_count("app") == 2
+            nothing = await store.add_many([(a, "f"), (b, "g")], actor=None)
+            assert (nothing.revisions, nothing.revision) == ([None, None], 4)
+            assert (await store.add_many([], actor=None)).revision == 4
+
+            removed = await store.remove_many(
+                [(a, "f"), (a, "zzz"), (a, "g"), (a, "f")], actor="bulk"
+            )
+            assert (removed.revisions, removed.revision) == ([5, None, 6, None], 6)
+            assert await store.features_of_many([a]) == [[]]
+            assert await store.resource_count("app") == 1
+            assert [i.resource_count for i in await store.feature_infos(["f", "g"])] == [1, 1]
+            assert [c.op for c in await store.changes_since(4, limit=10)] == ["remove", "remove"]
+
+        self.run(make_store, scenario)
+
+    def test_unusual_ids_round_trip_in_bulk(self, make_store: Callable[[], Store]) -> None:
+        async def scenario(store: Store) -> None:
+            self.require_catalog(store)
+            resources = [Resource("app", id_) for id_ in UNUSUAL_IDS]
+            added = await store.add_many([(r, "f") for r in resources], actor='o\'neil \\ "x"')
+            assert added.revisions == list(range(1, len(resources) + 1))
+            assert await store.check_many([(r, "f") for r in resources]) == [True] * len(resources)
+            listed = await store.list_resources("app", after=None, limit=100)
+            assert listed == sorted(resources)
+            history = await store.history(
+                HistoryQuery(actor='o\'neil \\ "x"'), before=None, limit=100
+            )
+            assert [c.resource for c in reversed(history)] == resources
+            # Existing resources take the other way in: it must read the same ids.
+            again = await store.add_many([(r, "g") for r in resources], actor=None)
+            assert all(again.revisions)
+            removed = await store.remove_many([(r, "f") for r in resources], actor=None)
+            assert all(removed.revisions)
+            assert await store.features_of_many(resources) == [["g"]] * len(resources)
+
+        self.run(make_store, scenario)
+
+    def test_strict_writes_refuse_undefined_or_archived_features(
+        self, make_store: Callable[[], Store]
+    ) -> None:
+        async def scenario(store: Store) -> None:
+            self.require_catalog(store)
+            await store.define(FeatureSpec("ok"), actor=None)
+            await store.define(FeatureSpec("gone"), actor=None)
+            await store.archive("gone", actor=None)
+            refused = await store.add_many(
+                [(PIPELINE, "ok"), (PIPELINE, "nope"), (PIPELINE, "gone")],
+                actor=None,
+                require_defined=True,
+            )
+            assert (refused.refused, refused.revision) == (["gone", "nope"], 3)
+            assert refused.revisions == [None, None, None]
+            assert await store.features_of_many([PIPELINE]) == [[]]
+            refused_set = await store.set_features(
+                PIPELINE, ["ok", "nope"], actor=None, require_defined=True
+            )
+            assert (refused_set.refused, refused_set.added) == (["nope"], [])
+            assert await store.revision() == 3
+            accepted = await store.add_many([(PIPELINE, "ok")], actor=None, require_defined=True)
+            assert (accepted.revisions, accepted.refused) == ([4], [])
+            # Without the requirement, any feature may be assigned.
+            loose = await store.add_many([(PIPELINE, "nope")], actor=None)
+            assert loose.revisions == [5]
+
+        self.run(make_store, scenario)
+
+    def test_set_features_removes_then_adds(self, make_store: Callable[[], Store]) -> None:
+        async def scenario(store: Store) -> None:
+            self.require_catalog(store)
+            other = Resource("app", "other")
+            await store.add_many([(PIPELINE, "a"), (PIPELINE, "b"), (other, "b")], actor=None)
+            result = await store.set_features(PIPELINE, ["d", "b", "c", "d"], actor="ci")
+            assert (result.removed, result.added, result.revision) == (["a"], ["c", "d"], 6)
+            changes = await store.changes_since(3, limit=10)
+            assert [(c.revision, c.op, c.feature, c.actor) for c in changes] == [
+                (4, "remove", "a", "ci"),
+                (5, "add", "c", "ci"),
+                (6, "add", "d", "ci"),
+            ]
+            assert await store.features_of_many([PIPELINE, other]) == [["b", "c", "d"], ["b"]]
+            same = await store.set_features(PIPELINE, ["b", "c", "d"], actor=None)
+            assert (same.removed, same.added, same.revision) == ([], [], 6)
+            emptied = await store.set_features(PIPELINE, [], actor=None)
+            assert (emptied.removed, emptied.added) == (["b", "c", "d"], [])
+            assert await store.resource_count(PIPELINE.type) == 0
+            assert [(i.name, i.resource_count) for i in await store.feature_infos(["b", "c"])] == [
+                ("b", 1),
+                ("c", 0),
+            ]
+
+        self.run(make_store, scenario)
+
+    def test_concurrent_bulk_writers_lose_nothing(self, make_store: Callable[[], Store]) -> None:
+        async def scenario(store: Store) -> None:
+            self.require_catalog(store)
+            batches = [[(Resource("app", f"r{i}"), f"f{j}") for j in range(5)] for i in range(10)]
+            results = await asyncio.gather(*(store.add_many(b, actor=None) for b in batches))
+            revisions = sorted(r for result in results for r in result.revisions if r)
+            assert revisions == list(range(1, 51))
+            assert await store.resource_count("app") == 10
+            infos = await store.feature_infos([f"f{j}" for j in range(5)])
+            assert [i.resource_count for i in infos] == [10] * 5
+
+        self.run(make_store, scenario)
+
+    def test_replaying_the_log_rebuilds_the_assignments(
+        self, make_store: Callable[[], Store]
+    ) -> None:
+        """A follower that applies add and remove, and skips catalog changes, converges;
+        repeating a bulk import changes nothing."""
+
+        async def scenario(store: Store) -> None:
+            self.require_catalog(store)
+            items = [(Resource(t, f"{t}-{i}"), f"f{i % 3}") for t in ("a", "b") for i in range(20)]
+            await store.define(FeatureSpec("f0", kind="ops"), actor="import")
+            await store.add_many(items, actor="import")
+            await store.remove_many(items[::4], actor=None)
+            await store.set_features(Resource("a", "a-1"), ["f2", "f9"], actor=None)
+            await store.archive("f0", actor=None)
+            revision = await store.revision()
+            again = await store.add_many(items[2::4], actor="import")
+            assert again.revision == revision
+            assert not any(again.revisions)
+            replica: set[tuple[Resource, str]] = set()
+            for change in await store.changes_since(0, limit=1000):
+                if change.op in ("add", "remove"):
+                    assert change.resource is not None
+                    (replica.add if change.op == "add" else replica.discard)(
+                        (change.resource, change.feature)
+                    )
+            resources = sorted({r for r, _ in items})
+            actual = await store.features_of_many(resources)
+            expected = [sorted(f for r2, f in replica if r2 == r) for r in resources]
+            assert actual == expected
+
+        self.run(make_store, scenario)
+
+    def test_catalog_survives_reopening(self, make_store: Callable[[], Store]) -> None:
+        if not self.persistent:
+            pytest.skip("this store does not claim persistence")
+
+        async def write(store: Store) -> None:
+            self.require_catalog(store)
+            await store.define(
+                FeatureSpec("speedups", owner="ci", kind="permission", expires_at=LATER),
+                actor=None,
+            )
+            await store.add_many([(PIPELINE, "speedups"), (PIPELINE, "x")], actor=None)
+
+        async def read(store: Store) -> None:
+            (info,) = await store.feature_infos(["speedups"])
+            assert info.resource_count == 1
+            assert info.definition is not None
+            assert (info.definition.owner, info.definition.kind) == ("ci", "permission")
+            assert info.definition.expires_at == LATER
+            assert await store.resource_count(PIPELINE.type) == 1
+            assert (
+                len(await store.history(HistoryQuery(resource=PIPELINE), before=None, limit=9)) == 2
+            )
+
+        self.run(make_store, write)
+        self.run(make_store, read)
+
+    @settings(
+        max_examples=12,
+        deadline=None,
+        suppress_health_check=[
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.differing_executors,
+        ],
+    )
+    @given(
+        ops=st.lists(
+            st.one_of(
+                st.tuples(
+                    st.sampled_from(["add_many", "remove_many"]),
+                    st.lists(
+                        st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from(["x", "y"])),
+                        max_size=5,
+                    ),
+                ),
+                st.tuples(
+                    st.just("set"),
+                    st.tuples(
+                        st.sampled_from(["a", "b", "c"]),
+                        st.lists(st.sampled_from(["x", "y", "z"]), max_size=3),
+                    ),
+                ),
+                st.tuples(st.sampled_from(["define", "archive"]), st.sampled_from(["x", "z"])),
+            ),
+            max_size=12,
+        )
+    )
+    def test_catalog_behaves_like_its_model(
+        self, make_store: Callable[[], Store], ops: list[tuple[str, Any]]
+    ) -> None:
+        # Each example uses its own names, so examples sharing one store stay apart.
+        ns = "t" + uuid.uuid4().hex[:12]
+
+        async def scenario(store: Store) -> None:
+            self.require_catalog(store)
+            held: set[tuple[str, str]] = set()
+            defined: dict[str, bool] = {}  # name -> archived
+            start = await store.revision()
+            changes = 0
+
+            def res(rid: str) -> Resource:
+                return Resource(ns, rid)
+
+            def feat(name: str) -> str:
+                return f"{ns}-{name}"
+
+            for op, arg in ops:
+                if op in ("add_many", "remove_many"):
+                    items = [(res(r), feat(f)) for r, f in arg]
+                    result = await (store.add_many if op == "add_many" else store.remove_many)(
+                        items, actor=None
+                    )
+                    expected_changes = []
+                    for r, f in arg:
+                        before = (r, f) in held
+                        (held.add if op == "add_many" else held.discard)((r, f))
+                        expected_changes.append(before != ((r, f) in held))
+                    assert [x is not None for x in result.revisions] == expected_changes
+                    changes += sum(expected_changes)
+                elif op == "set":
+                    rid, wanted = arg
+                    current = {f for r, f in held if r == rid}
+                    result_set = await store.set_features(
+                        res(rid), [feat(f) for f in wanted], actor=None
+                    )
+                    assert result_set.removed == [feat(f) for f in sorted(current - set(wanted))]
+                    assert result_set.added == [feat(f) for f in sorted(set(wanted) - current)]
+                    held = {(r, f) for r, f in held if r != rid} | {(rid, f) for f in wanted}
+                    changes += len(result_set.removed) + len(result_set.added)
+                elif op == "define":
+                    result_def = await store.define(FeatureSpec(feat(arg)), actor=None)
+                    assert result_def.changed is (defined.get(arg) is not False)
+                    changes += result_def.changed
+                    defined[arg] = False
+                else:
+                    result_def = await store.archive(feat(arg), actor=None)
+                    assert result_def.changed is (defined.get(arg) is False)
+                    changes += result_def.changed
+                    if arg in defined:
+                        defined[arg] = True
+            assert await store.revision() == start + changes
+            names = ["x", "y", "z"]
+            infos = await store.feature_infos([feat(n) for n in names])
+            for name, info in zip(names, infos, strict=True):
+                assert info.resource_count == sum(1 for _, f in held if f == name)
+                assert info.defined is (name in defined)
+                assert info.archived is defined.get(name, False)
+            listed = await store.list_features(FeatureFilter(NOW, search=ns), after=None, limit=10)
+            in_use = {f for _, f in held} | set(defined)
+            assert [i.name for i in listed] == [feat(n) for n in sorted(in_use)]
+            holders = sorted({r for r, _ in held})
+            assert await store.resource_count(ns) == len(holders)
+            listed_resources = await store.list_resources(ns, after=None, limit=10)
+            assert listed_resources == [res(r) for r in holders]
+            history = await store.history(HistoryQuery(resource=res("a")), before=None, limit=100)
+            assert [e.revision for e in history] == sorted(
+                (e.revision for e in history), reverse=True
+            )
 
         self.run(make_store, scenario)
 

@@ -33,7 +33,21 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from features_gql import hookimpl
-from features_gql.domain import Assignment, ChangeEvent, Resource, SnapshotPage, WriteResult
+from features_gql.domain import (
+    Assignment,
+    BulkResult,
+    ChangeEvent,
+    DefinitionResult,
+    FeatureFilter,
+    FeatureInfo,
+    FeatureSpec,
+    HistoryQuery,
+    Resource,
+    ResourceTypeCount,
+    SetResult,
+    SnapshotPage,
+    WriteResult,
+)
 from features_gql.errors import (
     ConfigError,
     StoreConflict,
@@ -290,6 +304,73 @@ class FailingStore(WrappingStore):
     async def revision(self) -> int:
         self._refuse("revision")
         return await self.inner.revision()
+
+    # -- catalog, listings, history and bulk ------------------------------------------
+
+    async def feature_infos(self, names: Sequence[str]) -> list[FeatureInfo]:
+        self._refuse("feature_infos")
+        return await self.inner.feature_infos(names)
+
+    async def list_features(
+        self, filter: FeatureFilter, *, after: str | None, limit: int
+    ) -> list[FeatureInfo]:
+        self._refuse("list_features")
+        return await self.inner.list_features(filter, after=after, limit=limit)
+
+    async def resource_types(self, *, after: str | None, limit: int) -> list[ResourceTypeCount]:
+        self._refuse("resource_types")
+        return await self.inner.resource_types(after=after, limit=limit)
+
+    async def resource_count(self, type: str) -> int:
+        self._refuse("resource_count")
+        return await self.inner.resource_count(type)
+
+    async def list_resources(self, type: str, *, after: str | None, limit: int) -> list[Resource]:
+        self._refuse("list_resources")
+        return await self.inner.list_resources(type, after=after, limit=limit)
+
+    async def history(
+        self, query: HistoryQuery, *, before: int | None, limit: int
+    ) -> list[ChangeEvent]:
+        self._refuse("history")
+        return await self.inner.history(query, before=before, limit=limit)
+
+    async def define(self, spec: FeatureSpec, *, actor: str | None) -> DefinitionResult:
+        with self._writing("define"):
+            return await self.inner.define(spec, actor=actor)
+
+    async def archive(self, name: str, *, actor: str | None) -> DefinitionResult:
+        with self._writing("archive"):
+            return await self.inner.archive(name, actor=actor)
+
+    async def add_many(
+        self,
+        items: Sequence[tuple[Resource, str]],
+        *,
+        actor: str | None,
+        require_defined: bool = False,
+    ) -> BulkResult:
+        with self._writing("add_many"):
+            return await self.inner.add_many(items, actor=actor, require_defined=require_defined)
+
+    async def remove_many(
+        self, items: Sequence[tuple[Resource, str]], *, actor: str | None
+    ) -> BulkResult:
+        with self._writing("remove_many"):
+            return await self.inner.remove_many(items, actor=actor)
+
+    async def set_features(
+        self,
+        resource: Resource,
+        features: Sequence[str],
+        *,
+        actor: str | None,
+        require_defined: bool = False,
+    ) -> SetResult:
+        with self._writing("set_features"):
+            return await self.inner.set_features(
+                resource, features, actor=actor, require_defined=require_defined
+            )
 
     # -- snapshots and feed -------------------------------------------------------------
 

@@ -22,7 +22,16 @@ Layout (``collection_prefix`` defaults to ``features_``):
 ``<prefix>counters``
     ``{_id: "revision", seq}``: the last revision handed out. Created at start-up
     (from the highest logged revision, so a lost counter is rebuilt), never upserted
-    on the write path.
+    on the write path. ``{_id: "layout", version}``: the layout version (2).
+``<prefix>features``, ``<prefix>resources``, ``<prefix>resource_types`` (layout 2)
+    The catalog, ``{_id: name, count, defined, description, owner, kind, expires_at,
+    created_at, updated_at, archived_at, search_text}``, one document per feature that is
+    defined or assigned (indexes ``kind_name`` and ``expires``); ``{type, id, count}``
+    per resource with a feature (unique index ``type_id``, which also pages listings);
+    ``{_id: type, count}`` per type. Every write moves the counts in its transaction.
+    ``changes`` has an index per history filter: ``(type, id, _id)``, ``(feature,
+    _id)`` and ``(actor, _id)``. A store of the first layout is upgraded at set-up: the
+    counts are computed from the assignments once.
 
 Consistency scheme
 ------------------
@@ -62,6 +71,11 @@ is enough) when the change log must be exact.
 Either way, every process serialises its own writes through one lock: concurrent
 writes from one process would only conflict with each other on the counter.
 
+Bulk writes (``add_many``, ``remove_many``, ``set_features``) and definitions are one
+transaction each: MongoDB has no statement spanning collections, so a transaction of a
+few commands (each carrying every item) is its one unit. Without transactions they
+are applied item by item, each as a single write is.
+
 Failures: server selection timeouts, refused or lost connections and server errors
 become :class:`StoreUnavailable`; network and server-side timeouts become
 :class:`StoreTimeout`; a write that keeps conflicting becomes :class:`StoreConflict`.
@@ -81,16 +95,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import inspect
 import logging
 import random
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import unquote
 
-from pymongo import ASCENDING, ReturnDocument, uri_parser
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne, uri_parser
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -105,11 +120,23 @@ from pymongo.errors import (
 
 from features_gql.domain import (
     Assignment,
+    AssignmentOp,
+    BulkResult,
     ChangeEvent,
     ChangeOp,
+    DefinitionResult,
+    FeatureDefinition,
+    FeatureFilter,
+    FeatureInfo,
+    FeatureKind,
+    FeatureSpec,
+    HistoryQuery,
     Resource,
+    ResourceTypeCount,
+    SetResult,
     SnapshotPage,
     WriteResult,
+    archived,
 )
 from features_gql.errors import (
     ChangesTrimmed,
@@ -139,6 +166,10 @@ DEFAULT_GAP_GRACE_SECONDS = 30.0
 ASSIGNMENTS_INDEX = "resource_feature"
 BY_FEATURE_INDEX = "feature_resource"
 COUNTER_ID = "revision"
+LAYOUT_ID = "layout"
+#: The layout this code writes; a store of layout 1 (no version document) is upgraded.
+LAYOUT_VERSION = 2
+T = TypeVar("T")
 
 #: Ids per query in bulk reads: keeps each query far below MongoDB's 16 MiB limit
 #: (an id is at most 256 characters, 1 KiB of UTF-8) while the API's largest batch
@@ -368,6 +399,18 @@ class MongoDBStore(Store):
     def counters(self) -> AsyncCollection[Doc]:
         return self._collection("counters")
 
+    @property
+    def features(self) -> AsyncCollection[Doc]:
+        return self._collection("features")
+
+    @property
+    def resources(self) -> AsyncCollection[Doc]:
+        return self._collection("resources")
+
+    @property
+    def type_counts(self) -> AsyncCollection[Doc]:
+        return self._collection("resource_types")
+
     def describe(self) -> str:
         database = f", database {self.database}" if self.database else ""
         return f"{self.name} {redact_url(self.url)}{database}"
@@ -472,7 +515,8 @@ class MongoDBStore(Store):
             "transactions": self.transactional,
         }
         # MongoDB before 4.4 cannot create a collection inside a transaction.
-        for suffix in ("assignments", "changes", "counters"):
+        suffixes = ("assignments", "changes", "counters", "features", "resources", "resource_types")
+        for suffix in suffixes:
             try:
                 await self._database.create_collection(
                     f"{self.collection_prefix}{suffix}", check_exists=False
@@ -499,6 +543,7 @@ class MongoDBStore(Store):
                 await self.counters.update_one(
                     {"_id": COUNTER_ID}, {"$setOnInsert": {"seq": start}}, upsert=True
                 )
+        await self._set_up_catalog()
         log.info(
             "mongodb store ready",
             extra={
@@ -633,16 +678,7 @@ class MongoDBStore(Store):
                 # Revision `expected` was handed out but its event is not written yet:
                 # stop here, so a follower does not move past an event still on its way.
                 break
-            events.append(
-                ChangeEvent(
-                    rev,
-                    doc["op"],
-                    Resource(doc["type"], doc["id"]),
-                    doc["feature"],
-                    at,
-                    doc.get("actor"),
-                )
-            )
+            events.append(_event(doc))
             expected = rev + 1
         return events
 
@@ -712,7 +748,7 @@ class MongoDBStore(Store):
         return await self._write("remove", resource, feature, actor)
 
     async def _write(
-        self, op: ChangeOp, resource: Resource, feature: str, actor: str | None
+        self, op: AssignmentOp, resource: Resource, feature: str, actor: str | None
     ) -> WriteResult:
         await self._ensure_ready()
         async with self._write_lock:
@@ -722,7 +758,7 @@ class MongoDBStore(Store):
 
     async def _apply(
         self,
-        op: ChangeOp,
+        op: AssignmentOp,
         resource: Resource,
         feature: str,
         at: datetime,
@@ -739,10 +775,10 @@ class MongoDBStore(Store):
         deleted = await self.assignments.delete_one(key, session=session)
         return deleted.deleted_count == 1
 
-    async def _next_revision(self, session: AsyncClientSession | None) -> int:
+    async def _next_revision(self, session: AsyncClientSession | None, count: int = 1) -> int:
         counter = await self.counters.find_one_and_update(
             {"_id": COUNTER_ID},
-            {"$inc": {"seq": 1}},
+            {"$inc": {"seq": count}},
             return_document=ReturnDocument.AFTER,
             session=session,
         )
@@ -756,23 +792,14 @@ class MongoDBStore(Store):
         self,
         revision: int,
         op: ChangeOp,
-        resource: Resource,
+        resource: Resource | None,
         feature: str,
         at: datetime,
         actor: str | None,
         session: AsyncClientSession | None,
     ) -> None:
         await self.changes.insert_one(
-            {
-                "_id": revision,
-                "op": op,
-                "type": resource.type,
-                "id": resource.id,
-                "feature": feature,
-                "at": at,
-                "actor": actor,
-            },
-            session=session,
+            _change_doc(revision, op, resource, feature, at, actor), session=session
         )
 
     async def _start_session(self) -> AsyncClientSession:
@@ -788,7 +815,7 @@ class MongoDBStore(Store):
             await session.start_transaction()
 
     async def _write_in_transaction(
-        self, op: ChangeOp, resource: Resource, feature: str, actor: str | None
+        self, op: AssignmentOp, resource: Resource, feature: str, actor: str | None
     ) -> WriteResult:
         give_up = time.monotonic() + _CONFLICT_BUDGET_SECONDS
         for attempt in _attempts():
@@ -800,6 +827,7 @@ class MongoDBStore(Store):
                 if not await self._apply(op, resource, feature, at, actor, session):
                     await session.abort_transaction()
                     return WriteResult(False, await self._current_revision())
+                await self._count(op, resource, feature, session)
                 revision = await self._next_revision(session)
                 await self._log(revision, op, resource, feature, at, actor, session)
                 await session.commit_transaction()
@@ -822,7 +850,7 @@ class MongoDBStore(Store):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _write_in_steps(
-        self, op: ChangeOp, resource: Resource, feature: str, actor: str | None
+        self, op: AssignmentOp, resource: Resource, feature: str, actor: str | None
     ) -> WriteResult:
         at = datetime.now(UTC)
         with _TRANSLATED:
@@ -832,9 +860,473 @@ class MongoDBStore(Store):
                 changed = False  # a concurrent upsert of the same assignment won
             if not changed:
                 return WriteResult(False, await self._current_revision())
+            await self._count(op, resource, feature, None)
             revision = await self._next_revision(None)
             await self._log(revision, op, resource, feature, at, actor, None)
         return WriteResult(True, revision)
+
+    # -- catalog, listings, history and bulk ------------------------------------------
+
+    supports_catalog = True
+
+    async def _set_up_catalog(self) -> None:
+        await self.features.create_index(
+            [("kind", ASCENDING), ("_id", ASCENDING)], name="kind_name"
+        )
+        await self.features.create_index([("expires_at", ASCENDING)], name="expires")
+        await self.resources.create_index(
+            [("type", ASCENDING), ("id", ASCENDING)], name="type_id", unique=True
+        )
+        for name, keys in (
+            ("by_resource", [("type", ASCENDING), ("id", ASCENDING), ("_id", ASCENDING)]),
+            ("by_feature", [("feature", ASCENDING), ("_id", ASCENDING)]),
+            ("by_actor", [("actor", ASCENDING), ("_id", ASCENDING)]),
+        ):
+            await self.changes.create_index(keys, name=name)
+        layout = await self.counters.find_one({"_id": LAYOUT_ID})
+        version = 1 if layout is None else int(layout["version"])
+        if version > LAYOUT_VERSION:
+            raise StoreUnavailable(
+                f"this database was written by a newer features-gql (layout {version}, this "
+                f"one knows {LAYOUT_VERSION}): upgrade features-gql"
+            )
+        if version < LAYOUT_VERSION:
+            await self._count_everything()
+            await self.counters.update_one(
+                {"_id": LAYOUT_ID}, {"$set": {"version": LAYOUT_VERSION}}, upsert=True
+            )
+
+    async def _count_everything(self) -> None:
+        """Set every count from the assignments (upgrading a layout 1 store). Setting, not
+        adding: instances upgrading together write the same numbers."""
+        by_feature = await _aggregate(
+            self.assignments, [{"$group": {"_id": "$feature", "count": {"$sum": 1}}}]
+        )
+        async for doc in by_feature:
+            await self.features.update_one(
+                {"_id": doc["_id"]}, {"$set": {"count": doc["count"]}}, upsert=True
+            )
+        per_type: dict[str, int] = {}
+        by_resource = await _aggregate(
+            self.assignments,
+            [{"$group": {"_id": {"type": "$type", "id": "$id"}, "count": {"$sum": 1}}}],
+        )
+        batch: list[UpdateOne] = []
+        async for doc in by_resource:
+            key = {"type": doc["_id"]["type"], "id": doc["_id"]["id"]}
+            per_type[key["type"]] = per_type.get(key["type"], 0) + 1
+            batch.append(UpdateOne(key, {"$set": {"count": doc["count"]}}, upsert=True))
+            if len(batch) >= 1000:
+                await self.resources.bulk_write(batch, ordered=False)
+                batch = []
+        if batch:
+            await self.resources.bulk_write(batch, ordered=False)
+        for type_, count in per_type.items():
+            await self.type_counts.update_one(
+                {"_id": type_}, {"$set": {"count": count}}, upsert=True
+            )
+
+    async def _count(
+        self, op: AssignmentOp, resource: Resource, feature: str, session: AsyncClientSession | None
+    ) -> None:
+        """Move the counts for one change that took effect."""
+        await self._count_many(
+            {feature: 1 if op == "add" else -1},
+            {(resource.type, resource.id): 1 if op == "add" else -1},
+            session,
+        )
+
+    async def _count_many(
+        self,
+        features: Mapping[str, int],
+        resources: Mapping[tuple[str, str], int],
+        session: AsyncClientSession | None,
+    ) -> None:
+        """Move the counts of features and resources by these amounts (and of types by the
+        resources that got their first feature, or lost their last)."""
+        if not features:
+            return
+        await self.features.bulk_write(
+            [
+                UpdateOne({"_id": f}, {"$inc": {"count": n}}, upsert=True)
+                for f, n in features.items()
+            ],
+            ordered=True,
+            session=session,
+        )
+        shrunk = [f for f, n in features.items() if n < 0]
+        if shrunk:
+            await self.features.delete_many(
+                {"_id": {"$in": shrunk}, "count": {"$lte": 0}, "defined": {"$ne": True}},
+                session=session,
+            )
+        keys = list(resources)
+        result = await self.resources.bulk_write(
+            [
+                UpdateOne({"type": t, "id": i}, {"$inc": {"count": resources[(t, i)]}}, upsert=True)
+                for t, i in keys
+            ],
+            ordered=True,
+            session=session,
+        )
+        types: dict[str, int] = {}
+        for index in result.upserted_ids or {}:  # resources that had no feature before
+            types[keys[index][0]] = types.get(keys[index][0], 0) + 1
+        emptied = [{"type": t, "id": i} for (t, i), n in resources.items() if n < 0]
+        if emptied:
+            query = {"$or": emptied, "count": {"$lte": 0}}
+            async for doc in self.resources.find(query, projection={"type": 1}, session=session):
+                types[doc["type"]] = types.get(doc["type"], 0) - 1
+            await self.resources.delete_many(query, session=session)
+        if types:
+            await self.type_counts.bulk_write(
+                [
+                    UpdateOne({"_id": t}, {"$inc": {"count": n}}, upsert=True)
+                    for t, n in types.items()
+                ],
+                ordered=True,
+                session=session,
+            )
+            gone = [t for t, n in types.items() if n < 0]
+            if gone:
+                await self.type_counts.delete_many(
+                    {"_id": {"$in": gone}, "count": {"$lte": 0}}, session=session
+                )
+
+    async def _transaction(
+        self, op: str, body: Callable[[AsyncClientSession], Awaitable[tuple[T, bool]]]
+    ) -> T:
+        """Run ``body`` in a transaction, committed when it says so, retried on conflicts."""
+        give_up = time.monotonic() + _CONFLICT_BUDGET_SECONDS
+        for attempt in _attempts():
+            with _TRANSLATED:
+                session = await self._start_session()
+            try:
+                await self._start_transaction(session)
+                value, commit = await body(session)
+                if commit:
+                    await session.commit_transaction()
+                else:
+                    await session.abort_transaction()
+                return value
+            except PyMongoError as exc:
+                lost = isinstance(exc, ConnectionFailure) and attempt > 1
+                if lost or not (_is_transient(exc) or _duplicate_in_bulk(exc)):
+                    raise translate_error(exc) from exc
+                if time.monotonic() >= give_up:
+                    raise StoreConflict(
+                        f"{op} kept conflicting with concurrent writes ({attempt} attempts)"
+                    ) from exc
+            finally:
+                await _end(session)
+            await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _locked(
+        self, op: str, body: Callable[[AsyncClientSession | None], Awaitable[tuple[T, bool]]]
+    ) -> T:
+        """``body`` in a transaction, or (no transactions) as it goes, under the write lock."""
+        await self._ensure_ready()
+        async with self._write_lock:
+            if self.transactional:
+                return await self._transaction(op, body)
+            with _TRANSLATED:
+                value, _ = await body(None)
+            return value
+
+    async def define(self, spec: FeatureSpec, *, actor: str | None) -> DefinitionResult:
+        return await self._definition_write(
+            "define", spec.name, lambda current, now: spec.apply(current, now), actor
+        )
+
+    async def archive(self, name: str, *, actor: str | None) -> DefinitionResult:
+        def retire(current: FeatureDefinition | None, now: datetime) -> FeatureDefinition | None:
+            if current is None or current.archived_at is not None:
+                return None
+            return archived(current, now)
+
+        return await self._definition_write("archive", name, retire, actor)
+
+    async def _definition_write(
+        self,
+        op: ChangeOp,
+        name: str,
+        change: Callable[[FeatureDefinition | None, datetime], FeatureDefinition | None],
+        actor: str | None,
+    ) -> DefinitionResult:
+        async def body(session: AsyncClientSession | None) -> tuple[DefinitionResult, bool]:
+            doc = await self.features.find_one({"_id": name}, session=session)
+            current = FeatureInfo(name) if doc is None else _info(doc)
+            now = _millis(datetime.now(UTC))
+            wanted = change(current.definition, now)
+            if wanted is None:
+                return DefinitionResult(
+                    False, await self._current_revision(session), current
+                ), False
+            await self.features.update_one(
+                {"_id": name},
+                {
+                    "$set": {
+                        "defined": True,
+                        "description": wanted.description,
+                        "owner": wanted.owner,
+                        "kind": wanted.kind,
+                        "expires_at": wanted.expires_at,
+                        "created_at": wanted.created_at,
+                        "updated_at": wanted.updated_at,
+                        "archived_at": wanted.archived_at,
+                        "search_text": f"{name}\n{(wanted.description or '').lower()}",
+                    },
+                    "$setOnInsert": {"count": 0},
+                },
+                upsert=True,
+                session=session,
+            )
+            revision = await self._next_revision(session)
+            await self._log(revision, op, None, name, now, actor, session)
+            return DefinitionResult(
+                True, revision, FeatureInfo(name, current.resource_count, wanted)
+            ), True
+
+        return await self._locked(op, body)
+
+    async def feature_infos(self, names: Sequence[str]) -> list[FeatureInfo]:
+        await self._ensure_ready()
+        with _TRANSLATED:
+            docs = await self.features.find({"_id": {"$in": list(dict.fromkeys(names))}}).to_list(
+                None
+            )
+        found = {doc["_id"]: _info(doc) for doc in docs}
+        return [found.get(name) or FeatureInfo(name) for name in names]
+
+    async def list_features(
+        self, filter: FeatureFilter, *, after: str | None, limit: int
+    ) -> list[FeatureInfo]:
+        await self._ensure_ready()
+        conditions: list[Doc] = [
+            {"_id": {"$gt": after or ""}},
+            # Only documents of defined or assigned features (a write without transactions
+            # that stopped half-way may leave an empty one).
+            {"$or": [{"count": {"$gt": 0}}, {"defined": True}]},
+        ]
+        if filter.kind is not None:
+            conditions.append({"kind": filter.kind})
+        if filter.defined is not None:
+            conditions.append({"defined": True} if filter.defined else {"defined": {"$ne": True}})
+        if filter.archived is not None:
+            conditions.append({"archived_at": {"$ne": None} if filter.archived else None})
+        if filter.expired is True:
+            conditions.append({"expires_at": {"$lte": filter.now}})
+        elif filter.expired is False:
+            conditions.append({"$or": [{"expires_at": None}, {"expires_at": {"$gt": filter.now}}]})
+        if filter.search is not None:
+            text = {"$regex": re.escape(filter.search)}
+            conditions.append({"$or": [{"search_text": text}, {"_id": text}]})
+        with _TRANSLATED:
+            cursor = self.features.find(
+                {"$and": conditions}, sort=[("_id", ASCENDING)], limit=limit
+            )
+            docs = await cursor.to_list(None)
+        return [_info(doc) for doc in docs]
+
+    async def resource_types(self, *, after: str | None, limit: int) -> list[ResourceTypeCount]:
+        await self._ensure_ready()
+        with _TRANSLATED:
+            cursor = self.type_counts.find(
+                {"_id": {"$gt": after or ""}, "count": {"$gt": 0}},
+                sort=[("_id", ASCENDING)],
+                limit=limit,
+            )
+            docs = await cursor.to_list(None)
+        return [ResourceTypeCount(doc["_id"], int(doc["count"])) for doc in docs]
+
+    async def resource_count(self, type: str) -> int:
+        await self._ensure_ready()
+        with _TRANSLATED:
+            doc = await self.type_counts.find_one({"_id": type})
+        return 0 if doc is None else max(int(doc["count"]), 0)
+
+    async def list_resources(self, type: str, *, after: str | None, limit: int) -> list[Resource]:
+        await self._ensure_ready()
+        with _TRANSLATED:
+            cursor = self.resources.find(
+                {"type": type, "id": {"$gt": after or ""}, "count": {"$gt": 0}},
+                projection={"_id": 0, "id": 1},
+                sort=[("type", ASCENDING), ("id", ASCENDING)],
+                limit=limit,
+            )
+            docs = await cursor.to_list(None)
+        return [Resource(type, doc["id"]) for doc in docs]
+
+    async def history(
+        self, query: HistoryQuery, *, before: int | None, limit: int
+    ) -> list[ChangeEvent]:
+        await self._ensure_ready()
+        where: Doc = {}
+        if query.resource is not None:
+            where["type"], where["id"] = query.resource.type, query.resource.id
+        if query.feature is not None:
+            where["feature"] = query.feature
+        if query.actor is not None:
+            where["actor"] = query.actor
+        if before is not None:
+            where["_id"] = {"$lt": before}
+        with _TRANSLATED:
+            cursor = self.changes.find(where, sort=[("_id", DESCENDING)], limit=limit)
+            docs = await cursor.to_list(None)
+        return [_event(doc) for doc in docs]
+
+    async def _refused(
+        self, features: Sequence[str], session: AsyncClientSession | None
+    ) -> list[str]:
+        wanted = sorted(set(features))
+        live = await self.features.find(
+            {"_id": {"$in": wanted}, "defined": True, "archived_at": None},
+            projection={"_id": 1},
+            session=session,
+        ).to_list(None)
+        return sorted(set(wanted) - {doc["_id"] for doc in live})
+
+    async def _present(
+        self, keys: Sequence[tuple[str, str, str]], session: AsyncClientSession | None
+    ) -> set[tuple[str, str, str]]:
+        by_resource: dict[tuple[str, str], list[str]] = {}
+        for t, i, f in keys:
+            by_resource.setdefault((t, i), []).append(f)
+        branches = [({"type": t, "id": i}, "feature", fs) for (t, i), fs in by_resource.items()]
+        found: set[tuple[str, str, str]] = set()
+        for query in _queries(branches):
+            docs = await self.assignments.find(
+                query, projection={"_id": 0, "type": 1, "id": 1, "feature": 1}, session=session
+            ).to_list(None)
+            found.update((d["type"], d["id"], d["feature"]) for d in docs)
+        return found
+
+    async def _apply_many(
+        self,
+        op: AssignmentOp,
+        keys: Sequence[tuple[str, str, str]],
+        actor: str | None,
+        session: AsyncClientSession,
+    ) -> list[int]:
+        """Apply distinct changes in one transaction; the revision of each that took effect
+        (0 for the others), in order."""
+        present = await self._present(keys, session)
+        todo = [k for k in keys if (k in present) == (op == "remove")]
+        if not todo:
+            return [0] * len(keys)
+        at = _millis(datetime.now(UTC))
+        if op == "add":
+            await self.assignments.insert_many(
+                [{"type": t, "id": i, "feature": f, "at": at, "actor": actor} for t, i, f in todo],
+                ordered=True,
+                session=session,
+            )
+        else:
+            for query in _queries([({"type": t, "id": i}, "feature", [f]) for t, i, f in todo]):
+                await self.assignments.delete_many(query, session=session)
+        sign = 1 if op == "add" else -1
+        features: dict[str, int] = {}
+        resources: dict[tuple[str, str], int] = {}
+        for t, i, f in todo:
+            features[f] = features.get(f, 0) + sign
+            resources[(t, i)] = resources.get((t, i), 0) + sign
+        await self._count_many(features, resources, session)
+        last = await self._next_revision(session, len(todo))
+        first = last - len(todo) + 1
+        await self.changes.insert_many(
+            [
+                _change_doc(first + k, op, Resource(t, i), f, at, actor)
+                for k, (t, i, f) in enumerate(todo)
+            ],
+            ordered=True,
+            session=session,
+        )
+        revisions = dict(zip(todo, range(first, last + 1), strict=True))
+        return [revisions.get(k, 0) for k in keys]
+
+    async def add_many(
+        self,
+        items: Sequence[tuple[Resource, str]],
+        *,
+        actor: str | None,
+        require_defined: bool = False,
+    ) -> BulkResult:
+        return await self._bulk("add", items, actor, require_defined)
+
+    async def remove_many(
+        self, items: Sequence[tuple[Resource, str]], *, actor: str | None
+    ) -> BulkResult:
+        return await self._bulk("remove", items, actor, False)
+
+    async def _bulk(
+        self,
+        op: AssignmentOp,
+        items: Sequence[tuple[Resource, str]],
+        actor: str | None,
+        require_defined: bool,
+    ) -> BulkResult:
+        first: dict[tuple[str, str, str], int] = {}
+        for n, (resource, feature) in enumerate(items):
+            first.setdefault((resource.type, resource.id, feature), n)
+        keys = list(first)
+
+        async def body(session: AsyncClientSession | None) -> tuple[BulkResult, bool]:
+            revisions: list[int | None] = [None] * len(items)
+            if require_defined:
+                refused = await self._refused([f for _, _, f in keys], session)
+                if refused:
+                    return BulkResult(
+                        revisions, await self._current_revision(session), refused
+                    ), False
+            if session is None:  # no transactions: one write at a time
+                for key, n in first.items():
+                    result = await self._write_in_steps(op, Resource(key[0], key[1]), key[2], actor)
+                    revisions[n] = result.revision if result.changed else None
+                return BulkResult(revisions, await self._current_revision()), True
+            applied = await self._apply_many(op, keys, actor, session)
+            for key, revision in zip(keys, applied, strict=True):
+                revisions[first[key]] = revision or None
+            return BulkResult(revisions, await self._current_revision(session)), any(applied)
+
+        return await self._locked(f"{op}_many", body)
+
+    async def set_features(
+        self,
+        resource: Resource,
+        features: Sequence[str],
+        *,
+        actor: str | None,
+        require_defined: bool = False,
+    ) -> SetResult:
+        wanted = sorted(set(features))
+
+        async def body(session: AsyncClientSession | None) -> tuple[SetResult, bool]:
+            if require_defined:
+                refused = await self._refused(wanted, session)
+                if refused:
+                    return SetResult([], [], await self._current_revision(session), refused), False
+            docs = await self.assignments.find(
+                {"type": resource.type, "id": resource.id},
+                projection={"feature": 1},
+                session=session,
+            ).to_list(None)
+            current = {doc["feature"] for doc in docs}
+            removed = sorted(current.difference(wanted))
+            added = [f for f in wanted if f not in current]
+            changes = [("remove", f) for f in removed] + [("add", f) for f in added]
+            if session is None:
+                for op, feature in changes:
+                    await self._write_in_steps(cast(AssignmentOp, op), resource, feature, actor)
+            else:
+                for op, group in (("remove", removed), ("add", added)):
+                    if group:
+                        keys = [(resource.type, resource.id, f) for f in group]
+                        await self._apply_many(cast(AssignmentOp, op), keys, actor, session)
+            revision = await self._current_revision(session)
+            return SetResult(removed, added, revision), bool(changes)
+
+        return await self._locked("set_features", body)
 
 
 def _queries(branches: list[tuple[Doc, str, list[str]]]) -> list[Doc]:
@@ -884,6 +1376,75 @@ def _consume(future: asyncio.Future[None]) -> None:
     """Retrieve a set-up failure nobody awaited (every caller may have timed out)."""
     if not future.cancelled():
         future.exception()
+
+
+async def _aggregate(collection: AsyncCollection[Doc], pipeline: list[Doc]) -> Any:
+    """A cursor over ``pipeline``: PyMongo's async API returns it from a coroutine, Motor
+    directly."""
+    cursor: Any = collection.aggregate(pipeline)
+    return await cursor if inspect.isawaitable(cursor) else cursor
+
+
+def _millis(at: datetime) -> datetime:
+    """``at`` to the millisecond: what MongoDB keeps, so what is returned is what is read."""
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
+def _change_doc(
+    revision: int,
+    op: str,
+    resource: Resource | None,
+    feature: str,
+    at: datetime,
+    actor: str | None,
+) -> Doc:
+    return {
+        "_id": revision,
+        "op": op,
+        "type": None if resource is None else resource.type,
+        "id": None if resource is None else resource.id,
+        "feature": feature,
+        "at": at,
+        "actor": actor,
+    }
+
+
+def _event(doc: Doc) -> ChangeEvent:
+    type_ = doc.get("type")
+    return ChangeEvent(
+        int(doc["_id"]),
+        doc["op"],
+        None if type_ is None else Resource(type_, doc["id"]),
+        doc["feature"],
+        _aware(doc["at"]),
+        doc.get("actor"),
+    )
+
+
+def _maybe_aware(at: datetime | None) -> datetime | None:
+    return None if at is None else _aware(at)
+
+
+def _info(doc: Doc) -> FeatureInfo:
+    definition = None
+    if doc.get("defined"):
+        definition = FeatureDefinition(
+            created_at=_aware(doc["created_at"]),
+            updated_at=_aware(doc["updated_at"]),
+            description=doc.get("description"),
+            owner=doc.get("owner"),
+            kind=cast(FeatureKind | None, doc.get("kind")),
+            expires_at=_maybe_aware(doc.get("expires_at")),
+            archived_at=_maybe_aware(doc.get("archived_at")),
+        )
+    return FeatureInfo(doc["_id"], max(int(doc.get("count", 0)), 0), definition)
+
+
+def _duplicate_in_bulk(exc: PyMongoError) -> bool:
+    """An insert_many that met a document a concurrent transaction inserted: a conflict."""
+    details = getattr(exc, "details", None) or {}
+    errors = details.get("writeErrors", []) if isinstance(details, dict) else []
+    return bool(errors) and all(error.get("code") == 11000 for error in errors)
 
 
 def _aware(at: datetime) -> datetime:

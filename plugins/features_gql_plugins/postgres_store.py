@@ -23,6 +23,14 @@ Layout, in schema ``features_gql`` by default, every table name starting with
     A single row: the last revision handed out.
 ``schema_version``
     A single row: the version of this layout, for upgrades at start-up.
+``features``, ``resources``, ``resource_types`` (layout version 2)
+    The catalog (one row per feature that is defined or assigned: its definition and
+    its number of resources), and the number of features of each resource and of
+    resources of each type. Statement-level triggers on ``assignments`` keep the counts,
+    whatever statement changes it, with row locks (``INSERT ... ON CONFLICT DO UPDATE``)
+    that make concurrent writers count right. ``changes`` has an index per history
+    filter: ``(resource_type, resource_id, revision)``, ``(feature, revision)`` and
+    ``(actor, revision)``.
 
 Consistency scheme
 ------------------
@@ -41,6 +49,13 @@ key; the later one finds the row and reports ``changed = False``. A write that c
 nothing reads the revision in a second statement, which sees every commit before it.
 A write whose connection breaks before the answer arrives may have been applied:
 repeating it is safe (adds and removes are idempotent) and it is repeated once.
+
+Bulk writes (``add_many``, ``remove_many``, ``set_features``) are one statement each
+too: the items travel as arrays, each item that changes is numbered in the order given,
+and the counter moves by their number in one update. Strict mode's check (the features
+must be defined) reads the catalog as of the statement's start: an archive committed by
+another writer at that very moment may take the revision just before the write.
+Definitions and archives lock the revision row first, then change the catalog row.
 
 Failures: a refused or lost connection, a server shutting down or out of connections
 become :class:`StoreUnavailable`; the driver's timeouts (connect, wait for a pooled
@@ -61,7 +76,8 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -69,11 +85,22 @@ from asyncpg.exceptions import InterfaceError, PostgresError
 
 from features_gql.domain import (
     Assignment,
+    BulkResult,
     ChangeEvent,
     ChangeOp,
+    DefinitionResult,
+    FeatureDefinition,
+    FeatureFilter,
+    FeatureInfo,
+    FeatureKind,
+    FeatureSpec,
+    HistoryQuery,
     Resource,
+    ResourceTypeCount,
+    SetResult,
     SnapshotPage,
     WriteResult,
+    archived,
 )
 from features_gql.errors import (
     ChangesTrimmed,
@@ -93,7 +120,7 @@ if TYPE_CHECKING:
     Connection: TypeAlias = asyncpg.pool.PoolConnectionProxy[Any]
 
 #: The version of the table layout this code writes. Each version has a migration below.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_SCHEMA = "features_gql"
 DEFAULT_POOL_MAX_SIZE = 10
 # Inside the API's default 2 s deadline: the driver gives up first and says why.
@@ -204,6 +231,15 @@ class Tables:
         self.revision = self.qualified("revision")
         self.schema_version = self.qualified("schema_version")
         self.by_feature_index = _ident(f"{prefix}assignments_by_feature")
+        # catalog, listings, history and bulk (layout version 2)
+        self.features = self.qualified("features")
+        self.resources = self.qualified("resources")
+        self.resource_types = self.qualified("resource_types")
+        self.added_function = self.qualified("assignments_added")
+        self.removed_function = self.qualified("assignments_removed")
+
+    def index(self, name: str) -> str:
+        return _ident(f"{self.prefix}{name}")
 
     def qualified(self, table: str) -> str:
         return f"{_ident(self.schema)}.{_ident(self.prefix + table)}"
@@ -238,7 +274,122 @@ class Tables:
                 )""",
                 f"INSERT INTO {self.revision} (revision) VALUES (0)",
             ],
+            2: self._catalog_migration(),
         }
+
+    def _catalog_migration(self) -> list[str]:
+        """Version 2: catalog changes in the log, history indexes, the catalog and counts."""
+        text = 'text COLLATE "C" NOT NULL'
+        f, r, t = self.features, self.resources, self.resource_types
+        return [
+            f"ALTER TABLE {self.changes} DROP CONSTRAINT {self.index('changes_op_check')}",
+            f"""ALTER TABLE {self.changes}
+                ADD CONSTRAINT {self.index("changes_op_check")}
+                    CHECK (op IN ('add', 'remove', 'define', 'archive')),
+                ALTER COLUMN resource_type DROP NOT NULL,
+                ALTER COLUMN resource_id DROP NOT NULL""",
+            f"""CREATE INDEX {self.index("changes_by_resource")}
+                ON {self.changes} (resource_type, resource_id, revision)""",
+            f"""CREATE INDEX {self.index("changes_by_feature")}
+                ON {self.changes} (feature, revision)""",
+            f"""CREATE INDEX {self.index("changes_by_actor")}
+                ON {self.changes} (actor, revision)""",
+            f"""CREATE TABLE {f} (
+                name           {text} PRIMARY KEY,
+                resource_count bigint NOT NULL DEFAULT 0,
+                defined        boolean NOT NULL DEFAULT false,
+                description    text,
+                owner          text,
+                kind           text,
+                expires_at     timestamptz,
+                created_at     timestamptz,
+                updated_at     timestamptz,
+                archived_at    timestamptz,
+                search_text    text
+            )""",
+            f"CREATE INDEX {self.index('features_by_kind')} ON {f} (kind, name)",
+            f"CREATE INDEX {self.index('features_by_expiry')} ON {f} (expires_at)",
+            f"""CREATE TABLE {r} (
+                resource_type {text},
+                resource_id   {text},
+                feature_count bigint NOT NULL,
+                PRIMARY KEY (resource_type, resource_id)
+            )""",
+            f"""CREATE TABLE {t} (
+                name           {text} PRIMARY KEY,
+                resource_count bigint NOT NULL
+            )""",
+            f"""INSERT INTO {f} (name, resource_count)
+                SELECT feature, count(*) FROM {self.assignments} GROUP BY feature""",
+            f"""INSERT INTO {r} (resource_type, resource_id, feature_count)
+                SELECT resource_type, resource_id, count(*) FROM {self.assignments}
+                GROUP BY 1, 2""",
+            f"""INSERT INTO {t} (name, resource_count)
+                SELECT resource_type, count(*) FROM {r} GROUP BY 1""",
+            # The counts follow every statement on assignments. Upserts lock the rows they
+            # count, so concurrent writers wait for each other instead of miscounting.
+            f"""CREATE FUNCTION {self.added_function}() RETURNS trigger LANGUAGE plpgsql AS $body$
+            BEGIN
+                IF NOT EXISTS (SELECT FROM added) THEN RETURN NULL; END IF;
+                INSERT INTO {f} AS x (name, resource_count)
+                    SELECT feature, count(*) FROM added GROUP BY feature ORDER BY feature
+                    ON CONFLICT (name)
+                    DO UPDATE SET resource_count = x.resource_count + excluded.resource_count;
+                WITH delta AS (
+                    SELECT resource_type, resource_id, count(*) AS n FROM added GROUP BY 1, 2
+                ), grown AS (
+                    INSERT INTO {r} AS x (resource_type, resource_id, feature_count)
+                    SELECT resource_type, resource_id, n FROM delta ORDER BY 1, 2
+                    ON CONFLICT (resource_type, resource_id)
+                    DO UPDATE SET feature_count = x.feature_count + excluded.feature_count
+                    RETURNING x.resource_type, x.resource_id, x.feature_count
+                )
+                INSERT INTO {t} AS x (name, resource_count)
+                    SELECT g.resource_type, count(*) FROM grown g
+                    JOIN delta d USING (resource_type, resource_id)
+                    WHERE g.feature_count = d.n  -- it had none before: a new resource
+                    GROUP BY 1 ORDER BY 1
+                    ON CONFLICT (name)
+                    DO UPDATE SET resource_count = x.resource_count + excluded.resource_count;
+                RETURN NULL;
+            END
+            $body$""",
+            f"""CREATE FUNCTION {self.removed_function}() RETURNS trigger LANGUAGE plpgsql AS $body$
+            BEGIN
+                IF NOT EXISTS (SELECT FROM removed) THEN RETURN NULL; END IF;
+                UPDATE {f} AS x SET resource_count = x.resource_count - d.n
+                    FROM (SELECT feature, count(*) AS n FROM removed GROUP BY 1) d
+                    WHERE x.name = d.feature;
+                DELETE FROM {f} AS x USING (SELECT DISTINCT feature FROM removed) d
+                    WHERE x.name = d.feature AND x.resource_count <= 0 AND NOT x.defined;
+                UPDATE {r} AS x SET feature_count = x.feature_count - d.n
+                    FROM (SELECT resource_type, resource_id, count(*) AS n FROM removed
+                          GROUP BY 1, 2) d
+                    WHERE (x.resource_type, x.resource_id) = (d.resource_type, d.resource_id);
+                WITH emptied AS (
+                    DELETE FROM {r} AS x
+                    USING (SELECT DISTINCT resource_type, resource_id FROM removed) d
+                    WHERE (x.resource_type, x.resource_id) = (d.resource_type, d.resource_id)
+                      AND x.feature_count <= 0
+                    RETURNING x.resource_type
+                )
+                UPDATE {t} AS x SET resource_count = x.resource_count - e.n
+                    FROM (SELECT resource_type, count(*) AS n FROM emptied GROUP BY 1) e
+                    WHERE x.name = e.resource_type;
+                DELETE FROM {t} AS x USING (SELECT DISTINCT resource_type FROM removed) d
+                    WHERE x.name = d.resource_type AND x.resource_count <= 0;
+                RETURN NULL;
+            END
+            $body$""",
+            f"""CREATE TRIGGER {self.index("assignments_added")}
+                AFTER INSERT ON {self.assignments}
+                REFERENCING NEW TABLE AS added
+                FOR EACH STATEMENT EXECUTE FUNCTION {self.added_function}()""",
+            f"""CREATE TRIGGER {self.index("assignments_removed")}
+                AFTER DELETE ON {self.assignments}
+                REFERENCING OLD TABLE AS removed
+                FOR EACH STATEMENT EXECUTE FUNCTION {self.removed_function}()""",
+        ]
 
 
 class Statements:
@@ -315,6 +466,132 @@ class Statements:
             INSERT INTO {t.revision} (revision)
             SELECT coalesce(max(revision), 0) FROM {t.changes}
             ON CONFLICT DO NOTHING"""
+        self._catalog(t)
+
+    def _catalog(self, t: Tables) -> None:
+        """catalog, listings, history and bulk"""
+        self.feature_columns = (
+            "name, resource_count, defined, description, owner, kind, expires_at, "
+            "created_at, updated_at, archived_at"
+        )
+        self.feature_infos = (
+            f"SELECT {self.feature_columns} FROM {t.features} WHERE name = ANY($1::text[])"
+        )
+        self.resource_types = f"""
+            SELECT name, resource_count FROM {t.resource_types}
+            WHERE name > $1 ORDER BY name LIMIT $2"""
+        self.resource_count = f"SELECT resource_count FROM {t.resource_types} WHERE name = $1"
+        self.list_resources = f"""
+            SELECT resource_id FROM {t.resources}
+            WHERE resource_type = $1 AND resource_id > $2 ORDER BY resource_id LIMIT $3"""
+        # Define and archive: the revision row first (it serialises every write that
+        # logs), then the feature's row as it is.
+        self.lock_for_definition = f"""
+            SELECT r.revision, {", ".join("f." + c for c in self.feature_columns.split(", "))}
+            FROM {t.revision} r LEFT JOIN {t.features} f ON f.name = $1
+            WHERE r.only_row FOR UPDATE OF r"""
+        self.store_definition = f"""
+            WITH stored AS (
+                INSERT INTO {t.features} AS x (name, defined, description, owner, kind,
+                    expires_at, created_at, updated_at, archived_at, search_text)
+                VALUES ($1, true, $2, $3, $4, $5, $6, $7, $8, $9)
+                ON CONFLICT (name) DO UPDATE SET defined = true,
+                    description = excluded.description, owner = excluded.owner,
+                    kind = excluded.kind, expires_at = excluded.expires_at,
+                    created_at = excluded.created_at, updated_at = excluded.updated_at,
+                    archived_at = excluded.archived_at, search_text = excluded.search_text
+                RETURNING resource_count
+            ), counted AS (
+                UPDATE {t.revision} SET revision = revision + 1 WHERE only_row RETURNING revision
+            ), logged AS (
+                INSERT INTO {t.changes} (revision, op, resource_type, resource_id, feature, at,
+                    actor)
+                SELECT revision, $10, NULL, NULL, $1, $7, $11 FROM counted
+            )
+            SELECT (SELECT revision FROM counted), (SELECT resource_count FROM stored)"""
+        # Bulk writes. Each item that changes gets the next revision in the order given:
+        # revision = (counter after the update) - (changes) + (its rank among them).
+        # Were the counter row missing, that revision would be NULL and the NOT NULL
+        # constraint would roll everything back rather than leave changes unlogged.
+        items = """
+            input AS (
+                SELECT DISTINCT ON (t, i, f) t, i, f, n
+                FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS u (t, i, f, n)
+                ORDER BY t, i, f, n
+            )"""
+        live = f"""SELECT FROM {t.features} x WHERE x.name = wanted.f AND x.defined
+                       AND x.archived_at IS NULL"""
+        numbered_log = f"""
+            counted AS (
+                UPDATE {t.revision} SET revision = revision + (SELECT count(*) FROM numbered)
+                WHERE only_row AND EXISTS (SELECT FROM numbered) RETURNING revision
+            ),
+            logged AS (
+                INSERT INTO {t.changes} (revision, op, resource_type, resource_id, feature, at,
+                    actor)
+                SELECT (SELECT revision FROM counted) - total + k, op, t, i, f,
+                       clock_timestamp(), $4::text
+                FROM numbered
+            )"""
+        self.add_many = f"""
+            WITH {items},
+            refused AS (
+                SELECT DISTINCT f FROM input AS wanted WHERE $5 AND NOT EXISTS ({live})
+            ),
+            applied AS (
+                INSERT INTO {t.assignments} (resource_type, resource_id, feature, added_by)
+                SELECT t, i, f, $4::text FROM input WHERE NOT EXISTS (SELECT FROM refused)
+                ORDER BY t, i, f
+                ON CONFLICT DO NOTHING
+                RETURNING resource_type, resource_id, feature
+            ),
+            numbered AS (
+                SELECT 'add'::text AS op, t, i, f, n,
+                       row_number() OVER (ORDER BY n) AS k, count(*) OVER () AS total
+                FROM applied JOIN input ON (input.t, input.i, input.f)
+                    = (applied.resource_type, applied.resource_id, applied.feature)
+            ), {numbered_log}
+            SELECT n, (SELECT revision FROM counted) - total + k AS revision, NULL::text AS refused
+            FROM numbered
+            UNION ALL SELECT NULL, NULL, f FROM refused"""
+        self.remove_many = f"""
+            WITH {items},
+            applied AS (
+                DELETE FROM {t.assignments} a USING input
+                WHERE (a.resource_type, a.resource_id, a.feature) = (input.t, input.i, input.f)
+                RETURNING input.t, input.i, input.f, input.n
+            ),
+            numbered AS (
+                SELECT 'remove'::text AS op, t, i, f, n,
+                       row_number() OVER (ORDER BY n) AS k, count(*) OVER () AS total
+                FROM applied
+            ), {numbered_log}
+            SELECT n, (SELECT revision FROM counted) - total + k AS revision, NULL::text AS refused
+            FROM numbered"""
+        self.set_features = f"""
+            WITH wanted AS (SELECT DISTINCT unnest($3::text[]) AS f),
+            refused AS (SELECT f FROM wanted WHERE $5 AND NOT EXISTS ({live})),
+            removed AS (
+                DELETE FROM {t.assignments}
+                WHERE resource_type = $1 AND resource_id = $2 AND feature <> ALL ($3::text[])
+                  AND NOT EXISTS (SELECT FROM refused)
+                RETURNING feature
+            ),
+            added AS (
+                INSERT INTO {t.assignments} (resource_type, resource_id, feature, added_by)
+                SELECT $1, $2, f, $4::text FROM wanted WHERE NOT EXISTS (SELECT FROM refused)
+                ORDER BY f
+                ON CONFLICT DO NOTHING
+                RETURNING feature
+            ),
+            numbered AS (
+                SELECT op, $1::text AS t, $2::text AS i, f,
+                       row_number() OVER (ORDER BY op DESC, f) AS k, count(*) OVER () AS total
+                FROM (SELECT 'remove'::text AS op, feature AS f FROM removed
+                      UNION ALL SELECT 'add', feature FROM added) AS c
+            ), {numbered_log}
+            SELECT op, f, NULL::text AS refused FROM numbered
+            UNION ALL SELECT NULL, NULL, f FROM refused"""
 
 
 async def _keep_session(connection: asyncpg.Connection[Any]) -> None:
@@ -684,10 +961,7 @@ class PostgresStore(Store):
                 self.sql.changes_since, revision, limit, timeout=self.command_timeout
             )
 
-        events = [
-            ChangeEvent(rev, op, Resource(t, i), f, at, actor)
-            for rev, op, t, i, f, at, actor in await self._run(work)
-        ]
+        events = [_event(tuple(row)) for row in await self._run(work)]
         if events and events[0].revision > revision + 1:
             # Revisions are dense, so a hole at the start is a trimmed log.
             raise ChangesTrimmed(revision, events[0].revision)
@@ -784,6 +1058,251 @@ class PostgresStore(Store):
 
         return await self._run(work)
 
+    # -- catalog, listings, history and bulk ------------------------------------------
+
+    supports_catalog = True
+
+    async def define(self, spec: FeatureSpec, *, actor: str | None) -> DefinitionResult:
+        return await self._definition_write(
+            "define", spec.name, lambda current, now: spec.apply(current, now), actor
+        )
+
+    async def archive(self, name: str, *, actor: str | None) -> DefinitionResult:
+        def retire(current: FeatureDefinition | None, now: datetime) -> FeatureDefinition | None:
+            if current is None or current.archived_at is not None:
+                return None
+            return archived(current, now)
+
+        return await self._definition_write("archive", name, retire, actor)
+
+    async def _definition_write(
+        self,
+        op: ChangeOp,
+        name: str,
+        change: Callable[[FeatureDefinition | None, datetime], FeatureDefinition | None],
+        actor: str | None,
+    ) -> DefinitionResult:
+        async def work(conn: Connection) -> DefinitionResult:
+            async with conn.transaction():
+                row = await conn.fetchrow(
+                    self.sql.lock_for_definition, name, timeout=self.command_timeout
+                )
+                if row is None:
+                    self._ready = False
+                    raise StoreUnavailable(
+                        f"the revision counter {self.tables.revision} is empty; rebuilt on retry"
+                    )
+                current = FeatureInfo(name) if row[1] is None else _info(tuple(row)[1:])
+                now = await conn.fetchval("SELECT clock_timestamp()")
+                wanted = change(current.definition, now)
+                if wanted is None:
+                    return DefinitionResult(False, int(row[0]), current)
+                stored = await conn.fetchrow(
+                    self.sql.store_definition,
+                    name,
+                    wanted.description,
+                    wanted.owner,
+                    wanted.kind,
+                    wanted.expires_at,
+                    wanted.created_at,
+                    wanted.updated_at,
+                    wanted.archived_at,
+                    f"{name}\n{(wanted.description or '').lower()}",
+                    op,
+                    actor,
+                    timeout=self.command_timeout,
+                )
+                assert stored is not None  # the statement always answers one row
+                revision, count = stored
+                return DefinitionResult(True, int(revision), FeatureInfo(name, int(count), wanted))
+
+        return await self._run(work)
+
+    async def feature_infos(self, names: Sequence[str]) -> list[FeatureInfo]:
+        unique = list(dict.fromkeys(names))
+
+        async def work(conn: Connection) -> list[Any]:
+            return await conn.fetch(self.sql.feature_infos, unique, timeout=self.command_timeout)
+
+        found = {row[0]: _info(tuple(row)) for row in await self._run(work)}
+        return [found.get(name) or FeatureInfo(name) for name in names]
+
+    async def list_features(
+        self, filter: FeatureFilter, *, after: str | None, limit: int
+    ) -> list[FeatureInfo]:
+        args: list[object] = ["" if after is None else after]
+        where = ["name > $1"]
+
+        def arg(value: object) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if filter.kind is not None:
+            where.append(f"kind = {arg(filter.kind)}")
+        if filter.defined is not None:
+            where.append(f"defined = {arg(filter.defined)}")
+        if filter.archived is not None:
+            where.append("archived_at IS NOT NULL" if filter.archived else "archived_at IS NULL")
+        if filter.expired is True:
+            where.append(f"expires_at <= {arg(filter.now)}")
+        elif filter.expired is False:
+            where.append(f"(expires_at IS NULL OR expires_at > {arg(filter.now)})")
+        if filter.search is not None:
+            where.append(f"strpos(coalesce(search_text, name), {arg(filter.search)}) > 0")
+        statement = (
+            f"SELECT {self.sql.feature_columns} FROM {self.tables.features} "
+            f"WHERE {' AND '.join(where)} ORDER BY name LIMIT {arg(limit)}"
+        )
+
+        async def work(conn: Connection) -> list[Any]:
+            return await conn.fetch(statement, *args, timeout=self.command_timeout)
+
+        return [_info(tuple(row)) for row in await self._run(work)]
+
+    async def resource_types(self, *, after: str | None, limit: int) -> list[ResourceTypeCount]:
+        async def work(conn: Connection) -> list[Any]:
+            return await conn.fetch(
+                self.sql.resource_types, after or "", limit, timeout=self.command_timeout
+            )
+
+        return [ResourceTypeCount(name, int(count)) for name, count in await self._run(work)]
+
+    async def resource_count(self, type: str) -> int:
+        async def work(conn: Connection) -> Any:
+            return await conn.fetchval(self.sql.resource_count, type, timeout=self.command_timeout)
+
+        return int(await self._run(work) or 0)
+
+    async def list_resources(self, type: str, *, after: str | None, limit: int) -> list[Resource]:
+        async def work(conn: Connection) -> list[Any]:
+            return await conn.fetch(
+                self.sql.list_resources, type, after or "", limit, timeout=self.command_timeout
+            )
+
+        return [Resource(type, id_) for (id_,) in await self._run(work)]
+
+    async def history(
+        self, query: HistoryQuery, *, before: int | None, limit: int
+    ) -> list[ChangeEvent]:
+        args: list[object] = []
+        where: list[str] = []
+
+        def arg(value: object) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if query.resource is not None:
+            where.append(
+                f"resource_type = {arg(query.resource.type)} "
+                f"AND resource_id = {arg(query.resource.id)}"
+            )
+        if query.feature is not None:
+            where.append(f"feature = {arg(query.feature)}")
+        if query.actor is not None:
+            where.append(f"actor = {arg(query.actor)}")
+        if before is not None:
+            where.append(f"revision < {arg(before)}")
+        statement = (
+            "SELECT revision, op, resource_type, resource_id, feature, at, actor "
+            f"FROM {self.tables.changes}"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + f" ORDER BY revision DESC LIMIT {arg(limit)}"
+        )
+
+        async def work(conn: Connection) -> list[Any]:
+            return await conn.fetch(statement, *args, timeout=self.command_timeout)
+
+        return [_event(tuple(row)) for row in await self._run(work)]
+
+    async def add_many(
+        self,
+        items: Sequence[tuple[Resource, str]],
+        *,
+        actor: str | None,
+        require_defined: bool = False,
+    ) -> BulkResult:
+        return await self._bulk(self.sql.add_many, "add_many", items, actor, require_defined)
+
+    async def remove_many(
+        self, items: Sequence[tuple[Resource, str]], *, actor: str | None
+    ) -> BulkResult:
+        return await self._bulk(self.sql.remove_many, "remove_many", items, actor, None)
+
+    async def _bulk(
+        self,
+        statement: str,
+        op: str,
+        items: Sequence[tuple[Resource, str]],
+        actor: str | None,
+        require_defined: bool | None,
+    ) -> BulkResult:
+        args: list[object] = [
+            [r.type for r, _ in items],
+            [r.id for r, _ in items],
+            [f for _, f in items],
+            actor,
+        ]
+        if require_defined is not None:
+            args.append(require_defined)
+
+        async def work(conn: Connection) -> BulkResult:
+            rows = await self._modify(conn, op, statement, *args)
+            refused = sorted(row[2] for row in rows if row[2] is not None)
+            revisions: list[int | None] = [None] * len(items)
+            for n, revision, _ in rows:
+                if n is not None:
+                    revisions[n - 1] = int(revision)
+            changed = [r for r in revisions if r is not None]
+            latest = max(changed) if changed else await self._current_revision(conn)
+            return BulkResult(revisions, latest, refused)
+
+        return await self._run(work)
+
+    async def set_features(
+        self,
+        resource: Resource,
+        features: Sequence[str],
+        *,
+        actor: str | None,
+        require_defined: bool = False,
+    ) -> SetResult:
+        async def work(conn: Connection) -> SetResult:
+            rows = await self._modify(
+                conn,
+                "set_features",
+                self.sql.set_features,
+                resource.type,
+                resource.id,
+                list(features),
+                actor,
+                require_defined,
+            )
+            refused = sorted(row[2] for row in rows if row[2] is not None)
+            removed = sorted(row[1] for row in rows if row[0] == "remove")
+            added = sorted(row[1] for row in rows if row[0] == "add")
+            return SetResult(removed, added, await self._current_revision(conn), refused)
+
+        return await self._run(work)
+
+    async def _modify(self, conn: Connection, op: str, statement: str, *args: object) -> list[Any]:
+        """Run a write statement, retrying serialisation failures within the budget."""
+        give_up = time.monotonic() + _CONFLICT_BUDGET_SECONDS
+        for attempt in itertools.count(1):
+            try:
+                return await conn.fetch(statement, *args, timeout=self.command_timeout)
+            except PostgresError as exc:
+                if exc.sqlstate == "23502":
+                    # The counter row is gone (see Statements): nothing was applied.
+                    self._ready = False
+                    raise StoreUnavailable(
+                        f"the revision counter {self.tables.revision} is empty; rebuilt on retry"
+                    ) from exc
+                if exc.sqlstate not in _CONFLICT_STATES or time.monotonic() > give_up:
+                    raise
+                log.debug("%s conflicted (attempt %d, %s); retrying", op, attempt, exc.sqlstate)
+                await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+        raise AssertionError("unreachable")  # pragma: no cover
+
 
 def _agree(option: str, given: str | None, in_url: str | None, default: str) -> str:
     if given is not None and in_url is not None and given != in_url:
@@ -793,6 +1312,29 @@ def _agree(option: str, given: str | None, in_url: str | None, default: str) -> 
     if given is not None:
         return given
     return in_url if in_url is not None else default
+
+
+def _event(row: tuple[Any, ...]) -> ChangeEvent:
+    revision, op, type_, id_, feature, at, actor = row
+    return ChangeEvent(
+        revision, op, None if type_ is None else Resource(type_, id_), feature, at, actor
+    )
+
+
+def _info(row: tuple[Any, ...]) -> FeatureInfo:
+    name, count, defined, description, owner, kind, expires, created, updated, gone = row
+    definition = None
+    if defined:
+        definition = FeatureDefinition(
+            created_at=created,
+            updated_at=updated,
+            description=description,
+            owner=owner,
+            kind=cast(FeatureKind | None, kind),
+            expires_at=expires,
+            archived_at=gone,
+        )
+    return FeatureInfo(name, int(count), definition)
 
 
 def _consume(future: asyncio.Future[None]) -> None:

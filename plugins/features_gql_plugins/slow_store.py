@@ -26,7 +26,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from features_gql import hookimpl
-from features_gql.domain import Assignment, ChangeEvent, Resource, SnapshotPage, WriteResult
+from features_gql.domain import (
+    Assignment,
+    BulkResult,
+    ChangeEvent,
+    DefinitionResult,
+    FeatureFilter,
+    FeatureInfo,
+    FeatureSpec,
+    HistoryQuery,
+    Resource,
+    ResourceTypeCount,
+    SetResult,
+    SnapshotPage,
+    WriteResult,
+)
 from features_gql.faults import ALL_OPERATIONS, describe, read_operations, read_seed
 from features_gql.stores import Store, StoreBuilder, StoreOptions, StoreRegistry, WrappingStore
 from features_gql.stores.base import delaying_on_purpose
@@ -164,6 +178,73 @@ class SlowStore(WrappingStore):
     async def revision(self) -> int:
         await self._delay("revision")
         return await self.inner.revision()
+
+    # -- catalog, listings, history and bulk ------------------------------------------
+
+    async def feature_infos(self, names: Sequence[str]) -> list[FeatureInfo]:
+        await self._delay("feature_infos")
+        return await self.inner.feature_infos(names)
+
+    async def list_features(
+        self, filter: FeatureFilter, *, after: str | None, limit: int
+    ) -> list[FeatureInfo]:
+        await self._delay("list_features")
+        return await self.inner.list_features(filter, after=after, limit=limit)
+
+    async def resource_types(self, *, after: str | None, limit: int) -> list[ResourceTypeCount]:
+        await self._delay("resource_types")
+        return await self.inner.resource_types(after=after, limit=limit)
+
+    async def resource_count(self, type: str) -> int:
+        await self._delay("resource_count")
+        return await self.inner.resource_count(type)
+
+    async def list_resources(self, type: str, *, after: str | None, limit: int) -> list[Resource]:
+        await self._delay("list_resources")
+        return await self.inner.list_resources(type, after=after, limit=limit)
+
+    async def history(
+        self, query: HistoryQuery, *, before: int | None, limit: int
+    ) -> list[ChangeEvent]:
+        await self._delay("history")
+        return await self.inner.history(query, before=before, limit=limit)
+
+    async def define(self, spec: FeatureSpec, *, actor: str | None) -> DefinitionResult:
+        await self._delay("define")
+        return await self.inner.define(spec, actor=actor)
+
+    async def archive(self, name: str, *, actor: str | None) -> DefinitionResult:
+        await self._delay("archive")
+        return await self.inner.archive(name, actor=actor)
+
+    async def add_many(
+        self,
+        items: Sequence[tuple[Resource, str]],
+        *,
+        actor: str | None,
+        require_defined: bool = False,
+    ) -> BulkResult:
+        await self._delay("add_many")
+        return await self.inner.add_many(items, actor=actor, require_defined=require_defined)
+
+    async def remove_many(
+        self, items: Sequence[tuple[Resource, str]], *, actor: str | None
+    ) -> BulkResult:
+        await self._delay("remove_many")
+        return await self.inner.remove_many(items, actor=actor)
+
+    async def set_features(
+        self,
+        resource: Resource,
+        features: Sequence[str],
+        *,
+        actor: str | None,
+        require_defined: bool = False,
+    ) -> SetResult:
+        await self._delay("set_features")
+        return await self.inner.set_features(
+            resource, features, actor=actor, require_defined=require_defined
+        )
 
     # -- snapshots and feed -------------------------------------------------------------
 
