@@ -36,6 +36,8 @@ from features_gql.domain import (
     SetResult,
     SnapshotPage,
     WriteResult,
+    all_ids_valid,
+    resource_of_pair,
     validate_feature,
     validate_id,
     validate_slug,
@@ -296,25 +298,7 @@ class FeaturesAPI:
         self, items: Sequence[tuple[Resource | tuple[str, str], str]]
     ) -> list[bool]:
         """Answer many (resource, feature) questions in one store call, in order."""
-        _check_batch(len(items), "items")
-        checked: list[tuple[Resource, str]] = []
-        # Types and features repeat across a batch, and share one rule: check each once.
-        slugs: set[str] = set()
-        for i, (resource, feature) in enumerate(items):
-            type_, id_ = (
-                (resource.type, resource.id) if isinstance(resource, Resource) else resource
-            )
-            if type_ not in slugs:
-                slugs.add(validate_slug(type_, f"items[{i}].resource.type"))
-            try:
-                validate_id(id_)
-            except InvalidInput:
-                # The item's own field name is built only for the error: a thousand
-                # f-strings per batch otherwise.
-                validate_id(id_, f"items[{i}].resource.id")
-            if feature not in slugs:
-                slugs.add(validate_feature(feature, f"items[{i}].feature"))
-            checked.append((Resource(type_, id_), feature))
+        checked = _items(items)
         if not checked:
             return []
         return await self._call(
@@ -327,14 +311,16 @@ class FeaturesAPI:
         """For each id, whether ``(type, id)`` has each feature: one row per id, one column
         per feature, in one store call. The cheap shape for large batches."""
         validate_slug(type, "type")
-        for i, id_ in enumerate(ids):
-            validate_id(id_, f"ids[{i}]")
+        if not all_ids_valid(list(ids)):
+            for i, id_ in enumerate(ids):
+                validate_id(id_, f"ids[{i}]")
         for j, feature in enumerate(features):
             validate_feature(feature, f"features[{j}]")
         _check_batch(len(ids) * len(features), "ids")
         if not ids or not features:
             return [[] for _ in ids]
-        items = [(Resource(type, id_), feature) for id_ in ids for feature in features]
+        resources = [resource_of_pair((type, id_)) for id_ in ids]
+        items = [(resource, feature) for resource in resources for feature in features]
         answers = await self._call(
             "check_many", lambda: self.store.check_many(items), items=len(items)
         )
@@ -794,20 +780,22 @@ class CheckedItems(list[tuple[Resource, str]]):
 
 
 def _items(items: Sequence[tuple[Resource | tuple[str, str], str]]) -> list[tuple[Resource, str]]:
+    """The items as (Resource, feature) pairs, each checked against the rules.
+
+    Types and features repeat across a batch: each distinct one is checked once, and the
+    ids all at once. Should any break a rule, the items are checked again in order, to
+    name the first that does.
+    """
     _check_batch(len(items), "items")
-    # Types, features and resources repeat across a batch: each distinct one is checked
-    # once. Should one break a rule, the items are checked again in order, to name the
-    # first that does.
-    resources = [r if isinstance(r, Resource) else Resource(*r) for r, _ in items]
+    resources = [r if type(r) is Resource else Resource(*r) for r, _ in items]
     features = [feature for _, feature in items]
     try:
         for feature in set(features):
             validate_feature(feature)
-        distinct = dict(zip(map(id, resources), resources, strict=True)).values()
-        for type_ in {resource.type for resource in distinct}:
+        for type_ in {resource.type for resource in resources}:
             validate_slug(type_, "type")
-        for resource in distinct:
-            validate_id(resource.id)
+        if not all_ids_valid([resource.id for resource in resources]):
+            raise InvalidInput("id", "id", "some id breaks the id rule")
     except InvalidInput:
         _first_bad_item(resources, features)
     return list(zip(resources, features, strict=True))

@@ -14,7 +14,16 @@ from features_gql.api import (
     encode_cursor,
     encode_snapshot_cursor,
 )
-from features_gql.domain import Assignment, Resource, validate_feature, validate_id, validate_slug
+from features_gql.domain import (
+    ID_MAX,
+    Assignment,
+    Resource,
+    all_ids_valid,
+    resource_of_pair,
+    validate_feature,
+    validate_id,
+    validate_slug,
+)
 from features_gql.errors import InvalidInput
 
 slugs = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,63}", fullmatch=True)
@@ -52,6 +61,52 @@ def test_ids_follow_the_documented_rule(value: str) -> None:
         validate_id(value, "resource.id")
     assert caught.value.field == "resource.id"
     assert caught.value.rule in ("length", "printable")
+
+
+def _id_is_valid(value: str) -> bool:
+    try:
+        validate_id(value)
+    except InvalidInput:
+        return False
+    return True
+
+
+# Mostly valid ids, with the characters at the edges of the forbidden ranges mixed in.
+ids = st.one_of(
+    st.text(max_size=ID_MAX + 2),
+    st.text(alphabet=" a\x1f\x20\x7e\x7f\x9f\xa0\u2027\u2028\u2029\u202a", max_size=4),
+    st.integers(0, ID_MAX + 1).map(lambda n: "x" * n),
+)
+
+
+@given(st.lists(ids, max_size=20))
+def test_the_batch_check_of_ids_agrees_with_checking_each(values: list[str]) -> None:
+    assert all_ids_valid(values) == all(_id_is_valid(value) for value in values)
+
+
+@pytest.mark.parametrize(
+    ("values", "valid"),
+    [
+        ([], True),
+        (["a"], True),
+        (["a b", "c"], True),
+        (["x" * ID_MAX, "y"], True),
+        (["x" * (ID_MAX + 1)], False),
+        (["a", ""], False),
+        (["a", "b\n"], False),
+        (["\ud800"], False),
+    ],
+)
+def test_the_batch_check_of_ids_at_its_boundaries(values: list[str], valid: bool) -> None:
+    assert all_ids_valid(values) is valid
+
+
+def test_a_resource_is_its_type_and_id_however_it_is_built() -> None:
+    built = resource_of_pair(("pipeline", "p1"))
+    assert type(built) is Resource
+    assert built == Resource("pipeline", "p1") == Resource.of("pipeline", "p1")
+    assert (built.type, built.id, str(built)) == ("pipeline", "p1", "pipeline/p1")
+    assert hash(built) == hash(Resource("pipeline", "p1"))
 
 
 @given(slugs, st.text(min_size=1, max_size=256).filter(lambda s: "\x00" not in s))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
 
+from features_gql.domain import Resource
 from features_gql.graphql.context import Context
 
 
@@ -22,9 +23,11 @@ def has_feature(context: Context, type: str, id: str, feature: str) -> Awaitable
     return context.checks.has((type, id), feature)
 
 
-async def checks(context: Context, items: Sequence[tuple[str, str, str]]) -> list[bool]:
-    """Many checks, ``(type, id, feature)`` each, in one store call, in order."""
-    return await context.api.check_many([((t, i), f) for t, i, f in items])
+async def checks(
+    context: Context, items: Sequence[tuple[Resource | tuple[str, str], str]]
+) -> list[bool]:
+    """Many checks, ``(resource, feature)`` each, in one store call, in order."""
+    return await context.api.check_many(items)
 
 
 async def check_matrix(

@@ -56,8 +56,9 @@ def decode_json(raw: bytes) -> Any:
     Raises ValueError (orjson's JSONDecodeError, or :class:`DuplicateKey`).
 
     orjson keeps the last of repeated keys without a word, so the check is done apart, in
-    C as far as possible: encoded again, the decoded value holds one ``":`` per key, plus
-    one per ``\":`` inside its strings. The text it came from holds the same, plus one per
+    C as far as possible. A text that is exactly what encoding the value again gives holds
+    no repeated key. Otherwise: encoded again, the decoded value holds one ``":`` per key,
+    plus one per ``\":`` inside its strings. The text it came from holds the same, plus one per
     repeated key, as long as no closing quote is followed by whitespace (then each key
     would not end in ``":``) and no quote is written ``\u0022`` (then a string would hold
     fewer): equal counts prove no key was repeated. Anything else goes to the strict,
@@ -66,13 +67,18 @@ def decode_json(raw: bytes) -> Any:
     value = orjson.loads(raw)
     if type(value) is not dict and type(value) is not list:
         return value
+    again = orjson.dumps(value)
+    if again == raw:
+        # Written as orjson writes (compact, as most clients send): an encoder writes
+        # each key of a dict once, so the text repeats none.
+        return value
     if (
         b'" ' not in raw
         and b'"\n' not in raw
         and b'"\t' not in raw
         and b'"\r' not in raw
         and b"\\u0022" not in raw
-        and raw.count(b'":') == orjson.dumps(value).count(b'":')
+        and raw.count(b'":') == again.count(b'":')
     ):
         return value
     return _STRICT.decode(raw.decode("utf-8"))
