@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -85,7 +85,7 @@ class Resource(NamedTuple):
 resource_of_pair = cast("Callable[[tuple[str, str]], Resource]", partial(tuple.__new__, Resource))
 
 
-def all_ids_valid(ids: list[str]) -> bool:
+def all_ids_valid(ids: Sequence[str]) -> bool:
     """Whether every id follows the id rule, checked for the batch at once (a few C passes
     rather than a regular expression per id); :func:`validate_id` says which breaks it."""
     if not ids:

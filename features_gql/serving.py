@@ -53,6 +53,9 @@ log = logging.getLogger("features_gql.serving")
 PREPARE_SECONDS = 10.0
 #: Connections the kernel queues before a worker accepts them (aiohttp's default).
 BACKLOG = 128
+#: Allocations between collections of the young generation while serving (Python's
+#: default is 700). Cyclic garbage waits for at most this many allocations: a few MB.
+YOUNG_COLLECTION_THRESHOLD = 10_000
 
 
 def listen(host: str, port: int) -> list[socket.socket]:
@@ -200,6 +203,12 @@ async def _serve(
         # cyclic garbage collector's generations, which shortens collections on the hot path.
         gc.collect()
         gc.freeze()
+        # A batch of 1,000 checks allocates several thousand containers per request,
+        # nearly all freed when it is answered; collecting the young generation every 700
+        # allocations (the default) walked each request's live objects again and again.
+        # Collecting less often measured ~10% less CPU for such requests (benchmarks/).
+        _, middle, oldest = gc.get_threshold()
+        gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, oldest)
         # Until now SIGTERM ends the process at once: there is nothing to drain, and a
         # worker the supervisor stops while it starts has nothing to say.
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -88,11 +88,13 @@ class Query(CatalogQueries):
         items: Annotated[list[CheckInput], _arg("The questions, answered in this order.")],
     ) -> list[Check] | None:
         # FeaturesAPI validates item by item, so the first bad item is the one reported.
-        asked = [((item.resource.type, item.resource.id), item.feature) for item in items]
-        answers = await hot_fields.checks(info.context, asked)
+        types = [item.resource.type for item in items]
+        ids = [item.resource.id for item in items]
+        features = [item.feature for item in items]
+        answers = await hot_fields.checks(info.context, types, ids, features)
         return [
             Check(resource=Resource(type=type_, id=id_), feature=feature, enabled=enabled)
-            for ((type_, id_), feature), enabled in zip(asked, answers, strict=True)
+            for type_, id_, feature, enabled in zip(types, ids, features, answers, strict=True)
         ]
 
     @strawberry.field(
