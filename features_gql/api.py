@@ -719,18 +719,11 @@ class CheckBatch:
         #: The store calls in flight, referenced so the loop cannot collect them.
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def has(
-        self,
-        resource: Resource | tuple[str, str],
-        feature: str,
-        *,
-        field: str = "resource",
-        feature_field: str = "feature",
-    ) -> Awaitable[bool]:
+    def has(self, resource: Resource | tuple[str, str], feature: str) -> Awaitable[bool]:
         """Does ``resource`` have ``feature``? Validated now (a bad check fails alone, at
         once); await the answer."""
-        res = _resource(resource, field)
-        validate_feature(feature, feature_field)
+        res = _resource(resource)
+        validate_feature(feature)
         api = self._api
         if self.sole:
             # The executor knows this is the request's only check: nothing to wait for.

@@ -234,8 +234,12 @@ class FeatureSpec:
         return wanted
 
 
-def archived(current: FeatureDefinition, now: datetime) -> FeatureDefinition:
-    """``current``, retired at ``now``."""
+def retire(current: FeatureDefinition | None, now: datetime) -> FeatureDefinition | None:
+    """The definition after archiving it at ``now``, or None when that changes nothing
+    (no definition, or already archived): the one rule every store's ``archive`` follows,
+    as :meth:`FeatureSpec.apply` is for ``define``."""
+    if current is None or current.archived_at is not None:
+        return None
     return FeatureDefinition(
         created_at=current.created_at,
         updated_at=now,

@@ -27,7 +27,7 @@ from features_gql.domain import (
     SetResult,
     SnapshotPage,
     WriteResult,
-    archived,
+    retire,
 )
 from features_gql.errors import ChangesTrimmed
 from features_gql.stores import Store, StoreBuilder, StoreOptions, StoreRegistry
@@ -194,10 +194,10 @@ class MemoryStore(Store):
         return DefinitionResult(True, revision, self._info(spec.name))
 
     async def archive(self, name: str, *, actor: str | None) -> DefinitionResult:
-        current = self._definitions.get(name)
-        if current is None or current.archived_at is not None:
+        retired = retire(self._definitions.get(name), datetime.now(UTC))
+        if retired is None:
             return DefinitionResult(False, self._revision, self._info(name))
-        self._definitions[name] = archived(current, datetime.now(UTC))
+        self._definitions[name] = retired
         revision = self._record("archive", None, name, actor)
         return DefinitionResult(True, revision, self._info(name))
 

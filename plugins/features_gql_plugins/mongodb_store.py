@@ -136,7 +136,7 @@ from features_gql.domain import (
     SetResult,
     SnapshotPage,
     WriteResult,
-    archived,
+    retire,
 )
 from features_gql.errors import (
     ChangesTrimmed,
@@ -1040,11 +1040,6 @@ class MongoDBStore(Store):
         )
 
     async def archive(self, name: str, *, actor: str | None) -> DefinitionResult:
-        def retire(current: FeatureDefinition | None, now: datetime) -> FeatureDefinition | None:
-            if current is None or current.archived_at is not None:
-                return None
-            return archived(current, now)
-
         return await self._definition_write("archive", name, retire, actor)
 
     async def _definition_write(

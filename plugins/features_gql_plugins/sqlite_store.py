@@ -61,7 +61,7 @@ from features_gql.domain import (
     SetResult,
     SnapshotPage,
     WriteResult,
-    archived,
+    retire,
 )
 from features_gql.errors import ChangesTrimmed, ConfigError, StoreTimeout, StoreUnavailable
 from features_gql.stores import Store, StoreBuilder, StoreOptions, StoreRegistry
@@ -473,10 +473,11 @@ class SQLiteStore(Store):
             conn = self._w
             with _transaction(conn):
                 current = _feature(conn, name)
-                if current.definition is None or current.definition.archived_at is not None:
-                    return DefinitionResult(False, _revision(conn), current)
                 now = _now()
-                _store_definition(conn, name, archived(current.definition, now))
+                retired = retire(current.definition, now)
+                if retired is None:
+                    return DefinitionResult(False, _revision(conn), current)
+                _store_definition(conn, name, retired)
                 revision = _log(conn, "archive", None, name, actor, now)
                 return DefinitionResult(True, revision, _feature(conn, name))
 
