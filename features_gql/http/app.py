@@ -22,6 +22,7 @@ from features_gql.graphql.schema import build_schema
 from features_gql.http.access import check_scope
 from features_gql.http.admin import add_admin_routes
 from features_gql.http.cors import cors_middleware
+from features_gql.http.graphiql import graphiql_page
 from features_gql.http.headers import undecodable_header
 from features_gql.http.ofrep import mount_ofrep
 from features_gql.http.responses import SERVER, error_response
@@ -277,7 +278,15 @@ def mount_graphql(
 
     With a ``feed`` (a :class:`~features_gql.feed.ChangeFeed` of ``api``), ``path`` also
     serves the ``featureChanges`` subscription over WebSocket (graphql-transport-ws).
+
+    With ``graphiql``, a browser opening ``path`` gets GraphiQL, whose files are served
+    from the package at ``graphiql/`` beside ``path`` (``/graphql`` → ``/graphiql/...``).
     """
+    page = None
+    if graphiql:
+        anonymous_reads = (auth or AuthPolicy.open()).anonymous_principal.can("read")
+        page = graphiql_page(path, anonymous_reads=anonymous_reads)
+        page.mount(app)
     view = FeaturesGraphQLView(
         api,
         auth=auth,
@@ -286,7 +295,7 @@ def mount_graphql(
         metrics=metrics,
         sync=sync,
         schema=build_schema(introspection=introspection, limits=limits),
-        graphql_ide="graphiql" if graphiql else None,
+        graphiql=page,
     )
     app.router.add_route("GET", path, view)
     app.router.add_route("POST", path, view)

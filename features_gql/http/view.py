@@ -26,6 +26,7 @@ from features_gql.graphql.errors import translate
 from features_gql.graphql.fast_path import FastPath
 from features_gql.graphql.schema import FeaturesSchema
 from features_gql.http.access import unauthenticated
+from features_gql.http.graphiql import GraphiQLPage
 from features_gql.http.request_body import BodyError, read_graphql_request
 from features_gql.http.responses import error_response
 from features_gql.http.subscriptions import (
@@ -118,15 +119,20 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         feed: ChangeFeed | None = None,
         metrics: Metrics | None = None,
         sync: EdgeSync | None = None,
+        graphiql: GraphiQLPage | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
             schema=schema,
+            # GraphiQL is served from the service's own files (http/graphiql.py), never
+            # Strawberry's page, which loads it from a CDN.
+            graphql_ide=None,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,) if feed is not None else (),
             connection_init_wait_timeout=timedelta(seconds=10),
             **kwargs,
         )
         self.api = api
+        self.graphiql = graphiql
         self.feed = feed
         self.metrics = metrics
         self.sync = sync
@@ -140,11 +146,18 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
             return await self._websocket(request)
         if (
             request.method == "GET"
-            and self.graphql_ide
             and "query" not in request.query
             and ("text/html" in accept or "*/*" in accept)
         ):
-            return await self._run_strawberry(request)  # the IDE page: no data in it
+            if self.graphiql is not None:
+                return await self.graphiql.page(request)  # no data in it: no token needed
+            if "text/html" in accept:
+                return error_response(
+                    404,
+                    f"Not found: {request.path} (GraphiQL is switched off here; GraphQL "
+                    "requests are POSTs, or GETs with a query parameter).",
+                    "NOT_FOUND",
+                )
         authorization = request.headers.get("Authorization")
         # An edge forwards writes with the caller's own credentials; set for every request,
         # since one connection's requests share one task (and so its context).
