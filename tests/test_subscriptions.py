@@ -231,6 +231,34 @@ async def test_only_subscriptions_go_over_websocket(start_server: StartServer) -
     assert await server.service.api.revision() == 0  # nothing was written
 
 
+@pytest.mark.parametrize(
+    ("method", "accept"),
+    [
+        ("POST", "application/json"),
+        ("POST", "multipart/mixed;subscriptionSpec=1.0, application/json"),
+        ("POST", "text/event-stream"),
+        ("GET", "application/json"),
+    ],
+)
+async def test_a_subscription_over_http_is_refused_as_a_bad_request(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture, method: str, accept: str
+) -> None:
+    server = await start_server("memory")
+    query = "subscription { featureChanges { revision } }"
+    with caplog.at_level(logging.ERROR):
+        async with server.session.request(
+            method,
+            f"{server.url}/graphql",
+            headers={"Accept": accept},
+            **({"json": {"query": query}} if method == "POST" else {"params": {"query": query}}),
+        ) as response:
+            assert response.status == 400
+            body = await response.json()
+    assert body["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+    assert "WebSocket" in body["errors"][0]["message"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 async def test_the_gate_bounds_subscriptions(start_server: StartServer) -> None:
     from features_gql.graphql.admission import Limits
 

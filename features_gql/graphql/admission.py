@@ -273,7 +273,7 @@ class Gate:
             )
         prepared.selected[operation_name] = operation
         name = operation.name.value if operation.name else None
-        if method == "GET" and operation.operation != OperationType.QUERY:
+        if method == "GET" and operation.operation is OperationType.MUTATION:
             return Refused(
                 [
                     GraphQLError(

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import orjson
 from aiohttp import web
 from cross_web import HTTPException
-from graphql import GraphQLError
+from graphql import GraphQLError, OperationType
 from strawberry.aiohttp.views import GraphQLView
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
@@ -35,6 +35,19 @@ from features_gql.http.subscriptions import (
     TextWebSocketAdapter,
 )
 from features_gql.request_context import request_credentials, request_id
+
+#: A subscription is a stream: served over WebSocket only (Strawberry's multipart and
+#: event-stream transports are not mounted), so an HTTP request for one is refused.
+_SUBSCRIPTION_OVER_HTTP = Refused(
+    [
+        GraphQLError(
+            "Subscriptions are served over WebSocket (the graphql-transport-ws protocol) "
+            "at this path; HTTP serves queries and mutations.",
+            extensions={"code": "BAD_REQUEST"},
+        )
+    ],
+    http_status=400,
+)
 
 if TYPE_CHECKING:
     from features_gql.edge import EdgeSync
@@ -190,6 +203,8 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         request[CONTEXT_KEY] = context
         if isinstance(decision, Refused):
             return self._refuse(request, decision, principal)
+        if decision.operation.operation is OperationType.SUBSCRIPTION:
+            return self._refuse(request, _SUBSCRIPTION_OVER_HTTP, principal)
         context.operation_name = decision.operation_name
         if (
             self.fast_path is not None
