@@ -20,6 +20,15 @@ upstream service that answers reads locally and keeps answering when the upstrea
 
 Local changes keep the edge's own revisions; ``syncStatus`` and ``/readyz`` report the
 upstream revision the copy reflects and how stale it is.
+
+The copy holds assignments, not definitions. Flag evaluation still needs to know which
+features the upstream defines (OFREP answers every defined feature, and ``FLAG_NOT_FOUND``
+for an undefined one in strict mode): :attr:`EdgeSync.catalog`, a
+:class:`~features_gql.catalog_view.CatalogView`, is loaded from the upstream when the
+follower connects (and again after a resync) and fed the upstream's define and archive
+changes. It lives in memory: an edge that restarts while its upstream is down has no
+catalog until the upstream answers (a strict catalog then answers 503, never a wrong
+``FLAG_NOT_FOUND``).
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from features_gql.api import FeaturesAPI
+from features_gql.catalog_view import CatalogView
 from features_gql.domain import (
     Assignment,
     BulkResult,
@@ -197,6 +207,8 @@ class EdgeSync:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._next_subscription_try = 0.0
+        #: The upstream's live features, for flag evaluation (set by whoever serves them).
+        self.catalog: CatalogView | None = None
 
     # -- status ---------------------------------------------------------------------------
 
@@ -326,6 +338,9 @@ class EdgeSync:
             await self._resync()
             return
         assert self.state is not None
+        if self.catalog is not None and not self.catalog.loaded:
+            # upstream_revision was read before: the changes after it converge the view.
+            await self._load_catalog(upstream_revision)
         self.connected = True
         self.last_error = None
         self._check_caught_up()
@@ -408,10 +423,11 @@ class EdgeSync:
             self._dirty = True
             self._save(force=True)  # before the copy changes (see SyncState)
         for event in fresh:
-            # The copy holds assignments only: catalog changes (define, archive) just move
-            # the position on.
+            # The copy holds assignments only: catalog changes (define, archive) go to the
+            # catalog's view, and move the position on.
             if event.resource is None:
-                pass
+                if self.catalog is not None:
+                    self.catalog.apply(event)
             elif event.op == "add":
                 await self.local.add(event.resource, event.feature, actor=event.actor)
             elif event.op == "remove":
@@ -471,6 +487,9 @@ class EdgeSync:
                 )
 
         added, removed = await self._converge(upstream_keys())
+        if self.catalog is not None:
+            # The resync skipped the changes in between, catalog ones too.
+            await self._load_catalog(first.revision)
         self.resyncs += 1
         # The copy is the upstream's state as of the first page (changes since follow).
         self.state = SyncState(self.client.describe(), first.revision, synced_at=time.time())
@@ -491,6 +510,19 @@ class EdgeSync:
             removed,
             time.monotonic() - started,
         )
+
+    async def _load_catalog(self, revision: int) -> None:
+        """Load the upstream's live features into the view, as of ``revision`` (read
+        before them). An upstream that refuses the query leaves the view as it is: the
+        assignments are followed all the same, and the next connection tries again."""
+        assert self.catalog is not None
+        try:
+            names = await self.client.live_features()
+        except UpstreamRefused as exc:
+            log.warning("the upstream refused to list its feature catalog: %s", exc)
+            return
+        # Changes reach the view in the upstream's order, from here on: nothing to keep.
+        self.catalog.replace(revision, names, reset=True)
 
     async def _converge(self, upstream: AsyncIterator[Assignment]) -> tuple[int, int]:
         """Merge the upstream's ordered keys with the copy's, applying the differences."""
