@@ -329,6 +329,7 @@ def create_app(service: Service) -> web.Application:
         service.api,
         auth=service.auth,
         default_resource_type=service.settings.openfeature_default_resource_type,
+        catalog=service.catalog,
     )
     if service.settings.ui:
         # The control panel: static files; its data comes from /graphql with a token.
@@ -343,6 +344,9 @@ def create_app(service: Service) -> web.Application:
         # The readiness gauge starts from a real probe rather than the default 0.
         probe = await service.api.probe(READINESS_TIMEOUT)
         service.metrics.store_up.set(1 if probe.up else 0)
+        # The catalog's view loads before the first request (each call within the store's
+        # deadline); a store that cannot answer leaves it loading in the background.
+        await service.start_catalog()
         fields = {"store": service.store.name, "config": service.store_description}
         if probe.up:
             log.info("store ready", extra={"fields": fields})
