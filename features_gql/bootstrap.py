@@ -73,11 +73,12 @@ class Service:
         if self.edge is not None:
             self.edge.start()
 
-    async def start_catalog(self) -> None:
-        """Load the catalog's view for serving (after :meth:`start`); a store that cannot
-        answer leaves it loading in the background."""
+    async def start_catalog(self, within: float) -> None:
+        """Start loading the catalog's view for serving (after :meth:`start`), waiting at
+        most ``within`` seconds for it; a store that cannot answer by then leaves it
+        loading in the background."""
         if self.catalog_follower is not None:
-            await self.catalog_follower.start()
+            await self.catalog_follower.start(within=within)
 
     async def stop(self) -> None:
         try:

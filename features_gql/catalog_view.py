@@ -192,20 +192,27 @@ class CatalogFollower:
         #: The revision of the change log read through.
         self._cursor = 0
         self._task: asyncio.Task[None] | None = None
+        #: Set once the first attempt to load the view has ended, loaded or not.
+        self._attempted = asyncio.Event()
         #: What stopped the last load or read of the change log; None when it succeeded.
         self.last_error: str | None = None
 
-    async def start(self) -> None:
-        """Load the view (each store call within the API's deadline), then follow. A
-        store that cannot answer does not stop the start: the view is loaded in the
-        background as soon as it can be."""
+    async def start(self, *, within: float | None = None) -> None:
+        """Start loading the view and following; wait at most ``within`` seconds (None:
+        not at all) for the first attempt to load it. A store that cannot answer, or not
+        that fast, does not hold up the start: the view loads in the background as soon
+        as the store answers (each attempt's calls within the API's deadline)."""
         if self.view.changed_here not in self.api.catalog_listeners:
             self.api.catalog_listeners.append(self.view.changed_here)
-        try:
-            await self.load()
-        except Exception as exc:  # the service starts all the same; see _run
-            self._failed("could not load the feature catalog at start-up; retrying", exc)
         self._task = asyncio.create_task(self._run(), name="features-gql-catalog")
+        if within is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(within):
+                    await self._attempted.wait()
+            if not self._attempted.is_set():
+                log.warning(
+                    "the feature catalog is still loading after %g s; serving meanwhile", within
+                )
 
     async def stop(self) -> None:
         with contextlib.suppress(ValueError):
@@ -240,12 +247,15 @@ class CatalogFollower:
     async def _run(self) -> None:
         failures = 0
         while not self.view.loaded:
-            failures += 1
-            await asyncio.sleep(random.uniform(0.5, 1.0) * _backoff(failures))
+            if failures:
+                await asyncio.sleep(random.uniform(0.5, 1.0) * _backoff(failures))
             try:
                 await self.load()
-            except Exception as exc:
+            except Exception as exc:  # the follower outlives bugs too, and keeps trying
+                failures += 1
                 self._failed("could not load the feature catalog; retrying", exc)
+            finally:
+                self._attempted.set()
         while self.poll:
             await asyncio.sleep(random.uniform(0.75, 1.25) * self.interval)
             try:
