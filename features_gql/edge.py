@@ -209,6 +209,8 @@ class EdgeSync:
         self._next_subscription_try = 0.0
         #: The upstream's live features, for flag evaluation (set by whoever serves them).
         self.catalog: CatalogView | None = None
+        #: Whether :attr:`catalog` follows the upstream's: loaded, and no resync since.
+        self._catalog_current = False
 
     # -- status ---------------------------------------------------------------------------
 
@@ -338,9 +340,7 @@ class EdgeSync:
             await self._resync()
             return
         assert self.state is not None
-        if self.catalog is not None and not self.catalog.loaded:
-            # upstream_revision was read before: the changes after it converge the view.
-            await self._load_catalog(upstream_revision)
+        await self._catch_up_catalog()
         self.connected = True
         self.last_error = None
         self._check_caught_up()
@@ -359,6 +359,7 @@ class EdgeSync:
     async def _poll(self) -> None:
         while time.monotonic() < self._next_subscription_try:
             assert self.state is not None
+            await self._catch_up_catalog()  # after a resync here
             changes = await self.client.changes_since(self.state.revision, limit=1000)
             if changes:
                 await self._apply(changes)
@@ -487,9 +488,9 @@ class EdgeSync:
                 )
 
         added, removed = await self._converge(upstream_keys())
-        if self.catalog is not None:
-            # The resync skipped the changes in between, catalog ones too.
-            await self._load_catalog(first.revision)
+        # The resync skipped the changes in between, catalog ones too: the view is loaded
+        # again before the follower goes on.
+        self._catalog_current = False
         self.resyncs += 1
         # The copy is the upstream's state as of the first page (changes since follow).
         self.state = SyncState(self.client.describe(), first.revision, synced_at=time.time())
@@ -511,18 +512,23 @@ class EdgeSync:
             time.monotonic() - started,
         )
 
-    async def _load_catalog(self, revision: int) -> None:
-        """Load the upstream's live features into the view, as of ``revision`` (read
-        before them). An upstream that refuses the query leaves the view as it is: the
-        assignments are followed all the same, and the next connection tries again."""
-        assert self.catalog is not None
+    async def _catch_up_catalog(self) -> None:
+        """Load the upstream's live features into the view unless it follows them already
+        (at the first connection, and after a resync). The upstream's revision is read
+        first: the changes after it, which the follower applies next, converge the view.
+        An upstream that refuses to list its catalog leaves the view as it is until the
+        next resync or restart: the assignments are followed all the same."""
+        if self.catalog is None or self._catalog_current:
+            return
+        revision = await self.client.revision()
         try:
             names = await self.client.live_features()
         except UpstreamRefused as exc:
             log.warning("the upstream refused to list its feature catalog: %s", exc)
-            return
-        # Changes reach the view in the upstream's order, from here on: nothing to keep.
-        self.catalog.replace(revision, names, reset=True)
+        else:
+            # Changes reach the view in the upstream's order from here on: nothing to keep.
+            self.catalog.replace(revision, names, reset=True)
+        self._catalog_current = True
 
     async def _converge(self, upstream: AsyncIterator[Assignment]) -> tuple[int, int]:
         """Merge the upstream's ordered keys with the copy's, applying the differences."""

@@ -235,7 +235,9 @@ class UpstreamClient:
         names: list[str] = []
         after: str | None = None
         while True:
-            data = await self.execute(CATALOG, {"after": after}, authorization=self._bearer)
+            data = await self.execute(
+                CATALOG, {"after": after}, authorization=self._bearer, within=10
+            )
             page = data.get("features")
             if not isinstance(page, dict):
                 raise UpstreamUnavailable("the upstream answered no catalog")
