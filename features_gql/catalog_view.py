@@ -281,6 +281,7 @@ class CatalogFollower:
                 self._cursor = changes[-1].revision
         except ChangesTrimmed:
             # Behind the retained log: a fresh load replaces what could not be read.
+            log.info("the change log was trimmed past the catalog's position: reloading it")
             await self.load()
             return
         self.last_error = None

@@ -7,6 +7,7 @@ stores), and the community's OFREP provider through the OpenFeature SDK."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -205,6 +206,35 @@ async def test_a_feature_defined_by_another_writer_of_the_store_is_known_without
         await other.api.archive("beta", actor="elsewhere")
         await until(lambda: _status_is(server, "beta", 404), "the archive to arrive")
         assert await flags(server) == []
+    finally:
+        await other.stop()
+
+
+async def test_a_change_log_trimmed_past_the_view_reloads_it(
+    start_server: StartServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = f"sqlite://{tmp_path / 'features.db'}"
+    # The server's reads of the revision can be held (the slow store's stall), so that
+    # the changes below surely land between two of its reads of the change log.
+    held = {"plugin": "slow", "operations": ["revision"], "inner": database}
+    server = await start_server(held, catalog_strict=True)
+    slow_store: Any = server.service.store
+    other = build(Settings(store=database, loggers=()))
+    await other.start()
+    try:
+        with caplog.at_level(logging.INFO, logger="features_gql.catalog"):
+            slow_store.change_faults({"stall": True})
+            # A define, another, an archive of the first, then a trim that keeps only
+            # the last change: the view cannot read the defines...
+            await other.api.define("beta")
+            await other.api.define("gamma")
+            await other.api.archive("beta")
+            await other.api.trim_changes(keep=1)
+            slow_store.change_faults({"stall": False})
+            # ...and loads the catalog again instead.
+            await until(lambda: _status_is(server, "gamma", 200), "the reload")
+        assert await status_of(server, "beta") == 404
+        assert any("trimmed past the catalog" in r.getMessage() for r in caplog.records)
     finally:
         await other.stop()
 
