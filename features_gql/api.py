@@ -180,6 +180,10 @@ class FeaturesAPI:
         #: Called with the new revision after each write through this API that changed
         #: something: the in-process change feed wakes on it instead of waiting to poll.
         self.change_listeners: list[Callable[[int], None]] = []
+        #: Called with the result of each define or archive through this API that changed
+        #: something, after the change listeners: in-memory views of the catalog update at
+        #: once (features_gql.catalog_view).
+        self.catalog_listeners: list[Callable[[DefinitionResult], None]] = []
 
     async def _call(
         self,
@@ -431,6 +435,7 @@ class FeaturesAPI:
         )
         if result.changed:
             self._changed(result.revision)
+            self._catalog_changed(result)
         return result
 
     async def archive(self, name: str, *, actor: str | None = None) -> DefinitionResult:
@@ -442,6 +447,7 @@ class FeaturesAPI:
         )
         if result.changed:
             self._changed(result.revision)
+            self._catalog_changed(result)
         return result
 
     async def feature_infos(self, names: Sequence[str]) -> list[FeatureInfo]:
@@ -655,6 +661,13 @@ class FeaturesAPI:
                 listener(revision)
             except Exception:  # a listener must never fail a write that happened
                 log.exception("a change listener raised")
+
+    def _catalog_changed(self, result: DefinitionResult) -> None:
+        for listener in self.catalog_listeners:
+            try:
+                listener(result)
+            except Exception:  # a listener must never fail a write that happened
+                log.exception("a catalog listener raised")
 
     async def snapshot_page(
         self, after: Assignment | None = None, *, limit: int = DEFAULT_SNAPSHOT_PAGE

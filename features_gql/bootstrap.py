@@ -10,6 +10,7 @@ from typing import Any
 
 from features_gql.api import FeaturesAPI
 from features_gql.auth import AuthPolicy
+from features_gql.catalog_view import CatalogFollower, CatalogView
 from features_gql.config import DEFAULT_STORE, Settings, data_directory, policy
 from features_gql.edge import EdgeStore, EdgeSync
 from features_gql.errors import ConfigError, PluginError
@@ -20,6 +21,7 @@ from features_gql.events import (
     collect_for_request,
 )
 from features_gql.feed import ChangeFeed
+from features_gql.flag_evaluation import NO_CATALOG, FlagCatalog
 from features_gql.loggers import Logger, LogSettings
 from features_gql.metrics import Metrics
 from features_gql.plugin_manager import Plugins, collect, create_plugin_manager
@@ -52,6 +54,12 @@ class Service:
     retention: Retention | None = None
     #: Keeps the copy in step with the upstream, when this service is an edge.
     edge: EdgeSync | None = None
+    #: Which features exist, for flag evaluation (OFREP): an in-memory view of the
+    #: catalog, or NO_CATALOG over a store without one.
+    catalog: FlagCatalog = NO_CATALOG
+    #: Loads the view and keeps it current (:meth:`start_catalog`); None at an edge, whose
+    #: follower of the upstream feeds the view.
+    catalog_follower: CatalogFollower | None = None
 
     async def start(self) -> None:
         self.dispatcher.start()
@@ -65,8 +73,17 @@ class Service:
         if self.edge is not None:
             self.edge.start()
 
+    async def start_catalog(self, within: float) -> None:
+        """Start loading the catalog's view for serving (after :meth:`start`), waiting at
+        most ``within`` seconds for it; a store that cannot answer by then leaves it
+        loading in the background."""
+        if self.catalog_follower is not None:
+            await self.catalog_follower.start(within=within)
+
     async def stop(self) -> None:
         try:
+            if self.catalog_follower is not None:
+                await self.catalog_follower.stop()
             if self.edge is not None:
                 await self.edge.stop()
             if self.feed is not None:
@@ -159,6 +176,14 @@ def build(settings: Settings, *, extra_plugins: Sequence[object] = ()) -> Servic
         settings, plugins, store, api, dispatcher, metrics, loggers, description, policy(settings)
     )
     service.edge = edge
+    if edge is not None:
+        # The copy holds no definitions: the view is the upstream's catalog, which the
+        # edge's follower loads and keeps current.
+        edge.catalog = CatalogView(strict=settings.catalog_strict)
+        service.catalog = edge.catalog
+    elif store.supports_catalog:
+        service.catalog_follower = CatalogFollower(api)
+        service.catalog = service.catalog_follower.view
     service.feed = ChangeFeed(api)
     metrics.track_feed(service.feed)
     if settings.retain_changes is not None:

@@ -20,6 +20,15 @@ upstream service that answers reads locally and keeps answering when the upstrea
 
 Local changes keep the edge's own revisions; ``syncStatus`` and ``/readyz`` report the
 upstream revision the copy reflects and how stale it is.
+
+The copy holds assignments, not definitions. Flag evaluation still needs to know which
+features the upstream defines (OFREP answers every defined feature, and ``FLAG_NOT_FOUND``
+for an undefined one in strict mode): :attr:`EdgeSync.catalog`, a
+:class:`~features_gql.catalog_view.CatalogView`, is loaded from the upstream when the
+follower connects (and again after a resync) and fed the upstream's define and archive
+changes. It lives in memory: an edge that restarts while its upstream is down has no
+catalog until the upstream answers (a strict catalog then answers 503, never a wrong
+``FLAG_NOT_FOUND``).
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from features_gql.api import FeaturesAPI
+from features_gql.catalog_view import CatalogView
 from features_gql.domain import (
     Assignment,
     BulkResult,
@@ -197,6 +207,10 @@ class EdgeSync:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._next_subscription_try = 0.0
+        #: The upstream's live features, for flag evaluation (set by whoever serves them).
+        self.catalog: CatalogView | None = None
+        #: Whether :attr:`catalog` follows the upstream's: loaded, and no resync since.
+        self._catalog_current = False
 
     # -- status ---------------------------------------------------------------------------
 
@@ -326,6 +340,7 @@ class EdgeSync:
             await self._resync()
             return
         assert self.state is not None
+        await self._catch_up_catalog()
         self.connected = True
         self.last_error = None
         self._check_caught_up()
@@ -344,6 +359,7 @@ class EdgeSync:
     async def _poll(self) -> None:
         while time.monotonic() < self._next_subscription_try:
             assert self.state is not None
+            await self._catch_up_catalog()  # after a resync here
             changes = await self.client.changes_since(self.state.revision, limit=1000)
             if changes:
                 await self._apply(changes)
@@ -408,10 +424,11 @@ class EdgeSync:
             self._dirty = True
             self._save(force=True)  # before the copy changes (see SyncState)
         for event in fresh:
-            # The copy holds assignments only: catalog changes (define, archive) just move
-            # the position on.
+            # The copy holds assignments only: catalog changes (define, archive) go to the
+            # catalog's view, and move the position on.
             if event.resource is None:
-                pass
+                if self.catalog is not None:
+                    self.catalog.apply(event)
             elif event.op == "add":
                 await self.local.add(event.resource, event.feature, actor=event.actor)
             elif event.op == "remove":
@@ -471,6 +488,9 @@ class EdgeSync:
                 )
 
         added, removed = await self._converge(upstream_keys())
+        # The resync skipped the changes in between, catalog ones too: the view is loaded
+        # again before the follower goes on.
+        self._catalog_current = False
         self.resyncs += 1
         # The copy is the upstream's state as of the first page (changes since follow).
         self.state = SyncState(self.client.describe(), first.revision, synced_at=time.time())
@@ -491,6 +511,24 @@ class EdgeSync:
             removed,
             time.monotonic() - started,
         )
+
+    async def _catch_up_catalog(self) -> None:
+        """Load the upstream's live features into the view unless it follows them already
+        (at the first connection, and after a resync). The upstream's revision is read
+        first: the changes after it, which the follower applies next, converge the view.
+        An upstream that refuses to list its catalog leaves the view as it is until the
+        next resync or restart: the assignments are followed all the same."""
+        if self.catalog is None or self._catalog_current:
+            return
+        revision = await self.client.revision()
+        try:
+            names = await self.client.live_features()
+        except UpstreamRefused as exc:
+            log.warning("the upstream refused to list its feature catalog: %s", exc)
+        else:
+            # Changes reach the view in the upstream's order from here on: nothing to keep.
+            self.catalog.replace(revision, names, reset=True)
+        self._catalog_current = True
 
     async def _converge(self, upstream: AsyncIterator[Assignment]) -> tuple[int, int]:
         """Merge the upstream's ordered keys with the copy's, applying the differences."""

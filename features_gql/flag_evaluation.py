@@ -7,13 +7,16 @@ resource has the feature: ``TARGETING_MATCH`` when it does, ``DEFAULT`` when it 
 
 This module knows no HTTP and no OpenFeature SDK, so both ways in answer alike.
 
-**The catalog seam.** Whether a feature *exists* is the business of a catalog of feature
-definitions; features-gql has none yet, so every well-formed name is a feature that
-resources may or may not have. :class:`FlagCatalog` is the one place a catalog plugs
-in: a strict catalog turns an undefined key into ``FLAG_NOT_FOUND`` (HTTP 404 over
-OFREP), and a bulk evaluation answers every defined feature besides those the resource
-has. Its methods are synchronous because the in-process provider answers synchronously:
-a catalog that lives in a store should hand over an in-memory view it keeps current.
+**The catalog seam.** Whether a feature *exists* is the catalog's business
+(``defineFeature``, ``archiveFeature``). :class:`FlagCatalog` is how evaluation asks it:
+with ``[catalog] strict``, a key the catalog does not define (never defined, or
+archived) is ``FLAG_NOT_FOUND`` (HTTP 404 over OFREP); strict or not, a bulk evaluation
+answers every defined feature besides those the resource has. Its methods are
+synchronous because the in-process provider answers synchronously: the catalog lives in
+the store, so evaluation reads an in-memory view kept current from the change log
+(:class:`~features_gql.catalog_view.CatalogView`). A view that could not load yet raises
+:class:`CatalogUnavailable` rather than guess; :data:`NO_CATALOG` serves a store without
+a catalog, where every well-formed name is a feature that resources may or may not have.
 """
 
 from __future__ import annotations
@@ -43,6 +46,15 @@ class ContextError(ValueError):
     def __init__(self, code: ContextErrorCode, message: str) -> None:
         super().__init__(message)
         self.code: ContextErrorCode = code
+        self.message = message
+
+
+class CatalogUnavailable(Exception):
+    """The catalog's view has not loaded (the store could not be read): whether a feature
+    is defined cannot be told yet. Transient; asking again later is safe."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
         self.message = message
 
 
@@ -86,11 +98,14 @@ class FlagCatalog(Protocol):
     """What flag evaluation needs from a catalog of feature definitions (see the module)."""
 
     def is_unknown(self, feature: str) -> bool:
-        """True when the catalog is strict and does not define ``feature``."""
+        """True when the catalog is strict and does not define ``feature``; raises
+        :class:`CatalogUnavailable` when a strict catalog cannot tell yet."""
         ...
 
     def defined(self) -> Iterable[str]:
-        """Every defined feature: a bulk evaluation answers each of them."""
+        """Every defined feature: a bulk evaluation answers each of them. Raises
+        :class:`CatalogUnavailable` when a strict catalog has not loaded (a non-strict
+        one answers what it knows, possibly nothing)."""
         ...
 
 
@@ -116,7 +131,9 @@ def check_flag_key(key: str, catalog: FlagCatalog = NO_CATALOG) -> str:
             key, f"No flag {key[:80]!r}: flag keys are feature names, {SLUG_RULE}."
         ) from None
     if catalog.is_unknown(key):
-        raise FlagNotFound(key, f"No feature named {key!r} is defined.")
+        raise FlagNotFound(
+            key, f"No feature named {key!r} is defined (or it is archived); the catalog is strict."
+        )
     return key
 
 

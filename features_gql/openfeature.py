@@ -16,7 +16,12 @@ events say what the replica sees::
 - ``PROVIDER_STALE`` when the replica cannot follow its store: it keeps answering from
   its copy, which grows older (``LocalReplica.staleness`` says by how much);
 - ``PROVIDER_CONFIGURATION_CHANGED`` with ``flags_changed``, the features whose
-  assignments changed, each time the replica applies changes.
+  assignments or definitions changed (a define or archive too), each time the replica
+  applies changes.
+
+Which flags exist is the replica's catalog (:attr:`LocalReplica.catalog`): over a strict
+``FeaturesAPI`` (``[catalog] strict``), a flag that is not defined, or is archived, is
+``FLAG_NOT_FOUND``; otherwise any feature name evaluates.
 
 The provider emits from the replica's event loop; depending on its version the SDK runs
 handlers on threads of its own or right there, so keep them short.
@@ -47,8 +52,8 @@ from openfeature.provider import AbstractProvider, Metadata
 from features_gql.domain import ChangeEvent
 from features_gql.errors import StoreError
 from features_gql.flag_evaluation import (
-    NO_CATALOG,
     RESOURCE_TYPE,
+    CatalogUnavailable,
     ContextError,
     FlagCatalog,
     FlagNotFound,
@@ -76,7 +81,8 @@ class FeaturesProvider(AbstractProvider):
     The application starts and stops the replica; the provider only reads it and
     listens to it. ``ready_timeout`` bounds how long :meth:`initialize` waits for a
     replica that is still loading (it never waits on the replica's own event loop:
-    start the replica first there).
+    start the replica first there). ``catalog`` says which flags exist; by default the
+    replica's own.
     """
 
     def __init__(
@@ -84,13 +90,13 @@ class FeaturesProvider(AbstractProvider):
         replica: LocalReplica,
         *,
         default_resource_type: str | None = None,
-        catalog: FlagCatalog = NO_CATALOG,
+        catalog: FlagCatalog | None = None,
         ready_timeout: float = 10.0,
     ) -> None:
         super().__init__()
         self.replica = replica
         self.default_resource_type = default_resource_type
-        self.catalog = catalog
+        self.catalog: FlagCatalog = replica.catalog if catalog is None else catalog
         self.ready_timeout = ready_timeout
         self._loaded = threading.Event()
         self._stale = False
@@ -168,6 +174,8 @@ class FeaturesProvider(AbstractProvider):
                 )
         except FlagNotFound as exc:
             raise FlagNotFoundError(exc.message) from None
+        except CatalogUnavailable as exc:
+            raise ProviderNotReadyError(exc.message) from None
         except ContextError as exc:
             if exc.code == "TARGETING_KEY_MISSING":
                 raise TargetingKeyMissingError(exc.message) from None

@@ -21,6 +21,12 @@ assignment whatever the length of the ids, where a set of the tuples themselves 
 300. Two different assignments share a fingerprint with probability 2⁻⁶⁴, so a check
 answers a wrong ``True`` with probability below n/2⁶⁴ (5·10⁻¹⁴ at a million assignments);
 the hash's key is random per process, so nobody can construct such a pair.
+
+**The catalog too.** :attr:`LocalReplica.catalog` is the set of live features (defined,
+not archived) as of the same revision: loaded with the snapshot and kept current by the
+``define`` and ``archive`` changes the replica reads anyway, so the in-process
+OpenFeature provider answers ``FLAG_NOT_FOUND`` for an undefined flag in strict mode
+(``FeaturesAPI(store, strict=True)``) without any I/O.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from features_gql.api import FeaturesAPI
+from features_gql.catalog_view import CatalogView, live_features
 from features_gql.domain import Assignment, ChangeEvent, Resource
 from features_gql.errors import ChangesTrimmed, SnapshotsUnsupported, StoreError
 from features_gql.feed import ChangeFeed, SubscriberTooSlow
@@ -69,6 +76,8 @@ class LocalReplica:
         self._synced_at: float | None = None
         self._task: asyncio.Task[None] | None = None
         self.last_error: str | None = None
+        #: The live features as of :attr:`revision`; strict when ``api`` is.
+        self.catalog = CatalogView(strict=api.strict)
         #: Snapshots loaded since the start (the first load, then any reload).
         self.loads = 0
         #: Told the outcome of every attempt to catch up with the store, on the replica's
@@ -102,14 +111,16 @@ class LocalReplica:
     def apply(self, change: ChangeEvent) -> None:
         if change.revision <= self._revision:
             return
-        # Only add and remove change an assignment; catalog changes (define, archive)
-        # and any kind a later version logs only move the revision on.
+        # Add and remove change an assignment, define and archive the catalog; any kind
+        # a later version logs only moves the revision on.
         if change.resource is not None and change.op in ("add", "remove"):
             key = hash(((change.resource.type, change.resource.id), change.feature))
             if change.op == "add":
                 self._keys.add(key)
             else:
                 self._keys.discard(key)
+        else:
+            self.catalog.apply(change)
         self._revision = change.revision
 
     async def load(self) -> None:
@@ -123,6 +134,7 @@ class LocalReplica:
         except SnapshotsUnsupported:
             log.info("the store has no snapshots: loading by replaying its change log")
             self._keys, self._revision = keys, 0
+            self.catalog.replace(0, (), reset=True)  # the log's defines rebuild it
             await self.refresh()
             self.loads += 1
             return
@@ -134,7 +146,11 @@ class LocalReplica:
                 break
             after = page[-1]
             page = (await self.api.snapshot_page(after, limit=SNAPSHOT_PAGE)).assignments
+        # Read after the snapshot's revision, as the pages are: the changes after it
+        # converge both.
+        names = await live_features(self.api) if self.api.store.supports_catalog else ()
         self._keys, self._revision = keys, revision
+        self.catalog.replace(revision, names, reset=True)
         self.loads += 1
         await self.refresh()
 

@@ -54,6 +54,10 @@ SNAPSHOT = (
 SUBSCRIBE = (
     f"subscription EdgeFollow($after: Int) {{ featureChanges(after: $after) {{ {_EVENT} }} }}"
 )
+CATALOG = (
+    "query EdgeCatalog($after: String) { features(defined: true, archived: false, "
+    "first: 1000, after: $after) { edges { node { name } } pageInfo { hasNextPage endCursor } } }"
+)
 _WRITE = (
     "mutation Edge{name}($r: ResourceInput!, $f: String!) {{ {field}(resource: $r, feature: $f) "
     "{{ __typename ... on FeatureChange {{ changed revision }} "
@@ -225,6 +229,23 @@ class UpstreamClient:
             page["endCursor"],
             bool(page["hasNextPage"]),
         )
+
+    async def live_features(self) -> list[str]:
+        """The names of the upstream's live features (defined, not archived)."""
+        names: list[str] = []
+        after: str | None = None
+        while True:
+            data = await self.execute(
+                CATALOG, {"after": after}, authorization=self._bearer, within=10
+            )
+            page = data.get("features")
+            if not isinstance(page, dict):
+                raise UpstreamUnavailable("the upstream answered no catalog")
+            names.extend(str(edge["node"]["name"]) for edge in page["edges"])
+            info = page["pageInfo"]
+            if not info["hasNextPage"]:
+                return names
+            after = info["endCursor"]
 
     async def subscribe(self, after: int) -> AsyncIterator[ChangeEvent]:
         """Every change after ``after``, pushed by the upstream over WebSocket.

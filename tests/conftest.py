@@ -127,6 +127,10 @@ async def start_server() -> AsyncIterator[StartServer]:
         service = build(Settings(store=store, **settings), extra_plugins=[recorder, *extra_plugins])
         runner = web.AppRunner(create_app(service))
         await runner.setup()
+        # Server.events() are the store calls made since the service began serving: the
+        # start-up's own (loading the catalog's view) are no test's subject.
+        service.dispatcher.flush()
+        recorder.events.clear()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = runner.addresses[0][1]

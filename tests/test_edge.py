@@ -247,3 +247,64 @@ async def test_an_edge_follows_past_catalog_changes_and_refuses_catalog_writes(
     assert answer.errors
     assert answer.errors[0]["extensions"]["code"] == "NOT_SUPPORTED"
     assert await has(primary, "p3", "beta") is False
+
+
+async def _ofrep(edge: Server, key: str, id_: str) -> tuple[int, Any]:
+    context = {"context": {"targetingKey": id_, "resourceType": "pipeline"}}
+    async with edge.session.post(
+        f"{edge.url}/ofrep/v1/evaluate/flags/{key}", json=context
+    ) as response:
+        return response.status, await response.json()
+
+
+async def test_an_edge_evaluates_flags_against_the_upstreams_catalog(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    """The copy holds assignments only; OFREP at the edge still knows which features the
+    upstream defines, and follows its defines and archives."""
+    primary = await start_server("memory")
+    define = "mutation ($n: String!) { defineFeature(input: {name: $n}) { __typename } }"
+    archive = "mutation ($n: String!) { archiveFeature(name: $n) { __typename } }"
+    await primary.gql(define, {"n": "beta"})
+    await primary.gql(mutation("add", "p1", "beta"))
+    edge = await start_server(
+        f"sqlite://{tmp_path / 'edge.db'}",
+        upstream=f"{primary.url}/graphql",
+        catalog_strict=True,
+    )
+    await until(lambda: _revision_is(edge, 2), "the snapshot")
+    assert (await _ofrep(edge, "beta", "p1"))[1]["value"] is True
+    status, answer = await _ofrep(edge, "gamma", "p1")
+    assert (status, answer["errorCode"]) == (404, "FLAG_NOT_FOUND")
+
+    await primary.gql(define, {"n": "gamma"})
+    await until(lambda: _ofrep_status_is(edge, "gamma", 200), "the define")
+    async with edge.session.post(
+        f"{edge.url}/ofrep/v1/evaluate/flags",
+        json={"context": {"targetingKey": "p2", "resourceType": "pipeline"}},
+    ) as response:
+        answer = await response.json()
+    assert [(flag["key"], flag["value"]) for flag in answer["flags"]] == [
+        ("beta", False),
+        ("gamma", False),
+    ]
+    await primary.gql(archive, {"n": "beta"})
+    await until(lambda: _ofrep_status_is(edge, "beta", 404), "the archive")
+
+
+async def test_an_edge_that_never_reached_its_upstream_does_not_call_flags_unknown(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    primary = await start_server("memory")
+    upstream = f"{primary.url}/graphql"
+    await primary.stop()
+    edge = await start_server(
+        f"sqlite://{tmp_path / 'edge.db'}", upstream=upstream, catalog_strict=True
+    )
+    status, answer = await _ofrep(edge, "beta", "p1")
+    assert (status, answer["errorCode"]) == (503, "GENERAL")
+    assert "catalog has not been loaded" in answer["errorDetails"]
+
+
+async def _ofrep_status_is(edge: Server, key: str, status: int) -> bool:
+    return (await _ofrep(edge, key, "p1"))[0] == status

@@ -81,6 +81,16 @@ class Process:
     def write(self, op: str, id_: str, feature: str) -> Any:
         return self.gql(WRITE % f"{op}Feature", {"id": id_, "f": feature})
 
+    def defined_flags(self) -> list[str]:
+        """The flags an OFREP bulk evaluation lists for a resource that has none."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/ofrep/v1/evaluate/flags",
+            data=json.dumps({"context": {"targetingKey": "x", "resourceType": "t"}}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return [flag["key"] for flag in json.loads(response.read())["flags"]]
+
     def ready(self) -> tuple[int, Any]:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=5) as r:
@@ -199,19 +209,23 @@ def test_primary_restored_from_an_older_backup(
 ) -> None:
     db = tmp_path / "primary.db"
     primary = processes(free_port(), ["--store", f"sqlite://{db}"], tmp_path / "p.log").start()
+    define = "mutation ($n: String!) { defineFeature(input: {name: $n}) { __typename } }"
     for i in range(10):
         primary.write("add", f"kept{i}", "speedups")
+    primary.gql(define, {"n": "kept-definition"})
     backup = tmp_path / "backup.db"
     with sqlite3.connect(db) as source, sqlite3.connect(backup) as target:
         source.backup(target)
     for i in range(5):
         primary.write("add", f"lost{i}", "speedups")
     primary.write("remove", "kept0", "speedups")
+    primary.gql(define, {"n": "lost-definition"})
     edge_db = tmp_path / "edge.db"
     edge_args = ["--store", f"sqlite://{edge_db}", "--upstream", primary.url]
     edge = processes(free_port(), edge_args, tmp_path / "edge.log").start()
-    wait_for(synced_to(edge, 16), "the edge's first sync")
+    wait_for(synced_to(edge, 18), "the edge's first sync")
     assert edge.has("lost0", "speedups")["data"]["hasFeature"] is True
+    assert edge.defined_flags() == ["kept-definition", "lost-definition"]
 
     def restore() -> None:
         primary.kill(signal.SIGKILL)
@@ -223,11 +237,13 @@ def test_primary_restored_from_an_older_backup(
 
     # 1. Restored to revision 10 while the edge runs: the upstream is behind the copy.
     restore()
-    wait_for(synced_to(edge, 10), "the edge resyncing to the restored primary")
+    wait_for(synced_to(edge, 11), "the edge resyncing to the restored primary")
     assert edge.has("lost0", "speedups")["data"]["hasFeature"] is False
     assert edge.has("kept0", "speedups")["data"]["hasFeature"] is True
+    # The catalog is the restored primary's too: the lost definition is gone.
+    assert edge.defined_flags() == ["kept-definition"]
     primary.write("add", "new", "speedups")
-    wait_for(synced_to(edge, 11), "following the restored primary")
+    wait_for(synced_to(edge, 12), "following the restored primary")
 
     # 2. Restored again while the edge is down, and written past the copy's revision: the
     # revisions alone would look continuous; the change at the copy's revision differs.
@@ -236,7 +252,7 @@ def test_primary_restored_from_an_older_backup(
     for i in range(3):
         primary.write("add", f"other{i}", "beta")
     edge.start()
-    wait_for(synced_to(edge, 13), "the edge resyncing to the other history")
+    wait_for(synced_to(edge, 14), "the edge resyncing to the other history")
     truth = {(f"kept{i}", "speedups"): True for i in range(10)}
     truth |= {(f"other{i}", "beta"): True for i in range(3)}
     truth |= {(f"lost{i}", "speedups"): False for i in range(5)} | {("new", "speedups"): False}

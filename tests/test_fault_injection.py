@@ -114,8 +114,9 @@ async def run_error_rate_drill(start_server: StartServer, requests: int) -> list
 
     refused = outcomes.count("refused")
     assert outcomes.count("ok") + refused == requests
-    # Plus one: the readiness probe at start-up is a store call like any other.
-    assert store.fault_state()["calls"] == requests + 1
+    # Plus three: the readiness probe and the catalog's load (revision, list_features) at
+    # start-up are store calls like any other.
+    assert store.fault_state()["calls"] == requests + 3
     assert store.fault_state()["injected"]["error_rate"] == refused
     events = server.events()
     assert len(events) == requests
@@ -386,7 +387,9 @@ async def test_admin_changes_the_error_rate_and_reports_counts(start_server: Sta
     server.service.dispatcher.flush()
     status, state = await admin(server)
     assert state["stores"][0]["injected"]["error_rate"] == 1
-    assert state["sinks"]["failures"] == {"failing": 2}
+    # One per operation event: the catalog's load at start-up (revision, list_features),
+    # then the refused read and the add.
+    assert state["sinks"]["failures"] == {"failing": 4}
 
 
 @pytest.mark.parametrize(
@@ -445,15 +448,18 @@ async def test_slow_and_failing_loggers_never_touch_a_request(
     slow_logger, failing_logger = server.service.loggers
     assert isinstance(slow_logger, SlowLogger)
     assert isinstance(failing_logger, FailingLogger)
+    # The start-up's own store calls (the catalog's load) reached both sinks already.
+    at_start = slow_logger.handled
+    assert server.service.dispatcher.health.failures == {"failing": at_start}
     requests = 20
     for i in range(requests):
         added = await server.gql(ADD, {"r": app(i), "f": "f"})
         assert added.data == {"addFeature": {"changed": True, "revision": i + 1}}
     # Every request was answered while the slow sink was still behind: none waited for it.
-    assert slow_logger.handled < requests
+    assert slow_logger.handled < at_start + requests
     assert server.service.dispatcher.flush(timeout=10)
-    assert slow_logger.handled == requests
-    assert server.service.dispatcher.health.failures == {"failing": requests}
+    assert slow_logger.handled == at_start + requests
+    assert server.service.dispatcher.health.failures == {"failing": at_start + requests}
     reports = [r for r in caplog.records if "'failing' failed" in r.getMessage()]
     assert len(reports) == 1, "a failing sink is reported once, then counted"
 

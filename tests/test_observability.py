@@ -223,7 +223,10 @@ def test_debug_log_has_one_line_per_request_with_ids() -> None:
     ]
     first = requests[0]
     assert first["store_calls"] == 1
-    operation = next(line for line in lines if line["message"] == "store operation")
+    operations = [line for line in lines if line["message"] == "store operation"]
+    # Before any request, the catalog's view loads (no request id); then the first check.
+    assert [o["op"] for o in operations if "request_id" not in o] == ["revision", "list_features"]
+    operation = next(o for o in operations if "request_id" in o)
     assert operation["op"] == "has"
     assert operation["request_id"] == first["request_id"]
 

@@ -24,6 +24,7 @@ from openfeature.flag_evaluation import Reason
 from features_gql.config import load_settings
 from features_gql.errors import ConfigError
 from features_gql.http.ofrep import MAX_BODY
+from tests.broken_stores import BrokenStoresPlugin
 from tests.conftest import Server, StartServer, bearer, make_tokens
 from tests.service_thread import service_thread
 from tests.test_http_fuzz import json_values
@@ -298,38 +299,64 @@ async def test_tokens_and_scopes_apply(start_server: StartServer) -> None:
 # -- the store's failures ---------------------------------------------------------------
 
 
-async def test_a_store_outage_is_a_general_error_with_a_clear_message(
+async def test_a_store_outage_is_a_503_general_error_that_says_retrying_is_safe(
     start_server: StartServer,
 ) -> None:
     server = await start_server({"plugin": "failing", "inner": "memory"})
     store: Any = server.service.store
     store.change_faults({"outage": True})
-    status, answer = await evaluate(server, "speedups")
-    assert status == 500
+    async with server.session.post(
+        f"{server.url}/ofrep/v1/evaluate/flags/speedups", json={"context": CONTEXT}
+    ) as response:
+        status, answer, headers = response.status, await response.json(), response.headers
+    assert status == 503
+    assert headers["Retry-After"] == "1"
+    assert headers["Content-Type"] == "application/json"
     assert answer["key"] == "speedups"
     assert answer["errorCode"] == "GENERAL"
     assert answer["errorDetails"] == (
-        "The feature store is unavailable; the flag was not evaluated. Retry."
+        "The feature store is unavailable; the flag was not evaluated. Retrying is safe."
     )
     assert answer["metadata"]["injected"] is True
-    assert answer["metadata"]["requestId"]
-    status, answer, _ = await bulk(server)
-    assert (status, answer["errorCode"]) == (500, "GENERAL")
+    assert answer["metadata"]["requestId"] == headers["X-Request-ID"]
+    status, answer, headers = await bulk(server)
+    assert (status, answer["errorCode"], headers["Retry-After"]) == (503, "GENERAL", "1")
     assert "unavailable" in answer["errorDetails"]
+    assert "key" not in answer
     store.change_faults({"outage": False})
     assert (await evaluate(server, "speedups"))[0] == 200
 
 
-async def test_a_store_past_its_deadline_is_a_general_error_that_says_so(
+async def test_a_store_past_its_deadline_is_a_503_general_error_that_says_so(
     start_server: StartServer,
 ) -> None:
     server = await start_server(
-        {"plugin": "slow", "delay_ms": 300, "inner": "memory"}, deadline=0.05
+        {"plugin": "slow", "delay_ms": 300, "operations": ["has"], "inner": "memory"},
+        deadline=0.05,
     )
     status, answer = await evaluate(server, "speedups")
-    assert (status, answer["errorCode"]) == (500, "GENERAL")
-    assert "did not answer in time" in answer["errorDetails"]
+    assert (status, answer["errorCode"]) == (503, "GENERAL")
+    assert answer["errorDetails"] == (
+        "The feature store did not answer in time; the flag was not evaluated. Retrying is safe."
+    )
     assert answer["metadata"]["injected"] is True
+
+
+async def test_an_unexpected_failure_is_a_500_that_quotes_the_request_id_and_nothing_else(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await start_server("buggy", extra_plugins=[BrokenStoresPlugin()])
+    with caplog.at_level(logging.ERROR, logger="features_gql.ofrep"):
+        status, answer = await evaluate(server, "speedups", headers={"X-Request-ID": "trace-9"})
+    assert status == 500
+    assert answer == {
+        "errorCode": "GENERAL",
+        "errorDetails": "Internal error; quote request id trace-9 when reporting it.",
+        "metadata": {"requestId": "trace-9"},
+    }
+    (logged,) = [r for r in caplog.records if r.name == "features_gql.ofrep"]
+    assert logged.fields["request_id"] == "trace-9"  # type: ignore[attr-defined]
+    assert logged.exc_info is not None, "the traceback goes to the log, not the client"
 
 
 # -- metrics and the request log --------------------------------------------------------

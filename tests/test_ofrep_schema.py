@@ -21,10 +21,21 @@ ADD = """mutation ($r: ResourceInput!, $f: String!) {
 schema = schemathesis.openapi.from_path(DESCRIPTION)
 
 
-@pytest.fixture(scope="module")
-def ofrep_service() -> Iterator[ServiceThread]:
+DEFINE = """mutation ($name: String!) {
+  defineFeature(input: {name: $name}) { __typename }
+}"""
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["lenient", "strict catalog"])
+def ofrep_service(request: pytest.FixtureRequest) -> Iterator[ServiceThread]:
     # A default resource type, as the description allows a context without resourceType.
-    with service_thread(openfeature_default_resource_type="pipeline") as service:
+    with service_thread(
+        openfeature_default_resource_type="pipeline", catalog_strict=request.param
+    ) as service:
+        # Defined features, one of them assigned: strict mode answers 404 for the others,
+        # and bulk answers list them all.
+        for name in ("0", "speedups"):
+            service.gql(DEFINE, {"name": name}, {})
         for id_ in ("0", "a", "db8e9a0d"):
             service.gql(ADD, {"r": {"type": "pipeline", "id": id_}, "f": "0"}, {})
         yield service

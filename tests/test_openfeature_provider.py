@@ -189,3 +189,61 @@ async def test_shutdown_stops_listening_to_the_replica(setup: Setup) -> None:
     async with asyncio.timeout(5):
         while setup.replica.listeners:
             await asyncio.sleep(0.005)
+
+
+# -- the catalog ------------------------------------------------------------------------
+
+
+async def test_a_strict_catalog_makes_undefined_and_archived_flags_not_found(
+    setup: Setup,
+) -> None:
+    """Over a strict API the replica keeps the catalog too: a flag must be defined (and
+    not archived) to evaluate, and a define or archive is a configuration change."""
+    api = FeaturesAPI(setup.store, strict=True)
+    await api.define("speedups")  # before the replica loads: in its snapshot
+    await api.add(PIPELINE, "speedups")
+    replica = LocalReplica(api, interval=0.01)
+    await replica.start()
+    try:
+        openfeature_api.set_provider_and_wait(FeaturesProvider(replica), setup.domain)
+        client = setup.client
+        assert client.get_boolean_value("speedups", False, CONTEXT) is True
+        beta = client.get_boolean_details("beta", True, CONTEXT)
+        assert (beta.value, beta.reason, beta.error_code) == (
+            True,
+            Reason.ERROR,
+            ErrorCode.FLAG_NOT_FOUND,
+        )
+        assert "No feature named 'beta' is defined" in (beta.error_message or "")
+
+        async def changed(feature: str) -> None:
+            async with asyncio.timeout(5):
+                while not any(
+                    feature in (details.flags_changed or ())
+                    for details in setup.events.of(ProviderEvent.PROVIDER_CONFIGURATION_CHANGED)
+                ):
+                    await asyncio.sleep(0.005)
+
+        await api.define("beta")  # after: followed
+        await changed("beta")
+        beta = client.get_boolean_details("beta", True, CONTEXT)
+        assert (beta.value, beta.reason, beta.error_code) == (False, Reason.DEFAULT, None)
+
+        await api.archive("speedups")
+        await changed("speedups")
+        gone = client.get_boolean_details("speedups", False, CONTEXT)
+        assert gone.error_code is ErrorCode.FLAG_NOT_FOUND, "archived, though assigned"
+        assert replica.catalog.names == {"beta"}
+    finally:
+        await replica.stop()
+
+
+async def test_without_strict_mode_the_replica_knows_the_catalog_but_evaluates_any_name(
+    setup: Setup,
+) -> None:
+    await setup.api.define("beta")
+    async with asyncio.timeout(5):
+        while "beta" not in setup.replica.catalog.names:
+            await asyncio.sleep(0.005)
+    never = setup.client.get_boolean_details("never-defined", True, CONTEXT)
+    assert (never.value, never.reason, never.error_code) == (False, Reason.DEFAULT, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -338,6 +339,7 @@ def create_app(service: Service) -> web.Application:
         service.api,
         auth=service.auth,
         default_resource_type=service.settings.openfeature_default_resource_type,
+        catalog=service.catalog,
     )
     if service.settings.ui:
         # The control panel: static files; its data comes from /graphql with a token.
@@ -349,8 +351,13 @@ def create_app(service: Service) -> web.Application:
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await service.start()
-        # The readiness gauge starts from a real probe rather than the default 0.
-        probe = await service.api.probe(READINESS_TIMEOUT)
+        # The readiness gauge starts from a real probe rather than the default 0. The
+        # catalog's view loads meanwhile, before the first request; both are bounded, so
+        # a store that hangs delays the start by READINESS_TIMEOUT at most (the view then
+        # loads in the background).
+        probe, _ = await asyncio.gather(
+            service.api.probe(READINESS_TIMEOUT), service.start_catalog(READINESS_TIMEOUT)
+        )
         service.metrics.store_up.set(1 if probe.up else 0)
         fields = {"store": service.store.name, "config": service.store_description}
         if probe.up:

@@ -5,18 +5,21 @@ Go, Java, .NET, ...) evaluates flags here unchanged. This follows OFREP 0.3.0, w
 two core endpoints are served (that version has no configuration endpoint):
 
 - ``POST /ofrep/v1/evaluate/flags/{key}``: one flag for one evaluation context.
-- ``POST /ofrep/v1/evaluate/flags``: every flag the context's resource has (and every
-  defined one, once a catalog is plugged in), with an ``ETag``; a request whose
-  ``If-None-Match`` names the current one is answered 304 with no body.
+- ``POST /ofrep/v1/evaluate/flags``: every flag the context's resource has, and every
+  defined one (``false``, ``DEFAULT``, for those it lacks), with an ``ETag``; a request
+  whose ``If-None-Match`` names the current one is answered 304 with no body.
 
-The mapping onto the domain is :mod:`features_gql.flag_evaluation`. Statuses and
+The mapping onto the domain is :mod:`features_gql.flag_evaluation`, and which features
+exist is the catalog's in-memory view (:mod:`features_gql.catalog_view`). Statuses and
 bodies are the protocol's: 200 with the evaluation; 400 with ``errorCode``
 ``PARSE_ERROR`` (the body is not a JSON object of at most :data:`MAX_BODY` bytes),
-``TARGETING_KEY_MISSING`` or ``INVALID_CONTEXT``; 404 ``FLAG_NOT_FOUND``; 401 and 403
-from the token check every way in shares; and, when the store is down or misses its
-deadline, the protocol's answer to a server that could not evaluate: 500 with
-``errorCode: GENERAL`` and a message that says which, never a traceback. The same
-metadata carries the request id of every error, which the logs quote.
+``TARGETING_KEY_MISSING`` or ``INVALID_CONTEXT``; 404 ``FLAG_NOT_FOUND`` (not a feature
+name, or with ``[catalog] strict`` not a defined, live feature); 401 and 403 from the
+token check every way in shares. When the store is down or misses its deadline (or a
+strict catalog could not be loaded yet), the flag cannot be evaluated *for now*: 503
+with ``Retry-After`` and ``errorCode: GENERAL``, whose ``errorDetails`` says which and
+that retrying is safe. Anything unexpected is a 500 whose details quote the request id,
+never a traceback. The metadata of every error carries the request id the logs quote.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from features_gql.auth import AuthPolicy
 from features_gql.errors import StoreError, StoreTimeout
 from features_gql.flag_evaluation import (
     NO_CATALOG,
+    CatalogUnavailable,
     ContextError,
     FlagCatalog,
     FlagNotFound,
@@ -53,10 +57,16 @@ REALM: Final = "features-gql ofrep"
 PROTOCOL: Final = "ofrep"
 JSON: Final = "application/json"
 
+#: Seconds a client is asked to wait before retrying an evaluation the store could not
+#: serve: long enough not to hammer a store that is down, short enough to notice it is back.
+RETRY_AFTER: Final = 1
+
 _STORE_DETAILS: dict[type[StoreError], str] = {
-    StoreTimeout: "The feature store did not answer in time; the flag was not evaluated. Retry.",
+    StoreTimeout: (
+        "The feature store did not answer in time; the flag was not evaluated. Retrying is safe."
+    ),
 }
-_STORE_DEFAULT = "The feature store is unavailable; the flag was not evaluated. Retry."
+_STORE_DEFAULT = "The feature store is unavailable; the flag was not evaluated. Retrying is safe."
 
 
 class Refusal(Exception):
@@ -148,6 +158,8 @@ class OfrepEndpoints:
             return self._failure(request, "evaluate", Refusal(400, exc.code, exc.message), key=key)
         except FlagNotFound as exc:
             return self._failure(request, "evaluate", Refusal(404, exc.code, exc.message), key=key)
+        except CatalogUnavailable as exc:
+            return self._unavailable(request, "evaluate", exc, key=key)
         except StoreError as exc:
             return self._store_failure(request, "evaluate", exc, key=key)
         except Exception:
@@ -164,18 +176,25 @@ class OfrepEndpoints:
             context = await _read_context(request)
             resource = resource_of(context, self.default_resource_type)
             (assigned,) = await self.api.features_of_many([resource])
+            # Read after the assignments: a feature defined meanwhile is listed too.
+            defined = self.catalog.defined()
         except Refusal as refusal:
             return self._failure(request, "bulk", refusal)
         except ContextError as exc:
             return self._failure(request, "bulk", Refusal(400, exc.code, exc.message))
+        except CatalogUnavailable as exc:
+            return self._unavailable(request, "bulk", exc)
         except StoreError as exc:
             return self._store_failure(request, "bulk", exc)
         except Exception:
             return self._internal_failure(request, "bulk")
         having = set(assigned)
-        keys = sorted(having.union(self.catalog.defined()))
+        keys = sorted(having.union(defined))
         body = orjson.dumps({"flags": [evaluation(k, k in having).as_ofrep() for k in keys]})
-        # The ETag names this exact answer: the same flags for the same context, the same tag.
+        # The ETag names this exact answer: the same flags for the same context, the same
+        # tag. A define or archive that changes the answer (a feature listed or no longer
+        # listed) changes it; one that changes nothing here (a feature the resource has
+        # anyway) rightly leaves a client's copy current.
         etag = f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
         _record(request, "bulk", "ok", [])
         if _matches(request.headers.get("If-None-Match"), etag):
@@ -195,7 +214,7 @@ class OfrepEndpoints:
     ) -> web.Response:
         rid = request.get(REQUEST_KEY)
         log.warning(
-            "store error answered as GENERAL (%s): %s",
+            "store error answered 503 GENERAL (%s): %s",
             exc.code,
             exc,
             extra={"fields": {"request_id": rid, "injected": exc.injected or None}},
@@ -205,7 +224,18 @@ class OfrepEndpoints:
         body = self._error_body(request, "GENERAL", details, key)
         if exc.injected:
             body["metadata"]["injected"] = True
-        return _json(body, 500)
+        return _retry_later(body)
+
+    def _unavailable(
+        self,
+        request: web.Request,
+        endpoint: str,
+        exc: CatalogUnavailable,
+        *,
+        key: str | None = None,
+    ) -> web.Response:
+        _record(request, endpoint, "error", ["CATALOG_UNAVAILABLE"])
+        return _retry_later(self._error_body(request, "GENERAL", exc.message, key))
 
     def _internal_failure(self, request: web.Request, endpoint: str) -> web.Response:
         rid = request.get(REQUEST_KEY) or "-"
@@ -227,6 +257,13 @@ class OfrepEndpoints:
         rid = request.get(REQUEST_KEY)
         body["metadata"] = {} if rid is None else {"requestId": rid}
         return body
+
+
+def _retry_later(body: dict[str, Any]) -> web.Response:
+    """503 with ``Retry-After``: the service is fine, the evaluation failed for now."""
+    response = _json(body, 503)
+    response.headers["Retry-After"] = str(RETRY_AFTER)
+    return response
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -262,6 +299,11 @@ def mount_ofrep(
     Like :func:`~features_gql.http.app.mount_graphql`: without ``auth`` anyone who
     reaches the routes may read every flag. Add ``request_context`` to the application's
     middlewares for request ids, the request log and metrics.
+
+    ``catalog`` says which features exist: a
+    :class:`~features_gql.catalog_view.CatalogView` kept current (an embedding
+    application passes its replica's, ``replica.catalog``). Without one, any feature
+    name evaluates and a bulk answer lists only the resource's own features.
     """
     endpoints = OfrepEndpoints(
         api, auth=auth, default_resource_type=default_resource_type, catalog=catalog
