@@ -489,8 +489,9 @@ class EdgeSync:
 
         added, removed = await self._converge(upstream_keys())
         # The resync skipped the changes in between, catalog ones too: the view is loaded
-        # again before the follower goes on.
+        # again before the copy counts as synced, so the two never disagree after it.
         self._catalog_current = False
+        await self._catch_up_catalog()
         self.resyncs += 1
         # The copy is the upstream's state as of the first page (changes since follow).
         self.state = SyncState(self.client.describe(), first.revision, synced_at=time.time())

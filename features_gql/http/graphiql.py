@@ -23,7 +23,7 @@ from importlib.resources.abc import Traversable
 from aiohttp import web
 
 from features_gql.http.responses import error_response
-from features_gql.http.ui import SECURITY_HEADERS, StaticFile, load_static_files
+from features_gql.http.ui import SECURITY_HEADERS, StaticFile, load_static_files, static_answer
 
 log = logging.getLogger("features_gql.http")
 
@@ -138,10 +138,7 @@ class GraphiQLPage:
 
 
 def _answer(request: web.Request, found: StaticFile, cache: str) -> web.Response:
-    headers = {**SECURITY, "ETag": found.etag, "Cache-Control": cache}
-    if found.etag in request.headers.get("If-None-Match", ""):
-        return web.Response(status=304, headers=headers)
-    return web.Response(body=found.body, headers={**headers, "Content-Type": found.content_type})
+    return static_answer(request, found, {**SECURITY, "Cache-Control": cache})
 
 
 async def _method_not_allowed(request: web.Request) -> web.Response:

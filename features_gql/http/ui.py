@@ -91,6 +91,14 @@ def load_static_files(folder: Traversable | None = None) -> dict[str, StaticFile
     return files
 
 
+def static_answer(request: web.Request, found: StaticFile, headers: dict[str, str]) -> web.Response:
+    """``found`` with ``headers`` and its ETag, or a 304 when the client holds it already."""
+    headers = {**headers, "ETag": found.etag}
+    if found.etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=found.body, headers={**headers, "Content-Type": found.content_type})
+
+
 #: The page says whether a request without a token may read, so that the panel asks the
 #: API anonymously only when that can work (a refused request is a console error).
 ANONYMOUS_META = b'<meta name="anonymous-access" content="none">'
@@ -131,18 +139,9 @@ class ControlPanel:
         return self._answer(request, found)
 
     def _answer(self, request: web.Request, found: StaticFile) -> web.Response:
-        headers = {
-            **SECURITY_HEADERS,
-            "ETag": found.etag,
-            # Revalidated on every load, so a new version of the service is picked up at
-            # once; an unchanged file costs a 304.
-            "Cache-Control": "no-cache",
-        }
-        if found.etag in request.headers.get("If-None-Match", ""):
-            return web.Response(status=304, headers=headers)
-        return web.Response(
-            body=found.body, headers={**headers, "Content-Type": found.content_type}
-        )
+        # Revalidated on every load, so a new version of the service is picked up at once;
+        # an unchanged file costs a 304.
+        return static_answer(request, found, {**SECURITY_HEADERS, "Cache-Control": "no-cache"})
 
 
 async def _method_not_allowed(request: web.Request) -> web.Response:
