@@ -303,12 +303,7 @@ class FeaturesAPI:
         self, items: Sequence[tuple[Resource | tuple[str, str], str]]
     ) -> list[bool]:
         """Answer many (resource, feature) questions in one store call, in order."""
-        checked = _items(items)
-        if not checked:
-            return []
-        return await self._call(
-            "check_many", lambda: self.store.check_many(checked), items=len(checked)
-        )
+        return await self._check_many(_items(items))
 
     async def check_columns(
         self, types: Sequence[str], ids: Sequence[str], features: Sequence[str]
@@ -316,7 +311,9 @@ class FeaturesAPI:
         """:meth:`check_many` for questions given as three columns of one length: item i
         asks whether ``(types[i], ids[i])`` has ``features[i]``. The cheap form for a batch
         taken from JSON, with no tuple per item to build."""
-        checked = _columns(types, ids, features)
+        return await self._check_many(_columns(types, ids, features))
+
+    async def _check_many(self, checked: list[tuple[Resource, str]]) -> list[bool]:
         if not checked:
             return []
         return await self._call(
@@ -329,7 +326,7 @@ class FeaturesAPI:
         """For each id, whether ``(type, id)`` has each feature: one row per id, one column
         per feature, in one store call. The cheap shape for large batches."""
         validate_slug(type, "type")
-        if not all_ids_valid(list(ids)):
+        if not all_ids_valid(ids):
             for i, id_ in enumerate(ids):
                 validate_id(id_, f"ids[{i}]")
         for j, feature in enumerate(features):

@@ -38,12 +38,9 @@ from features_gql.graphql.types import (
     SetFeaturesResult,
     change_connection,
     decode_node_id,
+    described,
     resource_connection,
 )
-
-
-def _argument(description: str, name: str | None = None) -> object:
-    return strawberry.argument(description=description, name=name)
 
 
 def _invalid(exc: InvalidInput) -> InvalidInputError:
@@ -59,28 +56,28 @@ class CatalogQueries:
     async def features(
         self,
         info: Info,
-        kind: Annotated[FeatureKind | None, _argument("Only features of this kind.")] = None,
+        kind: Annotated[FeatureKind | None, described("Only features of this kind.")] = None,
         search: Annotated[
             str | None,
-            _argument(
+            described(
                 "Only features whose name or description contains this text (case-insensitive, "
                 "at most 100 characters). Reads the catalog, not the assignments."
             ),
         ] = None,
         expired: Annotated[
             bool | None,
-            _argument("true: only features past their expiresAt; false: only the others."),
+            described("true: only features past their expiresAt; false: only the others."),
         ] = None,
         archived: Annotated[
             bool | None,
-            _argument("false (the default): live features; true: archived ones; null: both."),
+            described("false (the default): live features; true: archived ones; null: both."),
         ] = False,
         defined: Annotated[
             bool | None,
-            _argument("true: only defined features; false: only assigned, never defined ones."),
+            described("true: only defined features; false: only assigned, never defined ones."),
         ] = None,
-        first: Annotated[int | None, _argument(FIRST)] = None,
-        after: Annotated[str | None, _argument(AFTER)] = None,
+        first: Annotated[int | None, described(FIRST)] = None,
+        after: Annotated[str | None, described(AFTER)] = None,
     ) -> FeatureConnection | None:
         page = await info.context.api.list_features(
             kind=None if kind is None else cast(str, kind.value),
@@ -112,9 +109,9 @@ class CatalogQueries:
     async def resource_types(
         self,
         info: Info,
-        first: Annotated[int, _argument("How many to return: 0-1000.")] = 1000,
+        first: Annotated[int, described("How many to return: 0-1000.")] = 1000,
         after: Annotated[
-            str | None, _argument("A type's name: the list starts after it (for the next part).")
+            str | None, described("A type's name: the list starts after it (for the next part).")
         ] = None,
     ) -> list[ResourceType] | None:
         found = await info.context.api.resource_types(first=first, after=after)
@@ -124,9 +121,9 @@ class CatalogQueries:
     async def resources(
         self,
         info: Info,
-        type_: Annotated[str, _argument(f"The resources' type: {SLUG}.", name="type")],
-        first: Annotated[int | None, _argument(FIRST)] = None,
-        after: Annotated[str | None, _argument(AFTER)] = None,
+        type_: Annotated[str, described(f"The resources' type: {SLUG}.", name="type")],
+        first: Annotated[int | None, described(FIRST)] = None,
+        after: Annotated[str | None, described(AFTER)] = None,
     ) -> ResourceConnection | None:
         return await resource_connection(info, type_, first, after)
 
@@ -139,24 +136,24 @@ class CatalogQueries:
         self,
         info: Info,
         resource: Annotated[
-            ResourceInput | None, _argument("Only the changes of this resource.")
+            ResourceInput | None, described("Only the changes of this resource.")
         ] = None,
         feature: Annotated[
             str | None,
-            _argument("Only the changes of this feature (its assignments and its definition)."),
+            described("Only the changes of this feature (its assignments and its definition)."),
         ] = None,
         actor: Annotated[
-            str | None, _argument("Only the changes made by this actor (a token's name).")
+            str | None, described("Only the changes made by this actor (a token's name).")
         ] = None,
-        first: Annotated[int | None, _argument(FIRST)] = None,
-        after: Annotated[str | None, _argument(AFTER)] = None,
+        first: Annotated[int | None, described(FIRST)] = None,
+        after: Annotated[str | None, described(AFTER)] = None,
     ) -> ChangeConnection | None:
         asked = None if resource is None else (resource.type, resource.id)
         return await change_connection(info, asked, feature, actor, first=first, after=after)
 
     @strawberry.field(description="The Resource or Feature with this nodeId.")
     def node(
-        self, node_id: Annotated[strawberry.ID, _argument("A nodeId returned by this API.")]
+        self, node_id: Annotated[strawberry.ID, described("A nodeId returned by this API.")]
     ) -> Node | None:
         kind, parts = decode_node_id(node_id)
         if kind == "Resource":
@@ -173,7 +170,7 @@ class CatalogMutations:
     async def define_feature(
         self,
         info: Info,
-        input: Annotated[FeatureDefinitionInput, _argument("The definition.")],
+        input: Annotated[FeatureDefinitionInput, described("The definition.")],
     ) -> FeatureDefinitionResult | None:
         def given(value: object) -> object:
             return domain.KEEP if value is strawberry.UNSET else value
@@ -197,7 +194,7 @@ class CatalogMutations:
         "assignments; strict mode refuses new ones. Logged as an ARCHIVE change."
     )
     async def archive_feature(
-        self, info: Info, name: Annotated[str, _argument(f"The feature's name: {SLUG}.")]
+        self, info: Info, name: Annotated[str, described(f"The feature's name: {SLUG}.")]
     ) -> FeatureDefinitionResult | None:
         try:
             result = await info.context.api.archive(name, actor=info.context.actor)
@@ -213,7 +210,7 @@ class CatalogMutations:
     async def add_features(
         self,
         info: Info,
-        items: Annotated[list[CheckInput], _argument("What to add: (resource, feature) pairs.")],
+        items: Annotated[list[CheckInput], described("What to add: (resource, feature) pairs.")],
     ) -> BulkChangeResult | None:
         return await _bulk(info, "add", items)
 
@@ -224,7 +221,7 @@ class CatalogMutations:
     async def remove_features(
         self,
         info: Info,
-        items: Annotated[list[CheckInput], _argument("What to remove: (resource, feature) pairs.")],
+        items: Annotated[list[CheckInput], described("What to remove: (resource, feature) pairs.")],
     ) -> BulkChangeResult | None:
         return await _bulk(info, "remove", items)
 
@@ -235,10 +232,10 @@ class CatalogMutations:
     async def set_features(
         self,
         info: Info,
-        resource: Annotated[ResourceInput, _argument("The resource.")],
+        resource: Annotated[ResourceInput, described("The resource.")],
         features: Annotated[
             list[str],
-            _argument(f"Its features from now on (each {SLUG}; at most 10,000; may be empty)."),
+            described(f"Its features from now on (each {SLUG}; at most 10,000; may be empty)."),
         ],
     ) -> SetFeaturesResult | None:
         try:

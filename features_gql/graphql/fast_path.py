@@ -137,9 +137,7 @@ def _shape(kind: GraphQLInputType) -> Shape | None:
         + "\n".join(lines)
         + "\n    except KeyError:\n        return False\n    return True\n"
     )
-    namespace: dict[str, Any] = {}
-    exec(compile(source, f"<shape of {kind}>", "exec"), namespace)
-    check: Shape = namespace["shape"]
+    check: Shape = _compiled(source, f"<shape of {kind}>", "shape")
     return check
 
 
@@ -435,7 +433,13 @@ def _compile_projection(projection: Projection) -> Project:
     source = (
         f"def project(types, ids, features, answers):\n    return [{{{', '.join(parts)}}} {loop}]\n"
     )
-    namespace: dict[str, Any] = {}
-    exec(compile(source, f"<projection of {projection}>", "exec"), namespace)
-    project: Project = namespace["project"]
+    project: Project = _compiled(source, f"<projection of {projection}>", "project")
     return project
+
+
+def _compiled(source: str, filename: str, name: str) -> Any:
+    """The function ``name`` that ``source`` defines, compiled under ``filename`` (which
+    profiles and tracebacks show)."""
+    namespace: dict[str, Any] = {}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace[name]

@@ -36,8 +36,8 @@ from features_gql.graphql.types import (
     StoreHealth,
     SyncStatus,
     Viewer,
+    described,
 )
-
 
 # Every field that a store call answers is nullable. When a call fails, the fields it
 # answers are null, each with a typed error at its own path, and fields answered by other
@@ -45,10 +45,6 @@ from features_gql.graphql.types import (
 # whole response. One call is one unit of failure: the `hasFeature` fields of a request
 # share one check_many call (a DataLoader batch) and fail together; they are not retried
 # one by one, which would multiply the load on a store that is already failing.
-def _arg(description: str, name: str | None = None) -> Any:
-    return strawberry.argument(description=description, name=name)
-
-
 FEATURE = f"The feature's name: {SLUG}."
 
 
@@ -58,16 +54,16 @@ class Query(CatalogQueries):
     async def has_feature(
         self,
         info: Info,
-        resource: Annotated[ResourceInput, _arg("The resource asked about.")],
-        feature: Annotated[str, _arg(FEATURE)],
+        resource: Annotated[ResourceInput, described("The resource asked about.")],
+        feature: Annotated[str, described(FEATURE)],
     ) -> bool | None:
         return await hot_fields.has_feature(info.context, resource.type, resource.id, feature)
 
     @strawberry.field(description="A resource, whether or not it has any features.")
     def resource(
         self,
-        type: Annotated[str, _arg(f"The resource's type: {SLUG}.")],
-        id: Annotated[str, _arg(f"The resource's id: {ID_TEXT}.")],
+        type: Annotated[str, described(f"The resource's type: {SLUG}.")],
+        id: Annotated[str, described(f"The resource's id: {ID_TEXT}.")],
     ) -> Resource:
         return Resource.of(domain.Resource.of(type, id))
 
@@ -75,7 +71,7 @@ class Query(CatalogQueries):
         description="A feature, whether or not any resource has it or it is defined. Null "
         "(with an error) only when a catalog field was asked and the store failed."
     )
-    def feature(self, name: Annotated[str, _arg(FEATURE)]) -> Feature | None:
+    def feature(self, name: Annotated[str, described(FEATURE)]) -> Feature | None:
         return Feature(name=domain.validate_feature(name, "name"))
 
     @strawberry.field(
@@ -85,7 +81,7 @@ class Query(CatalogQueries):
     async def checks(
         self,
         info: Info,
-        items: Annotated[list[CheckInput], _arg("The questions, answered in this order.")],
+        items: Annotated[list[CheckInput], described("The questions, answered in this order.")],
     ) -> list[Check] | None:
         # FeaturesAPI validates item by item, so the first bad item is the one reported.
         types = [item.resource.type for item in items]
@@ -105,9 +101,9 @@ class Query(CatalogQueries):
     async def check_matrix(
         self,
         info: Info,
-        type: Annotated[str, _arg(f"The resources' type: {SLUG}.")],
-        ids: Annotated[list[str], _arg("The resources' ids: one row each, in this order.")],
-        features: Annotated[list[str], _arg("The features: one column each, in this order.")],
+        type: Annotated[str, described(f"The resources' type: {SLUG}.")],
+        ids: Annotated[list[str], described("The resources' ids: one row each, in this order.")],
+        features: Annotated[list[str], described("The features: one column each, in this order.")],
     ) -> list[list[bool]] | None:
         return await hot_fields.check_matrix(info.context, type, ids, features)
 
@@ -143,8 +139,8 @@ class Query(CatalogQueries):
     async def changes(
         self,
         info: Info,
-        after: Annotated[int, _arg("A revision: changes after it (0 for all).")] = 0,
-        first: Annotated[int, _arg("How many to return: 1-1000.")] = 100,
+        after: Annotated[int, described("A revision: changes after it (0 for all).")] = 0,
+        first: Annotated[int, described("How many to return: 1-1000.")] = 100,
     ) -> list[ChangeEvent] | None:
         events = await info.context.api.changes_since(after, limit=first)
         return [ChangeEvent.of(event) for event in events]
@@ -215,8 +211,8 @@ class Mutation(CatalogMutations):
     async def add_feature(
         self,
         info: Info,
-        resource: Annotated[ResourceInput, _arg("The resource.")],
-        feature: Annotated[str, _arg(FEATURE)],
+        resource: Annotated[ResourceInput, described("The resource.")],
+        feature: Annotated[str, described(FEATURE)],
     ) -> FeatureChangeResult | None:
         return await _change(info, "add", resource, feature)
 
@@ -226,8 +222,8 @@ class Mutation(CatalogMutations):
     async def remove_feature(
         self,
         info: Info,
-        resource: Annotated[ResourceInput, _arg("The resource.")],
-        feature: Annotated[str, _arg(FEATURE)],
+        resource: Annotated[ResourceInput, described("The resource.")],
+        feature: Annotated[str, described(FEATURE)],
     ) -> FeatureChangeResult | None:
         return await _change(info, "remove", resource, feature)
 

@@ -30,8 +30,10 @@ FIRST = "How many to return: 0-1000, 100 when left out."
 AFTER = "A cursor from a previous page's pageInfo.endCursor: the page starts after it."
 
 
-def _described(description: str) -> object:
-    return strawberry.argument(description=description)
+def described(description: str, name: str | None = None) -> object:
+    """An argument's description (and, where it differs from the Python name, its GraphQL
+    name), for ``Annotated`` arguments of every part of the schema."""
+    return strawberry.argument(description=description, name=name)
 
 
 @strawberry.input(description="A resource: its type (a slug) and its id (an opaque string).")
@@ -104,7 +106,7 @@ class Resource(Node):
 
     @strawberry.field(description="Whether this resource has the feature.")
     async def has_feature(
-        self, info: Info, feature: Annotated[str, _described(f"The feature's name: {SLUG}.")]
+        self, info: Info, feature: Annotated[str, described(f"The feature's name: {SLUG}.")]
     ) -> bool | None:
         return await hot_fields.has_feature(info.context, self.type, self.id, feature)
 
@@ -116,13 +118,13 @@ class Resource(Node):
         self,
         info: Info,
         feature: Annotated[
-            str | None, _described("Only the changes of this feature (a slug).")
+            str | None, described("Only the changes of this feature (a slug).")
         ] = None,
         actor: Annotated[
-            str | None, _described("Only the changes made by this actor (a token's name).")
+            str | None, described("Only the changes made by this actor (a token's name).")
         ] = None,
-        first: Annotated[int | None, _described(FIRST)] = None,
-        after: Annotated[str | None, _described(AFTER)] = None,
+        first: Annotated[int | None, described(FIRST)] = None,
+        after: Annotated[str | None, described(AFTER)] = None,
     ) -> ChangeConnection | None:
         return await change_connection(
             info, (self.type, self.id), feature, actor, first=first, after=after
@@ -257,8 +259,8 @@ class Feature(Node):
             str | None,
             strawberry.argument(name="type", description="Only resources of this type (a slug)."),
         ] = None,
-        first: Annotated[int | None, _described(FIRST)] = None,
-        after: Annotated[str | None, _described(AFTER)] = None,
+        first: Annotated[int | None, described(FIRST)] = None,
+        after: Annotated[str | None, described(AFTER)] = None,
     ) -> ResourceConnection | None:
         from features_gql.api import encode_cursor
 
@@ -289,13 +291,13 @@ class Feature(Node):
         self,
         info: Info,
         resource: Annotated[
-            ResourceInput | None, _described("Only the changes of this resource.")
+            ResourceInput | None, described("Only the changes of this resource.")
         ] = None,
         actor: Annotated[
-            str | None, _described("Only the changes made by this actor (a token's name).")
+            str | None, described("Only the changes made by this actor (a token's name).")
         ] = None,
-        first: Annotated[int | None, _described(FIRST)] = None,
-        after: Annotated[str | None, _described(AFTER)] = None,
+        first: Annotated[int | None, described(FIRST)] = None,
+        after: Annotated[str | None, described(AFTER)] = None,
     ) -> ChangeConnection | None:
         asked = None if resource is None else (resource.type, resource.id)
         return await change_connection(info, asked, self.name, actor, first=first, after=after)
@@ -464,8 +466,8 @@ class ResourceType:
     async def resources(
         self,
         info: Info,
-        first: Annotated[int | None, _described(FIRST)] = None,
-        after: Annotated[str | None, _described(AFTER)] = None,
+        first: Annotated[int | None, described(FIRST)] = None,
+        after: Annotated[str | None, described(AFTER)] = None,
     ) -> ResourceConnection | None:
         return await resource_connection(info, self.name, first, after)
 
