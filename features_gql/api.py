@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import itemgetter
+from time import perf_counter
 from typing import TypeVar
 
 from features_gql.domain import (
@@ -194,7 +195,7 @@ class FeaturesAPI:
         feature: str | None = None,
         items: int = 1,
     ) -> T:
-        started = time.perf_counter()
+        started = perf_counter()
         outcome = "ok"
         error: str | None = None
         injected = False
@@ -221,19 +222,22 @@ class FeaturesAPI:
             outcome, error = "error", f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            if self._on_event is not None:
-                self._on_event(
+            on_event = self._on_event
+            if on_event is not None:
+                # Positional, and the resource written here rather than by str(): one
+                # event per store call, on the hottest path.
+                on_event(
                     OperationEvent(
-                        store=self.store.name,
-                        op=op,
-                        duration=time.perf_counter() - started,
-                        outcome=outcome,
-                        resource=None if resource is None else str(resource),
-                        feature=feature,
-                        items=items,
-                        request_id=request_id.get(),
-                        error=error,
-                        injected=injected,
+                        self.store.name,
+                        op,
+                        perf_counter() - started,
+                        outcome,
+                        None if resource is None else f"{resource.type}/{resource.id}",
+                        feature,
+                        items,
+                        request_id.get(),
+                        error,
+                        injected,
                     )
                 )
 

@@ -20,6 +20,8 @@ _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 # separators: anything that would break a log line or a terminal.
 _FORBIDDEN_IN_ID = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
+_SLUG_MATCH = _SLUG.fullmatch
+_FORBIDDEN_SEARCH = _FORBIDDEN_IN_ID.search
 SLUG_RULE = (
     "a lowercase slug: 1-64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
 )
@@ -28,7 +30,7 @@ ID_RULE = "1-256 characters with no control characters"
 
 def validate_slug(value: str, field: str) -> str:
     """Return ``value`` if it is a slug, else raise :class:`InvalidInput` naming ``field``."""
-    if _SLUG.fullmatch(value) is None:
+    if _SLUG_MATCH(value) is None:
         raise InvalidInput(field, "slug", f"{field} must be {SLUG_RULE} (got {value!r:.80})")
     return value
 
@@ -52,7 +54,9 @@ def validate_id(value: str, field: str = "id") -> str:
 
 
 def validate_feature(value: str, field: str = "feature") -> str:
-    return validate_slug(value, field)
+    if _SLUG_MATCH(value) is None:
+        validate_slug(value, field)
+    return value
 
 
 class Resource(NamedTuple):
@@ -72,8 +76,12 @@ class Resource(NamedTuple):
 
     @classmethod
     def of(cls, type: str, id: str, field: str = "resource") -> Resource:
-        validate_slug(type, f"{field}.type")
-        validate_id(id, f"{field}.id")
+        # The rules tested inline, and the field names (f-strings) built only to report a
+        # broken one: every flag check comes through here.
+        if _SLUG_MATCH(type) is None:
+            validate_slug(type, f"{field}.type")
+        if not 0 < len(id) <= ID_MAX or _FORBIDDEN_SEARCH(id) is not None:
+            validate_id(id, f"{field}.id")
         return cls(type, id)
 
     def __str__(self) -> str:

@@ -23,6 +23,9 @@ class OperationEvent:
     ``outcome`` is ``ok``, ``timeout``, ``unavailable``, ``conflict`` or ``error``
     (an unexpected exception). ``injected`` is true when a fault-injection store
     raised the failure on purpose, so a drill is never mistaken for an outage.
+
+    The API builds one per store call by position, the cheapest way: new fields go last,
+    with a default.
     """
 
     store: str

@@ -108,6 +108,10 @@ class PreparedQuery:
     plans: dict[str | None, object] = field(default_factory=dict)
     #: The operation each name selects (only names that select one: bounded).
     selected: dict[str | None, OperationDefinitionNode] = field(default_factory=dict)
+    #: The decision per (operation name, method, caller) when nothing in the request can
+    #: change it (the cost is static). Bounded: names that select an operation, two
+    #: methods, and the configured tokens plus anonymous.
+    admitted: dict[tuple[str | None, str, Principal], Admitted] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +267,10 @@ class Gate:
         method: str = "POST",
     ) -> Admitted | Refused:
         prepared = self.prepare(query)
+        # The same question as an earlier request: the same answer, without asking again.
+        known = prepared.admitted.get((operation_name, method, principal))
+        if known is not None:
+            return known
         if prepared.document is None:
             return Refused(prepared.errors)
         document = prepared.document
@@ -311,7 +319,10 @@ class Gate:
         scope = REQUIRED_SCOPE[operation.operation]
         if not principal.can(scope):
             return _forbidden(root, operation, prepared.fragments, principal, scope, name)
-        return Admitted(prepared, document, operation, name, principal)
+        admitted = Admitted(prepared, document, operation, name, principal)
+        if name in prepared.static_costs:
+            prepared.admitted[(operation_name, method, principal)] = admitted
+        return admitted
 
 
 def _crowded_selection_set(document: DocumentNode, limit: int) -> SelectionSetNode | None:

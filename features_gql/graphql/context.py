@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from features_gql.graphql.admission import Admitted
 
 
-@dataclass
+# Slots: one is built for every request.
+@dataclass(slots=True)
 class Context:
     api: FeaturesAPI
     request_id: str

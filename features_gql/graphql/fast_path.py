@@ -87,6 +87,10 @@ Project = Callable[
 ]
 
 
+#: A planned field's call of its one definition, given the request's variables.
+Run = Callable[[dict[str, Any], Context], Awaitable[Any]]
+
+
 @dataclass(frozen=True, slots=True)
 class PlannedField:
     name: str
@@ -94,7 +98,7 @@ class PlannedField:
     node: FieldNode
     arguments: dict[str, Argument]
     nullable: bool
-    project: Project | None = None
+    run: Run
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,7 +294,7 @@ class FastPath:
                     node=node,
                     arguments=arguments,
                     nullable=not is_non_null_type(schema_field.type),
-                    project=project,
+                    run=_runner(node.name.value, arguments, project),
                 )
             )
         name = operation.name.value if operation.name else None
@@ -303,26 +307,27 @@ class FastPath:
         for name, shape in plan.variables:
             if name not in variables or not shape(variables[name]):
                 return None
-
-        def value(field: PlannedField, argument: str) -> Any:
-            spec = field.arguments[argument]
-            return spec.literal if spec.variable is None else variables[spec.variable]
-
+        fields = plan.fields
         outcomes: Sequence[Any]
-        if len(plan.fields) == 1:
+        if len(fields) == 1:
+            # The common request, one field: no gathering, and its answer straight out.
+            field = fields[0]
             context.checks.sole = True
             try:
-                outcomes = [await _resolve(plan.fields[0], value, context)]
+                result = await field.run(variables, context)
             except Exception as exc:
                 outcomes = [_Failed(exc)]
+            else:
+                self.answered += 1
+                return Answer({field.alias: result}, [])
         else:
             outcomes = await asyncio.gather(
-                *(_outcome(field, value, context) for field in plan.fields)
+                *(_outcome(field, variables, context) for field in fields)
             )
         data: dict[str, Any] | None = {}
         errors: list[GraphQLError] = []
         logged: set[int] = set()
-        for field, outcome in zip(plan.fields, outcomes, strict=True):
+        for field, outcome in zip(fields, outcomes, strict=True):
             if isinstance(outcome, _Failed):
                 error = GraphQLError(
                     str(outcome.error),
@@ -355,43 +360,57 @@ class _Failed:
     error: Exception
 
 
-async def _outcome(
-    field: PlannedField, value: Callable[[PlannedField, str], Any], context: Context
-) -> Any:
+async def _outcome(field: PlannedField, variables: dict[str, Any], context: Context) -> Any:
     try:
-        return await _resolve(field, value, context)
+        return await field.run(variables, context)
     except Exception as exc:
         return _Failed(exc)
 
 
-def _resolve(
-    field: PlannedField, value: Callable[[PlannedField, str], Any], context: Context
-) -> Awaitable[Any]:
-    if field.name == "hasFeature":
-        resource = value(field, "resource")
-        return hot_fields.has_feature(
-            context, resource["type"], resource["id"], value(field, "feature")
-        )
-    if field.name == "checkMatrix":
-        return hot_fields.check_matrix(
-            context, value(field, "type"), value(field, "ids"), value(field, "features")
-        )
-    return _checks(field, value, context)
+def _reader(argument: Argument) -> Callable[[dict[str, Any]], Any]:
+    """How to read one argument's value from a request's variables."""
+    if argument.variable is None:
+        literal = argument.literal
+        return lambda variables: literal
+    return itemgetter(argument.variable)
 
 
-async def _checks(
-    field: PlannedField, value: Callable[[PlannedField, str], Any], context: Context
-) -> list[dict[str, Any]]:
-    # The variable's shape was checked: each item is a dict of a resource (a dict of two
-    # strings) and a feature, so it is taken apart in C.
-    items = value(field, "items")
-    resources = list(map(_RESOURCE, items))
-    types = list(map(_TYPE, resources))
-    ids = list(map(_ID, resources))
-    features = list(map(_FEATURE, items))
-    answers = await hot_fields.checks(context, types, ids, features)
-    assert field.project is not None  # planned with the field
-    return field.project(types, ids, features, answers)
+def _runner(name: str, arguments: dict[str, Argument], project: Project | None) -> Run:
+    """The call of the field's one definition, with its argument readers bound at plan
+    time (nothing is looked up by name per request)."""
+    if name == "hasFeature":
+        resource, feature = _reader(arguments["resource"]), _reader(arguments["feature"])
+
+        def has_feature(variables: dict[str, Any], context: Context) -> Awaitable[bool]:
+            given = resource(variables)
+            return hot_fields.has_feature(context, given["type"], given["id"], feature(variables))
+
+        return has_feature
+    if name == "checkMatrix":
+        type_, ids = _reader(arguments["type"]), _reader(arguments["ids"])
+        features = _reader(arguments["features"])
+
+        def check_matrix(variables: dict[str, Any], context: Context) -> Awaitable[Any]:
+            return hot_fields.check_matrix(
+                context, type_(variables), ids(variables), features(variables)
+            )
+
+        return check_matrix
+    items = _reader(arguments["items"])
+    assert project is not None  # planned with the field
+
+    async def checks(variables: dict[str, Any], context: Context) -> list[dict[str, Any]]:
+        # The variable's shape was checked: each item is a dict of a resource (a dict of
+        # two strings) and a feature, so it is taken apart in C.
+        given = items(variables)
+        resources = list(map(_RESOURCE, given))
+        types = list(map(_TYPE, resources))
+        ids = list(map(_ID, resources))
+        features = list(map(_FEATURE, given))
+        answers = await hot_fields.checks(context, types, ids, features)
+        return project(types, ids, features, answers)
+
+    return checks
 
 
 def _compile_projection(projection: Projection) -> Project:

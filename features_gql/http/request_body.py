@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiohttp import web
-from strawberry.http import GraphQLRequestData
 
 JSON = "application/json"
 
@@ -26,6 +25,15 @@ class BodyError:
     code: str
     message: str
     allow: str | None = None
+
+
+class GraphQLBody(NamedTuple):
+    """One GraphQL request as the client sent it (a tuple: built for every request)."""
+
+    query: str | None
+    variables: dict[str, Any] | None
+    operation_name: str | None
+    extensions: dict[str, Any] | None
 
 
 def _bad(message: str) -> BodyError:
@@ -84,7 +92,7 @@ def decode_json(raw: bytes) -> Any:
     return _STRICT.decode(raw.decode("utf-8"))
 
 
-def _request_data(data: Any) -> GraphQLRequestData | BodyError:
+def _request_data(data: Any) -> GraphQLBody | BodyError:
     if type(data) is list:
         return _bad("Batched requests are not supported: send one operation per request.")
     if type(data) is not dict:
@@ -101,12 +109,10 @@ def _request_data(data: Any) -> GraphQLRequestData | BodyError:
         return _bad("`operationName` must be a string or null, if provided.")
     if extensions is not None and type(extensions) is not dict:
         return _bad("`extensions` must be an object or null, if provided.")
-    return GraphQLRequestData(
-        query=query, variables=variables, operation_name=name, extensions=extensions
-    )
+    return GraphQLBody(query, variables, name, extensions)
 
 
-async def read_graphql_request(request: web.Request) -> GraphQLRequestData | BodyError:
+async def read_graphql_request(request: web.Request) -> GraphQLBody | BodyError:
     """The GraphQL request in ``request``, or why there is none."""
     if request.method == "GET":
         params = request.query
@@ -135,7 +141,7 @@ async def read_graphql_request(request: web.Request) -> GraphQLRequestData | Bod
             "UNSUPPORTED_MEDIA_TYPE",
             "Send the request as application/json.",
         )
-    raw = await request.read()
+    raw = await read_body(request)
     try:
         data = decode_json(raw)
     except DuplicateKey as exc:
@@ -143,3 +149,20 @@ async def read_graphql_request(request: web.Request) -> GraphQLRequestData | Bod
     except ValueError:
         return _bad("Unable to parse request body as JSON.")
     return _request_data(data)
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request's body, within the application's ``client_max_size``.
+
+    A small request usually arrives whole before its handler runs: it is then taken from
+    the buffer at once, without the two reads (and awaits) of ``request.read()``, and
+    refused with the same 413 when it is too large.
+    """
+    payload = request.content
+    if not payload.is_eof():
+        return await request.read()
+    raw = payload.read_nowait()
+    limit = request.client_max_size
+    if limit and len(raw) > limit:  # 0: no limit, as aiohttp reads it
+        raise web.HTTPRequestEntityTooLarge(limit, len(raw))
+    return raw

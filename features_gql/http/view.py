@@ -23,11 +23,11 @@ from features_gql.auth import AuthPolicy, Principal, Unauthenticated
 from features_gql.graphql.admission import Refused
 from features_gql.graphql.context import Context
 from features_gql.graphql.errors import translate
-from features_gql.graphql.fast_path import FastPath
+from features_gql.graphql.fast_path import Answer, FastPath
 from features_gql.graphql.schema import FeaturesSchema
 from features_gql.http.access import unauthenticated
 from features_gql.http.graphiql import GraphiQLPage
-from features_gql.http.request_body import BodyError, read_graphql_request
+from features_gql.http.request_body import BodyError, GraphQLBody, read_graphql_request
 from features_gql.http.responses import error_response
 from features_gql.http.subscriptions import (
     PRINCIPAL_KEY,
@@ -56,11 +56,13 @@ if TYPE_CHECKING:
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
+_GRAPHQL_RESPONSE_HEADERS = {"Content-Type": GRAPHQL_RESPONSE}
+_JSON_HEADERS = {"Content-Type": JSON}
 
 REQUEST_KEY = web.RequestKey("features_gql.request_id", str)
 ACCEPT_KEY = web.ResponseKey("features_gql.accept", str)
 CONTEXT_KEY = web.RequestKey("features_gql.context", Context)
-BODY_KEY = web.RequestKey("features_gql.graphql_request", GraphQLRequestData)
+BODY_KEY = web.RequestKey("features_gql.graphql_request", GraphQLBody)
 
 
 @functools.lru_cache(maxsize=64)
@@ -89,7 +91,7 @@ def wants_graphql_response(accept: str) -> bool:
     return best is not None and best[2] == GRAPHQL_RESPONSE
 
 
-@dataclass
+@dataclass(slots=True)
 class GraphQLOutcome:
     """What the request log and metrics need to know about one GraphQL request (or, with
     ``protocol="ofrep"``, one OFREP evaluation: ``operation`` is then its endpoint)."""
@@ -154,11 +156,14 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         self.fast_path = FastPath(schema.graphql_schema, schema.extensions) if fast_path else None
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
-        accept = request.headers.get("Accept", "")
-        if request.headers.get("Upgrade", "").lower() == "websocket":
+        headers = request.headers
+        accept = headers.get("Accept", "")
+        upgrade = headers.get("Upgrade")
+        if upgrade is not None and upgrade.lower() == "websocket":
             return await self._websocket(request)
+        method = request.method
         if (
-            request.method == "GET"
+            method == "GET"
             and "query" not in request.query
             and ("text/html" in accept or "*/*" in accept)
         ):
@@ -171,7 +176,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
                     "requests are POSTs, or GETs with a query parameter).",
                     "NOT_FOUND",
                 )
-        authorization = request.headers.get("Authorization")
+        authorization = headers.get("Authorization")
         # An edge forwards writes with the caller's own credentials; set for every request,
         # since one connection's requests share one task (and so its context).
         request_credentials.set(authorization)
@@ -190,14 +195,15 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
                 request, 400, "BAD_REQUEST", "No GraphQL query found in the request."
             )
         decision = self.gate.admit(
-            body.query, body.operation_name, body.variables, principal, method=request.method
+            body.query, body.operation_name, body.variables, principal, method=method
         )
-        rid = request.get(REQUEST_KEY) or request_id.get() or "-"
+        # The middleware sets both; the context variable is the cheaper read.
+        rid = request_id.get() or request.get(REQUEST_KEY) or "-"
         context = Context(
-            api=self.api,
-            request_id=rid,
-            principal=principal,
-            admitted=None if isinstance(decision, Refused) else decision,
+            self.api,
+            rid,
+            principal,
+            None if isinstance(decision, Refused) else decision,
             sync=self.sync,
         )
         request[CONTEXT_KEY] = context
@@ -208,7 +214,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         context.operation_name = decision.operation_name
         if (
             self.fast_path is not None
-            and request.method == "POST"
+            and method == "POST"
             and not body.extensions
             and "multipart" not in accept
             and "event-stream" not in accept
@@ -217,18 +223,25 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
             if plan is not None:
                 answer = await self.fast_path.answer(plan, body.variables or {}, context)
                 if answer is not None:
-                    response_data: dict[str, Any] = {"data": answer.data}
-                    if answer.errors:
-                        response_data["errors"] = [error.formatted for error in answer.errors]
-                    codes = error_codes(answer.errors)
-                    request[OUTCOME_KEY] = GraphQLOutcome(
-                        plan.operation_name, "error" if codes else "ok", codes
-                    )
-                    response = web.Response()
-                    response[ACCEPT_KEY] = accept
-                    return self.create_response(response_data, response)  # type: ignore[arg-type]
+                    return self._fast_response(request, plan.operation_name, answer, accept)
         request[BODY_KEY] = body
         return await self._run_strawberry(request)
+
+    def _fast_response(
+        self, request: web.Request, operation_name: str | None, answer: Answer, accept: str
+    ) -> web.Response:
+        """The fast path's answer as Strawberry's :meth:`create_response` would write it."""
+        errors = answer.errors
+        if not errors:
+            request[OUTCOME_KEY] = GraphQLOutcome(operation_name, "ok", [])
+            media = _GRAPHQL_RESPONSE_HEADERS if wants_graphql_response(accept) else _JSON_HEADERS
+            return web.Response(body=orjson.dumps({"data": answer.data}), headers=media)
+        codes = error_codes(errors)
+        request[OUTCOME_KEY] = GraphQLOutcome(operation_name, "error", codes)
+        payload = {"data": answer.data, "errors": [error.formatted for error in errors]}
+        response = web.Response()
+        response[ACCEPT_KEY] = accept
+        return self.create_response(payload, response)  # type: ignore[arg-type]
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         """A subscription connection. A token in the upgrade request's header is checked
@@ -348,7 +361,13 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
 
     async def parse_http_body(self, request: Any) -> GraphQLRequestData:
         # The view read and checked the body already: Strawberry gets it as it was parsed.
-        return request.request[BODY_KEY]  # type: ignore[no-any-return]
+        body: GraphQLBody = request.request[BODY_KEY]
+        return GraphQLRequestData(
+            query=body.query,
+            variables=body.variables,
+            operation_name=body.operation_name,
+            extensions=body.extensions,
+        )
 
     async def process_result(
         self, request: web.Request, result: ExecutionResult

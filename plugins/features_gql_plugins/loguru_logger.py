@@ -122,7 +122,11 @@ class LoguruLogger:
 
     def accepts(self, event: OperationEvent) -> bool:
         """Successful writes log at INFO, successful reads at DEBUG, failures at WARNING."""
-        return self._level(event)[1]
+        # Asked once per store call on the request path: the rule of _level, without
+        # building its tuple.
+        if event.outcome != "ok":
+            return self._warning
+        return self._info if event.op in WRITES else self._debug
 
     def operation(self, event: OperationEvent) -> None:
         level, wanted = self._level(event)
