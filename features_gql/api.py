@@ -736,7 +736,13 @@ class CheckBatch:
     def has(self, resource: Resource | tuple[str, str], feature: str) -> Awaitable[bool]:
         """Does ``resource`` have ``feature``? Validated now (a bad check fails alone, at
         once); await the answer."""
-        res = _resource(resource)
+        type_, id_ = resource
+        return self.check(type_, id_, feature)
+
+    def check(self, type: str, id: str, feature: str) -> Awaitable[bool]:
+        """:meth:`has` for a resource given as its type and id (the form both executors
+        hold), with no pair to build and take apart again."""
+        res = Resource.of(type, id)
         validate_feature(feature)
         api = self._api
         if self.sole:

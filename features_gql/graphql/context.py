@@ -57,4 +57,4 @@ class Context:
     def __post_init__(self) -> None:
         # Built per request, so answers are never shared between requests, and all
         # `features` / `hasFeature` fields of one request reach the store in one call.
-        self.checks = self.api.batch()
+        self.checks = CheckBatch(self.api)

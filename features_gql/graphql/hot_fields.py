@@ -19,7 +19,7 @@ def has_feature(context: Context, type: str, id: str, feature: str) -> Awaitable
     Not a coroutine function: the check is validated when it is asked, and the caller
     awaits the answer (one frame less on the hottest path).
     """
-    return context.checks.has((type, id), feature)
+    return context.checks.check(type, id, feature)
 
 
 async def checks(

@@ -99,6 +99,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             exc.headers["X-Request-ID"] = rid
+            exc.headers["Server"] = SERVER
             raise
         response = _http_error(request, exc)
     except Exception as exc:
@@ -121,7 +122,12 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         request_operations.reset(ops_token)
         if metrics is not None:
             metrics.request_finished()
-    response.headers["X-Request-ID"] = rid
+    headers = response.headers
+    headers["X-Request-ID"] = rid
+    # Named here rather than by an on_response_prepare signal (a coroutine per response);
+    # aiohttp would otherwise name itself and its version. The connection guard names
+    # answers written outside the application, and the WebSocket handshake names itself.
+    headers["Server"] = SERVER
     outcome = request.get(OUTCOME_KEY)
     if outcome is not None:
         if metrics is not None:
@@ -154,10 +160,6 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
         if name.lower() not in ("content-type", "content-length")
     }
     return error_response(exc.status, message, headers=headers)
-
-
-async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers["Server"] = SERVER
 
 
 def _log_request(
@@ -317,7 +319,6 @@ def create_app(service: Service) -> web.Application:
     # CORS is outermost so that its headers reach every answer, errors included.
     cors = [cors_middleware(service.settings.cors_origins)] if service.settings.cors_origins else []
     app = web.Application(middlewares=[*cors, request_context], client_max_size=4 * 1024 * 1024)
-    app.on_response_prepare.append(_server_header)
     app[SERVICE_KEY] = service
     app[METRICS_KEY] = service.metrics
     app[SLOW_KEY] = service.settings.slow_request_ms / 1000

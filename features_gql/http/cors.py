@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from multidict import CIMultiDict
 
-from features_gql.http.responses import error_response
+from features_gql.http.responses import SERVER, error_response
 
 #: Methods a frontend may use (GraphQL over HTTP: GET for queries, POST for anything).
 ALLOWED_METHODS = "GET, POST"
@@ -57,6 +57,8 @@ def cors_middleware(origins: Collection[str]) -> Middleware:
             response = web.Response(status=204)
             response.headers.update(
                 {
+                    # Answered before request_context, which names the server elsewhere.
+                    "Server": SERVER,
                     "Access-Control-Allow-Origin": "*" if any_origin else origin,
                     "Access-Control-Allow-Methods": ALLOWED_METHODS,
                     "Access-Control-Allow-Headers": ALLOWED_HEADERS,

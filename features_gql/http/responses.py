@@ -67,12 +67,15 @@ def error_response(
     content_type: str = JSON,
     **extensions: Any,
 ) -> web.Response:
-    """``{"errors": [{"message", "extensions": {"code", ...}}]}`` with ``status``."""
+    """``{"errors": [{"message", "extensions": {"code", ...}}]}`` with ``status``.
+
+    It names the server itself: some are answered before any middleware (a refused CORS
+    preflight, a malformed request)."""
     return web.Response(
         body=encode(error_body(message, code or code_for(status), **extensions)),
         status=status,
         content_type=content_type,
-        headers=headers,
+        headers={"Server": SERVER} if headers is None else {"Server": SERVER, **headers},
     )
 
 

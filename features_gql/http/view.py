@@ -28,7 +28,7 @@ from features_gql.graphql.schema import FeaturesSchema
 from features_gql.http.access import unauthenticated
 from features_gql.http.graphiql import GraphiQLPage
 from features_gql.http.request_body import BodyError, GraphQLBody, read_graphql_request
-from features_gql.http.responses import error_response
+from features_gql.http.responses import SERVER, error_response
 from features_gql.http.subscriptions import (
     PRINCIPAL_KEY,
     SubscriptionHandler,
@@ -282,6 +282,8 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
     ) -> web.WebSocketResponse:
         # Pings find connections whose client vanished, so their subscriptions end.
         ws = web.WebSocketResponse(protocols=[subprotocol] if subprotocol else [], heartbeat=20)
+        # Prepared here, before the middleware sees it: it names the server itself.
+        ws.headers["Server"] = SERVER
         await ws.prepare(request)
         return ws
 
