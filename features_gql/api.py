@@ -189,8 +189,8 @@ class FeaturesAPI:
     async def _call(
         self,
         op: str,
-        call: Callable[[], Awaitable[T]],
-        *,
+        call: Callable[..., Awaitable[T]],
+        *args: object,
         resource: Resource | None = None,
         feature: str | None = None,
         items: int = 1,
@@ -200,10 +200,12 @@ class FeaturesAPI:
         error: str | None = None
         injected = False
         try:
+            # The call's arguments are passed along rather than closed over by a lambda:
+            # one function call less per store call.
             if self.store.never_suspends:
-                return await call()
+                return await call(*args)
             async with asyncio.timeout(self.deadline):
-                return await call()
+                return await call(*args)
         except TimeoutError:
             # A store that delayed on purpose left its mark on this task (stores.base).
             injected = injected_delay.get()
@@ -245,9 +247,7 @@ class FeaturesAPI:
         """Does ``resource`` have ``feature``?"""
         res = _resource(resource)
         validate_feature(feature)
-        return await self._call(
-            "has", lambda: self.store.has(res, feature), resource=res, feature=feature
-        )
+        return await self._call("has", self.store.has, res, feature, resource=res, feature=feature)
 
     async def add(
         self, resource: Resource | tuple[str, str], feature: str, *, actor: str | None = None
@@ -747,9 +747,7 @@ class CheckBatch:
         api = self._api
         if self.sole:
             # The executor knows this is the request's only check: nothing to wait for.
-            return api._call(
-                "has", lambda: api.store.has(res, feature), resource=res, feature=feature
-            )
+            return api._call("has", api.store.has, res, feature, resource=res, feature=feature)
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[bool] = loop.create_future()
         if not self._pending:

@@ -117,8 +117,10 @@ class AuthPolicy:
         its own routes, and for a service on loopback with no tokens configured."""
         return cls()
 
-    @property
+    @functools.cached_property
     def anonymous_principal(self) -> Principal:
+        # Cached on the policy (a plain attribute read after the first): asked by every
+        # request that sends no token.
         return _anonymous(self.anonymous)
 
     def authenticate(self, authorization: str | None) -> Principal:

@@ -82,7 +82,7 @@ class Resource(NamedTuple):
             validate_slug(type, f"{field}.type")
         if not 0 < len(id) <= ID_MAX or _FORBIDDEN_SEARCH(id) is not None:
             validate_id(id, f"{field}.id")
-        return cls(type, id)
+        return tuple.__new__(cls, (type, id))
 
     def __str__(self) -> str:
         return f"{self.type}/{self.id}"

@@ -266,7 +266,7 @@ class Gate:
         *,
         method: str = "POST",
     ) -> Admitted | Refused:
-        prepared = self.prepare(query)
+        prepared = self.cache.get(query) or self.prepare(query)
         # The same question as an earlier request: the same answer, without asking again.
         known = prepared.admitted.get((operation_name, method, principal))
         if known is not None:

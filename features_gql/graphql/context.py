@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from strawberry.dataloader import DataLoader
@@ -17,24 +17,47 @@ if TYPE_CHECKING:
     from features_gql.graphql.admission import Admitted
 
 
-# Slots: one is built for every request.
-@dataclass(slots=True)
+# Slots and a written __init__: one is built for every request.
+@dataclass(slots=True, init=False)
 class Context:
     api: FeaturesAPI
     request_id: str
     #: Who is asking; its name is the actor recorded for its changes.
-    principal: Principal = field(default_factory=lambda: AuthPolicy.open().anonymous_principal)
+    principal: Principal
     #: What the gate decided for this request, when it went through one.
-    admitted: Admitted | None = None
+    admitted: Admitted | None
     #: The process's change feed, for subscriptions (None where none is served).
-    feed: ChangeFeed | None = None
+    feed: ChangeFeed | None
     #: The follower of the upstream, when this service is an edge (for syncStatus).
-    sync: EdgeSync | None = None
+    sync: EdgeSync | None
     #: Set once the query is parsed; for request logs and metrics.
-    operation_name: str | None = field(default=None, init=False)
-    checks: CheckBatch = field(init=False)
-    _features: DataLoader[Resource, list[str]] | None = field(default=None, init=False)
-    _feature_infos: DataLoader[str, FeatureInfo] | None = field(default=None, init=False)
+    operation_name: str | None
+    #: The request's flag checks: built per request, so answers are never shared between
+    #: requests, and all `features` / `hasFeature` fields of one request reach the store
+    #: in one call.
+    checks: CheckBatch
+    _features: DataLoader[Resource, list[str]] | None
+    _feature_infos: DataLoader[str, FeatureInfo] | None
+
+    def __init__(
+        self,
+        api: FeaturesAPI,
+        request_id: str,
+        principal: Principal | None = None,
+        admitted: Admitted | None = None,
+        feed: ChangeFeed | None = None,
+        sync: EdgeSync | None = None,
+    ) -> None:
+        self.api = api
+        self.request_id = request_id
+        self.principal = AuthPolicy.open().anonymous_principal if principal is None else principal
+        self.admitted = admitted
+        self.feed = feed
+        self.sync = sync
+        self.operation_name = None
+        self.checks = CheckBatch(api)
+        self._features = None
+        self._feature_infos = None
 
     @property
     def actor(self) -> str:
@@ -53,8 +76,3 @@ class Context:
         if self._feature_infos is None:
             self._feature_infos = DataLoader(load_fn=self.api.feature_infos)
         return self._feature_infos
-
-    def __post_init__(self) -> None:
-        # Built per request, so answers are never shared between requests, and all
-        # `features` / `hasFeature` fields of one request reach the store in one call.
-        self.checks = CheckBatch(self.api)

@@ -153,7 +153,13 @@ async def _observe(
             metrics.observe_request(
                 outcome.operation, outcome.outcome, seconds, outcome.codes, outcome.protocol
             )
-        _log_request(rid, seconds, response.status, outcome, operations, slow)
+        # A flag check that went well is counted by the metrics; a line for each would be
+        # thousands a second. Writes, errors and refusals are logged at INFO.
+        level = logging.INFO if outcome.write or outcome.outcome != "ok" else logging.DEBUG
+        too_slow = slow is not None and seconds >= slow
+        if too_slow or request_log.isEnabledFor(level):
+            threshold = slow if too_slow else None
+            _log_request(rid, seconds, response.status, outcome, operations, level, threshold)
     return response
 
 
@@ -187,14 +193,11 @@ def _log_request(
     status: int,
     outcome: GraphQLOutcome,
     operations: list[OperationEvent],
+    level: int,
     threshold: float | None,
 ) -> None:
-    slow = threshold is not None and seconds >= threshold
-    # A flag check that went well is counted by the metrics; a line for each would be
-    # thousands a second. Writes, errors and refusals are logged at INFO.
-    level = logging.INFO if outcome.write or outcome.outcome != "ok" else logging.DEBUG
-    if not slow and not request_log.isEnabledFor(level):
-        return
+    """The request's line at ``level`` (when enabled), and a warning when it took longer
+    than ``threshold`` (None: it did not)."""
     fields: dict[str, object] = {
         "request_id": rid,
         "operation": outcome.operation or "anonymous",
@@ -206,7 +209,7 @@ def _log_request(
     }
     if request_log.isEnabledFor(level):
         request_log.log(level, f"{outcome.protocol} request", extra={"fields": fields})
-    if slow and threshold is not None:
+    if threshold is not None:
         slowest = sorted(operations, key=lambda e: e.duration, reverse=True)[:SLOWEST_SHOWN]
         fields = {
             **fields,

@@ -10,8 +10,10 @@ components could read two different requests from one body.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from functools import partial
+from typing import Any, NamedTuple, cast
 
 import orjson
 from aiohttp import web
@@ -34,6 +36,13 @@ class GraphQLBody(NamedTuple):
     variables: dict[str, Any] | None
     operation_name: str | None
     extensions: dict[str, Any] | None
+
+
+#: ``GraphQLBody`` from its four fields, built in C (the named tuple's own ``__new__`` is
+#: a Python function).
+_body = cast(
+    "Callable[[tuple[Any, Any, Any, Any]], GraphQLBody]", partial(tuple.__new__, GraphQLBody)
+)
 
 
 def _bad(message: str) -> BodyError:
@@ -109,7 +118,7 @@ def _request_data(data: Any) -> GraphQLBody | BodyError:
         return _bad("`operationName` must be a string or null, if provided.")
     if extensions is not None and type(extensions) is not dict:
         return _bad("`extensions` must be an object or null, if provided.")
-    return GraphQLBody(query, variables, name, extensions)
+    return _body((query, variables, name, extensions))
 
 
 async def read_graphql_request(request: web.Request) -> GraphQLBody | BodyError:
@@ -141,7 +150,16 @@ async def read_graphql_request(request: web.Request) -> GraphQLBody | BodyError:
             "UNSUPPORTED_MEDIA_TYPE",
             "Send the request as application/json.",
         )
-    raw = await read_body(request)
+    payload = request.content
+    if payload.is_eof():
+        # The whole body has arrived (a small request, the common case): taken from the
+        # buffer at once, without the reads and awaits of request.read().
+        raw = payload.read_nowait()
+        limit = request.client_max_size
+        if limit and len(raw) > limit:  # 0: no limit, as aiohttp reads it
+            raise web.HTTPRequestEntityTooLarge(limit, len(raw))
+    else:
+        raw = await request.read()
     try:
         data = decode_json(raw)
     except DuplicateKey as exc:
@@ -149,20 +167,3 @@ async def read_graphql_request(request: web.Request) -> GraphQLBody | BodyError:
     except ValueError:
         return _bad("Unable to parse request body as JSON.")
     return _request_data(data)
-
-
-async def read_body(request: web.Request) -> bytes:
-    """The request's body, within the application's ``client_max_size``.
-
-    A small request usually arrives whole before its handler runs: it is then taken from
-    the buffer at once, without the two reads (and awaits) of ``request.read()``, and
-    refused with the same 413 when it is too large.
-    """
-    payload = request.content
-    if not payload.is_eof():
-        return await request.read()
-    raw = payload.read_nowait()
-    limit = request.client_max_size
-    if limit and len(raw) > limit:  # 0: no limit, as aiohttp reads it
-        raise web.HTTPRequestEntityTooLarge(limit, len(raw))
-    return raw
