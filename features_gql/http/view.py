@@ -214,7 +214,6 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
             None if isinstance(decision, Refused) else decision,
             sync=self.sync,
         )
-        request[CONTEXT_KEY] = context
         if isinstance(decision, Refused):
             return self._refuse(request, decision, principal)
         if decision.operation.operation is OperationType.SUBSCRIPTION:
@@ -241,6 +240,9 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
                     return web.Response(body=orjson.dumps({"data": answer.data}), headers=media)
                 if answer is not None:
                     return self._fast_errors(request, plan.operation_name, answer, accept)
+        # Strawberry's general path takes both from the request (get_context,
+        # parse_http_body); the fast path needs neither.
+        request[CONTEXT_KEY] = context
         request[BODY_KEY] = body
         return await self._run_strawberry(request)
 
