@@ -111,7 +111,9 @@ class PreparedQuery:
     #: The decision per (operation name, method, caller) when nothing in the request can
     #: change it (the cost is static). Bounded: names that select an operation, two
     #: methods, and the configured tokens plus anonymous.
-    admitted: dict[tuple[str | None, str, Principal], Admitted] = field(default_factory=dict)
+    admitted: dict[tuple[str | None, str, str, frozenset[str], bool], Admitted] = field(
+        default_factory=dict
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +270,10 @@ class Gate:
     ) -> Admitted | Refused:
         prepared = self.cache.get(query) or self.prepare(query)
         # The same question as an earlier request: the same answer, without asking again.
-        known = prepared.admitted.get((operation_name, method, principal))
+        # The caller's fields (all of a Principal's) are the key, hashed in C (a dataclass
+        # hashes in Python).
+        key = (operation_name, method, principal.name, principal.scopes, principal.anonymous)
+        known = prepared.admitted.get(key)
         if known is not None:
             return known
         if prepared.document is None:
@@ -321,7 +326,7 @@ class Gate:
             return _forbidden(root, operation, prepared.fragments, principal, scope, name)
         admitted = Admitted(prepared, document, operation, name, principal)
         if name in prepared.static_costs:
-            prepared.admitted[(operation_name, method, principal)] = admitted
+            prepared.admitted[key] = admitted
         return admitted
 
 
