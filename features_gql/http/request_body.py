@@ -121,9 +121,14 @@ def _request_data(data: Any) -> GraphQLBody | BodyError:
     return _body((query, variables, name, extensions))
 
 
-async def read_graphql_request(request: web.Request) -> GraphQLBody | BodyError:
-    """The GraphQL request in ``request``, or why there is none."""
-    if request.method == "GET":
+async def read_graphql_request(
+    request: web.Request, method: str | None = None
+) -> GraphQLBody | BodyError:
+    """The GraphQL request in ``request``, or why there is none (``method``: the request's,
+    when the caller has read it already)."""
+    if method is None:
+        method = request.method
+    if method == "GET":
         params = request.query
         variables: Any = None
         if params.get("variables"):
@@ -138,7 +143,7 @@ async def read_graphql_request(request: web.Request) -> GraphQLBody | BodyError:
                 "operationName": params.get("operationName") or None,
             }
         )
-    if request.method != "POST":
+    if method != "POST":
         return BodyError(
             405, "METHOD_NOT_ALLOWED", "GraphQL accepts GET and POST only.", "GET, POST"
         )

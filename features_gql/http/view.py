@@ -195,7 +195,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         except Unauthenticated as exc:
             request[OUTCOME_KEY] = GraphQLOutcome(None, "rejected", [Unauthenticated.code])
             return unauthenticated(exc)
-        body = await read_graphql_request(request)
+        body = await read_graphql_request(request, method)
         if isinstance(body, BodyError):
             return self._http_error(request, body.status, body.code, body.message, allow=body.allow)
         if not body.query:
