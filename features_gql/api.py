@@ -47,7 +47,7 @@ from features_gql.domain import (
 )
 from features_gql.errors import InvalidInput, StoreError, StoreTimeout
 from features_gql.events import OperationEvent
-from features_gql.request_context import request_id
+from features_gql.request_context import request_id, request_operations
 from features_gql.stores.base import Store, injected_delay
 
 log = logging.getLogger("features_gql.api")
@@ -225,23 +225,28 @@ class FeaturesAPI:
             raise
         finally:
             on_event = self._on_event
-            if on_event is not None:
+            # The calls of the request being answered, for its log line (set by the HTTP
+            # middleware); kept here rather than by a sink, a call less per store call.
+            operations = request_operations.get()
+            if on_event is not None or operations is not None:
                 # Positional, and the resource written here rather than by str(): one
                 # event per store call, on the hottest path.
-                on_event(
-                    OperationEvent(
-                        self.store.name,
-                        op,
-                        perf_counter() - started,
-                        outcome,
-                        None if resource is None else f"{resource.type}/{resource.id}",
-                        feature,
-                        items,
-                        request_id.get(),
-                        error,
-                        injected,
-                    )
+                event = OperationEvent(
+                    self.store.name,
+                    op,
+                    perf_counter() - started,
+                    outcome,
+                    None if resource is None else f"{resource.type}/{resource.id}",
+                    feature,
+                    items,
+                    request_id.get(),
+                    error,
+                    injected,
                 )
+                if operations is not None:
+                    operations.append(event)
+                if on_event is not None:
+                    on_event(event)
 
     async def has(self, resource: Resource | tuple[str, str], feature: str) -> bool:
         """Does ``resource`` have ``feature``?"""

@@ -18,7 +18,6 @@ from features_gql.events import (
     EventDispatcher,
     OperationEvent,
     OperationSink,
-    collect_for_request,
 )
 from features_gql.feed import ChangeFeed
 from features_gql.flag_evaluation import NO_CATALOG, FlagCatalog
@@ -149,7 +148,7 @@ def build(settings: Settings, *, extra_plugins: Sequence[object] = ()) -> Servic
     metrics = Metrics(sink_health=lambda: dispatcher.health)
     dispatcher = EventDispatcher(
         sinks,
-        inline=[("metrics", metrics.observe_operation), ("request", collect_for_request)],
+        inline=[("metrics", metrics.observe_operation)],
         gate=_gate(loggers, has_hooks=bool(plugins.operation_sinks)),
     )
     if settings.catalog_strict and not store.supports_catalog:

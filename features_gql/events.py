@@ -9,8 +9,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from features_gql.request_context import request_operations
-
 log = logging.getLogger("features_gql.events")
 
 
@@ -73,7 +71,7 @@ class EventDispatcher:
     ) -> None:
         self._sinks = list(sinks)
         #: Called on the request path: only for the project's own cheap, non-blocking
-        #: sinks (metrics, the per-request operation list), never for plugins.
+        #: sinks (metrics), never for plugins.
         self._inline = list(inline)
         #: When every background sink can say which events it wants, this says whether
         #: any of them wants an event; unwanted events never wake the sink thread.
@@ -165,10 +163,3 @@ class EventDispatcher:
             log.exception(
                 "operation sink %r failed; further failures are counted, not logged", name
             )
-
-
-def collect_for_request(event: OperationEvent) -> None:
-    """Inline sink: remember the event in the current request's operation list, if any."""
-    operations = request_operations.get()
-    if operations is not None:
-        operations.append(event)

@@ -128,6 +128,16 @@ async def read_graphql_request(
     when the caller has read it already)."""
     if method is None:
         method = request.method
+    found = graphql_request_now(request, method)
+    if found is not None:
+        return found
+    return _from_json(await request.read())
+
+
+def graphql_request_now(request: web.Request, method: str) -> GraphQLBody | BodyError | None:
+    """:func:`read_graphql_request` without waiting: None when a POST body has not all
+    arrived yet. A small request usually has, before its handler runs: it is then read
+    with no await at all (one coroutine less on the hottest path)."""
     if method == "GET":
         params = request.query
         variables: Any = None
@@ -156,15 +166,17 @@ async def read_graphql_request(
             "Send the request as application/json.",
         )
     payload = request.content
-    if payload.is_eof():
-        # The whole body has arrived (a small request, the common case): taken from the
-        # buffer at once, without the reads and awaits of request.read().
-        raw = payload.read_nowait()
-        limit = request.client_max_size
-        if limit and len(raw) > limit:  # 0: no limit, as aiohttp reads it
-            raise web.HTTPRequestEntityTooLarge(limit, len(raw))
-    else:
-        raw = await request.read()
+    if not payload.is_eof():
+        return None
+    # Taken from the buffer at once, without the reads and awaits of request.read().
+    raw = payload.read_nowait()
+    limit = request.client_max_size
+    if limit and len(raw) > limit:  # 0: no limit, as aiohttp reads it
+        raise web.HTTPRequestEntityTooLarge(limit, len(raw))
+    return _from_json(raw)
+
+
+def _from_json(raw: bytes) -> GraphQLBody | BodyError:
     try:
         data = decode_json(raw)
     except DuplicateKey as exc:

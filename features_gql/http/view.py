@@ -27,7 +27,12 @@ from features_gql.graphql.fast_path import Answer, FastPath
 from features_gql.graphql.schema import FeaturesSchema
 from features_gql.http.access import unauthenticated
 from features_gql.http.graphiql import GraphiQLPage
-from features_gql.http.request_body import BodyError, GraphQLBody, read_graphql_request
+from features_gql.http.request_body import (
+    BodyError,
+    GraphQLBody,
+    graphql_request_now,
+    read_graphql_request,
+)
 from features_gql.http.responses import SERVER, error_response
 from features_gql.http.subscriptions import (
     PRINCIPAL_KEY,
@@ -195,7 +200,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         except Unauthenticated as exc:
             request[OUTCOME_KEY] = GraphQLOutcome(None, "rejected", [Unauthenticated.code])
             return unauthenticated(exc)
-        body = await read_graphql_request(request, method)
+        body = graphql_request_now(request, method) or await read_graphql_request(request, method)
         if isinstance(body, BodyError):
             return self._http_error(request, body.status, body.code, body.message, allow=body.allow)
         if not body.query:
