@@ -45,7 +45,7 @@ from features_gql.flag_evaluation import (
     resource_of,
 )
 from features_gql.http.access import check_scope
-from features_gql.http.request_body import DuplicateKey, decode_json
+from features_gql.http.request_body import DuplicateKey, body_now, decode_json
 from features_gql.http.view import OUTCOME_KEY, REQUEST_KEY, GraphQLOutcome
 
 log = logging.getLogger("features_gql.ofrep")
@@ -79,11 +79,12 @@ class Refusal(Exception):
         self.details = details
 
 
+#: Given as a header rather than content_type, which aiohttp parses and rebuilds.
+_JSON_HEADERS: Final = {"Content-Type": JSON}
+
+
 def _json(payload: object, status: int = 200) -> web.Response:
-    response = web.Response(body=orjson.dumps(payload), status=status)
-    # Set as a string: aiohttp's content_type setter parses and rebuilds the header.
-    response.headers["Content-Type"] = JSON
-    return response
+    return web.Response(body=orjson.dumps(payload), status=status, headers=_JSON_HEADERS)
 
 
 def _record(request: web.Request, endpoint: str, outcome: str, codes: list[str]) -> None:
@@ -96,7 +97,10 @@ async def _read_context(request: web.Request) -> object:
     if length is not None and length > MAX_BODY:
         raise Refusal(400, "PARSE_ERROR", f"The request body is larger than {MAX_BODY} bytes.")
     try:
-        raw = await request.read()  # a chunked body is still bounded by the application
+        # A chunked body is still bounded by the application.
+        raw = body_now(request)
+        if raw is None:
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raw = None
     if raw is None or len(raw) > MAX_BODY:

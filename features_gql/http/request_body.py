@@ -165,15 +165,25 @@ def graphql_request_now(request: web.Request, method: str) -> GraphQLBody | Body
             "UNSUPPORTED_MEDIA_TYPE",
             "Send the request as application/json.",
         )
+    raw = body_now(request)
+    return None if raw is None else _from_json(raw)
+
+
+def body_now(request: web.Request) -> bytes | None:
+    """The request's body if it has all arrived, else None (then ``await request.read()``).
+
+    Taken from the buffer at once, without the reads and awaits of ``request.read()``, and
+    bounded as that bounds it: larger than the application's ``client_max_size`` raises
+    the same 413.
+    """
     payload = request.content
     if not payload.is_eof():
         return None
-    # Taken from the buffer at once, without the reads and awaits of request.read().
     raw = payload.read_nowait()
     limit = request.client_max_size
     if limit and len(raw) > limit:  # 0: no limit, as aiohttp reads it
         raise web.HTTPRequestEntityTooLarge(limit, len(raw))
-    return _from_json(raw)
+    return raw
 
 
 def _from_json(raw: bytes) -> GraphQLBody | BodyError:
