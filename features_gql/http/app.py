@@ -31,12 +31,7 @@ from features_gql.http.headers import undecodable_header
 from features_gql.http.ofrep import mount_ofrep
 from features_gql.http.responses import SERVER, error_response
 from features_gql.http.ui import mount_ui
-from features_gql.http.view import (
-    OUTCOME_KEY,
-    REQUEST_KEY,
-    FeaturesGraphQLView,
-    GraphQLOutcome,
-)
+from features_gql.http.view import FeaturesGraphQLView, GraphQLOutcome, request_outcome
 from features_gql.metrics import Metrics
 from features_gql.request_context import request_id, request_operations
 
@@ -100,10 +95,12 @@ async def _observe(
         rid = given
     else:
         rid = f"{_ID_PREFIX}{next(_id_counter):08x}"
-    request[REQUEST_KEY] = rid
     operations: list[OperationEvent] = []
+    # Context variables (set and read in C) carry the request's id and store calls down,
+    # and its outcome back up from whichever handler answers.
     token = request_id.set(rid)
     ops_token = request_operations.set(operations)
+    outcome_token = request_outcome.set(None)
     if metrics is not None:
         metrics.request_started()
     started = time.perf_counter()
@@ -137,6 +134,8 @@ async def _observe(
             response = _internal_error(rid)
     finally:
         seconds = time.perf_counter() - started
+        outcome = request_outcome.get()
+        request_outcome.reset(outcome_token)
         request_id.reset(token)
         request_operations.reset(ops_token)
         if metrics is not None:
@@ -147,7 +146,6 @@ async def _observe(
     # aiohttp would otherwise name itself and its version. The connection guard names
     # answers written outside the application, and the WebSocket handshake names itself.
     headers["Server"] = SERVER
-    outcome = request.get(OUTCOME_KEY)
     if outcome is not None:
         if metrics is not None:
             metrics.observe_request(

@@ -201,7 +201,8 @@ class ConnectionGuard:
     def open(self) -> int:
         return len(self._arriving) + len(self._idle) + len(self._busy)
 
-    # -- transitions, called by GuardedRequestHandler and GuardedServer ---------------------
+    # -- transitions, called by GuardedRequestHandler and GuardedServer (which also keep the
+    # books of the two that happen on every request, idle to arriving and busy to idle) ----
 
     def opened(self, conn: GuardedRequestHandler) -> bool:
         """A new connection: admit it (making room if needed) or refuse it."""
@@ -213,13 +214,6 @@ class ConnectionGuard:
         self._arriving[conn] = _now()
         return True
 
-    def next_request(self, conn: GuardedRequestHandler) -> None:
-        """The first bytes of another request arrived on an idle connection."""
-        self._idle.pop(conn, None)
-        conn.phase = _ARRIVING
-        conn.started = True
-        self._arriving[conn] = _now()
-
     def busy(self, conn: GuardedRequestHandler, body: StreamReader) -> None:
         """The headers of a request are complete: it goes to the application."""
         if conn.phase == _ARRIVING:
@@ -230,12 +224,6 @@ class ConnectionGuard:
             return
         conn.phase = _BUSY
         self._busy[conn] = (_now(), body)
-
-    def finished(self, conn: GuardedRequestHandler) -> None:
-        if conn.phase == _BUSY:
-            del self._busy[conn]
-            conn.phase = _IDLE
-            self._idle[conn] = None
 
     def closed(self, conn: GuardedRequestHandler) -> None:
         phase, conn.phase = conn.phase, _CLOSED
@@ -374,7 +362,13 @@ class GuardedRequestHandler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         phase = self.phase
         if phase == _IDLE:
-            self._guard.next_request(self)
+            # The first bytes of another request on an idle connection. The guard's books
+            # are kept here, not by a method of the guard: this runs for every request.
+            guard = self._guard
+            guard._idle.pop(self, None)
+            self.phase = _ARRIVING
+            self.started = True
+            guard._arriving[self] = _now()
         elif phase == _ARRIVING:
             self.started = True
         RequestHandler.data_received(self, data)
@@ -385,9 +379,13 @@ class GuardedRequestHandler(RequestHandler):
         answered, reset = await RequestHandler.finish_response(self, request, resp, start_time)
         if self.body_timed_out:
             self.force_close()  # once the 408 is written; the rest of the body is not awaited
-        elif answered.keep_alive and not reset:
+        elif self.phase == _BUSY and answered.keep_alive and not reset:
             # Idle until its next request; a connection about to close stays busy until then.
-            self._guard.finished(self)
+            # The guard's books are kept here, as in data_received.
+            guard = self._guard
+            del guard._busy[self]
+            self.phase = _IDLE
+            guard._idle[self] = None
         return answered, reset
 
     def connection_lost(self, exc: BaseException | None) -> None:

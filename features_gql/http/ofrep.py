@@ -46,7 +46,8 @@ from features_gql.flag_evaluation import (
 )
 from features_gql.http.access import check_scope
 from features_gql.http.request_body import DuplicateKey, body_now, decode_json
-from features_gql.http.view import OUTCOME_KEY, REQUEST_KEY, GraphQLOutcome
+from features_gql.http.view import GraphQLOutcome, request_outcome
+from features_gql.request_context import request_id
 
 log = logging.getLogger("features_gql.ofrep")
 
@@ -88,7 +89,7 @@ def _json(payload: object, status: int = 200) -> web.Response:
 
 
 def _record(request: web.Request, endpoint: str, outcome: str, codes: list[str]) -> None:
-    request[OUTCOME_KEY] = GraphQLOutcome(endpoint, outcome, codes, protocol=PROTOCOL)
+    request_outcome.set(GraphQLOutcome(endpoint, outcome, codes, protocol=PROTOCOL))
 
 
 async def _read_context(request: web.Request) -> object:
@@ -216,7 +217,7 @@ class OfrepEndpoints:
     def _store_failure(
         self, request: web.Request, endpoint: str, exc: StoreError, *, key: str | None = None
     ) -> web.Response:
-        rid = request.get(REQUEST_KEY)
+        rid = request_id.get()
         log.warning(
             "store error answered 503 GENERAL (%s): %s",
             exc.code,
@@ -242,7 +243,7 @@ class OfrepEndpoints:
         return _retry_later(self._error_body(request, "GENERAL", exc.message, key))
 
     def _internal_failure(self, request: web.Request, endpoint: str) -> web.Response:
-        rid = request.get(REQUEST_KEY) or "-"
+        rid = request_id.get() or "-"
         log.exception(
             "unexpected error answering an OFREP evaluation",
             extra={"fields": {"request_id": rid}},
@@ -258,7 +259,7 @@ class OfrepEndpoints:
         body: dict[str, Any] = {} if key is None else {"key": key}
         body["errorCode"] = code
         body["errorDetails"] = details
-        rid = request.get(REQUEST_KEY)
+        rid = request_id.get()
         body["metadata"] = {} if rid is None else {"requestId": rid}
         return body
 

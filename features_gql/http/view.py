@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
@@ -65,7 +66,6 @@ JSON = "application/json"
 _GRAPHQL_RESPONSE_HEADERS = {"Content-Type": GRAPHQL_RESPONSE}
 _JSON_HEADERS = {"Content-Type": JSON}
 
-REQUEST_KEY = web.RequestKey("features_gql.request_id", str)
 ACCEPT_KEY = web.ResponseKey("features_gql.accept", str)
 CONTEXT_KEY = web.RequestKey("features_gql.context", Context)
 BODY_KEY = web.RequestKey("features_gql.graphql_request", GraphQLBody)
@@ -117,7 +117,12 @@ _outcome = cast(
 )
 
 
-OUTCOME_KEY = web.RequestKey("features_gql.graphql_outcome", GraphQLOutcome)
+#: What the request log and metrics need to know about the request being answered: set
+#: by whichever handler answers it, read by the middleware after the handler returns (the
+#: handler runs in the middleware's context). A context variable: set and read in C.
+request_outcome: ContextVar[GraphQLOutcome | None] = ContextVar(
+    "features_gql_request_outcome", default=None
+)
 
 
 def error_codes(errors: Iterable[GraphQLError]) -> list[str]:
@@ -198,7 +203,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
             if not principal.scopes:
                 self.auth.require(principal, "read")
         except Unauthenticated as exc:
-            request[OUTCOME_KEY] = GraphQLOutcome(None, "rejected", [Unauthenticated.code])
+            request_outcome.set(GraphQLOutcome(None, "rejected", [Unauthenticated.code]))
             return unauthenticated(exc)
         body = graphql_request_now(request, method) or await read_graphql_request(request, method)
         if isinstance(body, BodyError):
@@ -210,8 +215,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         decision = self.gate.admit(
             body.query, body.operation_name, body.variables, principal, method=method
         )
-        # The middleware sets both; the context variable is the cheaper read.
-        rid = request_id.get() or request.get(REQUEST_KEY) or "-"
+        rid = request_id.get() or "-"
         context = Context(
             self.api,
             rid,
@@ -236,7 +240,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
                 answer = await self.fast_path.answer(plan, body.variables or {}, context)
                 if answer is not None and not answer.errors:
                     # Written as create_response writes it, with less in between.
-                    request[OUTCOME_KEY] = _outcome((plan.operation_name, "ok", [], False, GRAPHQL))
+                    request_outcome.set(_outcome((plan.operation_name, "ok", [], False, GRAPHQL)))
                     media = (
                         _GRAPHQL_RESPONSE_HEADERS
                         if wants_graphql_response(accept)
@@ -256,7 +260,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
     ) -> web.Response:
         """The fast path's answer with errors, written by :meth:`create_response`."""
         codes = error_codes(answer.errors)
-        request[OUTCOME_KEY] = GraphQLOutcome(operation_name, "error", codes)
+        request_outcome.set(GraphQLOutcome(operation_name, "error", codes))
         payload = {"data": answer.data, "errors": [error.formatted for error in answer.errors]}
         response = web.Response()
         response[ACCEPT_KEY] = accept
@@ -291,7 +295,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
                 principal = self.auth.authenticate(header)
                 self.auth.require(principal, "read")
             except Unauthenticated as exc:
-                request[OUTCOME_KEY] = GraphQLOutcome(None, "rejected", [Unauthenticated.code])
+                request_outcome.set(GraphQLOutcome(None, "rejected", [Unauthenticated.code]))
                 return unauthenticated(exc)
             request[PRINCIPAL_KEY] = principal
         return await self._run_strawberry(request)
@@ -310,8 +314,8 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         codes = error_codes(refusal.errors)
         if principal.anonymous and "FORBIDDEN" in codes:
             # A missing token where one is needed is unauthenticated, not forbidden.
-            request[OUTCOME_KEY] = GraphQLOutcome(
-                refusal.operation_name, "rejected", [Unauthenticated.code]
+            request_outcome.set(
+                GraphQLOutcome(refusal.operation_name, "rejected", [Unauthenticated.code])
             )
             scope = (refusal.errors[0].extensions or {}).get("scope", "write")
             return unauthenticated(
@@ -319,12 +323,14 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
                     f"This needs the {scope!r} scope: send Authorization: Bearer <token>."
                 )
             )
-        rid = request.get(REQUEST_KEY)
+        rid = request_id.get()
         translated = [translate(error, rid) for error in refusal.errors]
         codes = error_codes(translated)
         errors = [error.formatted for error in translated]
-        request[OUTCOME_KEY] = GraphQLOutcome(
-            refusal.operation_name, "error" if refusal.has_data else "rejected", codes
+        request_outcome.set(
+            GraphQLOutcome(
+                refusal.operation_name, "error" if refusal.has_data else "rejected", codes
+            )
         )
         payload: dict[str, Any] = {"errors": errors}
         if refusal.has_data:
@@ -347,7 +353,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         *,
         allow: str | None = None,
     ) -> web.Response:
-        request[OUTCOME_KEY] = GraphQLOutcome(None, "rejected", [code])
+        request_outcome.set(GraphQLOutcome(None, "rejected", [code]))
         media = (
             GRAPHQL_RESPONSE if wants_graphql_response(request.headers.get("Accept", "")) else JSON
         )
@@ -374,7 +380,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         if context is None:  # the IDE page, or a WebSocket (each operation gets its own)
             context = Context(
                 api=self.api,
-                request_id=request.get(REQUEST_KEY) or "-",
+                request_id=request_id.get() or "-",
                 feed=self.feed,
                 sync=self.sync,
             )
@@ -395,7 +401,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
     ) -> GraphQLHTTPResponse:
         if result.errors:
             # Errors raised before execution bypass the schema extension.
-            rid = request.get(REQUEST_KEY)
+            rid = request_id.get()
             result.errors = [translate(error, rid) for error in result.errors]
         response = await super().process_result(request, result)
         # A request error (variables) stops before execution: the GraphQL spec says such a
@@ -408,11 +414,13 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         context = request.get(CONTEXT_KEY)
         codes = error_codes(result.errors or ())
         admitted = context.admitted if context is not None else None
-        request[OUTCOME_KEY] = GraphQLOutcome(
-            operation=context.operation_name if context is not None else None,
-            outcome="rejected" if rejected else "error" if codes else "ok",
-            codes=codes,
-            write=admitted is not None and admitted.operation.operation.value != "query",
+        request_outcome.set(
+            GraphQLOutcome(
+                operation=context.operation_name if context is not None else None,
+                outcome="rejected" if rejected else "error" if codes else "ok",
+                codes=codes,
+                write=admitted is not None and admitted.operation.operation.value != "query",
+            )
         )
         return response
 
