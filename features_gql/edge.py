@@ -496,14 +496,20 @@ class EdgeSync:
         # The copy is the upstream's state as of the first page (changes since follow).
         self.state = SyncState(self.client.describe(), first.revision, synced_at=time.time())
         self._synced_monotonic = time.monotonic()
+        # Saved before anything else is asked of the upstream: should it vanish during the
+        # next call, the copy (converged above) is still known for what it is, and an edge
+        # restarted during the outage serves it instead of having no copy at all.
+        self._dirty = True
+        self._save(force=True)
         found = []
         if first.revision > 0:
             with contextlib.suppress(ChangesTrimmed):
                 found = await self.client.changes_since(first.revision - 1, limit=1)
         if found and found[0].revision == first.revision:
+            # The change's fingerprint lets a later start tell a restored upstream apart.
             self.state.fingerprint = fingerprint(found[0])
-        self._dirty = True
-        self._save(force=True)
+            self._dirty = True
+            self._save(force=True)
         log.warning(
             "resynced from the upstream's snapshot at revision %d: %d added, %d removed "
             "(%.2f s); following its changes from there",
