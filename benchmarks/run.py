@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 
@@ -112,7 +112,13 @@ def pinned(command: list[str], cores: list[int] | None) -> list[str]:
 
 
 @contextmanager
-def running(command: list[str], port: int, health: str = "/healthz") -> Iterator[None]:
+def running(
+    command: list[str], port: int, health: str = "/healthz", announced: str | None = None
+) -> Iterator[None]:
+    """Run ``command`` until the block ends, once ``health`` answers on ``port`` (and, with
+    ``announced``, once that text is in its log: with workers, the first to serve answers
+    ``health`` while the others may still be starting, and a load begun then would open
+    every connection to the first)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEATURES_GQL_")}
     # The service logs (writes at INFO) to a file, as it would to a journal: a pipe that
     # nobody reads would fill up and stall it.
@@ -124,13 +130,11 @@ def running(command: list[str], port: int, health: str = "/healthz") -> Iterator
             if process.poll() is not None:
                 log.seek(0)
                 raise RuntimeError(f"{command} exited: {log.read()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}{health}", timeout=1):
-                    break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{command} did not start") from None
-                time.sleep(0.05)
+            if _answers(f"http://127.0.0.1:{port}{health}") and _said(log, announced):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{command} did not start")
+            time.sleep(0.05)
         yield
     finally:
         process.terminate()
@@ -139,6 +143,24 @@ def running(command: list[str], port: int, health: str = "/healthz") -> Iterator
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except Exception:
+        return False
+
+
+def _said(log: IO[str], text: str | None) -> bool:
+    """Whether the log holds ``text`` (None: nothing to wait for)."""
+    if text is None:
+        return True
+    log.seek(0)
+    found = text in log.read()
+    log.seek(0, os.SEEK_END)  # the process goes on appending
+    return found
 
 
 def features_gql(port: int, workers: int = 1, store: str = "memory") -> list[str]:
@@ -597,7 +619,8 @@ def run(args: argparse.Namespace) -> Report:
             for workers in (1, 2):
                 port = free_port()
                 # The servers may use every core here; wrk shares them, as in production.
-                with running(features_gql(port, workers, store), port):
+                # The supervisor announces the service once every worker serves.
+                with running(features_gql(port, workers, store), port, announced="serving"):
                     url = f"http://127.0.0.1:{port}/graphql"
                     post(url, {"query": ADD_QUERY, "variables": {"r": PIPELINE, "f": "speedups"}})
                     rate, p50, p99 = load(url, [has_body], args.duration, args.connections, None)
