@@ -139,6 +139,17 @@ def watch_context(context: Any) -> Watch:
     return watch
 
 
+def open_watched(browser: Any, url: str, viewport: dict[str, int] = DESKTOP) -> Any:
+    """A page at ``url`` in a new context whose requests and console are watched (the
+    watch is ``page.watch``)."""
+    context = browser.new_context(viewport=viewport)
+    watch = watch_context(context)
+    page = context.new_page()
+    page.watch = watch
+    page.goto(url)
+    return page
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if shutil.which(CHROMIUM) is None:

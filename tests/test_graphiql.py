@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.browser import DESKTOP, ThreadedServer, Watch, watch_context
+from tests.browser import ThreadedServer, Watch, open_watched
 from tests.conftest import make_tokens
 
 RESOURCE = {"type": "pipeline", "id": "db8e9a0d-b9b1-4e7a-ab21-a2b289da032b"}
@@ -46,12 +46,7 @@ def open_service(browser: Any) -> Iterator[ThreadedServer]:
 
 
 def open_graphiql(browser: Any, server: ThreadedServer) -> Any:
-    context = browser.new_context(viewport=DESKTOP)
-    watch = watch_context(context)
-    page = context.new_page()
-    page.watch = watch
-    page.goto(f"{server.url}/graphql")
-    return page
+    return open_watched(browser, f"{server.url}/graphql")
 
 
 def editor(page: Any, css: str) -> Any:

@@ -8,7 +8,14 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.browser import DESKTOP, PHONE, SCREENSHOTS, ThreadedServer, Watch, watch_context
+from tests.browser import (
+    DESKTOP,
+    PHONE,
+    SCREENSHOTS,
+    ThreadedServer,
+    Watch,
+    open_watched,
+)
 from tests.conftest import make_tokens
 
 RESOURCE = {"type": "pipeline", "id": "db8e9a0d-b9b1-4e7a-ab21-a2b289da032b"}
@@ -35,12 +42,7 @@ def service(
 
 
 def open_panel(browser: Any, server: ThreadedServer, viewport: dict[str, int] = DESKTOP) -> Any:
-    context = browser.new_context(viewport=viewport)
-    watch = watch_context(context)
-    page = context.new_page()
-    page.watch = watch
-    page.goto(f"{server.url}/ui/")
-    return page
+    return open_watched(browser, f"{server.url}/ui/", viewport)
 
 
 def sign_in(page: Any, secret: str) -> None:

@@ -97,8 +97,8 @@ class PlannedField:
     name: str
     alias: str
     node: FieldNode
-    arguments: dict[str, Argument]
     nullable: bool
+    #: The field's call, with its arguments' readers bound (see _runner).
     run: Run
 
 
@@ -307,7 +307,6 @@ class FastPath:
                     name=node.name.value,
                     alias=alias,
                     node=node,
-                    arguments=arguments,
                     nullable=not is_non_null_type(schema_field.type),
                     run=_runner(node.name.value, arguments, project),
                 )

@@ -23,7 +23,13 @@ from importlib.resources.abc import Traversable
 from aiohttp import web
 
 from features_gql.http.responses import error_response
-from features_gql.http.ui import SECURITY_HEADERS, StaticFile, load_static_files, static_answer
+from features_gql.http.ui import (
+    SECURITY_HEADERS,
+    StaticFile,
+    load_static_files,
+    static_answer,
+    static_method_not_allowed,
+)
 
 log = logging.getLogger("features_gql.http")
 
@@ -141,13 +147,9 @@ def _answer(request: web.Request, found: StaticFile, cache: str) -> web.Response
     return static_answer(request, found, {**SECURITY, "Cache-Control": cache})
 
 
-async def _method_not_allowed(request: web.Request) -> web.Response:
-    return error_response(
-        405,
-        "GraphiQL's files accept GET and HEAD only.",
-        "METHOD_NOT_ALLOWED",
-        headers={"Allow": "GET, HEAD", **SECURITY},
-    )
+_method_not_allowed = static_method_not_allowed(
+    "GraphiQL's files accept GET and HEAD only.", SECURITY
+)
 
 
 def load_page_files(folder: Traversable | None = None) -> dict[str, StaticFile]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import mimetypes
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -144,13 +145,22 @@ class ControlPanel:
         return static_answer(request, found, {**SECURITY_HEADERS, "Cache-Control": "no-cache"})
 
 
-async def _method_not_allowed(request: web.Request) -> web.Response:
-    return error_response(
-        405,
-        "The control panel accepts GET and HEAD only.",
-        "METHOD_NOT_ALLOWED",
-        headers={"Allow": "GET, HEAD", **SECURITY_HEADERS},
-    )
+def static_method_not_allowed(
+    message: str, security: dict[str, str]
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The 405 for any other method than GET and HEAD on routes of static files, with the
+    ``security`` headers of the files themselves."""
+    headers = {"Allow": "GET, HEAD", **security}
+
+    async def method_not_allowed(request: web.Request) -> web.Response:
+        return error_response(405, message, "METHOD_NOT_ALLOWED", headers=headers)
+
+    return method_not_allowed
+
+
+_method_not_allowed = static_method_not_allowed(
+    "The control panel accepts GET and HEAD only.", SECURITY_HEADERS
+)
 
 
 def mount_ui(app: web.Application, *, path: str = "/ui", anonymous_reads: bool = False) -> None:
