@@ -17,6 +17,7 @@ from features_gql.bootstrap import Service, build
 from features_gql.config import Settings
 from features_gql.events import OperationEvent
 from features_gql.http.app import create_app
+from features_gql.http.connections import ConnectionLimits, GuardedAppRunner
 
 
 class EventRecorder:
@@ -125,7 +126,10 @@ async def start_server() -> AsyncIterator[StartServer]:
         recorder = EventRecorder()
         settings.setdefault("loggers", ())
         service = build(Settings(store=store, **settings), extra_plugins=[recorder, *extra_plugins])
-        runner = web.AppRunner(create_app(service))
+        # The service's own runner, as `serve` starts it: connections guarded, and the
+        # application's observer run around it by the server.
+        limits = ConnectionLimits(service.settings.max_connections, service.settings.header_timeout)
+        runner = GuardedAppRunner(create_app(service), limits)
         await runner.setup()
         # Server.events() are the store calls made since the service began serving: the
         # start-up's own (loading the catalog's view) are no test's subject.

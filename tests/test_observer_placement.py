@@ -1,0 +1,119 @@
+"""Where the service observes its requests (request ids, metrics, the request log).
+
+``create_app`` gives the application an observer middleware, so that any runner serves
+it observed. The service's own runner takes the observer out of the middlewares and runs
+it around the whole application instead, which spares aiohttp's middleware chain on
+every request; with CORS configured the observer stays where it was, inside CORS. Either
+way every answer must be observed, routing failures included.
+"""
+
+from __future__ import annotations
+
+import re
+
+import aiohttp
+from aiohttp import web
+
+from features_gql.bootstrap import build
+from features_gql.config import Settings
+from features_gql.http.app import OBSERVER_KEY, create_app, request_context, take_observer
+from features_gql.http.responses import SERVER
+from tests.conftest import StartServer
+
+APP = "https://app.example"
+CHECK = {
+    "query": 'query Probe($r: ResourceInput!) { hasFeature(resource: $r, feature: "speedups") }',
+    "variables": {"r": {"type": "pipeline", "id": "p1"}},
+}
+
+
+def _count(exposition: str, operation: str, outcome: str) -> float:
+    pattern = (
+        r"features_gql_graphql_request_seconds_count\{"
+        rf'operation="{operation}",outcome="{outcome}"\}} (\S+)'
+    )
+    found = re.search(pattern, exposition)
+    return float(found.group(1)) if found else 0.0
+
+
+async def _answers(session: aiohttp.ClientSession, url: str) -> dict[str, aiohttp.ClientResponse]:
+    return {
+        "fast path": await session.post(f"{url}/graphql", json=CHECK),
+        "general path": await session.post(f"{url}/graphql", json={"query": "{ __typename }"}),
+        "bad body": await session.post(
+            f"{url}/graphql", data=b"{", headers={"Content-Type": "application/json"}
+        ),
+        "not found": await session.get(f"{url}/nowhere"),
+        "method": await session.delete(f"{url}/healthz"),
+        "health": await session.get(f"{url}/healthz"),
+        "panel": await session.get(f"{url}/ui/"),
+        "ofrep": await session.post(
+            f"{url}/ofrep/v1/evaluate/flags/speedups",
+            json={"context": {"targetingKey": "p1", "resourceType": "pipeline"}},
+        ),
+    }
+
+
+async def test_the_service_runner_observes_every_answer_outside_the_middleware_chain(
+    start_server: StartServer,
+) -> None:
+    server = await start_server("memory")
+    assert list(server.app.middlewares) == []  # taken out, and run by the server instead
+    answers = await _answers(server.session, server.url)
+    statuses = {name: answer.status for name, answer in answers.items()}
+    assert statuses == {
+        "fast path": 200,
+        "general path": 200,
+        "bad body": 400,
+        "not found": 404,
+        "method": 405,
+        "health": 200,
+        "panel": 200,
+        "ofrep": 200,
+    }
+    ids = [answer.headers.get("X-Request-ID") for answer in answers.values()]
+    assert all(ids)
+    assert len(set(ids)) == len(ids)
+    assert {answer.headers.get("Server") for answer in answers.values()} == {SERVER}
+    # A routing failure is answered by the observer's JSON error, not aiohttp's text.
+    assert answers["not found"].content_type == "application/json"
+    assert (await answers["not found"].json())["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    # A request id the client sends is echoed, and the answer counted by the metrics.
+    before = _count(await (await server.session.get(f"{server.url}/metrics")).text(), "Probe", "ok")
+    echoed = await server.session.post(
+        f"{server.url}/graphql", json=CHECK, headers={"X-Request-ID": "client-chosen-1"}
+    )
+    assert echoed.headers["X-Request-ID"] == "client-chosen-1"
+    after = _count(await (await server.session.get(f"{server.url}/metrics")).text(), "Probe", "ok")
+    assert after == before + 1
+    assert server.service.metrics.requests_in_flight == 0
+
+
+async def test_with_cors_the_observer_stays_inside_it(start_server: StartServer) -> None:
+    server = await start_server("memory", cors_origins=(APP,))
+    middlewares = list(server.app.middlewares)
+    assert len(middlewares) == 2
+    assert middlewares[-1] is server.app[OBSERVER_KEY]
+    answers = await _answers(server.session, server.url)
+    for name, answer in answers.items():
+        assert answer.headers.get("X-Request-ID"), name
+    # CORS outside the observer labels the observer's own answers too (a 404 here).
+    refused = await server.session.get(f"{server.url}/nowhere", headers={"Origin": APP})
+    assert refused.status == 404
+    assert refused.headers["Access-Control-Allow-Origin"] == APP
+    assert refused.headers.get("X-Request-ID")
+
+
+def test_take_observer_leaves_applications_it_cannot_take_it_from_alone() -> None:
+    foreign = web.Application(middlewares=[request_context])
+    assert take_observer(foreign) is None
+    assert list(foreign.middlewares) == [request_context]
+
+    app = create_app(build(Settings(store="memory", loggers=())))
+    app.freeze()
+    assert take_observer(app) is None
+    assert list(app.middlewares) == [app[OBSERVER_KEY]]
+
+    app = create_app(build(Settings(store="memory", loggers=())))
+    assert take_observer(app) is app[OBSERVER_KEY]
+    assert list(app.middlewares) == []
