@@ -13,10 +13,12 @@ import re
 
 import aiohttp
 from aiohttp import web
+from aiohttp.web_request import BaseRequest
 
 from features_gql.bootstrap import build
 from features_gql.config import Settings
-from features_gql.http.app import OBSERVER_KEY, create_app, request_context, take_observer
+from features_gql.http.app import OBSERVER_KEY, create_app, request_context, server_handler
+from features_gql.http.connections import ConnectionLimits, GuardedAppRunner
 from features_gql.http.responses import SERVER
 from tests.conftest import StartServer
 
@@ -104,16 +106,58 @@ async def test_with_cors_the_observer_stays_inside_it(start_server: StartServer)
     assert refused.headers.get("X-Request-ID")
 
 
-def test_take_observer_leaves_applications_it_cannot_take_it_from_alone() -> None:
+async def test_expect_continue_and_response_signals_still_reach_graphql_posts() -> None:
+    """A POST to /graphql skips the router only while the router is all it would skip:
+    `Expect: 100-continue` is answered before the body is sent, and a response-prepare
+    signal (run by the routed path) keeps every request routed."""
+    service = build(Settings(store="memory", loggers=()))
+    app = create_app(service)
+    prepared: list[str] = []
+
+    async def signal(request: web.Request, response: web.StreamResponse) -> None:
+        prepared.append(request.path)
+
+    app.on_response_prepare.append(signal)
+    runner = GuardedAppRunner(app, ConnectionLimits())
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}/graphql"
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            async with session.post(url, json=CHECK) as answer:
+                assert answer.status == 200
+                assert answer.headers.get("X-Request-ID")
+            async with session.post(url, json=CHECK, expect100=True) as answer:
+                assert answer.status == 200
+                assert await answer.json() == {"data": {"hasFeature": False}}
+        assert prepared == ["/graphql", "/graphql"]
+    finally:
+        await runner.cleanup()
+
+
+async def test_expect_continue_on_the_default_application(start_server: StartServer) -> None:
+    server = await start_server("memory")
+    async with server.session.post(f"{server.url}/graphql", json=CHECK, expect100=True) as answer:
+        assert answer.status == 200
+        assert answer.headers.get("X-Request-ID")
+        assert await answer.json() == {"data": {"hasFeature": False}}
+
+
+def test_server_handler_leaves_applications_it_cannot_take_the_observer_from_alone() -> None:
+    async def plain(request: BaseRequest) -> web.StreamResponse:
+        return web.Response()
+
     foreign = web.Application(middlewares=[request_context])
-    assert take_observer(foreign) is None
+    assert server_handler(foreign)(plain) is plain
     assert list(foreign.middlewares) == [request_context]
 
     app = create_app(build(Settings(store="memory", loggers=())))
     app.freeze()
-    assert take_observer(app) is None
+    assert server_handler(app)(plain) is plain
     assert list(app.middlewares) == [app[OBSERVER_KEY]]
 
     app = create_app(build(Settings(store="memory", loggers=())))
-    assert take_observer(app) is app[OBSERVER_KEY]
+    assert server_handler(app)(plain) is not plain
     assert list(app.middlewares) == []

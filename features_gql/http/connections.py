@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import functools
 import logging
 import resource
 import socket
@@ -49,7 +48,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from features_gql.http.app import METRICS_KEY, take_observer
+from features_gql.http.app import METRICS_KEY, server_handler
 from features_gql.http.responses import code_for, error_response, raw_error_response
 from features_gql.http.throttled_log import ThrottledLog
 from features_gql.metrics import Metrics
@@ -478,11 +477,9 @@ class GuardedAppRunner(web.AppRunner):
         self.guard: ConnectionGuard | None = None
 
     async def _make_server(self) -> web.Server:
-        observer = take_observer(self.app)  # before the application is frozen
+        wrap = server_handler(self.app)  # before the application is frozen
         plain = await super()._make_server()
-        handler = plain.request_handler
-        if observer is not None:
-            handler = functools.partial(observer, handler=handler)
+        handler = wrap(plain.request_handler)
         metrics = self.app.get(METRICS_KEY)
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         budget = connection_budget(self._limits.max_connections, soft)
