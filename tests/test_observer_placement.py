@@ -9,11 +9,16 @@ way every answer must be observed, routing failures included.
 
 from __future__ import annotations
 
+import json
 import re
+from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from yarl import URL
 
 from features_gql.bootstrap import build
 from features_gql.config import Settings
@@ -23,6 +28,7 @@ from features_gql.http.responses import SERVER
 from tests.conftest import StartServer
 
 APP = "https://app.example"
+CONTEXT = {"targetingKey": "p1", "resourceType": "pipeline"}
 CHECK = {
     "query": 'query Probe($r: ResourceInput!) { hasFeature(resource: $r, feature: "speedups") }',
     "variables": {"r": {"type": "pipeline", "id": "p1"}},
@@ -161,3 +167,47 @@ def test_server_handler_leaves_applications_it_cannot_take_the_observer_from_alo
     app = create_app(build(Settings(store="memory", loggers=())))
     assert server_handler(app)(plain) is not plain
     assert list(app.middlewares) == []
+
+
+async def test_an_ofrep_key_taken_from_the_path_is_the_key_the_router_gives(
+    start_server: StartServer,
+) -> None:
+    """OFREP's single evaluations skip the router too, so the server takes the flag's key
+    from the path itself: it must be the key the router decodes, for any key sent any way.
+    The same keys go to a service with CORS configured, whose requests are all routed."""
+    direct = await start_server("memory")
+    routed = await start_server("memory", cors_origins=(APP,))
+    assert list(direct.app.middlewares) == []
+    paths: list[str] = []
+
+    @settings(max_examples=150, deadline=None, database=None)
+    @given(
+        st.text(max_size=12),
+        st.sampled_from(["", "/", "%2F", "%2f", "%25", "%", "."]),
+        st.booleans(),
+    )
+    def collect(key: str, extra: str, quoted: bool) -> None:
+        text = quote(key, safe="/%" if not quoted else "") + extra
+        paths.append(text)
+
+    collect()
+    paths += ["", "speedups", "a%2Fb", "a/b", "%252F", "%E2%9C%93", "sp%65edups", "x%00y"]
+    for raw in paths:
+        answers = []
+        for server in (direct, routed):
+            url = URL(f"{server.url}/ofrep/v1/evaluate/flags/{raw}", encoded=True)
+            async with server.session.post(url, json={"context": CONTEXT}) as answer:
+                body = await answer.read()
+                answers.append((answer.status, _without_request_id(body)))
+        assert answers[0] == answers[1], raw
+        assert answers[0][0] < 500, raw
+
+
+def _without_request_id(body: bytes) -> object:
+    try:
+        decoded = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(decoded, dict):
+        decoded.get("metadata", {}).pop("requestId", None)
+    return decoded

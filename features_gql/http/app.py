@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import cast
+from typing import NamedTuple, cast
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -29,7 +29,7 @@ from features_gql.http.admin import add_admin_routes
 from features_gql.http.cors import cors_middleware
 from features_gql.http.graphiql import graphiql_page
 from features_gql.http.headers import undecodable_header
-from features_gql.http.ofrep import mount_ofrep
+from features_gql.http.ofrep import EVALUATE_PREFIX, mount_ofrep
 from features_gql.http.responses import SERVER, error_response
 from features_gql.http.ui import mount_ui
 from features_gql.http.view import FeaturesGraphQLView, GraphQLOutcome, request_outcome
@@ -42,10 +42,10 @@ request_log = logging.getLogger("features_gql.request")
 SERVICE_KEY = web.AppKey("features_gql.service", Service)
 METRICS_KEY = web.AppKey("features_gql.metrics", Metrics)
 SLOW_KEY = web.AppKey("features_gql.slow_request_seconds", float)
-#: The middleware :func:`create_app` observes requests with, and its GraphQL path and
-#: view: what :func:`server_handler` moves out of aiohttp's way.
+#: The middleware :func:`create_app` observes requests with, and its hottest endpoints:
+#: what :func:`server_handler` moves out of aiohttp's way.
 OBSERVER_KEY: web.AppKey[Middleware] = web.AppKey("features_gql.observer")
-GRAPHQL_KEY: web.AppKey[tuple[str, Handler]] = web.AppKey("features_gql.graphql")
+HOT_KEY: web.AppKey[HotPosts] = web.AppKey("features_gql.hot_posts")
 MAX_REQUEST_ID = 128
 #: Readiness must answer fast even when the store hangs: probes come every second.
 READINESS_TIMEOUT = 0.5
@@ -53,6 +53,15 @@ SLOWEST_SHOWN = 5
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ServerHandler = Callable[[BaseRequest], Awaitable[web.StreamResponse]]
+KeyHandler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
+
+
+class HotPosts(NamedTuple):
+    """The POST endpoints flag checks arrive at: the GraphQL path and its view, and the
+    prefix of OFREP's single evaluations and the handler taking the key after it."""
+
+    graphql: tuple[str, Handler]
+    evaluate: tuple[str, KeyHandler]
 
 
 #: Request ids this process makes: a random prefix per process, then a counter. Unique
@@ -92,26 +101,33 @@ def server_handler(app: web.Application) -> Callable[[ServerHandler], ServerHand
     if observer is None or middlewares.frozen or list(middlewares) != [observer]:
         return lambda handler: handler
     middlewares.remove(observer)
-    graphql = app.get(GRAPHQL_KEY)
+    hot = app.get(HOT_KEY)
 
     def observed(server: ServerHandler) -> ServerHandler:
         # The server's requests are the application's (web.Request, made by its factory).
         handler = cast(Handler, server)
         # Checked once frozen: a response-prepare signal is run by the routed path only.
-        if graphql is not None and not app.middlewares and not app.on_response_prepare:
-            handler = _graphql_first(graphql, handler)
+        if hot is not None and not app.middlewares and not app.on_response_prepare:
+            handler = _hot_first(hot, handler)
         return cast(ServerHandler, functools.partial(observer, handler=handler))
 
     return observed
 
 
-def _graphql_first(graphql: tuple[str, Handler], routed: Handler) -> Handler:
-    path, view = graphql
+def _hot_first(hot: HotPosts, routed: Handler) -> Handler:
+    graphql_path, graphql = hot.graphql
+    evaluate_prefix, evaluate = hot.evaluate
+    skip = len(evaluate_prefix)
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         # An `Expect: 100-continue` is answered by the routed path, before the body is read.
-        if request.method == "POST" and request.path == path and "Expect" not in request.headers:
-            return await view(request)
+        if request.method == "POST" and "Expect" not in request.headers:
+            path = request.path
+            if path == graphql_path:
+                return await graphql(request)
+            if path.startswith(evaluate_prefix):
+                # The key as the router decodes it (tests/test_observer_placement.py).
+                return await evaluate(request, path[skip:])
         return await routed(request)
 
     return dispatch
@@ -410,16 +426,15 @@ def create_app(service: Service) -> web.Application:
         metrics=service.metrics,
         sync=service.edge,
     )
-    graphql: tuple[str, Handler] = ("/graphql", view)
-    app[GRAPHQL_KEY] = graphql
     # OpenFeature's remote evaluation protocol (OFREP): the same api, tokens and limits.
-    mount_ofrep(
+    ofrep = mount_ofrep(
         app,
         service.api,
         auth=service.auth,
         default_resource_type=service.settings.openfeature_default_resource_type,
         catalog=service.catalog,
     )
+    app[HOT_KEY] = HotPosts(("/graphql", view), (EVALUATE_PREFIX, ofrep.evaluate_flag))
     if service.settings.ui:
         # The control panel: static files; its data comes from /graphql with a token.
         mount_ui(app, anonymous_reads=service.auth.anonymous_principal.can("read"))

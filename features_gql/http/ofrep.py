@@ -52,6 +52,8 @@ from features_gql.request_context import request_id
 log = logging.getLogger("features_gql.ofrep")
 
 PREFIX: Final = "/ofrep/v1"
+#: A single evaluation's path is this, then the flag's key (anything at all, decoded).
+EVALUATE_PREFIX: Final = f"{PREFIX}/evaluate/flags/"
 #: An evaluation context is a handful of attributes; a body past this is refused unread.
 MAX_BODY: Final = 64 * 1024
 REALM: Final = "features-gql ofrep"
@@ -148,10 +150,14 @@ class OfrepEndpoints:
 
     async def evaluate(self, request: web.Request) -> web.Response:
         """``POST /ofrep/v1/evaluate/flags/{key}``."""
+        return await self.evaluate_flag(request, request.match_info["key"])
+
+    async def evaluate_flag(self, request: web.Request, key: str) -> web.Response:
+        """:meth:`evaluate` for a key already taken from the path (the service's server
+        does that itself, without the router: :data:`EVALUATE_PREFIX`)."""
         refused = self._refused_access(request, "evaluate")
         if refused is not None:
             return refused
-        key = request.match_info["key"]
         try:
             context = await _read_context(request)
             check_flag_key(key, self.catalog)
@@ -315,7 +321,7 @@ def mount_ofrep(
     )
     # Any key at all, newlines included, reaches the handler, which answers FLAG_NOT_FOUND
     # for one that cannot be a feature name.
-    single = PREFIX + r"/evaluate/flags/{key:[\s\S]*}"
+    single = EVALUATE_PREFIX + r"{key:[\s\S]*}"
     bulk = f"{PREFIX}/evaluate/flags"
     app.router.add_post(single, endpoints.evaluate)
     app.router.add_post(bulk, endpoints.evaluate_all)
