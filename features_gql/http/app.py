@@ -91,8 +91,9 @@ def server_handler(app: web.Application) -> Callable[[ServerHandler], ServerHand
     application instead: every request is observed as before, routing failures (404,
     405) included, without aiohttp's middleware chain (two coroutines and a cache lookup
     per request). The application then does nothing for a ``POST`` to the GraphQL path
-    but route it to the view, so the server hands it to the view directly: a flag check
-    does not wait for the router (two more coroutines and a match object).
+    or to an OFREP single evaluation but route it, so the server hands those to their
+    handlers directly: a flag check does not wait for the router (two more coroutines
+    and a match object).
 
     Otherwise the application is left as it is, and its handler run unchanged.
     """
