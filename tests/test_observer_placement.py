@@ -192,6 +192,8 @@ async def test_an_ofrep_key_taken_from_the_path_is_the_key_the_router_gives(
 
     collect()
     paths += ["", "speedups", "a%2Fb", "a/b", "%252F", "%E2%9C%93", "sp%65edups", "x%00y"]
+    paths += ["a%2", "%FF", "a//b", "a;b", "%2e%2e/graphql", "%2e%2e%2f%2e%2e%2fgraphql"]
+    paths += ["speedups?x=1", "speedups#x"]
     for raw in paths:
         answers = []
         for server in (direct, routed):
