@@ -113,17 +113,23 @@ def pinned(command: list[str], cores: list[int] | None) -> list[str]:
 
 @contextmanager
 def running(
-    command: list[str], port: int, health: str = "/healthz", announced: str | None = None
+    command: list[str],
+    port: int,
+    health: str = "/healthz",
+    announced: str | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[None]:
-    """Run ``command`` until the block ends, once ``health`` answers on ``port`` (and, with
-    ``announced``, once that text is in its log: with workers, the first to serve answers
-    ``health`` while the others may still be starting, and a load begun then would open
-    every connection to the first)."""
+    """Run ``command`` (in ``cwd``) until the block ends, once ``health`` answers on
+    ``port`` (and, with ``announced``, once that text is in its log: with workers, the
+    first to serve answers ``health`` while the others may still be starting, and a load
+    begun then would open every connection to the first)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEATURES_GQL_")}
     # The service logs (writes at INFO) to a file, as it would to a journal: a pipe that
     # nobody reads would fill up and stall it.
     log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in the finally below)
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True, env=env)
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=log, text=True, env=env, cwd=cwd
+    )
     try:
         deadline = time.monotonic() + 30
         while True:

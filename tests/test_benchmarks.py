@@ -63,3 +63,25 @@ def test_hybrid_harness_runs(tmp_path: Path) -> None:
     assert edge["p99_ms"] > 0
     assert rows["LocalReplica memory at 2,000: fingerprints"]["value"] > 0
     assert rows["in-process: LocalReplica.has at 2,000"]["ratio"] > 0
+
+
+def test_compare_runs_checkouts_side_by_side() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.compare", "--quick", "--python-load", str(ROOT)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert len(table) == 5  # the header and its rule, then one row per measure
+    for row in table[2:]:
+        assert row.startswith(("| `hasFeature`", "| `checks`", "| `checkMatrix`"))
+        assert row.rstrip(" |").endswith("x"), row
+
+
+def test_compare_refuses_a_directory_without_the_package(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.compare", "--quick", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "holds no features_gql package" in result.stderr
