@@ -52,21 +52,16 @@ from benchmarks.run import (
 def label(checkout: Path) -> str:
     """The checkout's commit (short hash, `+` when it has changes), else its name."""
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        commit = _git(checkout, "rev-parse", "--short", "HEAD")
+        dirty = _git(checkout, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return checkout.name
     return f"{commit}+" if dirty else commit
+
+
+def _git(checkout: Path, *args: str) -> str:
+    command = ["git", "-C", str(checkout), *args]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
 
 
 def serve_command(checkout: Path, port: int) -> list[str]:
