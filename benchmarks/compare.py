@@ -35,6 +35,7 @@ from benchmarks.run import (
     PIPELINE,
     body,
     check_items,
+    features_gql,
     free_port,
     in_turns,
     latency_in_turns,
@@ -68,16 +69,7 @@ def serve_command(checkout: Path, port: int) -> list[str]:
     """The checkout's service, run from the checkout (so that its package is imported)."""
     own = checkout / ".venv" / "bin" / "python"
     python = str(own) if own.exists() else sys.executable
-    return [
-        python,
-        "-m",
-        "features_gql.cli",
-        "serve",
-        "--store",
-        "memory",
-        "--port",
-        str(port),
-    ]
+    return features_gql(port, python=python)
 
 
 def compare(args: argparse.Namespace) -> str:

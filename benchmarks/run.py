@@ -169,9 +169,11 @@ def _said(log: IO[str], text: str | None) -> bool:
     return found
 
 
-def features_gql(port: int, workers: int = 1, store: str = "memory") -> list[str]:
+def features_gql(
+    port: int, workers: int = 1, store: str = "memory", python: str = sys.executable
+) -> list[str]:
     command = [
-        sys.executable,
+        python,
         "-m",
         "features_gql.cli",
         "serve",

@@ -154,7 +154,7 @@ def _run(
     A worker of a pool passes its ``lifeline``: the read end of a pipe whose write end only
     the supervising process holds.
     """
-    limits = ConnectionLimits(service.settings.max_connections, service.settings.header_timeout)
+    limits = ConnectionLimits.of(service.settings)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C while starting
         asyncio.run(_serve(create_app(service), sockets, on_ready, limits, lifeline=lifeline))
 

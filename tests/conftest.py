@@ -128,8 +128,7 @@ async def start_server() -> AsyncIterator[StartServer]:
         service = build(Settings(store=store, **settings), extra_plugins=[recorder, *extra_plugins])
         # The service's own runner, as `serve` starts it: connections guarded, and the
         # application's observer run around it by the server.
-        limits = ConnectionLimits(service.settings.max_connections, service.settings.header_timeout)
-        runner = GuardedAppRunner(create_app(service), limits)
+        runner = GuardedAppRunner(create_app(service), ConnectionLimits.of(service.settings))
         await runner.setup()
         # Server.events() are the store calls made since the service began serving: the
         # start-up's own (loading the catalog's view) are no test's subject.

@@ -38,7 +38,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
@@ -52,6 +52,9 @@ from features_gql.http.app import METRICS_KEY, server_handler
 from features_gql.http.responses import code_for, error_response, raw_error_response
 from features_gql.http.throttled_log import ThrottledLog
 from features_gql.metrics import Metrics
+
+if TYPE_CHECKING:
+    from features_gql.config import Settings
 
 log = logging.getLogger("features_gql.connections")
 
@@ -117,6 +120,11 @@ def connection_budget(configured: int | None, soft_limit: int) -> int:
 class ConnectionLimits:
     max_connections: int | None = None
     header_timeout: float = 10.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> ConnectionLimits:
+        """The limits ``settings`` configure."""
+        return cls(settings.max_connections, settings.header_timeout)
 
 
 class AcceptErrorHandler:
