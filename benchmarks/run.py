@@ -118,7 +118,7 @@ def running(
     health: str = "/healthz",
     announced: str | None = None,
     cwd: Path | None = None,
-) -> Iterator[None]:
+) -> Iterator[subprocess.Popen[str]]:
     """Run ``command`` (in ``cwd``) until the block ends, once ``health`` answers on
     ``port`` (and, with ``announced``, once that text is in its log: with workers, the
     first to serve answers ``health`` while the others may still be starting, and a load
@@ -141,7 +141,7 @@ def running(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{command} did not start")
             time.sleep(0.05)
-        yield
+        yield process
     finally:
         process.terminate()
         try:

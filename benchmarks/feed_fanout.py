@@ -1,0 +1,296 @@
+"""The live change feed under fan-out: `python -m benchmarks.feed_fanout` (see --help).
+
+Starts `features-gql serve --store memory` (the default configuration but for the store,
+which the memory store keeps out of the figures) on 127.0.0.1, and measures, each against
+a baseline taken in the same run:
+
+- **fan-out**: N subscribers of ``featureChanges`` read while W changes are written by a
+  few concurrent writers. Reported: the write rate against the rate with no subscriber,
+  whether every subscriber received every change, and the service's RSS growth (during
+  the run, and after every subscriber has left);
+- **one change to many**: the time from one write's answer until the last of N
+  subscribers has received it (median and worst over a few writes);
+- **stalled readers**: N subscribers from ``after: 0`` over a W-change backlog that never
+  read a byte. Reported: RSS growth, the write rate meanwhile against the rate without
+  them, how long until the service closed every one, and the close codes it gave.
+
+The service runs on CPU 0 and the clients on CPU 1 where the machine has two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from benchmarks.run import features_gql, free_port, load_cpus, pinned, running, server_cpus
+
+ADD = (
+    "mutation Add($r: ResourceInput!, $f: String!) { addFeature(resource: $r, feature: $f) "
+    "{ ... on FeatureChange { revision } } }"
+)
+FOLLOW = "subscription F($after: Int) { featureChanges(after: $after) { revision } }"
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+@dataclass
+class Result:
+    scenario: str
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+async def _write(url: str, count: int, writers: int, tag: str) -> tuple[float, int]:
+    """Write ``count`` changes with ``writers`` concurrent clients: (changes/s, last revision)."""
+    last = 0
+    connector = aiohttp.TCPConnector(limit=writers)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def writer(start: int) -> None:
+            nonlocal last
+            for i in range(start, count, writers):
+                body = {"query": ADD, "variables": {"r": {"type": "fan", "id": f"{tag}-{i}"},
+                                                    "f": "out"}}  # fmt: skip
+                async with session.post(url, json=body) as response:
+                    answer = await response.json()
+                revision = answer["data"]["addFeature"]["revision"]
+                last = max(last, revision)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(writer(k) for k in range(writers)))
+        return count / (time.perf_counter() - started), last
+
+
+async def _revision(url: str) -> int:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, json={"query": "{ revision }"}) as response:
+            return int((await response.json())["data"]["revision"])
+
+
+class Subscriber:
+    """One ``featureChanges`` subscriber that reads (and counts) everything it is sent."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str, after: int | None) -> None:
+        self.session, self.url, self.after = session, url, after
+        self.last = 0
+        self.received = 0
+        self.ready = asyncio.Event()
+        self.seen_by: Callable[[int], None] | None = None
+
+    async def run(self) -> None:
+        async with self.session.ws_connect(
+            self.url.replace("http://", "ws://"), protocols=["graphql-transport-ws"],
+            max_msg_size=0,
+        ) as ws:  # fmt: skip
+            await ws.send_json({"type": "connection_init", "payload": {}})
+            await ws.receive_json()
+            payload = {"query": FOLLOW, "variables": {"after": self.after}}
+            await ws.send_json({"id": "1", "type": "subscribe", "payload": payload})
+            self.ready.set()
+            async for message in ws:
+                data = json.loads(message.data)
+                if data.get("type") != "next":
+                    continue
+                revision = data["payload"]["data"]["featureChanges"]["revision"]
+                self.last = revision
+                self.received += 1
+                if self.seen_by is not None:
+                    self.seen_by(revision)
+
+
+async def _subscribed(url: str, count: int, after: int | None) -> tuple[Any, list[Subscriber]]:
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    subscribers = [Subscriber(session, url, after) for _ in range(count)]
+    tasks = [asyncio.create_task(s.run()) for s in subscribers]
+    await asyncio.wait_for(asyncio.gather(*(s.ready.wait() for s in subscribers)), 60)
+    await asyncio.sleep(0.5)  # every subscription reaches the feed
+
+    async def close() -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await session.close()
+
+    return close, subscribers
+
+
+async def fan_out(url: str, pid: int, subscribers: int, writes: int, writers: int) -> Result:
+    # Warm-up, then the baseline: the same writes with no subscriber.
+    await _write(url, 500, writers, f"warm-{uuid.uuid4().hex[:6]}")
+    baseline, _ = await _write(url, writes, writers, f"base-{uuid.uuid4().hex[:6]}")
+    before = rss_mb(pid)
+    close, subs = await _subscribed(url, subscribers, None)
+    peak = before
+    rate, last = await _write(url, writes, writers, f"fan-{uuid.uuid4().hex[:6]}")
+    deadline = time.monotonic() + 120
+    while any(s.last < last for s in subs) and time.monotonic() < deadline:
+        peak = max(peak, rss_mb(pid))
+        await asyncio.sleep(0.1)
+    peak = max(peak, rss_mb(pid))
+    complete = sum(1 for s in subs if s.received == writes and s.last == last)
+    await close()
+    await asyncio.sleep(1.0)
+    after = rss_mb(pid)
+    return Result(
+        f"{subscribers} subscribers x {writes} changes",
+        {
+            "writes_per_s_without": round(baseline),
+            "writes_per_s_with": round(rate),
+            "write_ratio": round(rate / baseline, 2),
+            "subscribers_with_every_change": f"{complete}/{subscribers}",
+            "rss_before_mb": round(before, 1),
+            "rss_growth_peak_mb": round(peak - before, 1),
+            "rss_growth_after_leaving_mb": round(after - before, 1),
+        },
+    )
+
+
+async def one_to_many(url: str, subscribers: int, samples: int) -> Result:
+    close, subs = await _subscribed(url, subscribers, None)
+    delays: list[float] = []
+    try:
+        async with aiohttp.ClientSession() as session:
+            for i in range(samples):
+                done = asyncio.Event()
+                reached = 0
+                target = -1
+
+                def seen(revision: int) -> None:
+                    nonlocal reached
+                    if revision == target:
+                        reached += 1
+                        if reached == subscribers:
+                            done.set()
+
+                for s in subs:
+                    s.seen_by = seen
+                body = {"query": ADD, "variables": {"r": {"type": "fan", "id": f"one-{i}"},
+                                                    "f": uuid.uuid4().hex[:8]}}  # fmt: skip
+                started = time.perf_counter()
+                async with session.post(url, json=body) as response:
+                    target = (await response.json())["data"]["addFeature"]["revision"]
+                # Those that got it before the answer was read count too.
+                reached += sum(1 for s in subs if s.last >= target)
+                if reached >= subscribers:
+                    done.set()
+                await asyncio.wait_for(done.wait(), 30)
+                delays.append(time.perf_counter() - started)
+                await asyncio.sleep(0.2)
+    finally:
+        await close()
+    return Result(
+        f"one change to {subscribers} subscribers",
+        {
+            "median_ms": round(statistics.median(delays) * 1000, 1),
+            "worst_ms": round(max(delays) * 1000, 1),
+            "samples": samples,
+        },
+    )
+
+
+async def stalled(url: str, pid: int, subscribers: int, backlog: int, writers: int) -> Result:
+    await _write(url, backlog, writers, f"backlog-{uuid.uuid4().hex[:6]}")
+    baseline, _ = await _write(url, 2000, writers, f"base-{uuid.uuid4().hex[:6]}")
+    before = rss_mb(pid)
+    ws_url = url.replace("http://", "ws://")
+    codes: Counter[str] = Counter()
+    closed_at: list[float] = []
+    started = time.monotonic()
+
+    async def never_reads(session: aiohttp.ClientSession) -> None:
+        # The client's own buffer is tiny and it never reads once subscribed: the
+        # service's writes back up into the socket, then into the service.
+        async with session.ws_connect(
+            ws_url, protocols=["graphql-transport-ws"], read_bufsize=2**12
+        ) as ws:
+            await ws.send_json({"type": "connection_init", "payload": {}})
+            await ws.receive_json()
+            payload = {"query": FOLLOW, "variables": {"after": 0}}
+            await ws.send_json({"id": "1", "type": "subscribe", "payload": payload})
+            transport = ws._response.connection.transport  # type: ignore[union-attr]
+            assert transport is not None
+            transport.pause_reading()
+            await asyncio.sleep(65)
+            transport.resume_reading()
+            # Now read what is left, to learn how (and whether) the service closed it.
+            async for message in ws:
+                if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING):
+                    break
+            codes[f"{ws.close_code} {str(message.extra or '')[:60]}"] += 1
+            closed_at.append(time.monotonic() - started)
+
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    tasks = [asyncio.create_task(never_reads(session)) for _ in range(subscribers)]
+    await asyncio.sleep(2.0)
+    peak = max(before, rss_mb(pid))
+    rate, _ = await _write(url, 2000, writers, f"during-{uuid.uuid4().hex[:6]}")
+    for _ in range(50):
+        peak = max(peak, rss_mb(pid))
+        await asyncio.sleep(1.0)
+    peak = max(peak, rss_mb(pid))
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await session.close()
+    return Result(
+        f"{subscribers} stalled subscribers from after: 0 over {backlog} changes",
+        {
+            "rss_growth_peak_mb": round(peak - before, 1),
+            "writes_per_s_without": round(baseline),
+            "writes_per_s_with": round(rate),
+            "write_ratio": round(rate / baseline, 2),
+            "close_codes": dict(codes),
+        },
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subscribers", type=int, nargs="+", default=[20, 1000])
+    parser.add_argument("--writes", type=int, default=20_000)
+    parser.add_argument("--writers", type=int, default=8)
+    parser.add_argument("--stalled", type=int, default=100)
+    parser.add_argument("--skip-stalled", action="store_true")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    results: list[Result] = []
+
+    def step(scenario: Callable[[str, int], Awaitable[Result]]) -> None:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/graphql"
+        command = pinned(features_gql(port), server_cpus())
+        with running(command, port) as process:
+            if load_cpus():
+                os.sched_setaffinity(0, load_cpus() or [])
+            result = asyncio.run(scenario(url, process.pid))
+        print(f"{result.scenario}: {json.dumps(result.figures)}", flush=True)
+        results.append(result)
+
+    for n in args.subscribers:
+        step(lambda url, pid, n=n: fan_out(url, pid, n, args.writes, args.writers))
+    for n in args.subscribers:
+        step(lambda url, pid, n=n: one_to_many(url, n, 20))
+    if not args.skip_stalled:
+        step(lambda url, pid: stalled(url, pid, args.stalled, args.writes, args.writers))
+    if args.json is not None:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
