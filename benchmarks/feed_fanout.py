@@ -1,13 +1,13 @@
 """The live change feed under fan-out: `python -m benchmarks.feed_fanout` (see --help).
 
-Starts `features-gql serve --store memory` (the default configuration but for the store,
-which the memory store keeps out of the figures) on 127.0.0.1, and measures, each against
-a baseline taken in the same run:
+Starts `features-gql serve` in its default configuration (SQLite, in a fresh temporary
+directory) on 127.0.0.1, and measures, each against a baseline taken in the same run:
 
 - **fan-out**: N subscribers of ``featureChanges`` read while W changes are written by a
   few concurrent writers. Reported: the write rate against the rate with no subscriber,
   whether every subscriber received every change, and the service's RSS growth (during
-  the run, and after every subscriber has left);
+  the run, and after every subscriber has left) beside its growth for the same writes
+  with no subscriber;
 - **one change to many**: the time from one write's answer until the last of N
   subscribers has received it (median and worst over a few writes);
 - **stalled readers**: N subscribers from ``after: 0`` over a W-change backlog that never
@@ -25,6 +25,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -78,12 +79,6 @@ async def _write(url: str, count: int, writers: int, tag: str) -> tuple[float, i
         return count / (time.perf_counter() - started), last
 
 
-async def _revision(url: str) -> int:
-    async with aiohttp.ClientSession() as session:
-        async with session.post(url, json={"query": "{ revision }"}) as response:
-            return int((await response.json())["data"]["revision"])
-
-
 class Subscriber:
     """One ``featureChanges`` subscriber that reads (and counts) everything it is sent."""
 
@@ -134,6 +129,7 @@ async def _subscribed(url: str, count: int, after: int | None) -> tuple[Any, lis
 async def fan_out(url: str, pid: int, subscribers: int, writes: int, writers: int) -> Result:
     # Warm-up, then the baseline: the same writes with no subscriber.
     await _write(url, 500, writers, f"warm-{uuid.uuid4().hex[:6]}")
+    start = rss_mb(pid)
     baseline, _ = await _write(url, writes, writers, f"base-{uuid.uuid4().hex[:6]}")
     before = rss_mb(pid)
     close, subs = await _subscribed(url, subscribers, None)
@@ -156,10 +152,34 @@ async def fan_out(url: str, pid: int, subscribers: int, writes: int, writers: in
             "write_ratio": round(rate / baseline, 2),
             "subscribers_with_every_change": f"{complete}/{subscribers}",
             "rss_before_mb": round(before, 1),
+            "rss_growth_without_subscribers_mb": round(before - start, 1),
             "rss_growth_peak_mb": round(peak - before, 1),
             "rss_growth_after_leaving_mb": round(after - before, 1),
         },
     )
+
+
+class _Arrival:
+    """Counts the subscribers that have received one revision."""
+
+    def __init__(self, subscribers: list[Subscriber]) -> None:
+        self.subscribers = subscribers
+        self.target = -1
+        self.reached = 0
+        self.done = asyncio.Event()
+
+    def expect(self, target: int) -> None:
+        self.target = target
+        # Those that got it before the write's answer was read count too.
+        self.reached = sum(1 for s in self.subscribers if s.last >= target)
+        if self.reached >= len(self.subscribers):
+            self.done.set()
+
+    def seen(self, revision: int) -> None:
+        if revision == self.target:
+            self.reached += 1
+            if self.reached >= len(self.subscribers):
+                self.done.set()
 
 
 async def one_to_many(url: str, subscribers: int, samples: int) -> Result:
@@ -168,29 +188,15 @@ async def one_to_many(url: str, subscribers: int, samples: int) -> Result:
     try:
         async with aiohttp.ClientSession() as session:
             for i in range(samples):
-                done = asyncio.Event()
-                reached = 0
-                target = -1
-
-                def seen(revision: int) -> None:
-                    nonlocal reached
-                    if revision == target:
-                        reached += 1
-                        if reached == subscribers:
-                            done.set()
-
+                arrival = _Arrival(subs)
                 for s in subs:
-                    s.seen_by = seen
+                    s.seen_by = arrival.seen
                 body = {"query": ADD, "variables": {"r": {"type": "fan", "id": f"one-{i}"},
                                                     "f": uuid.uuid4().hex[:8]}}  # fmt: skip
                 started = time.perf_counter()
                 async with session.post(url, json=body) as response:
-                    target = (await response.json())["data"]["addFeature"]["revision"]
-                # Those that got it before the answer was read count too.
-                reached += sum(1 for s in subs if s.last >= target)
-                if reached >= subscribers:
-                    done.set()
-                await asyncio.wait_for(done.wait(), 30)
+                    arrival.expect((await response.json())["data"]["addFeature"]["revision"])
+                await asyncio.wait_for(arrival.done.wait(), 30)
                 delays.append(time.perf_counter() - started)
                 await asyncio.sleep(0.2)
     finally:
@@ -215,11 +221,9 @@ async def stalled(url: str, pid: int, subscribers: int, backlog: int, writers: i
     started = time.monotonic()
 
     async def never_reads(session: aiohttp.ClientSession) -> None:
-        # The client's own buffer is tiny and it never reads once subscribed: the
-        # service's writes back up into the socket, then into the service.
-        async with session.ws_connect(
-            ws_url, protocols=["graphql-transport-ws"], read_bufsize=2**12
-        ) as ws:
+        # It never reads once subscribed: the service's writes back up into the socket,
+        # then into the service.
+        async with session.ws_connect(ws_url, protocols=["graphql-transport-ws"]) as ws:
             await ws.send_json({"type": "connection_init", "payload": {}})
             await ws.receive_json()
             payload = {"query": FOLLOW, "variables": {"after": 0}}
@@ -274,13 +278,20 @@ def main() -> None:
     def step(scenario: Callable[[str, int], Awaitable[Result]]) -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}/graphql"
-        command = pinned(features_gql(port), server_cpus())
+        with tempfile.TemporaryDirectory() as data:
+            store = f"sqlite://{Path(data) / 'features.db'}"
+            command = pinned(features_gql(port, store=store), server_cpus())
+            result = _measure(command, port, url, scenario)
+        print(f"{result.scenario}: {json.dumps(result.figures)}", flush=True)
+        results.append(result)
+
+    def _measure(
+        command: list[str], port: int, url: str, scenario: Callable[[str, int], Awaitable[Result]]
+    ) -> Result:
         with running(command, port) as process:
             if load_cpus():
                 os.sched_setaffinity(0, load_cpus() or [])
-            result = asyncio.run(scenario(url, process.pid))
-        print(f"{result.scenario}: {json.dumps(result.figures)}", flush=True)
-        results.append(result)
+            return asyncio.run(scenario(url, process.pid))
 
     for n in args.subscribers:
         step(lambda url, pid, n=n: fan_out(url, pid, n, args.writes, args.writers))

@@ -1,25 +1,34 @@
 """The live change feed: every change after a revision, in order, then changes as they happen.
 
-One :class:`ChangeFeed` per process follows the store's change log and fans each new
-change out to its subscribers. It learns of changes two ways: a write through this
-process's :class:`~features_gql.api.FeaturesAPI` wakes it at once, and it polls the
-change log (every :data:`POLL_INTERVAL` seconds while anyone subscribes), which is how
-changes made by other processes sharing the store (``--workers N``, several instances
-on one database) reach this process's subscribers.
+One :class:`ChangeFeed` per process follows the store's change log and hands each new
+change to its subscribers. It learns of changes two ways: a write through this process's
+:class:`~features_gql.api.FeaturesAPI` wakes it at once, and it polls the change log
+(every :data:`POLL_INTERVAL` seconds while anyone subscribes), which is how changes made
+by other processes sharing the store (``--workers N``, several instances on one database)
+reach this process's subscribers.
 
-A subscriber asks for the changes after a revision. It first reads the backlog from the
-change log itself, page by page, until it has caught up with the feed; only then does it
-join the fan-out, skipping what it has already seen. So it receives every change after
-its revision exactly once, in revision order, whatever the feed did meanwhile.
+**Memory that does not grow with subscribers or with events delivered.** The feed keeps
+the latest :data:`RETAIN` changes in one window that every subscriber shares; a
+subscriber holds only its position in it. One that falls behind the window (a slow
+reader, or one that starts far back) reads the change log itself, a page of at most
+:data:`BACKLOG_PAGE` changes at a time and only as fast as it consumes them, until it is
+back inside the window. So the feed's memory is the window, whatever the number of
+subscribers or the events they were sent, and a subscriber's is one page at most.
 
-Each subscriber holds at most ``queue_limit`` changes in memory. One that cannot keep up
-(a slow network, a stuck client) is dropped with :class:`SubscriberTooSlow`, which says
-the revision to resume after: nothing is lost, and no memory is held for it.
+A subscriber asks for the changes after a revision and receives every change after it
+exactly once, in revision order, whatever the feed did meanwhile. The feed never drops a
+subscriber for being slow; what a slow *socket* costs is bounded by the adapter that owns
+it (the WebSocket closes a subscriber whose socket stops draining, with the revision to
+resume after). The feed ends its subscriptions early only when it cannot serve them
+without a gap: :class:`FeedRestarted` when the store went back (restored from an older
+backup) and :class:`SubscriberTooSlow` when the store's log was trimmed past the feed;
+both say the revision to resume after.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import random
@@ -28,22 +37,25 @@ from collections.abc import AsyncIterator
 
 from features_gql.api import MAX_PAGE_SIZE, FeaturesAPI
 from features_gql.domain import ChangeEvent
-from features_gql.errors import ChangesTrimmed, FeaturesError, StoreError
+from features_gql.errors import ChangesTrimmed, FeaturesError, InvalidInput, StoreError
 
 log = logging.getLogger("features_gql.feed")
 
 #: Seconds between two reads of the change log while anyone subscribes. Changes made
 #: through this process arrive at once; this bounds the delay of the others.
 POLL_INTERVAL = 0.05
-#: Changes one subscriber may have waiting before it is dropped.
-QUEUE_LIMIT = 10_000
+#: Changes the feed keeps in memory for all its subscribers together.
+RETAIN = 4096
+#: Changes a subscriber reads from the change log at a time while it catches up: the
+#: most it holds in memory of its own.
+BACKLOG_PAGE = 200
 #: The longest wait between two attempts while the store fails.
 MAX_BACKOFF = 2.0
 
 
 class SubscriberTooSlow(FeaturesError):
-    """The subscriber fell ``queue_limit`` changes behind and was dropped. Subscribing
-    again with ``after=resume_after`` continues exactly where it stopped."""
+    """The subscription ended before it could miss anything. Subscribing again with
+    ``after=resume_after`` continues exactly where it stopped."""
 
     code = "SUBSCRIBER_TOO_SLOW"
 
@@ -63,19 +75,12 @@ class FeedRestarted(SubscriberTooSlow):
         self.resume_after = resume_after
 
 
-class _Subscriber:
-    __slots__ = ("closed", "overflowed", "queue", "ready", "restarted")
-
-    def __init__(self) -> None:
-        self.queue: deque[ChangeEvent] = deque()
-        self.ready = asyncio.Event()
-        self.overflowed = False
-        self.restarted = False
-        self.closed = False
+def _revision(change: ChangeEvent) -> int:
+    return change.revision
 
 
 class ChangeFeed:
-    """Fans the changes of ``api``'s store out to subscribers (see the module docstring)."""
+    """Follows the changes of ``api``'s store for its subscribers (see the module)."""
 
     def __init__(
         self,
@@ -83,25 +88,50 @@ class ChangeFeed:
         *,
         poll_interval: float = POLL_INTERVAL,
         batch: int = MAX_PAGE_SIZE,
-        queue_limit: int = QUEUE_LIMIT,
+        retain: int = RETAIN,
+        backlog_page: int = BACKLOG_PAGE,
     ) -> None:
+        if retain < 1 or backlog_page < 1 or batch < 1:
+            raise ValueError("retain, backlog_page and batch must be positive")
         self.api = api
         self.poll_interval = poll_interval
         self.batch = batch
-        self.queue_limit = queue_limit
-        #: The revision of the last change fanned out (None until the feed runs).
+        self.retain = retain
+        self.backlog_page = backlog_page
+        #: The revision of the last change the feed read (None while it does not run).
         self.head: int | None = None
-        self._subscribers: set[_Subscriber] = set()
+        #: The window: the latest changes, in revision order, every one after ``_floor``.
+        self._window: deque[ChangeEvent] = deque()
+        self._floor = 0
+        #: How many changes ever left the window: a change's place in the feed is this
+        #: plus its index, which stays true while the window moves on.
+        self._left = 0
+        #: Set, then cleared at once, whenever changes arrive or subscriptions must end.
+        self._arrived = asyncio.Event()
+        #: Bumped when every subscription must end; ``_ended`` says how.
+        self._epoch = 0
+        self._ended: type[SubscriberTooSlow] = SubscriberTooSlow
+        self._subscribers = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
-        #: Subscribers dropped for being too slow, since the start (for metrics).
+        #: Subscribers closed by their adapter for not keeping up, since the start (for
+        #: metrics): see :meth:`dropped_one`.
         self.dropped = 0
         api.change_listeners.append(self._changed)
 
     @property
     def subscribers(self) -> int:
-        return len(self._subscribers)
+        return self._subscribers
+
+    @property
+    def retained(self) -> int:
+        """How many changes the window holds now."""
+        return len(self._window)
+
+    def dropped_one(self) -> None:
+        """An adapter closed a subscriber that did not keep up."""
+        self.dropped += 1
 
     def _changed(self, revision: int) -> None:
         if self.head is not None and revision > self.head:
@@ -110,10 +140,8 @@ class ChangeFeed:
     async def stop(self) -> None:
         """End every subscription (each ends as if complete) and stop following the store."""
         self._stopped = True
-        for subscriber in self._subscribers:
-            subscriber.closed = True
-            subscriber.ready.set()
-        self._subscribers.clear()
+        self._arrived.set()
+        self._arrived.clear()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -126,11 +154,19 @@ class ChangeFeed:
         """Every change after revision ``after`` (None: from now on), in revision order,
         keeping only those of resource type ``type`` and feature ``feature`` when given.
 
-        Raises :class:`~features_gql.errors.ChangesTrimmed` when the change log no longer
-        holds the changes after ``after``, :class:`SubscriberTooSlow` when the subscriber
-        fell too far behind, and store errors met while reading the backlog.
+        Raises :class:`~features_gql.errors.InvalidInput` when ``after`` is past the
+        store's revision, :class:`~features_gql.errors.ChangesTrimmed` when the change log
+        no longer holds the changes after ``after``, :class:`SubscriberTooSlow` (or
+        :class:`FeedRestarted`) when the feed cannot go on without a gap, and store errors
+        met while reading the change log.
         """
-        cursor = await self.api.revision() if after is None else after
+        revision = await self.api.revision()
+        if after is not None and after > revision:
+            # A position the store never reached would start the feed in the future.
+            raise InvalidInput(
+                "after", "range", f"after must be at most the store's revision {revision}"
+            )
+        cursor = revision if after is None else after
 
         def wanted(change: ChangeEvent) -> bool:
             # A catalog change (define, archive) names no resource: a type filter drops it.
@@ -138,82 +174,87 @@ class ChangeFeed:
                 type is None or (change.resource is not None and change.resource.type == type)
             ) and (feature is None or change.feature == feature)
 
-        # The backlog, from the change log, until this subscriber has caught up with the feed.
-        while not self._stopped:
-            head = self.head
-            if head is not None and cursor >= head and self._task is not None:
-                break
-            changes = await self.api.changes_since(cursor, limit=self.batch)
-            for change in changes:
-                cursor = change.revision
-                if wanted(change):
-                    yield change
-            if len(changes) < self.batch and self.head is not None and cursor < self.head:
-                # The log ends before the feed's head: the store went back.
-                await self._restart()
-                continue
-            if len(changes) < self.batch and self.head is None:
-                # The first subscriber starts the feed where its backlog ended.
-                self.head = cursor
-                self._task = asyncio.create_task(self._follow(), name="features-gql-feed")
-        if self._stopped:
-            return
-        # Joined with no await since the check above: the feed fans out every change after
-        # its head, and this subscriber has seen everything up to `cursor` >= head.
-        subscriber = _Subscriber()
-        self._subscribers.add(subscriber)
+        self._subscribers += 1
         try:
-            while True:
-                while subscriber.queue:
-                    change = subscriber.queue.popleft()
-                    if change.revision <= cursor:
-                        continue  # already read from the backlog
-                    cursor = change.revision
-                    if wanted(change):
-                        yield change
-                if subscriber.closed:
-                    return
-                if subscriber.restarted:
-                    raise FeedRestarted(cursor)
-                if subscriber.overflowed:
-                    raise SubscriberTooSlow(cursor)
-                subscriber.ready.clear()
-                await subscriber.ready.wait()
+            while not self._stopped:
+                if self.head is None or cursor < self._floor:
+                    # Not in the window: read the change log, one page at a time.
+                    changes = await self.api.changes_since(cursor, limit=self.backlog_page)
+                    for change in changes:
+                        cursor = change.revision
+                        if wanted(change):
+                            yield change
+                    if len(changes) < self.backlog_page:
+                        if self.head is None:
+                            # The first subscriber starts the feed where the log ends.
+                            self._start(cursor)
+                        elif cursor < self._floor:
+                            # The log ends before the window starts: the store went back.
+                            await self._end(FeedRestarted)
+                            raise FeedRestarted(cursor)
+                    continue
+                # In the window: step through it, and wait at its end for more.
+                epoch = self._epoch
+                place = self._left + bisect.bisect_right(self._window, cursor, key=_revision)
+                while epoch == self._epoch and not self._stopped:
+                    index = place - self._left
+                    if index < 0:
+                        break  # the window moved past this subscriber: read the log
+                    if index < len(self._window):
+                        change = self._window[index]
+                        place += 1
+                        cursor = change.revision
+                        if wanted(change):
+                            yield change
+                        continue
+                    await self._arrived.wait()
+                if epoch != self._epoch and not self._stopped:
+                    raise self._ended(cursor)
         finally:
-            self._subscribers.discard(subscriber)
+            self._subscribers -= 1
 
-    async def _restart(self) -> None:
-        """Drop every subscriber and stop following: the next subscriber starts anew."""
-        log.warning("the change log went back (store restored?): the change feed restarts")
-        for subscriber in self._subscribers:
-            subscriber.restarted = True
-            subscriber.ready.set()
-        self._subscribers.clear()
+    def _start(self, revision: int) -> None:
+        self.head = self._floor = revision
+        self._window.clear()
+        self._task = asyncio.create_task(self._follow(), name="features-gql-feed")
+
+    async def _end(self, how: type[SubscriberTooSlow]) -> None:
+        """End every subscription (each raises ``how`` with its revision) and stop
+        following: the next subscriber starts anew."""
+        if how is FeedRestarted:
+            log.warning("the change log went back (store restored?): the change feed restarts")
+        self._ended = how
+        self._epoch += 1
+        self._left += len(self._window)
+        self._window.clear()
+        self._arrived.set()
+        self._arrived.clear()
         task, self._task, self.head = self._task, None, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def _fan_out(self, changes: list[ChangeEvent]) -> None:
-        for subscriber in list(self._subscribers):
-            queue = subscriber.queue
-            if len(queue) + len(changes) > self.queue_limit:
-                # Dropped: it drains what it holds, then learns where to resume.
-                subscriber.overflowed = True
-                self._subscribers.discard(subscriber)
-                self.dropped += 1
-            else:
-                queue.extend(changes)
-            subscriber.ready.set()
+    def _append(self, changes: list[ChangeEvent]) -> None:
+        window = self._window
+        window.extend(changes)
+        self.head = changes[-1].revision
+        while len(window) > self.retain:
+            self._floor = window.popleft().revision
+            self._left += 1
+        self._arrived.set()
+        self._arrived.clear()
 
     async def _follow(self) -> None:
         failures = 0
         checked = asyncio.get_running_loop().time()
         while True:
             if not self._subscribers:
-                # No one listens: stop, and let the next subscriber start again from its
-                # own position (a head left behind could fall out of a trimmed log).
+                # No one listens: stop, let go of the window, and let the next subscriber
+                # start again from its own position (a head left behind could fall out of
+                # a trimmed log).
+                self._left += len(self._window)
+                self._window.clear()
                 self.head = None
                 self._task = None
                 return
@@ -226,12 +267,8 @@ class ChangeFeed:
                 # Behind the retained log (the store was unreachable for long): no one can
                 # be served without a gap, so every subscriber resumes on its own.
                 log.warning("the change feed fell behind the retained change log; resuming")
-                for subscriber in list(self._subscribers):
-                    subscriber.overflowed = True
-                    subscriber.ready.set()
-                self._subscribers.clear()
-                self.head = await self._revision_or(head)
-                continue
+                await self._end(SubscriberTooSlow)
+                return
             except StoreError as exc:
                 failures += 1
                 if failures == 1:
@@ -239,15 +276,14 @@ class ChangeFeed:
                 await asyncio.sleep(random.uniform(0, min(MAX_BACKOFF, 0.05 * 2**failures)))
                 continue
             if changes:
-                self.head = changes[-1].revision
-                self._fan_out(changes)
+                self._append(changes)
             if len(changes) == self.batch:
                 continue
             now = asyncio.get_running_loop().time()
             if not changes and now - checked > 1.0:
                 checked = now
                 if await self._revision_or(head) < head:
-                    await self._restart()
+                    await self._end(FeedRestarted)
                     return
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 from features_gql.api import FeaturesAPI
 from features_gql.catalog_view import CatalogView, live_features
 from features_gql.domain import Assignment, ChangeEvent, Resource
-from features_gql.errors import ChangesTrimmed, SnapshotsUnsupported, StoreError
+from features_gql.errors import ChangesTrimmed, InvalidInput, SnapshotsUnsupported, StoreError
 from features_gql.feed import ChangeFeed, SubscriberTooSlow
 
 log = logging.getLogger("features_gql.replica")
@@ -248,6 +248,14 @@ class LocalReplica:
                 self.last_error = None
                 self._tell((change,), None)
         except SubscriberTooSlow:
+            return False
+        except InvalidInput:
+            # The copy is past the store's revision: the store went back.
+            try:
+                await self._reload_if_behind()
+            except StoreError as exc:
+                self._failed(exc)
+                await asyncio.sleep(random.uniform(0.5, 1.5) * self.interval)
             return False
         except ChangesTrimmed:
             await self._reload()

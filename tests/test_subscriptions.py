@@ -4,7 +4,9 @@ third-party client (gql with its websockets transport) against a real server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from gql.transport.websockets import WebsocketsTransport
 
 from features_gql.domain import Resource
 from features_gql.feed import ChangeFeed
+from features_gql.http.app import HOT_KEY
+from features_gql.http.view import FeaturesGraphQLView
 from features_gql_plugins.sqlite_store import SQLiteStore
 from tests.conftest import Server, StartServer, bearer, make_tokens
 from tests.test_cli import ADD, clean_env, post, serving  # noqa: F401 - a fixture
@@ -36,7 +40,7 @@ def ws_url(server: Server) -> str:
     return server.url.replace("http://", "ws://") + "/graphql"
 
 
-def transport(server: Server, **options: Any) -> WebsocketsTransport:
+def transport_to(server: Server, **options: Any) -> WebsocketsTransport:
     return WebsocketsTransport(
         url=ws_url(server),
         subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL],
@@ -69,7 +73,7 @@ async def test_backlog_then_live_then_resume_without_gaps(start_server: StartSer
     server = await start_server("memory")
     for i in range(3):
         await write(server, "add", f"p{i}", "speedups")
-    async with Client(transport=transport(server)) as session:
+    async with Client(transport=transport_to(server)) as session:
         stream = session.subscribe(changes(after=0))
         backlog = await take(stream, 3)
         assert [e["revision"] for e in backlog] == [1, 2, 3]
@@ -86,7 +90,7 @@ async def test_backlog_then_live_then_resume_without_gaps(start_server: StartSer
     # Disconnected: what happens now must arrive on resuming after the last revision seen.
     for i in range(3):
         await write(server, "add", f"q{i}", "beta")
-    async with Client(transport=transport(server)) as session:
+    async with Client(transport=transport_to(server)) as session:
         stream = session.subscribe(changes(after=live[-1]["revision"]))
         missed = await take(stream, 3)
         await write(server, "add", "q9", "beta")
@@ -98,7 +102,7 @@ async def test_backlog_then_live_then_resume_without_gaps(start_server: StartSer
 async def test_filters_and_live_from_now(start_server: StartServer) -> None:
     server = await start_server("memory")
     await write(server, "add", "old", "speedups")
-    async with Client(transport=transport(server)) as session:
+    async with Client(transport=transport_to(server)) as session:
         # No `after`: only what happens from now on, and only the feature asked for.
         stream = session.subscribe(changes(feature="beta"))
         reading = asyncio.create_task(take(stream, 2))
@@ -113,7 +117,7 @@ async def test_filters_and_live_from_now(start_server: StartServer) -> None:
 
 async def test_bad_arguments_are_typed_errors(start_server: StartServer) -> None:
     server = await start_server("memory")
-    async with Client(transport=transport(server)) as session:
+    async with Client(transport=transport_to(server)) as session:
         for variables, field in (({"after": -1}, "after"), ({"type": "Not A Slug"}, "type")):
             with pytest.raises(TransportQueryError) as error:
                 await take(session.subscribe(changes(**variables)), 1)
@@ -127,7 +131,7 @@ async def test_trimmed_log_answers_resync_required(start_server: StartServer) ->
     for i in range(5):
         await write(server, "add", f"p{i}", "speedups")
     assert await server.service.api.trim_changes(2) == 3
-    async with Client(transport=transport(server)) as session:
+    async with Client(transport=transport_to(server)) as session:
         with pytest.raises(TransportQueryError) as error:
             await take(session.subscribe(changes(after=1)), 1)
         assert error.value.errors is not None
@@ -149,12 +153,12 @@ async def test_tokens_from_the_header_or_connection_init(start_server: StartServ
     revision = await write(server, "add", "p1", "speedups", token=secrets["writer"])
     # From connection_init, as a browser does.
     init = {"Authorization": f"Bearer {secrets['reader']}"}
-    async with Client(transport=transport(server, init_payload=init)) as session:
+    async with Client(transport=transport_to(server, init_payload=init)) as session:
         got = await take(session.subscribe(changes(after=0)), 1)
     assert got[0]["revision"] == revision
     assert got[0]["actor"] == "writer"
     # From the upgrade request's header.
-    async with Client(transport=transport(server, headers=bearer(secrets["reader"]))) as session:
+    async with Client(transport=transport_to(server, headers=bearer(secrets["reader"]))) as session:
         got = await take(session.subscribe(changes(after=0)), 1)
     assert got[0]["revision"] == revision
 
@@ -183,7 +187,7 @@ async def test_no_token_or_a_wrong_one_gets_nothing(start_server: StartServer) -
         assert closed[0] == 4403, closed
     # A token without the read scope: the subscription is FORBIDDEN, no event is sent.
     init = {"Authorization": f"Bearer {secrets['writer']}"}
-    async with Client(transport=transport(server, init_payload=init)) as session:
+    async with Client(transport=transport_to(server, init_payload=init)) as session:
         with pytest.raises(TransportQueryError) as error:
             await take(session.subscribe(changes(after=0)), 1)
     assert error.value.errors is not None
@@ -219,7 +223,7 @@ async def raw_connection(server: Server, init: dict[str, Any] | None) -> tuple[i
 
 async def test_only_subscriptions_go_over_websocket(start_server: StartServer) -> None:
     server = await start_server("memory")
-    async with Client(transport=transport(server)) as session:
+    async with Client(transport=transport_to(server)) as session:
         mutation = gql(
             'mutation { addFeature(resource: {type: "pipeline", id: "p1"}, feature: "f") '
             "{ __typename } }"
@@ -263,7 +267,7 @@ async def test_the_gate_bounds_subscriptions(start_server: StartServer) -> None:
     from features_gql.graphql.admission import Limits
 
     server = await start_server("memory", limits=Limits(max_depth=2))
-    async with Client(transport=transport(server)) as session:
+    async with Client(transport=transport_to(server)) as session:
         with pytest.raises(TransportQueryError) as error:
             await take(session.subscribe(changes(after=0)), 1)
     assert error.value.errors is not None
@@ -276,7 +280,7 @@ async def test_subscriptions_are_counted_and_logged(
     server = await start_server("memory")
     await write(server, "add", "p1", "speedups")
     with caplog.at_level(logging.DEBUG, logger="features_gql.request"):
-        async with Client(transport=transport(server)) as session:
+        async with Client(transport=transport_to(server)) as session:
             stream = session.subscribe(changes(after=0))
             await take(stream, 1)
             await stream.aclose()
@@ -297,26 +301,53 @@ async def test_subscriptions_are_counted_and_logged(
 # -- slow subscribers ---------------------------------------------------------------------
 
 
-async def test_a_slow_subscriber_is_dropped_and_resumes(start_server: StartServer) -> None:
+def graphql_view(server: Server) -> FeaturesGraphQLView:
+    view = server.app[HOT_KEY].graphql[1]
+    assert isinstance(view, FeaturesGraphQLView)
+    return view
+
+
+async def subscribe_raw(
+    ws: aiohttp.ClientWebSocketResponse, query: str, variables: dict[str, Any] | None = None
+) -> None:
+    await ws.send_json({"type": "connection_init", "payload": {}})
+    assert (await ws.receive_json(timeout=5))["type"] == "connection_ack"
+    payload = {"query": query, "variables": variables or {}}
+    await ws.send_json({"id": "1", "type": "subscribe", "payload": payload})
+
+
+async def bulk_add(server: Server, count: int, feature: str = "f") -> None:
+    for start in range(0, count, 1000):
+        items = [(Resource("pipeline", f"p{i}"), feature) for i in range(start, start + 1000)]
+        await server.service.api.add_many(items[: count - start])
+
+
+async def test_a_stalled_subscriber_is_closed_with_its_resume_revision(
+    start_server: StartServer,
+) -> None:
+    """A subscriber whose socket stops draining is closed with 4410 and the last revision
+    written to it: it reads everything up to that revision, then the close, and resuming
+    from that revision misses nothing."""
     server = await start_server("memory")
     feed = server.service.feed
     assert isinstance(feed, ChangeFeed)
-    feed.queue_limit = 5
-    async with server.session.ws_connect(ws_url(server), protocols=["graphql-transport-ws"]) as ws:
-        await ws.send_json({"type": "connection_init", "payload": {}})
-        assert (await ws.receive_json(timeout=5))["type"] == "connection_ack"
-        await ws.send_json(
-            {
-                "id": "1",
-                "type": "subscribe",
-                "payload": {"query": "subscription { featureChanges { revision } }"},
-            }
-        )
+    graphql_view(server).send_timeout = 0.5
+    total = 6000
+    async with server.session.ws_connect(
+        ws_url(server), protocols=["graphql-transport-ws"]
+    ) as ws:
+        await subscribe_raw(ws, "subscription { featureChanges { revision feature } }")
         await asyncio.sleep(0.2)
-        # Twenty changes arrive at once while the subscriber reads nothing: more than the
-        # feed holds for it. The feed is woken by each write, but fans out what it reads.
-        for i in range(20):
-            await server.service.api.add(("pipeline", f"p{i}"), "f")
+        transport = ws._response.connection.transport  # type: ignore[union-attr]
+        assert transport is not None
+        # A client that stops reading, with a small receive buffer: the service's writes
+        # soon back up into its own socket.
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        transport.pause_reading()
+        await bulk_add(server, total)
+        await asyncio.sleep(2.0)
+        assert feed.dropped == 1
+        transport.resume_reading()
         received: list[int] = []
         while True:
             message = await ws.receive(timeout=5)
@@ -326,15 +357,113 @@ async def test_a_slow_subscriber_is_dropped_and_resumes(start_server: StartServe
         assert message.type == aiohttp.WSMsgType.CLOSE
         code, reason = int(message.data), str(message.extra)
     assert code == 4410
-    last = received[-1] if received else 0
+    assert received, "the socket's buffers held some changes"
+    last = received[-1]
+    assert last < total, "the service stopped sending when the socket stopped draining"
     assert reason == f"subscriber too slow; resume with after={last}"
     assert received == list(range(1, last + 1))
-    assert feed.dropped == 1
-    # Resuming from the revision in the reason misses nothing.
-    feed.queue_limit = 1000
-    async with Client(transport=transport(server)) as session:
-        rest = await take(session.subscribe(changes(after=last)), 20 - last)
-    assert [e["revision"] for e in rest] == list(range(last + 1, 21))
+    async with Client(transport=transport_to(server)) as session:
+        rest = await take(session.subscribe(changes(after=last)), total - last)
+    assert [e["revision"] for e in rest] == list(range(last + 1, total + 1))
+
+
+async def test_one_encoding_per_change_for_subscribers_of_one_shape(
+    start_server: StartServer,
+) -> None:
+    """Ten subscribers of the same document (each from its own revision) share one
+    encoding of each change; one selecting other fields gets its own, and the right one."""
+    server = await start_server("memory")
+    encoded = graphql_view(server).encoded_events
+    await write(server, "add", "p0", "speedups")
+    query = "subscription S($after: Int) { featureChanges(after: $after) { revision } }"
+    other = "subscription { featureChanges(after: 0) { revision feature } }"
+    async with contextlib.AsyncExitStack() as stack:
+        sockets = [
+            await stack.enter_async_context(
+                server.session.ws_connect(ws_url(server), protocols=["graphql-transport-ws"])
+            )
+            for _ in range(11)
+        ]
+        for i, ws in enumerate(sockets[:10]):
+            await subscribe_raw(ws, query, {"after": i % 2})
+        await subscribe_raw(sockets[10], other)
+        await asyncio.sleep(0.2)
+        for i in range(1, 4):
+            await write(server, "add", f"p{i}", "speedups")
+        for i, ws in enumerate(sockets):
+            got = []
+            while len(got) < (4 if i % 2 == 0 or i == 10 else 3):
+                got.append((await ws.receive_json(timeout=5))["payload"]["data"]["featureChanges"])
+            if i < 10:
+                assert got == [{"revision": r} for r in range(1 + i % 2, 5)]
+            else:
+                assert got == [{"revision": r, "feature": "speedups"} for r in range(1, 5)]
+    assert len(encoded) == 8  # four changes, two shapes
+    assert encoded.misses == 8
+
+
+async def test_the_feed_holds_a_bounded_window_whatever_was_delivered(
+    start_server: StartServer,
+) -> None:
+    """The feed's memory is its window: after many changes to a subscriber, it holds at
+    most ``retain`` of them, and nothing once the subscriber has left."""
+    server = await start_server("memory")
+    feed = server.service.feed
+    assert isinstance(feed, ChangeFeed)
+    feed.retain = 100
+    async with Client(transport=transport_to(server)) as session:
+        stream = session.subscribe(changes(after=0))
+        reader = asyncio.create_task(take(stream, 3000))
+        await asyncio.sleep(0.2)
+        await bulk_add(server, 3000)
+        got = await reader
+        assert [e["revision"] for e in got] == list(range(1, 3001))
+        assert feed.retained <= 100
+    for _ in range(50):
+        if feed.subscribers == 0 and feed.retained == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert (feed.subscribers, feed.retained) == (0, 0)
+
+
+async def test_a_subscriber_behind_the_window_catches_up_from_the_log(
+    start_server: StartServer,
+) -> None:
+    """A slow in-process reader that falls behind the window reads the change log until it
+    is back in it: it misses nothing and is not dropped."""
+    server = await start_server("memory")
+    feed = server.service.feed
+    assert isinstance(feed, ChangeFeed)
+    feed.retain = 50
+    received: list[int] = []
+    reading = asyncio.Event()
+
+    async def slow() -> None:
+        async for change in feed.subscribe(0):
+            received.append(change.revision)
+            reading.set()
+            if len(received) % 100 == 0:
+                await asyncio.sleep(0.05)
+            if len(received) == 2000:
+                return
+
+    task = asyncio.create_task(slow())
+    await write(server, "add", "first", "f")
+    await reading.wait()
+    await bulk_add(server, 1999)
+    async with asyncio.timeout(20):
+        await task
+    assert received == list(range(1, 2001))
+    assert feed.dropped == 0
+
+
+async def test_after_past_the_store_is_refused(start_server: StartServer) -> None:
+    server = await start_server("memory")
+    await write(server, "add", "p0", "f")
+    async with Client(transport=transport_to(server)) as session:
+        with pytest.raises(TransportQueryError) as caught:
+            await take(session.subscribe(changes(after=5)), 1)
+    assert "after must be at most the store's revision 1" in str(caught.value)
 
 
 # -- across processes and instances ------------------------------------------------------
@@ -384,7 +513,7 @@ async def test_instances_on_one_mongodb_share_the_feed(
 
     url = with_database(mongodb_url, mongodb_database)
     reading, writing = await start_server(url), await start_server(url)
-    async with Client(transport=transport(reading)) as session:
+    async with Client(transport=transport_to(reading)) as session:
         stream = session.subscribe(changes(after=0))
         task = asyncio.create_task(take(stream, 3))
         for i in range(3):
@@ -398,8 +527,8 @@ async def test_catalog_and_bulk_changes_arrive_live_and_a_type_filter_drops_defi
 ) -> None:
     server = await start_server("memory")
     async with (
-        Client(transport=transport(server)) as everything,
-        Client(transport=transport(server)) as pipelines,
+        Client(transport=transport_to(server)) as everything,
+        Client(transport=transport_to(server)) as pipelines,
     ):
         all_changes = everything.subscribe(changes(after=0))
         of_pipelines = pipelines.subscribe(changes(after=0, type="pipeline"))

@@ -14,21 +14,45 @@ The WebSocket way in passes the same checks as HTTP:
 - **metrics and the request log**: each subscription is counted by the request metrics
   when it ends (operation, outcome, error codes) and logged with its own request id.
 
-A subscriber that falls too far behind is disconnected with close code
-:data:`TOO_SLOW_CLOSE_CODE` and the reason ``subscriber too slow; resume with after=N``.
+**Memory that stays flat.** Each change is encoded once for every subscription of the
+same shape (the same document, and the same values of the variables its selection uses):
+the result's bytes are kept in :class:`EncodedEvents`, a cache bounded in bytes, and each
+subscriber's message is those bytes behind its own operation id. What a subscriber holds
+of its own is bounded too: the socket's write buffer is held to :data:`OUTBOX_BYTES`, and
+a subscriber reads the change feed only as fast as its socket drains (the feed itself
+keeps one shared window of recent changes, see :mod:`features_gql.feed`). A subscriber
+whose socket does not drain within :data:`SEND_TIMEOUT` seconds (a stalled or too slow
+client) is closed with close code :data:`TOO_SLOW_CLOSE_CODE` and the reason
+``subscriber too slow; resume with after=N``: N is the last change written to its socket,
+so subscribing again with ``after: N`` misses nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Mapping
+from collections import Counter, OrderedDict
+from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
-from aiohttp import web
-from graphql import ExecutionResult, GraphQLError, OperationType, subscribe
+from aiohttp import WSMsgType, web
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    Executor,
+    FieldNode,
+    GraphQLError,
+    Node,
+    OperationDefinitionNode,
+    OperationType,
+    VariableDefinitionNode,
+    VariableNode,
+    create_source_event_stream,
+    execute_subscription_event,
+)
 from strawberry.aiohttp.views import AiohttpWebSocketAdapter
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
@@ -60,13 +84,107 @@ FORBIDDEN_CLOSE_CODE = 4403
 
 PRINCIPAL_KEY = web.RequestKey("features_gql.ws_principal", Principal)
 
+#: Bytes a subscriber's socket may hold unsent before the subscriber waits for it to
+#: drain: with the page it reads from the change log, all a subscriber holds of its own.
+OUTBOX_BYTES = 64 * 1024
+#: Seconds a subscriber's socket may take to drain before the subscriber is closed as
+#: too slow (it resumes with the revision in the close reason).
+SEND_TIMEOUT = 20.0
+#: Bytes of encoded changes shared between subscribers (the most recent are kept).
+ENCODED_BYTES = 4 * 1024 * 1024
+
+
+#: What one cached payload costs beyond its bytes: its key and its place in the cache.
+_ENTRY_OVERHEAD = 200
+
+
+class EncodedEvents:
+    """The encoded ``next`` payloads of recent changes, shared by every subscription of
+    the same shape: a change sent to a thousand subscribers is encoded once. Bounded in
+    bytes (each entry counted with its key); the least recently used go first."""
+
+    def __init__(self, limit: int = ENCODED_BYTES) -> None:
+        self.limit = limit
+        self.size = 0
+        self.hits = 0
+        self.misses = 0
+        self._payloads: OrderedDict[Hashable, bytes] = OrderedDict()
+
+    def get(self, key: Hashable) -> bytes | None:
+        payload = self._payloads.get(key)
+        if payload is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return payload
+
+    def put(self, key: Hashable, payload: bytes) -> bytes:
+        """Keep ``payload`` for ``key``; returns the copy kept. The copy matters: orjson
+        hands back its whole output buffer (4 KB for a 50-byte document), so keeping
+        what it returns would cost eighty times what the bound counts."""
+        kept = bytes(memoryview(payload))
+        cost = len(kept) + _ENTRY_OVERHEAD
+        if cost > self.limit or key in self._payloads:
+            return kept
+        self._payloads[key] = kept
+        self.size += cost
+        while self.size > self.limit:
+            _, evicted = self._payloads.popitem(last=False)
+            self.size -= len(evicted) + _ENTRY_OVERHEAD
+        return kept
+
+    def __len__(self) -> int:
+        return len(self._payloads)
+
+
+def _uses(node: Node) -> Counter[str]:
+    """How often each variable is used under ``node`` (declarations are not uses)."""
+    found: Counter[str] = Counter()
+    stack: list[Node] = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, VariableNode):
+            found[current.name.value] += 1
+        elif not isinstance(current, VariableDefinitionNode):
+            for key in current.keys:
+                value = getattr(current, key, None)
+                if isinstance(value, Node):
+                    stack.append(value)
+                elif isinstance(value, tuple | list):
+                    stack.extend(item for item in value if isinstance(item, Node))
+    return found
+
+
+def subscription_shape(
+    query: str,
+    document: DocumentNode,
+    operation: OperationDefinitionNode,
+    variables: Mapping[str, object] | None,
+) -> Hashable:
+    """What decides how one change is encoded for a subscription: its document and the
+    values of the variables used anywhere but in the root field's arguments (``after``,
+    ``type`` and ``feature`` choose which changes, not how each one looks)."""
+    used = _uses(document)
+    for selection in operation.selection_set.selections:
+        if isinstance(selection, FieldNode):
+            for argument in selection.arguments or ():
+                used.subtract(_uses(argument))
+    shaping = sorted(name for name, count in used.items() if count > 0)
+    values = {name: (variables or {}).get(name) for name in shaping}
+    return (query, operation.name.value if operation.name else None,
+            orjson.dumps(values, option=orjson.OPT_SORT_KEYS))  # fmt: skip
+
 
 class TextWebSocketAdapter(AiohttpWebSocketAdapter):
     """graphql-transport-ws speaks in text frames: the view's JSON encoder gives bytes."""
 
     async def send_json(self, message: Mapping[str, object]) -> None:
+        await self.send_text(orjson.dumps(message))
+
+    async def send_text(self, message: bytes) -> None:
+        """Send ``message``, UTF-8 JSON already encoded, as one text frame."""
         try:
-            await self.ws.send_str(orjson.dumps(message).decode())
+            await self.ws.send_frame(message, WSMsgType.TEXT)
         except (RuntimeError, ConnectionResetError) as exc:
             raise WebSocketDisconnected from exc
 
@@ -152,13 +270,21 @@ class SubscriptionHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 sync=self.view.sync,
             )
             context.operation_name = name
-            source = subscribe(
+            # The steps of graphql-core's subscribe(), so that each change is executed
+            # once per shape rather than once per subscriber.
+            executor = Executor.build(
                 self.view.schema.graphql_schema,
                 decision.document,
                 context_value=context,
-                variable_values=operation.variables,
+                raw_variable_values=dict(operation.variables or {}),
                 operation_name=name,
             )
+            if isinstance(executor, list):
+                errors = [translate(error, rid) for error in executor]
+                outcome, codes = "rejected", _codes(errors)
+                await operation.send_initial_errors(errors)
+                return
+            source = create_source_event_stream(executor)
             if inspect.isawaitable(source):
                 source = await source
             if isinstance(source, ExecutionResult):
@@ -167,20 +293,50 @@ class SubscriptionHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 await operation.send_initial_errors(errors)
                 return
             stream = source
+            shape = subscription_shape(
+                operation.query, decision.document, decision.operation, operation.variables
+            )
+            head = b'{"id":' + orjson.dumps(operation.id) + b',"type":"next","payload":'
+            websocket = cast(TextWebSocketAdapter, self.websocket)
+            encoded = self.view.encoded_events
+            counted = self.view.metrics.subscription_events if self.view.metrics else None
             try:
-                async for result in stream:
-                    if result.errors:
-                        result.errors = [translate(error, rid) for error in result.errors]
-                        codes += _codes(result.errors)
-                        outcome = "error"
-                    await operation.send_next(result)  # type: ignore[arg-type]
+                async for event in stream:
+                    key = (event.revision, shape)
+                    payload = encoded.get(key)
+                    if payload is None:
+                        result = execute_subscription_event(
+                            executor.build_per_event_executor(event)
+                        )
+                        if inspect.isawaitable(result):
+                            result = await result
+                        if result.errors:
+                            errors = [translate(error, rid) for error in result.errors]
+                            codes += _codes(errors)
+                            outcome = "error"
+                            payload = orjson.dumps(
+                                {"data": result.data, "errors": [e.formatted for e in errors]}
+                            )
+                        else:
+                            payload = encoded.put(key, orjson.dumps({"data": result.data}))
+                    if operation.completed:
+                        break
+                    try:
+                        async with asyncio.timeout(self.view.send_timeout):
+                            await websocket.send_text(head + payload + b"}")
+                    except TimeoutError:
+                        # Written, but the socket did not drain: the client has it once it
+                        # reads again, so it resumes after this change.
+                        raise SubscriberTooSlow(event.revision) from None
                     events += 1
-                    if self.view.metrics is not None and self.view.metrics.subscription_events:
-                        self.view.metrics.subscription_events.inc()
+                    if counted is not None:
+                        counted.inc()
             except SubscriberTooSlow as exc:
                 outcome, codes = "error", [*codes, exc.code]
-                await self.websocket.close(code=TOO_SLOW_CLOSE_CODE, reason=str(exc))
+                if self.view.feed is not None:
+                    self.view.feed.dropped_one()
                 self.operations.pop(operation.id, None)
+                await self.websocket.close(code=TOO_SLOW_CLOSE_CODE, reason=str(exc))
                 return
             except Exception as exc:
                 # A typed end (the store failed while reading the backlog, the log was

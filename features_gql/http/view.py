@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import socket
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from datetime import timedelta
@@ -36,7 +38,10 @@ from features_gql.http.request_body import (
 )
 from features_gql.http.responses import SERVER, error_response
 from features_gql.http.subscriptions import (
+    OUTBOX_BYTES,
     PRINCIPAL_KEY,
+    SEND_TIMEOUT,
+    EncodedEvents,
     SubscriptionHandler,
     TextWebSocketAdapter,
 )
@@ -172,6 +177,10 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         self.auth = auth or AuthPolicy.open()
         self.gate = schema.gate
         self.fast_path = FastPath(schema.graphql_schema, schema.extensions) if fast_path else None
+        #: Changes encoded for subscribers, shared between them (http/subscriptions.py).
+        self.encoded_events = EncodedEvents()
+        #: Seconds a subscriber's socket may take to drain before it is closed as too slow.
+        self.send_timeout = SEND_TIMEOUT
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         headers = request.headers
@@ -303,11 +312,26 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
     async def create_websocket_response(
         self, request: web.Request, subprotocol: str | None
     ) -> web.WebSocketResponse:
-        # Pings find connections whose client vanished, so their subscriptions end.
-        ws = web.WebSocketResponse(protocols=[subprotocol] if subprotocol else [], heartbeat=20)
+        # Pings find connections whose client vanished, so their subscriptions end. No
+        # per-message compression: its zlib state costs hundreds of KB per connection,
+        # more than a subscriber may hold, for messages of a few dozen bytes.
+        ws = web.WebSocketResponse(
+            protocols=[subprotocol] if subprotocol else [],
+            heartbeat=20,
+            compress=False,
+        )
         # Prepared here, before the middleware sees it: it names the server itself.
         ws.headers["Server"] = SERVER
         await ws.prepare(request)
+        transport = request.transport
+        if transport is not None:
+            # What may sit unsent before a subscriber waits for its socket to drain: in
+            # this process, and in the kernel (whose buffer would otherwise grow to MBs).
+            transport.set_write_buffer_limits(high=OUTBOX_BYTES)
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, OUTBOX_BYTES)
         return ws
 
     def _refuse(self, request: web.Request, refusal: Refused, principal: Principal) -> web.Response:
