@@ -153,7 +153,8 @@ class _FeedCollector(Collector):
         )
         yield CounterMetricFamily(
             "features_gql_subscriptions_dropped",
-            "Subscribers dropped for falling too far behind (they resume from their revision).",
+            "Subscribers closed as too slow, or because the feed could not go on without a "
+            "gap (they resume from their revision).",
             value=self._feed.dropped,
         )
 
