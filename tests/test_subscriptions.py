@@ -21,7 +21,7 @@ from features_gql_plugins.sqlite_store import SQLiteStore
 from tests.conftest import Server, StartServer, bearer, make_tokens
 from tests.test_cli import ADD, clean_env, post, serving  # noqa: F401 - a fixture
 
-FOLLOW = """subscription Follow($after: Int, $type: String, $feature: String) {
+FOLLOW = """subscription Follow($after: Revision, $type: String, $feature: String) {
   featureChanges(after: $after, type: $type, feature: $feature) {
     revision op resource { type id } feature actor at
   }
@@ -114,12 +114,16 @@ async def test_filters_and_live_from_now(start_server: StartServer) -> None:
 async def test_bad_arguments_are_typed_errors(start_server: StartServer) -> None:
     server = await start_server("memory")
     async with Client(transport=transport(server)) as session:
-        for variables, field in (({"after": -1}, "after"), ({"type": "Not A Slug"}, "type")):
-            with pytest.raises(TransportQueryError) as error:
-                await take(session.subscribe(changes(**variables)), 1)
-            assert error.value.errors is not None
-            extensions = error.value.errors[0]["extensions"]
-            assert (extensions["code"], extensions["field"]) == ("BAD_USER_INPUT", field)
+        with pytest.raises(TransportQueryError) as error:
+            await take(session.subscribe(changes(type="Not A Slug")), 1)
+        assert error.value.errors is not None
+        extensions = error.value.errors[0]["extensions"]
+        assert (extensions["code"], extensions["field"]) == ("BAD_USER_INPUT", "type")
+        # A revision out of range is refused by the Revision scalar, before anything runs.
+        with pytest.raises(TransportQueryError) as error:
+            await take(session.subscribe(changes(after=-1)), 1)
+        assert error.value.errors is not None
+        assert "a Revision is a whole number from 0" in error.value.errors[0]["message"]
 
 
 async def test_trimmed_log_answers_resync_required(start_server: StartServer) -> None:
@@ -281,7 +285,7 @@ async def test_subscriptions_are_counted_and_logged(
             await take(stream, 1)
             await stream.aclose()
             with pytest.raises(TransportQueryError):
-                await take(session.subscribe(changes(after=-1)), 1)
+                await take(session.subscribe(changes(type="Not A Slug")), 1)
         await asyncio.sleep(0.1)
     lines = [r for r in caplog.records if r.getMessage() == "graphql subscription"]
     outcomes = sorted(r.fields["outcome"] for r in lines)  # type: ignore[attr-defined]
