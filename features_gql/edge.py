@@ -347,7 +347,7 @@ class EdgeSync:
                 continue
             except ChangesTrimmed as exc:
                 if not self._just_resynced:
-                    log.warning("the upstream's change log no longer holds the copy's revision")
+                    self._note("the upstream's change log no longer holds the copy's revision")
                     resync = True
                     continue
                 self._just_resynced = False
@@ -404,6 +404,11 @@ class EdgeSync:
         self.condition = condition
         self.last_error = reason
         self._save(force=True)
+
+    def _note(self, message: str, *args: object) -> None:
+        """A warning on the way to following, unless the follower is stuck on an upstream
+        it refuses (then every retry would repeat it: its state was logged already)."""
+        log.log(logging.DEBUG if self.condition == "malformed" else logging.WARNING, message, *args)
 
     def _connected(self) -> None:
         """Connected (again): following at once the first time; after a failure, once
@@ -476,7 +481,7 @@ class EdgeSync:
         if state is None:
             return True
         if upstream_revision < state.revision:
-            log.warning(
+            self._note(
                 "the upstream is at revision %d, behind the copy's %d: it lost data or was "
                 "restored from an older backup; resyncing",
                 upstream_revision,
@@ -491,14 +496,14 @@ class EdgeSync:
             if revision == 0 or (expected is None and revision == state.revision):
                 continue
             if revision > upstream_revision:
-                log.warning("the upstream lacks change %d the copy may hold; resyncing", revision)
+                self._note("the upstream lacks change %d the copy may hold; resyncing", revision)
                 return True
             try:
                 found = await self.client.changes_since(revision - 1, limit=1)
             except ChangesTrimmed:
                 continue  # cannot compare; a log trimmed past the copy answers on subscribe
             if not found or fingerprint(found[0]) != expected:
-                log.warning(
+                self._note(
                     "the upstream's change %d is not the one the copy saw: its history "
                     "changed (restored from a backup?); resyncing",
                     revision,

@@ -19,7 +19,9 @@ RESOURCES = """query ($first: Int, $after: String, $feature: String!) {
     edges { cursor node { type id } }
     pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } } }"""
 
-CHANGES = "query ($after: Revision, $first: Int) { changes(after: $after, first: $first) { revision } }"
+CHANGES = (
+    "query ($after: Revision, $first: Int) { changes(after: $after, first: $first) { revision } }"
+)
 
 
 @pytest.fixture(params=["memory", "sqlite"])

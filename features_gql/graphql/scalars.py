@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NewType
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.types.scalar import ScalarDefinition
 
 from features_gql.domain import MAX_REVISION
@@ -20,12 +21,14 @@ _RULE = f"a whole number from 0 to {MAX_REVISION} (2^53 - 1), as a JSON number"
 
 def _revision(value: object) -> Revision:
     # GraphQL's Int is 32-bit: revisions outgrow it, and a string or a float that looks
-    # like one is a client's bug to report, not a value to guess at.
+    # like one is a client's bug to report, not a value to guess at. A GraphQLError, not
+    # a ValueError: graphql-core keeps a ValueError as the cause, which masks it as an
+    # internal error.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"a Revision is {_RULE} (got {type(value).__name__})")
+        raise GraphQLError(f"a Revision is {_RULE} (got {type(value).__name__})")
     if not 0 <= value <= MAX_REVISION:
         shown = str(value) if len(str(value)) <= 40 else f"{str(value)[:37]}..."
-        raise ValueError(f"a Revision is {_RULE} (got {shown})")
+        raise GraphQLError(f"a Revision is {_RULE} (got {shown})")
     return Revision(value)
 
 
