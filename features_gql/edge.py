@@ -10,8 +10,9 @@ upstream service that answers reads locally and keeps answering when the upstrea
   continued: the upstream is behind the copy (restored from an older backup, or its data
   lost), the change at the copy's revision is not the one the copy saw (a different
   history), or the upstream's log was trimmed past the copy (``RESYNC_REQUIRED``). A
-  resync applies only the differences, as ordinary changes of the local store, so the
-  edge's own subscribers (another edge following this one) converge the same way.
+  resync applies only the differences, as bulk changes of the local store (chunks of
+  :data:`RESYNC_CHUNK`), so the edge's own subscribers (another edge following this one)
+  converge the same way.
 - :class:`EdgeStore` is the store the edge's API serves from: reads go to the local
   store; writes go to the upstream with the caller's own token, and return once the
   change is in the local copy (so a client reads its own writes at the edge). While the
@@ -26,9 +27,17 @@ features the upstream defines (OFREP answers every defined feature, and ``FLAG_N
 for an undefined one in strict mode): :attr:`EdgeSync.catalog`, a
 :class:`~features_gql.catalog_view.CatalogView`, is loaded from the upstream when the
 follower connects (and again after a resync) and fed the upstream's define and archive
-changes. It lives in memory: an edge that restarts while its upstream is down has no
-catalog until the upstream answers (a strict catalog then answers 503, never a wrong
-``FLAG_NOT_FOUND``).
+changes. It is saved beside the state file (:attr:`EdgeSync.catalog_file`) before the
+position moves past a catalog change, so an edge that restarts while its upstream is down
+evaluates flags with the catalog its copy reflects.
+
+Nothing the upstream sends is guessed at: :mod:`features_gql.replication.wire` parses
+every answer, and a batch the follower cannot take (an unknown op, a malformed field, a
+revision out of range or out of order, paging that makes no progress) raises
+:class:`~features_gql.errors.MalformedUpstream`: nothing of it is applied, the copy is
+served as it is, ``syncStatus`` and ``/readyz`` say why (state ``malformed``), one line is
+logged per change of state, and the follower asks again with backoff until the upstream
+answers sanely.
 """
 
 from __future__ import annotations
