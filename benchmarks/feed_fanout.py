@@ -42,7 +42,7 @@ ADD = (
     "mutation Add($r: ResourceInput!, $f: String!) { addFeature(resource: $r, feature: $f) "
     "{ ... on FeatureChange { revision } } }"
 )
-FOLLOW = "subscription F($after: Int) { featureChanges(after: $after) { revision } }"
+FOLLOW = "subscription F($after: Revision) { featureChanges(after: $after) { revision } }"
 
 
 def rss_mb(pid: int) -> float:

@@ -55,7 +55,7 @@ from benchmarks.run import (
 )
 
 FOLLOW = "subscription { featureChanges { revision feature resource { id } } }"
-CHANGES = "query ($after: Int!) { changes(after: $after, first: 1000) { revision feature } }"
+CHANGES = "query ($after: Revision!) { changes(after: $after, first: 1000) { revision feature } }"
 
 
 def percentile(samples: list[float], q: float) -> float:

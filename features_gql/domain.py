@@ -108,6 +108,11 @@ def all_ids_valid(ids: Sequence[str]) -> bool:
     )
 
 
+#: The largest revision: the largest integer a JSON number carries exactly (2^53 - 1), as
+#: JavaScript and most JSON parsers read numbers as doubles. A store that reached it would
+#: have taken a million changes a second for 285 years.
+MAX_REVISION = 2**53 - 1
+
 #: What a change did: ``add`` and ``remove`` change an assignment; ``define`` and
 #: ``archive`` change the catalog (the feature's definition), and have no resource.
 ChangeOp = Literal["add", "remove", "define", "archive"]

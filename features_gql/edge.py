@@ -10,8 +10,9 @@ upstream service that answers reads locally and keeps answering when the upstrea
   continued: the upstream is behind the copy (restored from an older backup, or its data
   lost), the change at the copy's revision is not the one the copy saw (a different
   history), or the upstream's log was trimmed past the copy (``RESYNC_REQUIRED``). A
-  resync applies only the differences, as ordinary changes of the local store, so the
-  edge's own subscribers (another edge following this one) converge the same way.
+  resync applies only the differences, as bulk changes of the local store (chunks of
+  :data:`RESYNC_CHUNK`), so the edge's own subscribers (another edge following this one)
+  converge the same way.
 - :class:`EdgeStore` is the store the edge's API serves from: reads go to the local
   store; writes go to the upstream with the caller's own token, and return once the
   change is in the local copy (so a client reads its own writes at the edge). While the
@@ -26,9 +27,17 @@ features the upstream defines (OFREP answers every defined feature, and ``FLAG_N
 for an undefined one in strict mode): :attr:`EdgeSync.catalog`, a
 :class:`~features_gql.catalog_view.CatalogView`, is loaded from the upstream when the
 follower connects (and again after a resync) and fed the upstream's define and archive
-changes. It lives in memory: an edge that restarts while its upstream is down has no
-catalog until the upstream answers (a strict catalog then answers 503, never a wrong
-``FLAG_NOT_FOUND``).
+changes. It is saved beside the state file (:attr:`EdgeSync.catalog_file`) before the
+position moves past a catalog change, so an edge that restarts while its upstream is down
+evaluates flags with the catalog its copy reflects.
+
+Nothing the upstream sends is guessed at: :mod:`features_gql.replication.wire` parses
+every answer, and a batch the follower cannot take (an unknown op, a malformed field, a
+revision out of range or out of order, paging that makes no progress) raises
+:class:`~features_gql.errors.MalformedUpstream`: nothing of it is applied, the copy is
+served as it is, ``syncStatus`` and ``/readyz`` say why (state ``malformed``), one line is
+logged per change of state, and the follower asks again with backoff until the upstream
+answers sanely.
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from features_gql.api import FeaturesAPI
 from features_gql.catalog_view import CatalogView
@@ -60,11 +70,14 @@ from features_gql.domain import (
 )
 from features_gql.errors import (
     ChangesTrimmed,
+    MalformedUpstream,
     StoreError,
+    StoreUnavailable,
     StoreUnsupported,
     UpstreamRefused,
     UpstreamUnavailable,
 )
+from features_gql.replication import wire
 from features_gql.request_context import request_credentials
 from features_gql.stores.base import Store, WrappingStore
 from features_gql.upstream import NoSubscriptions, UpstreamClient
@@ -74,6 +87,17 @@ log = logging.getLogger("features_gql.edge")
 #: Backoff between reconnection attempts: from this, doubling, up to MAX_BACKOFF, jittered.
 MIN_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
+#: The same for an upstream that answered something the edge refused (MalformedUpstream):
+#: it will most likely answer the same again, until someone fixes it.
+MALFORMED_MIN_BACKOFF = 1.0
+MALFORMED_MAX_BACKOFF = 30.0
+#: Seconds connected with no error before a follower that failed counts as recovered.
+RECOVERED_AFTER = 1.0
+#: Assignments per bulk call when a resync applies its differences to the copy.
+RESYNC_CHUNK = 2000
+#: Snapshot pages in a row with no assignments while more are said to follow: more than
+#: this is paging that makes no progress.
+EMPTY_PAGES_MAX = 10
 #: Seconds between two polls of the upstream's change log when it serves no WebSocket.
 POLL_INTERVAL = 1.0
 #: How often a follower that polls tries the subscription again.
@@ -160,6 +184,25 @@ class SyncState:
         os.replace(temporary, path)
 
 
+#: What a follower is doing: ``connecting`` (never reached the upstream yet), ``following``
+#: (connected, no error), ``unreachable`` (the upstream cannot be reached or cannot
+#: answer), ``refused`` (it refuses the edge's token), ``malformed`` (it answered
+#: something the edge refused to apply: see ``last_error``), ``failing`` (the local store
+#: failed, or a bug). In every state but the first the edge serves its copy.
+FollowerState = Literal["connecting", "following", "unreachable", "refused", "malformed", "failing"]
+
+
+#: How the log says the follower entered each state.
+_CONDITIONS: dict[FollowerState, str] = {
+    "connecting": "connecting to the upstream",
+    "following": "following the upstream",
+    "unreachable": "lost the upstream",
+    "refused": "the upstream refuses the edge",
+    "malformed": "the upstream answered what the edge refuses to apply, applying nothing of it",
+    "failing": "the edge's follower failed",
+}
+
+
 @dataclass
 class SyncStatus:
     """What ``syncStatus``, ``/readyz`` and the metrics report."""
@@ -178,6 +221,8 @@ class SyncStatus:
     reconnects: int = 0
     resyncs: int = 0
     last_error: str | None = field(default=None)
+    #: What the follower is doing (:data:`FollowerState`).
+    state: str = "connecting"
 
 
 class EdgeSync:
@@ -201,6 +246,13 @@ class EdgeSync:
         self.reconnects = 0
         self.resyncs = 0
         self.last_error: str | None = None
+        #: What the follower is doing; the state last logged (a line per change of it).
+        self.condition: FollowerState = "connecting"
+        self._logged: FollowerState = "connecting"
+        self._recovery: asyncio.TimerHandle | None = None
+        #: Set by a resync, cleared once the follower gets past connecting after it: an
+        #: upstream that asks for another resync at once is refused, not obeyed in a loop.
+        self._just_resynced = False
         self._synced_monotonic: float | None = None
         self._saved_at = 0.0
         self._dirty = False
@@ -238,13 +290,14 @@ class EdgeSync:
             upstream=self.client.describe(),
             revision=self.revision,
             upstream_revision=self.upstream_revision,
-            connected=self.connected,
+            connected=self.condition == "following",
             last_synced_at=None if synced is None else datetime.fromtimestamp(synced, UTC),
             lag_seconds=self.staleness(),
             mode=self.mode,
             reconnects=self.reconnects,
             resyncs=self.resyncs,
             last_error=self.last_error,
+            state=self.condition,
         )
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -257,6 +310,7 @@ class EdgeSync:
                 self.client.describe(),
                 self.state.revision,
             )
+            self._load_catalog()
         self._task = asyncio.create_task(self._run(), name="features-gql-edge-sync")
 
     async def stop(self) -> None:
@@ -265,6 +319,8 @@ class EdgeSync:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._recovery is not None:
+            self._recovery.cancel()
         self._save(force=True)
 
     async def wait_until(self, upstream_revision: int, within: float) -> bool:
@@ -290,6 +346,7 @@ class EdgeSync:
         failures = 0
         resync = False
         while True:
+            malformed = False
             try:
                 if resync:
                     await self._resync()
@@ -297,32 +354,55 @@ class EdgeSync:
                 await self._connect_and_follow()
                 failures = 0
                 continue
-            except ChangesTrimmed:
-                log.warning("the upstream's change log no longer holds the copy's revision")
-                resync = True
-                continue
+            except ChangesTrimmed as exc:
+                if not self._just_resynced:
+                    self._note("the upstream's change log no longer holds the copy's revision")
+                    resync = True
+                    continue
+                self._just_resynced = False
+                malformed = True
+                self._lost(
+                    f"the upstream asked for a resync again right after one: {exc}", "malformed"
+                )
+            except MalformedUpstream as exc:
+                # Nothing of it was applied: serve the copy, and ask again later (the
+                # same answer most likely, until the upstream is fixed).
+                self._just_resynced = False
+                malformed = True
+                self._lost(str(exc), "malformed")
             except UpstreamUnavailable as exc:
-                self._lost(str(exc))
+                self._lost(str(exc), "unreachable")
                 if exc.resume_at_once:
                     self.reconnects += 1
                     continue
-                failures += 1
-            except (StoreError, UpstreamRefused) as exc:
-                # The local store failed, or the upstream refused the edge's token: both
-                # need time (or an operator); keep serving the copy meanwhile.
-                self._lost(str(exc))
-                failures += 1
+            except UpstreamRefused as exc:
+                # The upstream refused the edge's token: that needs an operator; keep
+                # serving the copy meanwhile.
+                self._lost(str(exc), "refused")
+            except StoreError as exc:
+                self._lost(str(exc), "failing")
             except Exception as exc:  # the follower must outlive any bug: log, back off, retry
-                log.exception("the edge's follower failed; retrying")
-                self._lost(f"{type(exc).__name__}: {exc}")
-                failures += 1
+                if self.condition != "failing":
+                    log.exception("the edge's follower failed; retrying")
+                self._lost(f"{type(exc).__name__}: {exc}", "failing")
+            failures += 1
             self.reconnects += 1
-            delay = random.uniform(0, min(MAX_BACKOFF, MIN_BACKOFF * 2 ** min(failures, 10)))
+            if malformed:
+                ceiling = MALFORMED_MIN_BACKOFF * 2 ** min(failures - 1, 10)
+                delay = random.uniform(0.5, 1.0) * min(MALFORMED_MAX_BACKOFF, ceiling)
+            else:
+                delay = random.uniform(0, min(MAX_BACKOFF, MIN_BACKOFF * 2 ** min(failures, 10)))
             await asyncio.sleep(delay)
 
-    def _lost(self, reason: str) -> None:
-        if self.connected or self.last_error != reason:
-            log.warning("lost the upstream, serving the copy: %s", reason)
+    def _lost(self, reason: str, condition: FollowerState) -> None:
+        # One line per change of state, not per attempt: a follower refused by a broken
+        # upstream for an hour logs a line, not thousands.
+        if condition != self._logged:
+            log.warning("%s; serving the copy: %s", _CONDITIONS[condition], reason)
+            self._logged = condition
+        if self._recovery is not None:
+            self._recovery.cancel()
+            self._recovery = None
         if self.connected and self.caught_up:
             self._synced_monotonic = time.monotonic()
             if self.state is not None:
@@ -330,19 +410,52 @@ class EdgeSync:
                 self._dirty = True
         self.connected = False
         self.caught_up = False
+        self.condition = condition
         self.last_error = reason
         self._save(force=True)
+
+    def _note(self, message: str, *args: object) -> None:
+        """A warning on the way to following, unless the follower is stuck on an upstream
+        it refuses (then every retry would repeat it: its state was logged already)."""
+        log.log(logging.DEBUG if self.condition == "malformed" else logging.WARNING, message, *args)
+
+    def _connected(self) -> None:
+        """Connected (again): following at once the first time; after a failure, once
+        something is applied or :data:`RECOVERED_AFTER` seconds pass without an error, so
+        an upstream that fails every attempt right after connecting does not flap."""
+        self.connected = True
+        if self.last_error is None:
+            self._recovered()
+        elif self._recovery is None:
+            self._recovery = asyncio.get_running_loop().call_later(RECOVERED_AFTER, self._recovered)
+
+    def _recovered(self) -> None:
+        if self._recovery is not None:
+            self._recovery.cancel()
+            self._recovery = None
+        if not self.connected or self.condition == "following":
+            return
+        if self._logged != "connecting":
+            log.warning("following the upstream %s again", self.client.describe())
+        self._logged = self.condition = "following"
+        self.last_error = None
 
     async def _connect_and_follow(self) -> None:
         upstream_revision = await self.client.revision()
         self.upstream_revision = upstream_revision
         if await self._must_resync(upstream_revision):
+            if self._just_resynced:
+                raise MalformedUpstream(
+                    "revision",
+                    f"the upstream is at revision {upstream_revision}, behind the snapshot it "
+                    "has just sent: it asks for another resync right after one",
+                )
             await self._resync()
             return
+        self._just_resynced = False
         assert self.state is not None
         await self._catch_up_catalog()
-        self.connected = True
-        self.last_error = None
+        self._connected()
         self._check_caught_up()
         if self.mode == "polling" and time.monotonic() < self._next_subscription_try:
             await self._poll()
@@ -377,7 +490,7 @@ class EdgeSync:
         if state is None:
             return True
         if upstream_revision < state.revision:
-            log.warning(
+            self._note(
                 "the upstream is at revision %d, behind the copy's %d: it lost data or was "
                 "restored from an older backup; resyncing",
                 upstream_revision,
@@ -392,14 +505,14 @@ class EdgeSync:
             if revision == 0 or (expected is None and revision == state.revision):
                 continue
             if revision > upstream_revision:
-                log.warning("the upstream lacks change %d the copy may hold; resyncing", revision)
+                self._note("the upstream lacks change %d the copy may hold; resyncing", revision)
                 return True
             try:
                 found = await self.client.changes_since(revision - 1, limit=1)
             except ChangesTrimmed:
                 continue  # cannot compare; a log trimmed past the copy answers on subscribe
             if not found or fingerprint(found[0]) != expected:
-                log.warning(
+                self._note(
                     "the upstream's change %d is not the one the copy saw: its history "
                     "changed (restored from a backup?); resyncing",
                     revision,
@@ -416,8 +529,11 @@ class EdgeSync:
                 self._dirty = True
 
     async def _apply(self, events: Sequence[ChangeEvent]) -> None:
+        """Apply a batch of the upstream's changes. A batch that does not continue the
+        copy (a revision at or before the copy's, or not increasing) is refused whole."""
         assert self.state is not None
-        fresh = [event for event in events if event.revision > self.state.revision]
+        wire.check_sequence(events, self.state.revision)
+        fresh = list(events)
         if fresh:
             self.state.through = fresh[-1].revision
             self.state.through_fingerprint = fingerprint(fresh[-1])
@@ -427,8 +543,9 @@ class EdgeSync:
             # The copy holds assignments only: catalog changes (define, archive) go to the
             # catalog's view, and move the position on.
             if event.resource is None:
-                if self.catalog is not None:
-                    self.catalog.apply(event)
+                if self.catalog is not None and self.catalog.apply(event):
+                    # On disk before the position moves past it (see _save_catalog).
+                    self._save_catalog(event.revision)
             elif event.op == "add":
                 await self.local.add(event.resource, event.feature, actor=event.actor)
             elif event.op == "remove":
@@ -439,6 +556,8 @@ class EdgeSync:
         if self.upstream_revision is None or self.state.revision > self.upstream_revision:
             self.upstream_revision = self.state.revision
         self._check_caught_up()
+        if fresh:
+            self._recovered()
         self._wake_waiters()
         self._save()
 
@@ -474,17 +593,42 @@ class EdgeSync:
             self.state.fingerprint = "resyncing"
             self._dirty = True
             self._save(force=True)
-        first, cursor, more = await self.client.snapshot_page(None, limit=SNAPSHOT_PAGE)
+        first, more = await self.client.snapshot_page(None, limit=SNAPSHOT_PAGE)
 
         async def upstream_keys() -> AsyncIterator[Assignment]:
-            page, next_cursor, has_more = first, cursor, more
+            # Each page's keys must come after the last one's (the parser checks), so
+            # pages that repeat make no progress and are refused; so are a cursor seen
+            # before, and empty pages without end.
+            page, following = first, more
+            seen: set[str] = set()
+            empty = 0
+            last: Assignment | None = None
             while True:
                 for assignment in page.assignments:
                     yield assignment
-                if not has_more:
+                if page.assignments:
+                    last = page.assignments[-1]
+                    empty = 0
+                else:
+                    empty += 1
+                if not following.has_next:
                     return
-                page, next_cursor, has_more = await self.client.snapshot_page(
-                    next_cursor, limit=SNAPSHOT_PAGE
+                cursor = following.cursor
+                assert cursor is not None  # the parser refuses a next page without one
+                if cursor in seen:
+                    raise MalformedUpstream(
+                        "snapshot.endCursor",
+                        "a cursor came back while more pages were said to follow: paging "
+                        "makes no progress",
+                    )
+                if empty > EMPTY_PAGES_MAX:
+                    raise MalformedUpstream(
+                        "snapshot.hasNextPage",
+                        f"{empty} empty pages in a row while more were said to follow",
+                    )
+                seen.add(cursor)
+                page, following = await self.client.snapshot_page(
+                    cursor, limit=SNAPSHOT_PAGE, last=last
                 )
 
         added, removed = await self._converge(upstream_keys())
@@ -493,6 +637,7 @@ class EdgeSync:
         self._catalog_current = False
         await self._catch_up_catalog()
         self.resyncs += 1
+        self._just_resynced = True
         # The copy is the upstream's state as of the first page (changes since follow).
         self.state = SyncState(self.client.describe(), first.revision, synced_at=time.time())
         self._synced_monotonic = time.monotonic()
@@ -535,7 +680,62 @@ class EdgeSync:
         else:
             # Changes reach the view in the upstream's order from here on: nothing to keep.
             self.catalog.replace(revision, names, reset=True)
+            self._save_catalog(revision)
         self._catalog_current = True
+
+    @property
+    def catalog_file(self) -> Path | None:
+        """Where the catalog's view is kept, beside the state file."""
+        if self.state_file is None:
+            return None
+        return self.state_file.with_name(self.state_file.stem + ".catalog.json")
+
+    def _save_catalog(self, revision: int) -> None:
+        """Write the view's names, as of the catalog change or load at ``revision``.
+
+        Written (atomically) before the position moves past that revision, so the file
+        always holds every catalog change up to the saved position: an edge restarted
+        with its upstream down evaluates flags with it. Changes up to ``revision`` that
+        are followed again after a restart are already in it, and ignored by the view.
+        A file that cannot be written stops the follower (a local store failure) rather
+        than let the position move past a change the file lacks.
+        """
+        path = self.catalog_file
+        if path is None or self.catalog is None:
+            return
+        try:
+            temporary = path.with_name(path.name + ".tmp")
+            temporary.write_text(
+                json.dumps(
+                    {
+                        "upstream": self.client.describe(),
+                        "revision": revision,
+                        "names": sorted(self.catalog.names),
+                    }
+                ),
+                encoding="utf-8",
+            )
+            os.replace(temporary, path)
+        except OSError as exc:
+            raise StoreUnavailable(f"could not save the edge's catalog {path}: {exc}") from exc
+
+    def _load_catalog(self) -> None:
+        """Load the view from :attr:`catalog_file`, when it is this upstream's."""
+        path = self.catalog_file
+        if path is None or self.catalog is None or not path.exists():
+            return
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            upstream = data["upstream"]
+            revision = wire.revision(data["revision"], "revision")
+            names = [wire.feature(name, "names") for name in data["names"]]
+        except (OSError, ValueError, KeyError, TypeError, MalformedUpstream) as exc:
+            log.warning("ignoring the unreadable catalog %s: %s", path, exc)
+            return
+        if upstream != self.client.describe():
+            return
+        self.catalog.replace(revision, names, reset=True)
+        log.info("serving the upstream's catalog as saved: %d live features", len(names))
 
     async def _converge(self, upstream: AsyncIterator[Assignment]) -> tuple[int, int]:
         """Merge the upstream's ordered keys with the copy's, applying the differences."""
@@ -551,11 +751,22 @@ class EdgeSync:
                     return
                 after = page.assignments[-1]
 
+        # The differences go to the copy in bulk calls: a resync of a million keys is
+        # a few hundred store calls (and operation log lines), not a million.
+        to_add: list[tuple[Resource, str]] = []
+        to_remove: list[tuple[Resource, str]] = []
+
+        async def flush(at_least: int) -> None:
+            if len(to_add) >= at_least:
+                await self.local.add_many(to_add, actor="resync")
+                to_add.clear()
+            if len(to_remove) >= at_least:
+                await self.local.remove_many(to_remove, actor="resync")
+                to_remove.clear()
+
         async def apply(key: Assignment, present: bool) -> None:
-            if present:
-                await self.local.add(key.resource, key.feature, actor="resync")
-            else:
-                await self.local.remove(key.resource, key.feature, actor="resync")
+            (to_add if present else to_remove).append((key.resource, key.feature))
+            await flush(RESYNC_CHUNK)
 
         mine = local_keys()
         theirs = upstream
@@ -574,6 +785,7 @@ class EdgeSync:
             else:
                 here = await anext(mine, None)
                 there = await anext(theirs, None)
+        await flush(1)
         return added, removed
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+#: The longest part of a message built from what a peer sent (a field, a reason).
+MESSAGE_PART_MAX = 200
+
 
 class FeaturesError(Exception):
     """Base of every error features-gql raises on purpose."""
@@ -116,6 +119,22 @@ class UpstreamUnavailable(StoreError):
         super().__init__(message)
         self.maybe_applied = maybe_applied
         self.resume_at_once = resume_at_once
+
+
+class MalformedUpstream(StoreError):
+    """The upstream answered something an edge cannot take for what it claims to be: an
+    unknown op, a field missing or of the wrong type, a revision out of range or out of
+    order, paging that makes no progress. Nothing of it was applied; the edge keeps serving
+    its copy and tries again later. The message names the field and the rule, bounded in
+    length (never the upstream's whole answer)."""
+
+    code = "UPSTREAM_MALFORMED"
+    outcome = "malformed"
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field[:MESSAGE_PART_MAX]
+        self.reason = reason[:MESSAGE_PART_MAX]
+        super().__init__(f"the upstream sent a bad {self.field}: {self.reason}")
 
 
 class UpstreamRefused(FeaturesError):

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,12 +28,13 @@ from features_gql.domain import Assignment, ChangeEvent, Resource, SnapshotPage,
 from features_gql.errors import (
     ChangesTrimmed,
     ConfigError,
-    InvalidInput,
+    MalformedUpstream,
     StoreTimeout,
     StoreUnavailable,
     UpstreamRefused,
     UpstreamUnavailable,
 )
+from features_gql.replication import wire
 
 log = logging.getLogger("features_gql.upstream")
 
@@ -46,13 +46,13 @@ HEARTBEAT = 5.0
 
 _EVENT = "revision op resource { type id } feature actor at"
 REVISION = "query EdgeRevision { revision }"
-CHANGES = f"query EdgeChanges($after: Int!, $first: Int!) {{ changes(after: $after, first: $first) {{ {_EVENT} }} }}"  # noqa: E501
+CHANGES = f"query EdgeChanges($after: Revision!, $first: Int!) {{ changes(after: $after, first: $first) {{ {_EVENT} }} }}"  # noqa: E501
 SNAPSHOT = (
     "query EdgeSnapshot($after: String, $first: Int!) { snapshot(after: $after, first: $first) "
     "{ revision assignments endCursor hasNextPage } }"
 )
 SUBSCRIBE = (
-    f"subscription EdgeFollow($after: Int) {{ featureChanges(after: $after) {{ {_EVENT} }} }}"
+    f"subscription EdgeFollow($after: Revision) {{ featureChanges(after: $after) {{ {_EVENT} }} }}"
 )
 CATALOG = (
     "query EdgeCatalog($after: String) { features(defined: true, archived: false, "
@@ -87,29 +87,12 @@ def websocket_url(url: str) -> str:
     return urlunsplit(parts._replace(scheme="wss" if parts.scheme == "https" else "ws"))
 
 
-def event_from(data: Mapping[str, Any]) -> ChangeEvent:
-    resource = data["resource"]
-    op = str(data["op"]).lower()
-    return ChangeEvent(
-        revision=int(data["revision"]),
-        # Catalog changes (define, archive) name no resource.
-        op=op if op in ("add", "remove", "define", "archive") else "remove",  # type: ignore[arg-type]
-        resource=None if resource is None else Resource(resource["type"], resource["id"]),
-        feature=data["feature"],
-        at=datetime.fromisoformat(data["at"]),
-        actor=data.get("actor"),
-    )
-
-
-def _error(errors: list[Mapping[str, Any]]) -> Exception:
+def _error(errors: object) -> Exception:
     """The typed error for the upstream's GraphQL errors (the first one decides)."""
-    first = errors[0]
-    extensions = first.get("extensions") or {}
-    code = str(extensions.get("code", "UPSTREAM_ERROR"))
-    message = str(first.get("message", "the upstream refused the request"))
+    error = wire.graphql_error(errors)
+    code, message, extensions = error.code, error.message, error.extensions
     if code == ChangesTrimmed.code:
-        after = int(extensions.get("after", 0) or 0)
-        return ChangesTrimmed(after, int(extensions.get("firstRetained", 0)))
+        return ChangesTrimmed(*error.trimmed())
     if code == StoreTimeout.code:
         return StoreTimeout(
             f"upstream: {message}", maybe_applied=bool(extensions.get("maybeApplied"))
@@ -203,7 +186,7 @@ class UpstreamClient:
 
     async def revision(self) -> int:
         data = await self.execute(REVISION, authorization=self._bearer)
-        return int(data["revision"])
+        return wire.store_revision(data)
 
     @property
     def _bearer(self) -> str | None:
@@ -213,39 +196,45 @@ class UpstreamClient:
         data = await self.execute(
             CHANGES, {"after": after, "first": limit}, authorization=self._bearer
         )
-        return [event_from(item) for item in data["changes"] or ()]
+        return wire.changes(data, after)
 
     async def snapshot_page(
-        self, after: str | None, *, limit: int = 5000
-    ) -> tuple[SnapshotPage, str | None, bool]:
-        """A snapshot page, the cursor after it, and whether more pages follow."""
+        self, after: str | None, *, limit: int = 5000, last: Assignment | None = None
+    ) -> tuple[SnapshotPage, wire.Page]:
+        """A snapshot page, and where the next one starts. ``last`` is the last assignment
+        of the page before: this one's must all come after it."""
         data = await self.execute(
             SNAPSHOT, {"after": after, "first": limit}, authorization=self._bearer, within=10
         )
-        page = data["snapshot"]
-        assignments = [Assignment(t, i, f) for t, i, f in page["assignments"]]
-        return (
-            SnapshotPage(int(page["revision"]), assignments),
-            page["endCursor"],
-            bool(page["hasNextPage"]),
-        )
+        return wire.snapshot_page(data, last)
 
-    async def live_features(self) -> list[str]:
-        """The names of the upstream's live features (defined, not archived)."""
+    async def live_features(self, *, max_pages: int = 10_000) -> list[str]:
+        """The names of the upstream's live features (defined, not archived).
+
+        Paging that makes no progress (a cursor seen before while more pages are said to
+        follow), or that goes on past ``max_pages``, is refused as malformed."""
         names: list[str] = []
         after: str | None = None
-        while True:
+        seen: set[str] = set()
+        for _ in range(max_pages):
             data = await self.execute(
                 CATALOG, {"after": after}, authorization=self._bearer, within=10
             )
-            page = data.get("features")
-            if not isinstance(page, dict):
-                raise UpstreamUnavailable("the upstream answered no catalog")
-            names.extend(str(edge["node"]["name"]) for edge in page["edges"])
-            info = page["pageInfo"]
-            if not info["hasNextPage"]:
+            page, more = wire.catalog_page(data)
+            names.extend(page)
+            if not more.has_next:
                 return names
-            after = info["endCursor"]
+            assert more.cursor is not None  # the parser refuses a next page without one
+            if more.cursor in seen or more.cursor == after:
+                raise MalformedUpstream(
+                    "features.pageInfo.endCursor",
+                    "the same cursor came back while more pages were said to follow",
+                )
+            seen.add(more.cursor)
+            after = more.cursor
+        raise MalformedUpstream(
+            "features.pageInfo", f"more than {max_pages} catalog pages: paging never ends"
+        )
 
     async def subscribe(self, after: int) -> AsyncIterator[ChangeEvent]:
         """Every change after ``after``, pushed by the upstream over WebSocket.
@@ -277,7 +266,9 @@ class UpstreamClient:
             await ws.send_str(orjson.dumps({"type": "connection_init", "payload": init}).decode())
             ack = await self._receive(ws, REQUEST_TIMEOUT)
             if ack.get("type") != "connection_ack":
-                raise UpstreamUnavailable(f"the upstream did not acknowledge: {ack!r:.200}")
+                raise MalformedUpstream(
+                    "connection_ack", f"expected, got a message of type {ack.get('type')!r:.40}"
+                )
             subscribe = {
                 "id": "1",
                 "type": "subscribe",
@@ -288,12 +279,12 @@ class UpstreamClient:
                 message = await self._receive(ws, None)
                 kind = message.get("type")
                 if kind == "next":
-                    payload = message.get("payload") or {}
-                    if payload.get("errors"):
+                    payload = message.get("payload")
+                    if isinstance(payload, dict) and payload.get("errors"):
                         raise _error(payload["errors"])
-                    yield event_from(payload["data"]["featureChanges"])
+                    yield wire.subscription_change(payload)
                 elif kind == "error":
-                    raise _error(message.get("payload") or [{}])
+                    raise _error(message.get("payload"))
                 elif kind == "complete":
                     raise UpstreamUnavailable("the upstream ended the subscription")
                 elif kind == "ping":
@@ -303,13 +294,15 @@ class UpstreamClient:
                 await ws.close()
 
     @staticmethod
-    async def _receive(ws: aiohttp.ClientWebSocketResponse, within: float | None) -> Any:
+    async def _receive(
+        ws: aiohttp.ClientWebSocketResponse, within: float | None
+    ) -> Mapping[str, Any]:
         try:
             message = await ws.receive(timeout=within)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise UpstreamUnavailable(f"the upstream connection failed: {exc!r}") from exc
         if message.type == aiohttp.WSMsgType.TEXT:
-            return orjson.loads(message.data)
+            return wire.message(message.data)
         if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING):
             raise UpstreamUnavailable(
                 f"the upstream closed the subscription ({message.data}: {message.extra})",
@@ -336,12 +329,7 @@ class UpstreamClient:
             write=True,
             within=within,
         )
-        answer = data.get(field)
-        if not isinstance(answer, dict):
-            raise UpstreamUnavailable("the upstream answered the write with nothing")
-        if answer.get("__typename") == "InvalidInput":
-            raise InvalidInput(answer["field"], answer["rule"], answer["message"])
-        return WriteResult(bool(answer["changed"]), int(answer["revision"]))
+        return wire.write_answer(data, field)
 
 
 class NoSubscriptions(StoreUnavailable):

@@ -25,7 +25,7 @@ from features_gql_plugins.sqlite_store import SQLiteStore
 from tests.conftest import Server, StartServer, bearer, make_tokens
 from tests.test_cli import ADD, clean_env, post, serving  # noqa: F401 - a fixture
 
-FOLLOW = """subscription Follow($after: Int, $type: String, $feature: String) {
+FOLLOW = """subscription Follow($after: Revision, $type: String, $feature: String) {
   featureChanges(after: $after, type: $type, feature: $feature) {
     revision op resource { type id } feature actor at
   }
@@ -118,12 +118,16 @@ async def test_filters_and_live_from_now(start_server: StartServer) -> None:
 async def test_bad_arguments_are_typed_errors(start_server: StartServer) -> None:
     server = await start_server("memory")
     async with Client(transport=transport_to(server)) as session:
-        for variables, field in (({"after": -1}, "after"), ({"type": "Not A Slug"}, "type")):
-            with pytest.raises(TransportQueryError) as error:
-                await take(session.subscribe(changes(**variables)), 1)
-            assert error.value.errors is not None
-            extensions = error.value.errors[0]["extensions"]
-            assert (extensions["code"], extensions["field"]) == ("BAD_USER_INPUT", field)
+        with pytest.raises(TransportQueryError) as error:
+            await take(session.subscribe(changes(type="Not A Slug")), 1)
+        assert error.value.errors is not None
+        extensions = error.value.errors[0]["extensions"]
+        assert (extensions["code"], extensions["field"]) == ("BAD_USER_INPUT", "type")
+        # A revision out of range is refused by the Revision scalar, before anything runs.
+        with pytest.raises(TransportQueryError) as error:
+            await take(session.subscribe(changes(after=-1)), 1)
+        assert error.value.errors is not None
+        assert "a Revision is a whole number from 0" in error.value.errors[0]["message"]
 
 
 async def test_trimmed_log_answers_resync_required(start_server: StartServer) -> None:
@@ -285,7 +289,7 @@ async def test_subscriptions_are_counted_and_logged(
             await take(stream, 1)
             await stream.aclose()
             with pytest.raises(TransportQueryError):
-                await take(session.subscribe(changes(after=-1)), 1)
+                await take(session.subscribe(changes(type="Not A Slug")), 1)
         await asyncio.sleep(0.1)
     lines = [r for r in caplog.records if r.getMessage() == "graphql subscription"]
     outcomes = sorted(r.fields["outcome"] for r in lines)  # type: ignore[attr-defined]
@@ -333,9 +337,7 @@ async def test_a_stalled_subscriber_is_closed_with_its_resume_revision(
     assert isinstance(feed, ChangeFeed)
     graphql_view(server).send_timeout = 0.5
     total = 6000
-    async with server.session.ws_connect(
-        ws_url(server), protocols=["graphql-transport-ws"]
-    ) as ws:
+    async with server.session.ws_connect(ws_url(server), protocols=["graphql-transport-ws"]) as ws:
         await subscribe_raw(ws, "subscription { featureChanges { revision feature } }")
         await asyncio.sleep(0.2)
         transport = ws._response.connection.transport  # type: ignore[union-attr]
@@ -375,7 +377,7 @@ async def test_one_encoding_per_change_for_subscribers_of_one_shape(
     server = await start_server("memory")
     encoded = graphql_view(server).encoded_events
     await write(server, "add", "p0", "speedups")
-    query = "subscription S($after: Int) { featureChanges(after: $after) { revision } }"
+    query = "subscription S($after: Revision) { featureChanges(after: $after) { revision } }"
     other = "subscription { featureChanges(after: 0) { revision feature } }"
     async with contextlib.AsyncExitStack() as stack:
         sockets = [

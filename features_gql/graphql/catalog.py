@@ -10,6 +10,7 @@ import strawberry
 from features_gql import domain
 from features_gql.api import encode_key
 from features_gql.errors import InvalidInput
+from features_gql.graphql.scalars import Revision
 from features_gql.graphql.types import (
     AFTER,
     FIRST,
@@ -249,7 +250,7 @@ class CatalogMutations:
             features=sorted(set(features)),
             removed=result.removed,
             added=result.added,
-            revision=result.revision,
+            revision=Revision(result.revision),
         )
 
 
@@ -257,7 +258,7 @@ def _definition_change(result: domain.DefinitionResult) -> FeatureDefinitionChan
     return FeatureDefinitionChange(
         feature=Feature(name=result.feature.name, catalog=result.feature),
         changed=result.changed,
-        revision=result.revision,
+        revision=Revision(result.revision),
     )
 
 
@@ -276,12 +277,12 @@ async def _bulk(info: Info, op: str, items: list[CheckInput]) -> BulkChange | In
             resource=Resource(type=type_, id=id_),
             feature=feature,
             changed=revision is not None,
-            revision=result.revision if revision is None else revision,
+            revision=Revision(result.revision if revision is None else revision),
         )
         for ((type_, id_), feature), revision in zip(asked, result.revisions, strict=True)
     ]
     return BulkChange(
         changes=changes,
         changed_count=sum(change.changed for change in changes),
-        revision=result.revision,
+        revision=Revision(result.revision),
     )

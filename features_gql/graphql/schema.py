@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import strawberry
 from graphql import GraphQLError, GraphQLSchema
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from features_gql import domain
@@ -18,6 +19,7 @@ from features_gql.graphql import hot_fields
 from features_gql.graphql.admission import Gate, Limits, Refused
 from features_gql.graphql.catalog import CatalogMutations, CatalogQueries
 from features_gql.graphql.errors import ErrorCodes
+from features_gql.graphql.scalars import NO_REVISION, SCALARS, Revision
 from features_gql.graphql.types import (
     ID_TEXT,
     SLUG,
@@ -34,6 +36,7 @@ from features_gql.graphql.types import (
     ResourceInput,
     SnapshotPage,
     StoreHealth,
+    SyncState,
     SyncStatus,
     Viewer,
     described,
@@ -130,8 +133,8 @@ class Query(CatalogQueries):
         )
 
     @strawberry.field(description="The revision of the latest change.")
-    async def revision(self, info: Info) -> int | None:
-        return await info.context.api.revision()
+    async def revision(self, info: Info) -> Revision | None:
+        return Revision(await info.context.api.revision())
 
     @strawberry.field(
         description="Changes after revision `after`, oldest first: how followers read the log."
@@ -139,7 +142,9 @@ class Query(CatalogQueries):
     async def changes(
         self,
         info: Info,
-        after: Annotated[int, described("A revision: changes after it (0 for all).")] = 0,
+        after: Annotated[
+            Revision, described("A revision: changes after it (0 for all).")
+        ] = NO_REVISION,
         first: Annotated[int, described("How many to return: 1-1000.")] = 100,
     ) -> list[ChangeEvent] | None:
         events = await info.context.api.changes_since(after, limit=first)
@@ -153,11 +158,15 @@ class Query(CatalogQueries):
         status = sync.status()
         return SyncStatus(
             upstream=status.upstream,
-            revision=status.revision,
-            upstream_revision=status.upstream_revision,
+            revision=None if status.revision is None else Revision(status.revision),
+            upstream_revision=None
+            if status.upstream_revision is None
+            else Revision(status.upstream_revision),
             lag_seconds=None if status.lag_seconds is None else round(status.lag_seconds, 3),
             connected=status.connected,
             last_synced_at=status.last_synced_at,
+            state=SyncState(status.state),
+            last_error=status.last_error,
         )
 
     @strawberry.field(
@@ -178,7 +187,7 @@ class Query(CatalogQueries):
         page = await info.context.api.snapshot_page(start, limit=first)
         rows = page.assignments
         return SnapshotPage(
-            revision=page.revision,
+            revision=Revision(page.revision),
             assignments=[[a.type, a.id, a.feature] for a in rows],
             end_cursor=encode_snapshot_cursor(rows[-1]) if rows else after,
             has_next_page=len(rows) == first,
@@ -198,7 +207,7 @@ async def _change(
         resource=Resource(type=resource.type, id=resource.id),
         feature=feature,
         changed=result.changed,
-        revision=result.revision,
+        revision=Revision(result.revision),
     )
 
 
@@ -240,7 +249,7 @@ class Subscription:
         self,
         info: Info,
         after: Annotated[
-            int | None,
+            Revision | None,
             strawberry.argument(description="The last revision received (null: from now on)."),
         ] = None,
         type_: Annotated[
@@ -321,7 +330,11 @@ class FeaturesSchema(strawberry.Schema):
 def build_schema(*, introspection: bool = True, limits: Limits | None = None) -> FeaturesSchema:
     extensions: list[Any] = [ErrorCodes, Admission]
     schema = FeaturesSchema(
-        query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=extensions,
+        config=StrawberryConfig(scalar_map=SCALARS),
     )
     schema.gate = Gate(schema.graphql_schema, limits or Limits(), introspection=introspection)
     return schema

@@ -15,6 +15,7 @@ from features_gql import domain
 from features_gql.errors import InvalidInput
 from features_gql.graphql import hot_fields
 from features_gql.graphql.context import Context
+from features_gql.graphql.scalars import Revision
 
 Info = strawberry.Info[Context, None]
 
@@ -317,7 +318,7 @@ class FeatureChange:
     changed: bool = strawberry.field(
         description="False when the resource already had (add) or lacked (remove) the feature."
     )
-    revision: int = strawberry.field(
+    revision: Revision = strawberry.field(
         description="The revision of this change; when nothing changed, the store's revision "
         "after the request."
     )
@@ -356,7 +357,7 @@ class ChangeOp(enum.Enum):
 
 @strawberry.type(description="A change that took effect, from the store's change log.")
 class ChangeEvent:
-    revision: int = strawberry.field(
+    revision: Revision = strawberry.field(
         description="Its place in the change log: store-wide and strictly increasing."
     )
     op: ChangeOp = strawberry.field(description="What the change did.")
@@ -373,7 +374,7 @@ class ChangeEvent:
     @classmethod
     def of(cls, event: domain.ChangeEvent) -> ChangeEvent:
         return cls(
-            revision=event.revision,
+            revision=Revision(event.revision),
             op=ChangeOp(event.op),
             resource=None if event.resource is None else Resource.of(event.resource),
             feature=event.feature,
@@ -511,7 +512,7 @@ class FeatureDefinitionChange:
         description="False when the definition already said this (or the feature was not "
         "defined, or already archived, for archiveFeature)."
     )
-    revision: int = strawberry.field(
+    revision: Revision = strawberry.field(
         description="The revision of this change; when nothing changed, the store's revision."
     )
 
@@ -532,7 +533,7 @@ FeatureDefinitionResult = Annotated[
 class BulkChange:
     changes: list[FeatureChange] = strawberry.field(description="One result per item, in order.")
     changed_count: int = strawberry.field(description="How many items changed something.")
-    revision: int = strawberry.field(description="The store's revision after the request.")
+    revision: Revision = strawberry.field(description="The store's revision after the request.")
 
 
 BulkChangeResult = Annotated[
@@ -553,7 +554,7 @@ class FeaturesSet:
         description="The features taken away, sorted; their changes come first in the log."
     )
     added: list[str] = strawberry.field(description="The features given, sorted.")
-    revision: int = strawberry.field(description="The store's revision after the request.")
+    revision: Revision = strawberry.field(description="The store's revision after the request.")
 
 
 SetFeaturesResult = Annotated[
@@ -630,7 +631,7 @@ async def resource_connection(
     "the changes after that revision."
 )
 class SnapshotPage:
-    revision: int = strawberry.field(
+    revision: Revision = strawberry.field(
         description="Every change up to this revision is in the snapshot."
     )
     assignments: list[list[str]] = strawberry.field(
@@ -641,23 +642,56 @@ class SnapshotPage:
     has_next_page: bool = strawberry.field(description="Whether another page may follow.")
 
 
+@strawberry.enum(
+    description="What an edge's follower is doing. In every state but "
+    "CONNECTING the edge answers reads from its copy."
+)
+class SyncState(enum.Enum):
+    CONNECTING = strawberry.enum_value(
+        "connecting", description="It has not reached the upstream yet."
+    )
+    FOLLOWING = strawberry.enum_value(
+        "following", description="Connected, following the upstream's changes, no error."
+    )
+    UNREACHABLE = strawberry.enum_value(
+        "unreachable", description="The upstream cannot be reached or cannot answer."
+    )
+    REFUSED = strawberry.enum_value("refused", description="The upstream refuses the edge.")
+    MALFORMED = strawberry.enum_value(
+        "malformed",
+        description="The upstream answered something the edge refused to apply (an unknown "
+        "op, a field missing or of the wrong type, a revision out of range or out of order, "
+        "paging that makes no progress): nothing of it was applied; lastError says what. "
+        "The edge asks again with backoff and follows once the upstream answers sanely.",
+    )
+    FAILING = strawberry.enum_value(
+        "failing", description="The edge's own store failed (or a bug): see lastError."
+    )
+
+
 @strawberry.type(
     description="How current an edge's copy of its upstream is (null on a service that "
     "follows no upstream)."
 )
 class SyncStatus:
     upstream: str = strawberry.field(description="The upstream's GraphQL endpoint.")
-    revision: int | None = strawberry.field(
+    revision: Revision | None = strawberry.field(
         description="The upstream revision the copy reflects; null before the first sync."
     )
-    upstream_revision: int | None = strawberry.field(
+    upstream_revision: Revision | None = strawberry.field(
         description="The upstream's revision, as last heard."
     )
     lag_seconds: float | None = strawberry.field(
         description="How far the copy may be behind: 0 while connected and caught up, else "
         "the seconds since it last was."
     )
-    connected: bool = strawberry.field(description="Whether it follows the upstream now.")
+    connected: bool = strawberry.field(
+        description="Whether it follows the upstream now, with no error (state FOLLOWING)."
+    )
+    state: SyncState = strawberry.field(description="What the follower is doing.")
+    last_error: str | None = strawberry.field(
+        description="Why it does not follow the upstream now; null while it does."
+    )
     last_synced_at: datetime | None = strawberry.field(
         description="When the copy was last known to be current."
     )

@@ -317,6 +317,8 @@ async def readyz(request: web.Request) -> web.Response:
         body["upstream"] = {
             "url": status.upstream,
             "connected": status.connected,
+            "state": status.state,
+            "last_error": status.last_error,
             "revision": status.revision,
             "upstream_revision": status.upstream_revision,
             "staleness_seconds": None if staleness is None else round(staleness, 3),

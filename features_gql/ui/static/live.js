@@ -2,7 +2,7 @@
 // The token goes in connection_init (browsers cannot set headers on a WebSocket). After a
 // drop it reconnects and resumes after the last revision it saw, so no change is missed.
 
-const FEED = `subscription Feed($after: Int) {
+const FEED = `subscription Feed($after: Revision) {
   featureChanges(after: $after) { revision op feature actor at resource { type id } }
 }`;
 

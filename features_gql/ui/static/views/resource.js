@@ -16,7 +16,7 @@ const CHANGE = (mutation) => `mutation Change($resource: ResourceInput!, $featur
   }
 }`;
 
-const EVENT = `query Event($after: Int!) {
+const EVENT = `query Event($after: Revision!) {
   changes(after: $after, first: 1) { revision op feature actor at resource { type id } }
 }`;
 
