@@ -281,14 +281,23 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as data:
             store = f"sqlite://{Path(data) / 'features.db'}"
             command = pinned(features_gql(port, store=store), server_cpus())
-            result = _measure(command, port, url, scenario)
+            log = Path(data) / "service.log"
+            result = _measure(command, port, url, scenario, log)
+            # What the service logged meanwhile: tracebacks are bugs, and the volume counts.
+            text = log.read_text(encoding="utf-8", errors="replace")
+            result.figures["log_bytes"] = len(text)
+            result.figures["tracebacks_logged"] = text.count("Traceback")
         print(f"{result.scenario}: {json.dumps(result.figures)}", flush=True)
         results.append(result)
 
     def _measure(
-        command: list[str], port: int, url: str, scenario: Callable[[str, int], Awaitable[Result]]
+        command: list[str],
+        port: int,
+        url: str,
+        scenario: Callable[[str, int], Awaitable[Result]],
+        log: Path,
     ) -> Result:
-        with running(command, port) as process:
+        with running(command, port, log_to=log) as process:
             if load_cpus():
                 os.sched_setaffinity(0, load_cpus() or [])
             return asyncio.run(scenario(url, process.pid))

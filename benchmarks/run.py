@@ -118,6 +118,7 @@ def running(
     health: str = "/healthz",
     announced: str | None = None,
     cwd: Path | None = None,
+    log_to: Path | None = None,
 ) -> Iterator[subprocess.Popen[str]]:
     """Run ``command`` (in ``cwd``) until the block ends, once ``health`` answers on
     ``port`` (and, with ``announced``, once that text is in its log: with workers, the
@@ -126,7 +127,12 @@ def running(
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEATURES_GQL_")}
     # The service logs (writes at INFO) to a file, as it would to a journal: a pipe that
     # nobody reads would fill up and stall it.
-    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in the finally below)
+    # (``log_to``: a file the caller reads afterwards.) Closed in the finally below.
+    log = (
+        tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
+        if log_to is None
+        else log_to.open("w+")
+    )
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=log, text=True, env=env, cwd=cwd
     )

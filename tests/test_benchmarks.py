@@ -85,3 +85,17 @@ def test_compare_refuses_a_directory_without_the_package(tmp_path: Path) -> None
     )  # fmt: skip
     assert result.returncode != 0
     assert "holds no features_gql package" in result.stderr
+
+
+def test_feed_fanout_runs(tmp_path: Path) -> None:
+    output = tmp_path / "fanout.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.feed_fanout", "--subscribers", "3", "--writes", "300",
+         "--writers", "2", "--skip-stalled", "--json", str(output)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    fan_out, one_to_many = json.loads(output.read_text())
+    assert fan_out["figures"]["subscribers_with_every_change"] == "3/3"
+    assert fan_out["figures"]["tracebacks_logged"] == 0
+    assert one_to_many["figures"]["worst_ms"] > 0
