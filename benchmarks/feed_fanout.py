@@ -211,18 +211,27 @@ async def one_to_many(url: str, subscribers: int, samples: int) -> Result:
     )
 
 
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise RuntimeError(f"no metric {name}")
+
+
 async def stalled(url: str, pid: int, subscribers: int, backlog: int, writers: int) -> Result:
     await _write(url, backlog, writers, f"backlog-{uuid.uuid4().hex[:6]}")
     baseline, _ = await _write(url, 2000, writers, f"base-{uuid.uuid4().hex[:6]}")
     before = rss_mb(pid)
     ws_url = url.replace("http://", "ws://")
+    metrics_url = url.replace("/graphql", "/metrics")
     codes: Counter[str] = Counter()
-    closed_at: list[float] = []
-    started = time.monotonic()
+    subscribed = asyncio.Event()
+    count = 0
 
     async def never_reads(session: aiohttp.ClientSession) -> None:
-        # It never reads once subscribed: the service's writes back up into the socket,
-        # then into the service.
+        nonlocal count
+        # It stops reading once subscribed: the service's writes back up into the socket,
+        # then into the service. After a minute it reads again, to see how it was closed.
         async with session.ws_connect(ws_url, protocols=["graphql-transport-ws"]) as ws:
             await ws.send_json({"type": "connection_init", "payload": {}})
             await ws.receive_json()
@@ -231,24 +240,33 @@ async def stalled(url: str, pid: int, subscribers: int, backlog: int, writers: i
             transport = ws._response.connection.transport  # type: ignore[union-attr]
             assert transport is not None
             transport.pause_reading()
+            count += 1
+            if count == subscribers:
+                subscribed.set()
             await asyncio.sleep(65)
             transport.resume_reading()
-            # Now read what is left, to learn how (and whether) the service closed it.
             async for message in ws:
                 if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING):
                     break
-            codes[f"{ws.close_code} {str(message.extra or '')[:60]}"] += 1
-            closed_at.append(time.monotonic() - started)
+            codes[f"{ws.close_code} {str(message.extra or '')[:40]}"] += 1
 
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     tasks = [asyncio.create_task(never_reads(session)) for _ in range(subscribers)]
-    await asyncio.sleep(2.0)
+    await asyncio.wait_for(subscribed.wait(), 60)
+    started = time.monotonic()
     peak = max(before, rss_mb(pid))
     rate, _ = await _write(url, 2000, writers, f"during-{uuid.uuid4().hex[:6]}")
-    for _ in range(50):
-        peak = max(peak, rss_mb(pid))
-        await asyncio.sleep(1.0)
-    peak = max(peak, rss_mb(pid))
+    closed_after: float | None = None
+    dropped = 0.0
+    async with aiohttp.ClientSession() as probe:
+        while time.monotonic() - started < 62:
+            peak = max(peak, rss_mb(pid))
+            async with probe.get(metrics_url) as response:
+                text = await response.text()
+            dropped = _metric(text, "features_gql_subscriptions_dropped_total")
+            if closed_after is None and _metric(text, "features_gql_subscriptions") == 0:
+                closed_after = time.monotonic() - started
+            await asyncio.sleep(0.5)
     await asyncio.gather(*tasks, return_exceptions=True)
     await session.close()
     return Result(
@@ -258,7 +276,9 @@ async def stalled(url: str, pid: int, subscribers: int, backlog: int, writers: i
             "writes_per_s_without": round(baseline),
             "writes_per_s_with": round(rate),
             "write_ratio": round(rate / baseline, 2),
-            "close_codes": dict(codes),
+            "closed_as_too_slow": int(dropped),
+            "all_closed_after_s": None if closed_after is None else round(closed_after, 1),
+            "close_seen_by_clients_reading_after_65_s": dict(codes),
         },
     )
 

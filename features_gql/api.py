@@ -185,6 +185,10 @@ class FeaturesAPI:
         #: something, after the change listeners: in-memory views of the catalog update at
         #: once (features_gql.catalog_view).
         self.catalog_listeners: list[Callable[[DefinitionResult], None]] = []
+        #: Called with ``(revision, catalog)`` when the store pushes a notice of a change
+        #: committed by any process (see :meth:`watch_store`): followers of the change log
+        #: wake at once instead of at their next poll.
+        self.pushed_listeners: list[Callable[[int, bool], None]] = []
 
     async def _call(
         self,
@@ -667,6 +671,23 @@ class FeaturesAPI:
                 listener(revision)
             except Exception:  # a listener must never fail a write that happened
                 log.exception("a change listener raised")
+
+    async def watch_store(self) -> bool:
+        """Ask the store to push notices of committed changes to :attr:`pushed_listeners`
+        (after ``open``); whether it can."""
+        return await self.store.watch(self._pushed)
+
+    @property
+    def pushed(self) -> bool:
+        """Whether the store's notices arrive now: followers may poll slowly."""
+        return self.store.watching
+
+    def _pushed(self, revision: int, catalog: bool) -> None:
+        for listener in self.pushed_listeners:
+            try:
+                listener(revision, catalog)
+            except Exception:  # one listener must not keep the notice from the others
+                log.exception("a pushed-change listener raised")
 
     def _catalog_changed(self, result: DefinitionResult) -> None:
         for listener in self.catalog_listeners:

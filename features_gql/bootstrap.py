@@ -67,6 +67,8 @@ class Service:
         except BaseException:
             self.dispatcher.stop()
             raise
+        if await self.api.watch_store():
+            log.info("the store pushes its changes: followers of the change log wake at once")
         if self.retention is not None:
             self.retention.start()
         if self.edge is not None:

@@ -10,7 +10,8 @@ keeps it current depends on where it runs:
   start-up; a define or archive made through that API updates it at once, with no store
   call; over a store other processes write too (SQLite, PostgreSQL, MongoDB: ``--workers
   N``, several instances, the command line), it also reads the change log every
-  :data:`POLL_INTERVAL` seconds for their catalog changes;
+  :data:`POLL_INTERVAL` seconds for their catalog changes, and at once when the store
+  pushes a notice of one (PostgreSQL);
 - **a** :class:`~features_gql.replica.LocalReplica`: loaded with the replica's snapshot,
   and fed the define and archive changes the replica follows anyway;
 - **an edge replica**: loaded from the upstream and fed the upstream's catalog changes by
@@ -192,6 +193,8 @@ class CatalogFollower:
         #: The revision of the change log read through.
         self._cursor = 0
         self._task: asyncio.Task[None] | None = None
+        #: Set by a pushed notice of a catalog change (another process defined or archived).
+        self._wake = asyncio.Event()
         #: Set once the first attempt to load the view has ended, loaded or not.
         self._attempted = asyncio.Event()
         #: What stopped the last load or read of the change log; None when it succeeded.
@@ -204,6 +207,8 @@ class CatalogFollower:
         as the store answers (each attempt's calls within the API's deadline)."""
         if self.view.changed_here not in self.api.catalog_listeners:
             self.api.catalog_listeners.append(self.view.changed_here)
+        if self._pushed not in self.api.pushed_listeners:
+            self.api.pushed_listeners.append(self._pushed)
         self._task = asyncio.create_task(self._run(), name="features-gql-catalog")
         if within is not None:
             with contextlib.suppress(TimeoutError):
@@ -214,9 +219,15 @@ class CatalogFollower:
                     "the feature catalog is still loading after %g s; serving meanwhile", within
                 )
 
+    def _pushed(self, revision: int, catalog: bool) -> None:
+        if catalog and revision > self._cursor:
+            self._wake.set()
+
     async def stop(self) -> None:
         with contextlib.suppress(ValueError):
             self.api.catalog_listeners.remove(self.view.changed_here)
+        with contextlib.suppress(ValueError):
+            self.api.pushed_listeners.remove(self._pushed)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -257,7 +268,11 @@ class CatalogFollower:
             finally:
                 self._attempted.set()
         while self.poll:
-            await asyncio.sleep(random.uniform(0.75, 1.25) * self.interval)
+            # A pushed notice of a catalog change cuts the wait short.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(random.uniform(0.75, 1.25) * self.interval):
+                    await self._wake.wait()
+            self._wake.clear()
             try:
                 await self._catch_up()
             except Exception as exc:

@@ -5,7 +5,9 @@ change to its subscribers. It learns of changes two ways: a write through this p
 :class:`~features_gql.api.FeaturesAPI` wakes it at once, and it polls the change log
 (every :data:`POLL_INTERVAL` seconds while anyone subscribes), which is how changes made
 by other processes sharing the store (``--workers N``, several instances on one database)
-reach this process's subscribers.
+reach this process's subscribers. Over a store that pushes a notice of every commit
+(PostgreSQL's ``LISTEN/NOTIFY``: :meth:`~features_gql.stores.base.Store.watch`), the
+notice wakes it at once, and it polls only every :data:`WATCHED_POLL_INTERVAL` seconds.
 
 **Memory that does not grow with subscribers or with events delivered.** The feed keeps
 the latest :data:`RETAIN` changes in one window that every subscriber shares; a
@@ -44,6 +46,9 @@ log = logging.getLogger("features_gql.feed")
 #: Seconds between two reads of the change log while anyone subscribes. Changes made
 #: through this process arrive at once; this bounds the delay of the others.
 POLL_INTERVAL = 0.05
+#: The same while the store pushes notices of every commit (PostgreSQL): the poll is
+#: only a fallback for a lost notice.
+WATCHED_POLL_INTERVAL = 1.0
 #: Changes the feed keeps in memory for all its subscribers together.
 RETAIN = 4096
 #: Changes a subscriber reads from the change log at a time while it catches up: the
@@ -119,6 +124,7 @@ class ChangeFeed:
         #: metrics): see :meth:`dropped_one`.
         self.dropped = 0
         api.change_listeners.append(self._changed)
+        api.pushed_listeners.append(self._pushed)
 
     @property
     def subscribers(self) -> int:
@@ -136,6 +142,9 @@ class ChangeFeed:
     def _changed(self, revision: int) -> None:
         if self.head is not None and revision > self.head:
             self._wake.set()
+
+    def _pushed(self, revision: int, catalog: bool) -> None:
+        self._changed(revision)
 
     async def stop(self) -> None:
         """End every subscription (each ends as if complete) and stop following the store."""
@@ -286,8 +295,9 @@ class ChangeFeed:
                     await self._end(FeedRestarted)
                     return
             self._wake.clear()
+            interval = WATCHED_POLL_INTERVAL if self.api.pushed else self.poll_interval
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_interval):
+                async with asyncio.timeout(interval):
                     await self._wake.wait()
 
     async def _revision_or(self, fallback: int) -> int:

@@ -5,7 +5,8 @@ flags on its hot path; going through the store for each check costs microseconds
 milliseconds. A :class:`LocalReplica` loads a snapshot of the store page by page, then
 follows its changes: pushed by the process's :class:`~features_gql.feed.ChangeFeed` when
 the application also serves GraphQL (a change made through it arrives at once), or by
-polling the change log. A check is then a set lookup in the application's own memory. If
+polling the change log (at once on a pushed notice, over a store that pushes them:
+PostgreSQL). A check is then a set lookup in the application's own memory. If
 the store goes down the replica keeps answering from its copy and reports how stale that
 copy is; if the store comes back behind the copy (restored from a backup) or its change
 log was trimmed past the copy, the replica reloads a snapshot.
@@ -75,6 +76,8 @@ class LocalReplica:
         self._revision = 0
         self._synced_at: float | None = None
         self._task: asyncio.Task[None] | None = None
+        #: Set by a pushed notice of a change (a store that pushes: PostgreSQL).
+        self._wake = asyncio.Event()
         self.last_error: str | None = None
         #: The live features as of :attr:`revision`; strict when ``api`` is.
         self.catalog = CatalogView(strict=api.strict)
@@ -180,9 +183,17 @@ class LocalReplica:
         """Load the copy (raises if the store cannot answer), then follow the store."""
         await self.load()
         follow = self._follow_feed() if self.feed is not None else self._poll()
+        if self.feed is None and self._pushed not in self.api.pushed_listeners:
+            self.api.pushed_listeners.append(self._pushed)
         self._task = asyncio.create_task(follow, name="features-gql-replica")
 
+    def _pushed(self, revision: int, catalog: bool) -> None:
+        if revision > self._revision:
+            self._wake.set()
+
     async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.api.pushed_listeners.remove(self._pushed)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -205,7 +216,11 @@ class LocalReplica:
 
     async def _poll(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
+            # A pushed notice of a change cuts the wait short.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
+            self._wake.clear()
             try:
                 if not await self._reload_if_behind():
                     await self.refresh()

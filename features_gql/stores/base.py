@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -243,6 +243,26 @@ class Store(abc.ABC):
         """
         raise SnapshotsUnsupported(f"store {self.name!r} does not implement change-log trimming")
 
+    # -- pushed changes (optional) ----------------------------------------------------------
+    # Readers of the change log in other processes poll it; a store whose database can
+    # tell them when a change commits (PostgreSQL's LISTEN/NOTIFY) lets them wake at once.
+
+    async def watch(self, changed: Callable[[int, bool], None]) -> bool:
+        """Start calling ``changed(revision, catalog)`` on this event loop whenever a change
+        commits, whoever wrote it (any process): ``revision`` is the latest committed, and
+        ``catalog`` whether the commit holds catalog changes (define, archive). A hint
+        only: readers still read the change log, and keep polling it slowly in case a
+        notice is lost. Stops at :meth:`close`. Returns False when the store cannot push
+        (the default): readers then poll as usual.
+        """
+        return False
+
+    @property
+    def watching(self) -> bool:
+        """Whether pushed notices arrive now (False while the connection that carries
+        them is down: readers then poll at their usual pace)."""
+        return False
+
 
 class WrappingStore(Store):
     """A store that holds another store and delegates to it (slow, failing, cached...).
@@ -267,6 +287,13 @@ class WrappingStore(Store):
 
     async def ping(self) -> None:
         await self.inner.ping()
+
+    async def watch(self, changed: Callable[[int, bool], None]) -> bool:
+        return await self.inner.watch(changed)
+
+    @property
+    def watching(self) -> bool:
+        return self.inner.watching
 
     async def has(self, resource: Resource, feature: str) -> bool:
         return await self.inner.has(resource, feature)

@@ -57,6 +57,18 @@ must be defined) reads the catalog as of the statement's start: an archive commi
 another writer at that very moment may take the revision just before the write.
 Definitions and archives lock the revision row first, then change the catalog row.
 
+Pushed changes
+--------------
+A statement-level trigger on ``changes`` (``<prefix>changes_notify``, installed at set-up
+when missing, beside the layout rather than in it: older versions of the store ignore it,
+and their writes notify too) calls ``pg_notify`` with the statement's latest revision, and
+``catalog`` when it holds a define or archive. :meth:`PostgresStore.watch` keeps one
+pooled connection listening on that channel (reconnecting with backoff, and telling its
+listener to catch up after each reconnection), so the change feed, the catalog view and
+replicas in every process sharing the database wake when a change commits instead of at
+their next poll. Notices are delivered at commit, in commit order; a role that may not
+create the trigger leaves the store without them (a warning says so) and readers poll.
+
 Failures: a refused or lost connection, a server shutting down or out of connections
 become :class:`StoreUnavailable`; the driver's timeouts (connect, wait for a pooled
 connection, a statement) and a cancelled statement become :class:`StoreTimeout`; a
@@ -70,6 +82,8 @@ an outage simply connects again. Passwords (in the URL's authority or its
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import itertools
 import logging
 import random
@@ -137,6 +151,10 @@ _PASSWORD_PARAMETER = re.compile(r"(?P<key>(?:^|[?&\s])password=)[^&\s]*", re.I)
 SET_UP_TIMEOUT_SECONDS = 30.0
 #: How long a write retries a serialisation failure or deadlock before StoreConflict.
 _CONFLICT_BUDGET_SECONDS = 1.0
+#: Seconds between two probes of the listening connection (a half-open one is found by
+#: the probe's timeout), and the longest wait between two attempts to listen again.
+LISTEN_PROBE_SECONDS = 10.0
+LISTEN_MAX_BACKOFF = 30.0
 
 
 class IncompatibleDatabase(ConfigError):
@@ -216,6 +234,10 @@ def _passwords(url: str) -> list[str]:
     return sorted({p for p in found if p}, key=len, reverse=True)
 
 
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -240,6 +262,33 @@ class Tables:
 
     def index(self, name: str) -> str:
         return _ident(f"{self.prefix}{name}")
+
+    @property
+    def channel(self) -> str:
+        """The channel of pushed notices: one per schema and prefix, within 63 bytes."""
+        name = f"{self.schema}.{self.prefix}changes"
+        if len(name) > 63:
+            name = "features_gql_" + hashlib.sha256(name.encode()).hexdigest()[:32]
+        return name
+
+    def notices(self) -> list[str]:
+        """The trigger that notifies the channel of every statement's changes."""
+        function = self.qualified("changes_notify")
+        return [
+            f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
+                LANGUAGE plpgsql AS $$
+                BEGIN
+                    PERFORM pg_notify({_literal(self.channel)}, (
+                        SELECT max(revision)::text
+                            || CASE WHEN bool_or(op IN ('define', 'archive'))
+                                    THEN ' catalog' ELSE '' END
+                        FROM new_rows));
+                    RETURN NULL;
+                END $$""",
+            f"""CREATE TRIGGER {self.index("changes_notify")}
+                AFTER INSERT ON {self.changes} REFERENCING NEW TABLE AS new_rows
+                FOR EACH STATEMENT EXECUTE PROCEDURE {function}()""",
+        ]
 
     def qualified(self, table: str) -> str:
         return f"{_ident(self.schema)}.{_ident(self.prefix + table)}"
@@ -663,6 +712,10 @@ class PostgresStore(Store):
         self._setup: asyncio.Future[None] | None = None
         #: What the server said about itself at set-up.
         self.server_info: dict[str, Any] = {}
+        #: Whether the trigger that pushes notices is in place (None: not known yet).
+        self._notifies: bool | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._listening = False
 
     @property
     def schema(self) -> str:
@@ -720,6 +773,11 @@ class PostgresStore(Store):
             )
 
     async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
         pool, self._pool = self._pool, None
         self._ready = False
         if self._setup is not None and not self._setup.done():
@@ -770,6 +828,7 @@ class PostgresStore(Store):
                 self.pool.acquire(timeout=self.connect_timeout) as conn,
             ):
                 await self._migrate(conn)
+                await self._install_notices(conn)
                 if await conn.fetchval(self.sql.revision) is None:
                     # Deleted behind our back: rebuilt from the change log.
                     await conn.execute(self.sql.rebuild_revision)
@@ -866,6 +925,97 @@ class PostgresStore(Store):
                 "postgres tables upgraded",
                 extra={"fields": {"schema": self.schema, "from": version, "to": SCHEMA_VERSION}},
             )
+
+    async def _install_notices(self, conn: Connection) -> None:
+        """Install the trigger that pushes notices, unless it is there (see the module)."""
+        name = f"{self.table_prefix}changes_notify"
+        exists = (
+            "SELECT EXISTS (SELECT FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $2)"
+        )
+        if await conn.fetchval(exists, self.tables.changes, name):
+            self._notifies = True
+            return
+        try:
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                    f"features-gql {self.schema}.{self.table_prefix}",
+                )
+                if not await conn.fetchval(exists, self.tables.changes, name):
+                    for statement in self.tables.notices():
+                        await conn.execute(statement)
+            self._notifies = True
+        except PostgresError as exc:
+            # Typically a role that does not own the tables: readers poll instead.
+            log.warning(
+                "cannot install the trigger that pushes changes (%s); readers of the change "
+                "log poll it instead",
+                self._redact(str(exc)),
+            )
+            self._notifies = False
+
+    # -- pushed changes -----------------------------------------------------------------
+
+    async def watch(self, changed: Callable[[int, bool], None]) -> bool:
+        if self._listener is None:
+            self._listener = asyncio.create_task(
+                self._listen(changed), name="features-gql-postgres-listen"
+            )
+        return True
+
+    @property
+    def watching(self) -> bool:
+        return self._listening
+
+    async def _listen(self, changed: Callable[[int, bool], None]) -> None:
+        """Keep one pooled connection listening on the channel; tell ``changed`` of every
+        notice, and to catch up after each (re)connection, since notices sent while no one
+        listened are gone."""
+
+        def notice(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+            revision, _, kind = str(payload).partition(" ")
+            if revision.isdigit():
+                changed(int(revision), kind == "catalog")
+
+        failures = 0
+        while True:
+            try:
+                await self._ensure_ready()
+                if not self._notifies:
+                    return  # the trigger could not be installed: readers poll
+                async with self.pool.acquire(timeout=self.connect_timeout) as conn:
+                    lost = asyncio.Event()
+                    conn.add_termination_listener(lambda _conn: lost.set())
+                    await conn.add_listener(self.tables.channel, notice)
+                    try:
+                        self._listening = True
+                        if failures:
+                            log.info("listening for pushed changes again")
+                        failures = 0
+                        changed(await self._current_revision(conn), True)
+                        while True:
+                            with contextlib.suppress(TimeoutError):
+                                async with asyncio.timeout(LISTEN_PROBE_SECONDS):
+                                    await lost.wait()
+                            if lost.is_set():
+                                raise StoreUnavailable("the server closed the connection")
+                            await conn.fetchval("SELECT 1", timeout=self.command_timeout)
+                    finally:
+                        self._listening = False
+                        if not conn.is_closed():
+                            with contextlib.suppress(Exception):
+                                await conn.remove_listener(self.tables.channel, notice)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # lost, or down: poll meanwhile, and listen again
+                failures += 1
+                if failures == 1:
+                    log.warning(
+                        "stopped listening for pushed changes (readers poll meanwhile): %s",
+                        self._redact(f"{type(exc).__name__}: {exc}"),
+                    )
+            delay = min(LISTEN_MAX_BACKOFF, 0.5 * 2 ** min(failures, 10))
+            await asyncio.sleep(random.uniform(0.5, 1.0) * delay)
 
     async def _run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         """Run ``work`` on a pooled connection, translating driver errors.
