@@ -285,7 +285,7 @@ async def stalled(url: str, pid: int, subscribers: int, backlog: int, writers: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--subscribers", type=int, nargs="+", default=[20, 1000])
+    parser.add_argument("--subscribers", type=int, nargs="*", default=[20, 1000])
     parser.add_argument("--writes", type=int, default=20_000)
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--stalled", type=int, default=100)

@@ -16,6 +16,9 @@ reader, or one that starts far back) reads the change log itself, a page of at m
 :data:`BACKLOG_PAGE` changes at a time and only as fast as it consumes them, until it is
 back inside the window. So the feed's memory is the window, whatever the number of
 subscribers or the events they were sent, and a subscriber's is one page at most.
+Catching up from the log is also bounded in time: all the subscribers doing it share
+:data:`CATCH_UP_RATE` changes a second (after a burst), so a crowd subscribing from far
+back cannot take the CPU from writers and readers.
 
 A subscriber asks for the changes after a revision and receives every change after it
 exactly once, in revision order, whatever the feed did meanwhile. The feed never drops a
@@ -34,6 +37,7 @@ import bisect
 import contextlib
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 
@@ -56,6 +60,12 @@ RETAIN = 4096
 BACKLOG_PAGE = 200
 #: The longest wait between two attempts while the store fails.
 MAX_BACKOFF = 2.0
+#: Changes a second that all the subscribers reading the change log (catching up) may
+#: take together, after a burst of :data:`CATCH_UP_BURST`: what a crowd of clients
+#: subscribing from far back (or stalling, so that their buffers fill) may cost the
+#: service, whose writers and readers keep the rest. Live changes are not counted.
+CATCH_UP_RATE = 10_000
+CATCH_UP_BURST = 20_000
 
 
 class SubscriberTooSlow(FeaturesError):
@@ -84,6 +94,28 @@ def _revision(change: ChangeEvent) -> int:
     return change.revision
 
 
+class CatchUpBudget:
+    """A token bucket of changes, shared by every subscriber catching up from the log."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._at = time.monotonic()
+
+    async def take(self, changes: int) -> None:
+        """Wait until ``changes`` may be taken, then take them (the balance may go below
+        zero by one page: the next taker waits for it)."""
+        while changes > 0:
+            now = time.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens > 0:
+                self._tokens -= changes
+                return
+            await asyncio.sleep(-self._tokens / self.rate)
+
+
 class ChangeFeed:
     """Follows the changes of ``api``'s store for its subscribers (see the module)."""
 
@@ -98,6 +130,8 @@ class ChangeFeed:
     ) -> None:
         if retain < 1 or backlog_page < 1 or batch < 1:
             raise ValueError("retain, backlog_page and batch must be positive")
+        #: What catching up from the change log may take, for all subscribers together.
+        self.catch_up = CatchUpBudget(CATCH_UP_RATE, CATCH_UP_BURST)
         self.api = api
         self.poll_interval = poll_interval
         self.batch = batch
@@ -187,8 +221,10 @@ class ChangeFeed:
         try:
             while not self._stopped:
                 if self.head is None or cursor < self._floor:
-                    # Not in the window: read the change log, one page at a time.
+                    # Not in the window: read the change log, one page at a time, within
+                    # the budget every subscriber catching up shares.
                     changes = await self.api.changes_since(cursor, limit=self.backlog_page)
+                    await self.catch_up.take(len(changes))
                     for change in changes:
                         cursor = change.revision
                         if wanted(change):

@@ -18,7 +18,7 @@ from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
 
 from features_gql.domain import Resource
-from features_gql.feed import ChangeFeed
+from features_gql.feed import CatchUpBudget, ChangeFeed
 from features_gql.http.app import HOT_KEY
 from features_gql.http.view import FeaturesGraphQLView
 from features_gql_plugins.sqlite_store import SQLiteStore
@@ -553,3 +553,35 @@ async def test_catalog_and_bulk_changes_arrive_live_and_a_type_filter_drops_defi
         assert [e["revision"] for e in filtered] == [2, 3]
         await all_changes.aclose()
         await of_pipelines.aclose()
+
+
+async def test_catching_up_from_the_log_shares_one_budget(start_server: StartServer) -> None:
+    """Subscribers reading the change log share a budget of changes: after its burst, a
+    second subscriber from far back waits for it; live changes do not count."""
+    server = await start_server("memory")
+    feed = server.service.feed
+    assert isinstance(feed, ChangeFeed)
+    feed.catch_up = CatchUpBudget(rate=1.0, burst=300)
+    await bulk_add(server, 1000)
+    first: list[int] = []
+
+    async def read(into: list[int], after: int, count: int) -> None:
+        async for change in feed.subscribe(after):
+            into.append(change.revision)
+            if len(into) == count:
+                return
+
+    # The burst: the first pages, at once.
+    await asyncio.wait_for(read(first, 0, 300), 5)
+    # Then one change a second, shared: another subscriber from far back waits.
+    second: list[int] = []
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(read(second, 0, 300), 0.5)
+    assert len(second) < 300
+    # A subscriber from now on reads no backlog: live changes arrive at once.
+    live: list[int] = []
+    reader = asyncio.create_task(read(live, 1000, 1))
+    await asyncio.sleep(0.1)
+    await write(server, "add", "live", "f")
+    await asyncio.wait_for(reader, 5)
+    assert live == [1001]

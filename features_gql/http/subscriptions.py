@@ -85,11 +85,17 @@ FORBIDDEN_CLOSE_CODE = 4403
 PRINCIPAL_KEY = web.RequestKey("features_gql.ws_principal", Principal)
 
 #: Bytes a subscriber's socket may hold unsent before the subscriber waits for it to
-#: drain: with the page it reads from the change log, all a subscriber holds of its own.
-OUTBOX_BYTES = 64 * 1024
+#: drain, in the process and again in the kernel: with the page it reads from the change
+#: log, all a subscriber holds. Small on purpose: what a stalled client's buffers absorb
+#: is work done for nothing (a hundred clients that stop reading cost the service the
+#: encoding and sending of what fills their buffers), and 16 KiB still carries thousands
+#: of changes a second over a 100 ms round trip.
+OUTBOX_BYTES = 16 * 1024
 #: Seconds a subscriber's socket may take to drain before the subscriber is closed as
-#: too slow (it resumes with the revision in the close reason).
-SEND_TIMEOUT = 20.0
+#: too slow (it resumes with the revision in the close reason). Shorter than the
+#: WebSocket heartbeat's limit (a ping every 20 s, 10 s for the pong), which would end a
+#: stalled connection without saying where to resume.
+SEND_TIMEOUT = 10.0
 #: Bytes of encoded changes shared between subscribers (the most recent are kept).
 ENCODED_BYTES = 4 * 1024 * 1024
 

@@ -985,7 +985,7 @@ class PostgresStore(Store):
                     return  # the trigger could not be installed: readers poll
                 async with self.pool.acquire(timeout=self.connect_timeout) as conn:
                     lost = asyncio.Event()
-                    conn.add_termination_listener(lambda _conn: lost.set())
+                    conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                     await conn.add_listener(self.tables.channel, notice)
                     try:
                         self._listening = True
