@@ -46,7 +46,9 @@ def test_blocked_sink_does_not_block_emit_and_overflow_is_counted() -> None:
     release.set()
     dispatcher.stop()
     assert finished, "emit blocked on a stuck sink"
-    assert dispatcher.health.dropped >= 1000 - 10 - 1
+    # At most what the queue holds twice over got through: the sink thread takes what has
+    # queued in one batch (up to 10) before its first call blocks, and 10 more then fit.
+    assert dispatcher.health.dropped >= 1000 - 2 * 10 - 1
 
 
 async def test_api_reports_every_store_call_through_the_hook() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import hypothesis_graphql
 import pytest
-from graphql import StringValueNode
+from graphql import IntValueNode, StringValueNode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -222,9 +222,15 @@ header_values = st.one_of(
 )
 # Strings are valid names half the time, so mutations take effect and reads find data.
 strings = st.one_of(st.sampled_from(["pipeline", "db8e9a0d", "speedups", "beta"]), st.text())
+# Revisions inside the scalar's range and far outside it (negative, past 2^53 and 2^63).
+revisions = st.one_of(st.integers(0, 10), st.integers(-(2**70), 2**70))
 fuzzed_requests = st.tuples(
     hypothesis_graphql.from_schema(
-        schema_sdl(), custom_scalars={"String": strings.map(lambda v: StringValueNode(value=v))}
+        schema_sdl(),
+        custom_scalars={
+            "String": strings.map(lambda v: StringValueNode(value=v)),
+            "Revision": revisions.map(lambda v: IntValueNode(value=str(v))),
+        },
     ),
     st.dictionaries(st.sampled_from(FUZZED_HEADERS), header_values, max_size=4),
     st.sampled_from(["POST", "GET"]),

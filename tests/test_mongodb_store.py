@@ -300,7 +300,9 @@ def test_options_and_urls() -> None:
         ("mongodb://db1,:27017/flags", "invalid host ''"),
         ("mongodb://db1:99999/flags", "invalid port '99999'"),
         ("mongodb://db1:port/flags", "invalid port 'port'"),
-        ("mongodb://u:secret@db1/flags?replicaset=rs0&sokcetTimeoutMS=1", "sokcettimeoutms"),
+        # The driver names the unknown option in lower case, or (newer versions) only the
+        # ones it meant: the URI in the message names it as given.
+        ("mongodb://u:secret@db1/flags?replicaset=rs0&sokcetTimeoutMS=1", "(?i)sokcettimeoutms"),
     ],
 )
 def test_a_uri_the_driver_could_never_use_is_refused_when_configured(

@@ -107,7 +107,7 @@ _ENTRY_OVERHEAD = 200
 class EncodedEvents:
     """The encoded ``next`` payloads of recent changes, shared by every subscription of
     the same shape: a change sent to a thousand subscribers is encoded once. Bounded in
-    bytes (each entry counted with its key); the least recently used go first."""
+    bytes (each entry counted with its key); the oldest go first."""
 
     def __init__(self, limit: int = ENCODED_BYTES) -> None:
         self.limit = limit
