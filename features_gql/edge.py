@@ -600,7 +600,7 @@ class EdgeSync:
             # pages that repeat make no progress and are refused; so are a cursor seen
             # before, and empty pages without end.
             page, following = first, more
-            seen: set[str] = set()
+            paging = wire.Paging("snapshot.endCursor")
             empty = 0
             last: Assignment | None = None
             while True:
@@ -611,22 +611,14 @@ class EdgeSync:
                     empty = 0
                 else:
                     empty += 1
-                if not following.has_next:
+                cursor = paging.next_cursor(following)
+                if cursor is None:
                     return
-                cursor = following.cursor
-                assert cursor is not None  # the parser refuses a next page without one
-                if cursor in seen:
-                    raise MalformedUpstream(
-                        "snapshot.endCursor",
-                        "a cursor came back while more pages were said to follow: paging "
-                        "makes no progress",
-                    )
                 if empty > EMPTY_PAGES_MAX:
                     raise MalformedUpstream(
                         "snapshot.hasNextPage",
                         f"{empty} empty pages in a row while more were said to follow",
                     )
-                seen.add(cursor)
                 page, following = await self.client.snapshot_page(
                     cursor, limit=SNAPSHOT_PAGE, last=last
                 )

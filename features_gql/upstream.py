@@ -215,23 +215,16 @@ class UpstreamClient:
         follow), or that goes on past ``max_pages``, is refused as malformed."""
         names: list[str] = []
         after: str | None = None
-        seen: set[str] = set()
+        paging = wire.Paging("features.pageInfo.endCursor")
         for _ in range(max_pages):
             data = await self.execute(
                 CATALOG, {"after": after}, authorization=self._bearer, within=10
             )
             page, more = wire.catalog_page(data)
             names.extend(page)
-            if not more.has_next:
+            after = paging.next_cursor(more)
+            if after is None:
                 return names
-            assert more.cursor is not None  # the parser refuses a next page without one
-            if more.cursor in seen or more.cursor == after:
-                raise MalformedUpstream(
-                    "features.pageInfo.endCursor",
-                    "the same cursor came back while more pages were said to follow",
-                )
-            seen.add(more.cursor)
-            after = more.cursor
         raise MalformedUpstream(
             "features.pageInfo", f"more than {max_pages} catalog pages: paging never ends"
         )

@@ -211,6 +211,29 @@ class Page:
     has_next: bool
 
 
+class Paging:
+    """Paging that must make progress: a cursor that comes back while more pages are said
+    to follow is refused, or the upstream would keep a follower paging forever."""
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+        self._seen: set[str] = set()
+
+    def next_cursor(self, page: Page) -> str | None:
+        """Where the page after ``page`` starts; None when no page follows it."""
+        if not page.has_next:
+            return None
+        cursor = page.cursor
+        assert cursor is not None  # the parser refuses a next page without one
+        if cursor in self._seen:
+            raise MalformedUpstream(
+                self.field,
+                "a cursor came back while more pages were said to follow: paging makes no progress",
+            )
+        self._seen.add(cursor)
+        return cursor
+
+
 def _next_cursor(value: object, has_next: bool, field: str) -> str | None:
     if value is None:
         if has_next:
