@@ -155,6 +155,8 @@ _CONFLICT_BUDGET_SECONDS = 1.0
 #: the probe's timeout), and the longest wait between two attempts to listen again.
 LISTEN_PROBE_SECONDS = 10.0
 LISTEN_MAX_BACKOFF = 30.0
+#: The longest closing the store waits for the listening connection to let go.
+LISTEN_STOP_SECONDS = 2.0
 
 
 class IncompatibleDatabase(ConfigError):
@@ -775,9 +777,9 @@ class PostgresStore(Store):
     async def close(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
+            # Bounded: closing must not wait on a server that stopped answering.
             listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            await asyncio.wait({listener}, timeout=LISTEN_STOP_SECONDS)
         pool, self._pool = self._pool, None
         self._ready = False
         if self._setup is not None and not self._setup.done():
@@ -1002,9 +1004,15 @@ class PostgresStore(Store):
                             await conn.fetchval("SELECT 1", timeout=self.command_timeout)
                     finally:
                         self._listening = False
+                        # The connection goes back to the pool: it must stop listening,
+                        # within a deadline (cancelled, or a server gone quiet); one that
+                        # cannot is closed instead.
                         if not conn.is_closed():
-                            with contextlib.suppress(Exception):
-                                await conn.remove_listener(self.tables.channel, notice)
+                            try:
+                                async with asyncio.timeout(LISTEN_STOP_SECONDS):
+                                    await conn.remove_listener(self.tables.channel, notice)
+                            except (Exception, asyncio.CancelledError):
+                                conn.terminate()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # lost, or down: poll meanwhile, and listen again
