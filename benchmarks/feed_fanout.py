@@ -101,6 +101,10 @@ class Subscriber:
             self.ready.set()
             async for message in ws:
                 data = json.loads(message.data)
+                if data.get("type") == "ping":
+                    # The protocol asks for a pong: the service closes who does not answer.
+                    await ws.send_json({"type": "pong"})
+                    continue
                 if data.get("type") != "next":
                     continue
                 revision = data["payload"]["data"]["featureChanges"]["revision"]
@@ -245,10 +249,14 @@ async def stalled(url: str, pid: int, subscribers: int, backlog: int, writers: i
                 subscribed.set()
             await asyncio.sleep(65)
             transport.resume_reading()
-            async for message in ws:
-                if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING):
+            # receive(), not `async for`: that ends at the close without showing it.
+            while True:
+                message = await ws.receive()
+                if message.type != aiohttp.WSMsgType.TEXT:
                     break
-            codes[f"{ws.close_code} {str(message.extra or '')[:40]}"] += 1
+            reason = str(message.extra or "") if message.type == aiohttp.WSMsgType.CLOSE else ""
+            # The reason without its revision: "subscriber too slow; resume with after".
+            codes[f"{ws.close_code} {reason.partition('=')[0]}".strip()] += 1
 
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
     tasks = [asyncio.create_task(never_reads(session)) for _ in range(subscribers)]

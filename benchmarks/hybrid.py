@@ -92,7 +92,9 @@ async def _propagation(primary: str, edge: str, writes: int) -> tuple[list[float
                 subscribed.set()
                 async for message in ws:
                     data = json.loads(message.data)
-                    if data.get("type") == "next":
+                    if data.get("type") == "ping":
+                        await ws.send_json({"type": "pong"})
+                    elif data.get("type") == "next":
                         feature = data["payload"]["data"]["featureChanges"]["feature"]
                         at_edge.setdefault(feature, time.perf_counter())
                         if len(at_edge) == writes:

@@ -50,7 +50,9 @@ async def _delays(subscribed_to: str, written_to: str, writes: int) -> list[floa
         async def follow() -> None:
             async for message in ws:
                 data = json.loads(message.data)
-                if data.get("type") == "next":
+                if data.get("type") == "ping":
+                    await ws.send_json({"type": "pong"})
+                elif data.get("type") == "next":
                     revision = data["payload"]["data"]["featureChanges"]["revision"]
                     arrived[revision] = time.perf_counter()
                     if revision in waiting:

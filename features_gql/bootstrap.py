@@ -24,6 +24,7 @@ from features_gql.flag_evaluation import NO_CATALOG, FlagCatalog
 from features_gql.loggers import Logger, LogSettings
 from features_gql.metrics import Metrics
 from features_gql.plugin_manager import Plugins, collect, create_plugin_manager
+from features_gql.replication.follower import FollowerStatus
 from features_gql.retention import Retention
 from features_gql.stores.base import Store
 from features_gql.stores.registry import StoreBuilder
@@ -59,6 +60,18 @@ class Service:
     #: Loads the view and keeps it current (:meth:`start_catalog`); None at an edge, whose
     #: follower of the upstream feeds the view.
     catalog_follower: CatalogFollower | None = None
+
+    def followers(self) -> dict[str, FollowerStatus]:
+        """The status of every copy this service keeps current, by name: what
+        ``/readyz`` and the metrics report of them."""
+        found: dict[str, FollowerStatus] = {}
+        if self.edge is not None:
+            found["edge"] = self.edge.follower.status
+        if self.catalog_follower is not None:
+            found["catalog"] = self.catalog_follower.follower.status
+        if self.feed is not None and self.feed.head is not None:
+            found["feed"] = self.feed.status  # only while it follows: while anyone subscribes
+        return found
 
     async def start(self) -> None:
         self.dispatcher.start()
@@ -187,6 +200,7 @@ def build(settings: Settings, *, extra_plugins: Sequence[object] = ()) -> Servic
         service.catalog = service.catalog_follower.view
     service.feed = ChangeFeed(api)
     metrics.track_feed(service.feed)
+    metrics.track_followers(service.followers)
     if settings.retain_changes is not None:
         service.retention = Retention(api, settings.retain_changes)
     return service

@@ -36,20 +36,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from features_gql.api import MAX_PAGE_SIZE, FeaturesAPI
 from features_gql.domain import ChangeEvent, DefinitionResult
-from features_gql.errors import ChangesTrimmed, StoreError
 from features_gql.flag_evaluation import CatalogUnavailable
+from features_gql.replication.follower import Backoff, Follower, LoadReason, Source
+from features_gql.replication.store_source import StoreSource
 
 log = logging.getLogger("features_gql.catalog")
 
 #: Seconds between two reads of the change log for other processes' catalog changes.
 POLL_INTERVAL = 1.0
-#: Backoff between attempts to load a catalog that could not be read: from MIN_BACKOFF,
-#: doubling, up to MAX_BACKOFF, jittered.
+#: Backoff between attempts while the store cannot be read: from MIN_BACKOFF, doubling,
+#: up to MAX_BACKOFF, jittered.
 MIN_BACKOFF = 0.05
 MAX_BACKOFF = 2.0
 #: The change operations that change the catalog.
@@ -168,7 +168,9 @@ async def live_features(api: FeaturesAPI) -> list[str]:
 
 
 class CatalogFollower:
-    """Loads a :class:`CatalogView` through ``api`` and keeps it current (see the module).
+    """Loads a :class:`CatalogView` through ``api`` and keeps it current (see the module),
+    with the project's one follower (:mod:`features_gql.replication.follower`), the view
+    being its sink.
 
     ``poll`` (default: whether the store is shared between processes) reads the change
     log every ``interval`` seconds for catalog changes made elsewhere; without it, only
@@ -192,13 +194,21 @@ class CatalogFollower:
         self.poll = api.store.shared_between_processes if poll is None else poll
         #: The revision of the change log read through.
         self._cursor = 0
-        self._task: asyncio.Task[None] | None = None
-        #: Set by a pushed notice of a catalog change (another process defined or archived).
-        self._wake = asyncio.Event()
-        #: Set once the first attempt to load the view has ended, loaded or not.
-        self._attempted = asyncio.Event()
-        #: What stopped the last load or read of the change log; None when it succeeded.
-        self.last_error: str | None = None
+        self.follower = Follower(
+            # Woken at once by a pushed notice of a catalog change (another process
+            # defined or archived); this process's own are told by the API.
+            StoreSource(api, interval=interval, batch=MAX_PAGE_SIZE, catalog_only=True),
+            self,
+            name="the feature catalog",
+            backoff=Backoff(MIN_BACKOFF, MAX_BACKOFF, floor=0.5),
+            tail=self.poll,
+            logger=log,
+        )
+
+    @property
+    def last_error(self) -> str | None:
+        """What stopped the last load or read of the change log; None when it succeeded."""
+        return self.follower.status.last_error
 
     async def start(self, *, within: float | None = None) -> None:
         """Start loading the view and following; wait at most ``within`` seconds (None:
@@ -207,100 +217,45 @@ class CatalogFollower:
         as the store answers (each attempt's calls within the API's deadline)."""
         if self.view.changed_here not in self.api.catalog_listeners:
             self.api.catalog_listeners.append(self.view.changed_here)
-        if self._pushed not in self.api.pushed_listeners:
-            self.api.pushed_listeners.append(self._pushed)
-        self._task = asyncio.create_task(self._run(), name="features-gql-catalog")
+        self.follower.start()
         if within is not None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(within):
-                    await self._attempted.wait()
-            if not self._attempted.is_set():
+                    await self.follower.attempted.wait()
+            if not self.follower.attempted.is_set():
                 log.warning(
                     "the feature catalog is still loading after %g s; serving meanwhile", within
                 )
 
-    def _pushed(self, revision: int, catalog: bool) -> None:
-        if catalog and revision > self._cursor:
-            self._wake.set()
-
     async def stop(self) -> None:
         with contextlib.suppress(ValueError):
             self.api.catalog_listeners.remove(self.view.changed_here)
-        with contextlib.suppress(ValueError):
-            self.api.pushed_listeners.remove(self._pushed)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self.follower.stop()
 
-    async def load(self, *, reset: bool = False) -> None:
+    # -- the follower's sink --------------------------------------------------------------
+
+    @property
+    def position(self) -> int | None:
+        return self._cursor if self.view.loaded else None
+
+    async def continues(self, source: Source) -> bool:
+        return True
+
+    async def load(self, source: Source | None = None, reason: LoadReason = "start") -> None:
         """Read the live features as of now into the view (the revision first: changes
-        after it are read again from the change log, which converges)."""
-        revision = await self.api.revision()
-        names = await live_features(self.api)
-        self.view.replace(revision, names, reset=reset)
-        self._cursor = revision
-        if self.last_error is not None:
-            log.info("feature catalog loaded: %d live features", len(self.view.names))
-        self.last_error = None
-
-    def _failed(self, what: str, exc: Exception) -> None:
-        """Log the first of a run of failures (a store error as such, anything else with
-        its traceback: the follower outlives bugs too, and keeps trying)."""
-        if self.last_error is None:
-            if isinstance(exc, StoreError):
-                log.warning("%s: %s", what, exc)
-            else:
-                log.exception("%s", what, exc_info=exc)
-        self.last_error = f"{type(exc).__name__}: {exc}"
-
-    async def _run(self) -> None:
-        failures = 0
-        while not self.view.loaded:
-            if failures:
-                await asyncio.sleep(random.uniform(0.5, 1.0) * _backoff(failures))
-            try:
-                await self.load()
-            except Exception as exc:  # the follower outlives bugs too, and keeps trying
-                failures += 1
-                self._failed("could not load the feature catalog; retrying", exc)
-            finally:
-                self._attempted.set()
-        while self.poll:
-            # A pushed notice of a catalog change cuts the wait short.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(random.uniform(0.75, 1.25) * self.interval):
-                    await self._wake.wait()
-            self._wake.clear()
-            try:
-                await self._catch_up()
-            except Exception as exc:
-                # The view keeps answering as it is: stale, like any copy, not wrong.
-                self._failed("cannot read the change log for catalog changes", exc)
-
-    async def _catch_up(self) -> None:
-        """Apply the catalog changes written since the cursor (by any process)."""
-        head = await self.api.revision()
-        if head < self._cursor:
-            log.warning("the store went back (restored from a backup?): reloading the catalog")
-            await self.load(reset=True)
-            return
-        try:
-            while self._cursor < head:
-                changes = await self.api.changes_since(self._cursor, limit=MAX_PAGE_SIZE)
-                if not changes:
-                    break
-                for change in changes:
-                    self.view.apply(change)
-                self._cursor = changes[-1].revision
-        except ChangesTrimmed:
+        after it are read again from the change log, which converges). A store that went
+        back (restored from an older backup) makes the view forget what it recorded."""
+        if reason == "trimmed":
             # Behind the retained log: a fresh load replaces what could not be read.
             log.info("the change log was trimmed past the catalog's position: reloading it")
-            await self.load()
-            return
-        self.last_error = None
+        revision = await self.api.revision()
+        names = await live_features(self.api)
+        self.view.replace(revision, names, reset=reason in ("went-back", "history"))
+        self._cursor = revision
+        if self.follower.status.last_error is not None:
+            log.info("feature catalog loaded: %d live features", len(self.view.names))
 
-
-def _backoff(failures: int) -> float:
-    return float(min(MAX_BACKOFF, MIN_BACKOFF * 2 ** min(failures, 10)))
+    async def apply(self, changes: Sequence[ChangeEvent]) -> None:
+        for change in changes:
+            self.view.apply(change)
+        self._cursor = changes[-1].revision

@@ -1,18 +1,22 @@
 """The edge replica (``features-gql serve --upstream URL``): a persistent copy of an
 upstream service that answers reads locally and keeps answering when the upstream is down.
 
-- :class:`EdgeSync` keeps the local store a replica of the upstream. It loads a snapshot
-  and follows the upstream's ``featureChanges`` subscription (polling its change log when
-  the upstream serves no WebSocket), reconnecting with jittered backoff. Where it is
-  (the upstream revision its copy reflects, and that change's fingerprint) is kept in a
-  small state file next to the local data, so a restart resumes without a reload.
-- It resyncs from a snapshot with no operator action whenever the copy cannot simply be
-  continued: the upstream is behind the copy (restored from an older backup, or its data
-  lost), the change at the copy's revision is not the one the copy saw (a different
-  history), or the upstream's log was trimmed past the copy (``RESYNC_REQUIRED``). A
-  resync applies only the differences, as bulk changes of the local store (chunks of
-  :data:`RESYNC_CHUNK`), so the edge's own subscribers (another edge following this one)
-  converge the same way.
+- :class:`EdgeSync` keeps the local store a replica of the upstream. It is the sink of the
+  project's one :class:`~features_gql.replication.follower.Follower`, whose source is the
+  upstream (:class:`~features_gql.replication.upstream_source.UpstreamSource`: its
+  ``featureChanges`` subscription, or its change log polled when it serves no WebSocket).
+  The follower loads, follows, reconnects with jittered backoff, refuses what it cannot
+  take and keeps the status that ``syncStatus``, ``/readyz`` and the metrics report;
+  EdgeSync holds the copy. Where the copy is (the upstream revision it reflects, and that
+  change's fingerprint) is kept in a small state file next to the local data, so a restart
+  resumes without a reload.
+- The copy is resynced from a snapshot with no operator action whenever it cannot simply
+  be continued: the upstream is behind the copy (restored from an older backup, or its
+  data lost), the change at the copy's revision is not the one the copy saw (a different
+  history: :meth:`EdgeSync.continues`), or the upstream's log was trimmed past the copy
+  (``RESYNC_REQUIRED``). A resync (:meth:`EdgeSync.load`) applies only the differences, as
+  bulk changes of the local store (chunks of :data:`RESYNC_CHUNK`), so the edge's own
+  subscribers (another edge following this one) converge the same way.
 - :class:`EdgeStore` is the store the edge's API serves from: reads go to the local
   store; writes go to the upstream with the caller's own token, and return once the
   change is in the local copy (so a client reads its own writes at the edge). While the
@@ -42,18 +46,16 @@ answers sanely.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import os
-import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TypeVar
 
 from features_gql.api import FeaturesAPI
 from features_gql.catalog_view import CatalogView
@@ -75,39 +77,55 @@ from features_gql.errors import (
     StoreUnavailable,
     StoreUnsupported,
     UpstreamRefused,
-    UpstreamUnavailable,
 )
 from features_gql.replication import wire
+from features_gql.replication.follower import (
+    Backoff,
+    Follower,
+    FollowerState,
+    LoadReason,
+    SinkFailed,
+    Source,
+)
+from features_gql.replication.upstream_source import UpstreamSource
 from features_gql.request_context import request_credentials
 from features_gql.stores.base import Store, WrappingStore
-from features_gql.upstream import NoSubscriptions, UpstreamClient
+from features_gql.upstream import UpstreamClient
 
 log = logging.getLogger("features_gql.edge")
 
-#: Backoff between reconnection attempts: from this, doubling, up to MAX_BACKOFF, jittered.
+T = TypeVar("T")
+
+#: Backoff between attempts to follow the upstream: from this, doubling, up to
+#: MAX_BACKOFF, jittered.
 MIN_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
 #: The same for an upstream that answered something the edge refused (MalformedUpstream):
 #: it will most likely answer the same again, until someone fixes it.
 MALFORMED_MIN_BACKOFF = 1.0
 MALFORMED_MAX_BACKOFF = 30.0
-#: Seconds connected with no error before a follower that failed counts as recovered.
-RECOVERED_AFTER = 1.0
 #: Assignments per bulk call when a resync applies its differences to the copy.
 RESYNC_CHUNK = 2000
 #: Snapshot pages in a row with no assignments while more are said to follow: more than
 #: this is paging that makes no progress.
 EMPTY_PAGES_MAX = 10
-#: Seconds between two polls of the upstream's change log when it serves no WebSocket.
-POLL_INTERVAL = 1.0
-#: How often a follower that polls tries the subscription again.
-RETRY_SUBSCRIPTION = 60.0
 #: Assignments per snapshot page read from the upstream.
 SNAPSHOT_PAGE = 5000
 #: The longest the state file lags behind the copy (re-applying a change is harmless).
 SAVE_EVERY = 0.2
 #: The longest a forwarded write waits for its change to reach the local copy.
 READ_YOUR_WRITE_WAIT = 1.0
+#: The fingerprint of a state saved while a resync runs: should it be cut short, the
+#: copy is resynced again rather than continued.
+RESYNCING = "resyncing"
+
+#: Why a resync was needed, as its summary line says.
+_WHY: dict[LoadReason, str] = {
+    "start": "no copy yet",
+    "trimmed": "the upstream's change log no longer holds the copy's revision",
+    "went-back": "the upstream went back behind the copy",
+    "history": "the upstream's history is not the one the copy saw",
+}
 
 
 def fingerprint(event: ChangeEvent) -> str:
@@ -117,6 +135,15 @@ def fingerprint(event: ChangeEvent) -> str:
          *(("", "") if event.resource is None else (event.resource.type, event.resource.id)),
          event.feature, event.at.isoformat())
     )  # fmt: skip
+
+
+async def _own(work: Awaitable[T]) -> T:
+    """``work`` on the copy's own store: its failures are the sink's, not the upstream's
+    (a resync interleaves the two)."""
+    try:
+        return await work
+    except (StoreError, OSError) as exc:
+        raise SinkFailed(str(exc)) from exc
 
 
 @dataclass
@@ -184,25 +211,6 @@ class SyncState:
         os.replace(temporary, path)
 
 
-#: What a follower is doing: ``connecting`` (never reached the upstream yet), ``following``
-#: (connected, no error), ``unreachable`` (the upstream cannot be reached or cannot
-#: answer), ``refused`` (it refuses the edge's token), ``malformed`` (it answered
-#: something the edge refused to apply: see ``last_error``), ``failing`` (the local store
-#: failed, or a bug). In every state but the first the edge serves its copy.
-FollowerState = Literal["connecting", "following", "unreachable", "refused", "malformed", "failing"]
-
-
-#: How the log says the follower entered each state.
-_CONDITIONS: dict[FollowerState, str] = {
-    "connecting": "connecting to the upstream",
-    "following": "following the upstream",
-    "unreachable": "lost the upstream",
-    "refused": "the upstream refuses the edge",
-    "malformed": "the upstream answered what the edge refuses to apply, applying nothing of it",
-    "failing": "the edge's follower failed",
-}
-
-
 @dataclass
 class SyncStatus:
     """What ``syncStatus``, ``/readyz`` and the metrics report."""
@@ -226,7 +234,8 @@ class SyncStatus:
 
 
 class EdgeSync:
-    """Keeps ``local``'s store a replica of the upstream (see the module docstring).
+    """Keeps ``local``'s store a replica of the upstream (see the module docstring): the
+    sink of the edge's follower, and what the rest of the service asks about the copy.
 
     ``local`` is a FeaturesAPI over the local store itself (not the EdgeStore): changes
     applied through it are instrumented and wake the edge's own change feed.
@@ -239,26 +248,22 @@ class EdgeSync:
         self.client = client
         self.state_file = state_file
         self.state: SyncState | None = None
-        self.upstream_revision: int | None = None
-        self.connected = False
-        self.caught_up = False
-        self.mode = "subscription"
-        self.reconnects = 0
         self.resyncs = 0
-        self.last_error: str | None = None
-        #: What the follower is doing; the state last logged (a line per change of it).
-        self.condition: FollowerState = "connecting"
-        self._logged: FollowerState = "connecting"
-        self._recovery: asyncio.TimerHandle | None = None
-        #: Set by a resync, cleared once the follower gets past connecting after it: an
-        #: upstream that asks for another resync at once is refused, not obeyed in a loop.
-        self._just_resynced = False
-        self._synced_monotonic: float | None = None
+        self.source = UpstreamSource(client)
+        # The backoffs are read when the edge is built, not imported: settable in tests.
+        self.follower = Follower(
+            self.source,
+            self,
+            name="the edge",
+            backoff=Backoff(MIN_BACKOFF, MAX_BACKOFF),
+            malformed_backoff=Backoff(MALFORMED_MIN_BACKOFF, MALFORMED_MAX_BACKOFF, floor=0.5),
+            logger=log,
+        )
+        self.follower.listeners.append(self._outcome)
+        #: The follower's ``synced_at`` last written into :attr:`state`.
+        self._synced_seen: float | None = None
         self._saved_at = 0.0
         self._dirty = False
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._task: asyncio.Task[None] | None = None
-        self._next_subscription_try = 0.0
         #: The upstream's live features, for flag evaluation (set by whoever serves them).
         self.catalog: CatalogView | None = None
         #: Whether :attr:`catalog` follows the upstream's: loaded, and no resync since.
@@ -267,37 +272,60 @@ class EdgeSync:
     # -- status ---------------------------------------------------------------------------
 
     @property
-    def revision(self) -> int | None:
+    def position(self) -> int | None:
+        """The upstream revision the copy reflects: the state file's (None: no copy)."""
         return None if self.state is None else self.state.revision
+
+    @property
+    def revision(self) -> int | None:
+        return self.position
+
+    @property
+    def upstream_revision(self) -> int | None:
+        return self.follower.status.source_revision
+
+    @property
+    def condition(self) -> FollowerState:
+        """What the follower is doing."""
+        return self.follower.status.state
+
+    @property
+    def connected(self) -> bool:
+        return self.follower.status.connected
+
+    @property
+    def mode(self) -> str:
+        """How the upstream is followed: ``subscription`` or ``polling``."""
+        return self.source.mode
 
     def staleness(self) -> float | None:
         """Seconds the copy may be behind the upstream; None when it never synced."""
         if self.state is None:
             return None
-        if self.connected and self.caught_up:
-            return 0.0
-        if self._synced_monotonic is not None:
-            return time.monotonic() - self._synced_monotonic
+        lag = self.follower.status.lag_seconds
+        if lag is not None:
+            return lag
+        # Not synced since the start (the upstream is down): as of the state file.
         if self.state.synced_at is not None:
             return max(0.0, time.time() - self.state.synced_at)
         return None
 
     def status(self) -> SyncStatus:
-        synced = None if self.state is None else self.state.synced_at
-        if self.connected and self.caught_up:
-            synced = time.time()
+        status = self.follower.status
+        lag = self.staleness()
+        synced = None if lag is None else time.time() - lag
         return SyncStatus(
             upstream=self.client.describe(),
             revision=self.revision,
-            upstream_revision=self.upstream_revision,
-            connected=self.condition == "following",
+            upstream_revision=status.source_revision,
+            connected=status.connected,
             last_synced_at=None if synced is None else datetime.fromtimestamp(synced, UTC),
-            lag_seconds=self.staleness(),
-            mode=self.mode,
-            reconnects=self.reconnects,
+            lag_seconds=lag,
+            mode=self.source.mode,
+            reconnects=status.reconnects,
             resyncs=self.resyncs,
-            last_error=self.last_error,
-            state=self.condition,
+            last_error=status.last_error,
+            state=status.state,
         )
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -311,263 +339,30 @@ class EdgeSync:
                 self.state.revision,
             )
             self._load_catalog()
-        self._task = asyncio.create_task(self._run(), name="features-gql-edge-sync")
+        self.follower.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._recovery is not None:
-            self._recovery.cancel()
+        await self.follower.stop()
         self._save(force=True)
 
     async def wait_until(self, upstream_revision: int, within: float) -> bool:
         """Whether the copy reached ``upstream_revision`` within ``within`` seconds."""
-        if self.revision is not None and self.revision >= upstream_revision:
-            return True
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (upstream_revision, future)
-        self._waiters.append(entry)
-        try:
-            async with asyncio.timeout(within):
-                await future
-            return True
-        except TimeoutError:
-            return False
-        finally:
-            with contextlib.suppress(ValueError):
-                self._waiters.remove(entry)
+        return await self.follower.wait_until(upstream_revision, within)
 
-    # -- the loop ---------------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        failures = 0
-        resync = False
-        while True:
-            malformed = False
-            try:
-                if resync:
-                    await self._resync()
-                    resync = False
-                await self._connect_and_follow()
-                failures = 0
-                continue
-            except ChangesTrimmed as exc:
-                if not self._just_resynced:
-                    self._note("the upstream's change log no longer holds the copy's revision")
-                    resync = True
-                    continue
-                self._just_resynced = False
-                malformed = True
-                self._lost(
-                    f"the upstream asked for a resync again right after one: {exc}", "malformed"
-                )
-            except MalformedUpstream as exc:
-                # Nothing of it was applied: serve the copy, and ask again later (the
-                # same answer most likely, until the upstream is fixed).
-                self._just_resynced = False
-                malformed = True
-                self._lost(str(exc), "malformed")
-            except UpstreamUnavailable as exc:
-                self._lost(str(exc), "unreachable")
-                if exc.resume_at_once:
-                    self.reconnects += 1
-                    continue
-            except UpstreamRefused as exc:
-                # The upstream refused the edge's token: that needs an operator; keep
-                # serving the copy meanwhile.
-                self._lost(str(exc), "refused")
-            except StoreError as exc:
-                self._lost(str(exc), "failing")
-            except Exception as exc:  # the follower must outlive any bug: log, back off, retry
-                if self.condition != "failing":
-                    log.exception("the edge's follower failed; retrying")
-                self._lost(f"{type(exc).__name__}: {exc}", "failing")
-            failures += 1
-            self.reconnects += 1
-            if malformed:
-                ceiling = MALFORMED_MIN_BACKOFF * 2 ** min(failures - 1, 10)
-                delay = random.uniform(0.5, 1.0) * min(MALFORMED_MAX_BACKOFF, ceiling)
-            else:
-                delay = random.uniform(0, min(MAX_BACKOFF, MIN_BACKOFF * 2 ** min(failures, 10)))
-            await asyncio.sleep(delay)
-
-    def _lost(self, reason: str, condition: FollowerState) -> None:
-        # One line per change of state, not per attempt: a follower refused by a broken
-        # upstream for an hour logs a line, not thousands.
-        if condition != self._logged:
-            log.warning("%s; serving the copy: %s", _CONDITIONS[condition], reason)
-            self._logged = condition
-        if self._recovery is not None:
-            self._recovery.cancel()
-            self._recovery = None
-        if self.connected and self.caught_up:
-            self._synced_monotonic = time.monotonic()
-            if self.state is not None:
-                self.state.synced_at = time.time()
-                self._dirty = True
-        self.connected = False
-        self.caught_up = False
-        self.condition = condition
-        self.last_error = reason
-        self._save(force=True)
-
-    def _note(self, message: str, *args: object) -> None:
-        """A warning on the way to following, unless the follower is stuck on an upstream
-        it refuses (then every retry would repeat it: its state was logged already)."""
-        log.log(logging.DEBUG if self.condition == "malformed" else logging.WARNING, message, *args)
-
-    def _connected(self) -> None:
-        """Connected (again): following at once the first time; after a failure, once
-        something is applied or :data:`RECOVERED_AFTER` seconds pass without an error, so
-        an upstream that fails every attempt right after connecting does not flap."""
-        self.connected = True
-        if self.last_error is None:
-            self._recovered()
-        elif self._recovery is None:
-            self._recovery = asyncio.get_running_loop().call_later(RECOVERED_AFTER, self._recovered)
-
-    def _recovered(self) -> None:
-        if self._recovery is not None:
-            self._recovery.cancel()
-            self._recovery = None
-        if not self.connected or self.condition == "following":
-            return
-        if self._logged != "connecting":
-            log.warning("following the upstream %s again", self.client.describe())
-        self._logged = self.condition = "following"
-        self.last_error = None
-
-    async def _connect_and_follow(self) -> None:
-        upstream_revision = await self.client.revision()
-        self.upstream_revision = upstream_revision
-        if await self._must_resync(upstream_revision):
-            if self._just_resynced:
-                raise MalformedUpstream(
-                    "revision",
-                    f"the upstream is at revision {upstream_revision}, behind the snapshot it "
-                    "has just sent: it asks for another resync right after one",
-                )
-            await self._resync()
-            return
-        self._just_resynced = False
-        assert self.state is not None
-        await self._catch_up_catalog()
-        self._connected()
-        self._check_caught_up()
-        if self.mode == "polling" and time.monotonic() < self._next_subscription_try:
-            await self._poll()
-            return
-        try:
-            async for event in self.client.subscribe(self.state.revision):
-                await self._apply([event])
-        except NoSubscriptions as exc:
-            log.warning("following the upstream by polling: %s", exc)
-            self.mode = "polling"
-            self._next_subscription_try = time.monotonic() + RETRY_SUBSCRIPTION
-            await self._poll()
-
-    async def _poll(self) -> None:
-        while time.monotonic() < self._next_subscription_try:
-            assert self.state is not None
-            await self._catch_up_catalog()  # after a resync here
-            changes = await self.client.changes_since(self.state.revision, limit=1000)
-            if changes:
-                await self._apply(changes)
-                self.upstream_revision = max(self.upstream_revision or 0, changes[-1].revision)
-            else:
-                self.upstream_revision = await self.client.revision()
-                if self.upstream_revision < self.state.revision:
-                    await self._resync()
-                self._check_caught_up()
-                await asyncio.sleep(random.uniform(0.5, 1.5) * POLL_INTERVAL)
-        self.mode = "subscription"
-
-    async def _must_resync(self, upstream_revision: int) -> bool:
-        state = self.state
-        if state is None:
-            return True
-        if upstream_revision < state.revision:
-            self._note(
-                "the upstream is at revision %d, behind the copy's %d: it lost data or was "
-                "restored from an older backup; resyncing",
-                upstream_revision,
-                state.revision,
-            )
-            return True
-        checks = [(state.revision, state.fingerprint)]
-        if state.through is not None and state.through > state.revision:
-            # A batch was being applied when the edge stopped: the copy may hold it.
-            checks.append((state.through, state.through_fingerprint))
-        for revision, expected in checks:
-            if revision == 0 or (expected is None and revision == state.revision):
-                continue
-            if revision > upstream_revision:
-                self._note("the upstream lacks change %d the copy may hold; resyncing", revision)
-                return True
-            try:
-                found = await self.client.changes_since(revision - 1, limit=1)
-            except ChangesTrimmed:
-                continue  # cannot compare; a log trimmed past the copy answers on subscribe
-            if not found or fingerprint(found[0]) != expected:
-                self._note(
-                    "the upstream's change %d is not the one the copy saw: its history "
-                    "changed (restored from a backup?); resyncing",
-                    revision,
-                )
-                return True
-        return False
-
-    def _check_caught_up(self) -> None:
-        if self.state is not None and self.upstream_revision is not None:
-            self.caught_up = self.state.revision >= self.upstream_revision
-            if self.caught_up:
-                self._synced_monotonic = time.monotonic()
-                self.state.synced_at = time.time()
-                self._dirty = True
-
-    async def _apply(self, events: Sequence[ChangeEvent]) -> None:
-        """Apply a batch of the upstream's changes. A batch that does not continue the
-        copy (a revision at or before the copy's, or not increasing) is refused whole."""
-        assert self.state is not None
-        wire.check_sequence(events, self.state.revision)
-        fresh = list(events)
-        if fresh:
-            self.state.through = fresh[-1].revision
-            self.state.through_fingerprint = fingerprint(fresh[-1])
+    def _outcome(self, changes: Sequence[ChangeEvent], error: Exception | None) -> None:
+        """After each step of the follower: when the copy was last current goes into the
+        state file, so an edge restarted while its upstream is down says how stale its
+        copy is. Saved at once on an error (a change of state, or a retry), else with the
+        position (at most every :data:`SAVE_EVERY`)."""
+        synced = self.follower.status.synced_at
+        if self.state is not None and synced is not None and synced != self._synced_seen:
+            self._synced_seen = synced
+            self.state.synced_at = time.time() - (time.monotonic() - synced)
             self._dirty = True
-            self._save(force=True)  # before the copy changes (see SyncState)
-        for event in fresh:
-            # The copy holds assignments only: catalog changes (define, archive) go to the
-            # catalog's view, and move the position on.
-            if event.resource is None:
-                if self.catalog is not None and self.catalog.apply(event):
-                    # On disk before the position moves past it (see _save_catalog).
-                    self._save_catalog(event.revision)
-            elif event.op == "add":
-                await self.local.add(event.resource, event.feature, actor=event.actor)
-            elif event.op == "remove":
-                await self.local.remove(event.resource, event.feature, actor=event.actor)
-            self.state.revision = event.revision
-            self.state.fingerprint = fingerprint(event)
-            self._dirty = True
-        if self.upstream_revision is None or self.state.revision > self.upstream_revision:
-            self.upstream_revision = self.state.revision
-        self._check_caught_up()
-        if fresh:
-            self._recovered()
-        self._wake_waiters()
-        self._save()
-
-    def _wake_waiters(self) -> None:
-        revision = self.revision
-        if revision is None:
-            return
-        for wanted, future in self._waiters:
-            if wanted <= revision and not future.done():
-                future.set_result(None)
+        if error is not None:
+            self._save(force=True)
+        elif changes:
+            self._save()
 
     def _save(self, *, force: bool = False) -> None:
         if self.state is None or not self._dirty:
@@ -583,14 +378,90 @@ class EdgeSync:
         self._saved_at = now
         self._dirty = False
 
-    # -- resync -----------------------------------------------------------------------------
+    def _note(self, message: str, *args: object) -> None:
+        """A warning on the way to following, unless the follower is stuck on an upstream
+        it refuses (then every retry would repeat it: its state was logged already)."""
+        state = self.follower.status.state
+        log.log(logging.DEBUG if state == "malformed" else logging.WARNING, message, *args)
 
-    async def _resync(self) -> None:
-        """Make the copy the upstream's state: a snapshot, and only the differences applied."""
+    # -- the follower's sink ----------------------------------------------------------------
+
+    async def continues(self, source: Source) -> bool:
+        """Whether the copy continues the upstream's history (the follower asks when the
+        upstream is not behind the copy): the change at the copy's revision, and at the
+        last one it may hold, must be the ones it saw. Then the catalog's view is loaded,
+        unless it follows the upstream's already."""
+        if not await self._same_history(source):
+            return False
+        await self._catch_up_catalog()
+        return True
+
+    async def _same_history(self, source: Source) -> bool:
+        state = self.state
+        assert state is not None  # asked only of a copy
+        if state.fingerprint == RESYNCING:
+            self._note("a resync of the copy was cut short; resyncing")
+            return False
+        upstream_revision = self.follower.status.source_revision
+        if upstream_revision is None:
+            upstream_revision = await source.revision()
+        checks = [(state.revision, state.fingerprint)]
+        if state.through is not None and state.through > state.revision:
+            # A batch was being applied when the edge stopped: the copy may hold it.
+            checks.append((state.through, state.through_fingerprint))
+        for revision, expected in checks:
+            if revision == 0 or (expected is None and revision == state.revision):
+                continue
+            if revision > upstream_revision:
+                self._note("the upstream lacks change %d the copy may hold; resyncing", revision)
+                return False
+            try:
+                found = await self.client.changes_since(revision - 1, limit=1)
+            except ChangesTrimmed:
+                continue  # cannot compare; a log trimmed past the copy answers on subscribe
+            if not found or fingerprint(found[0]) != expected:
+                self._note(
+                    "the upstream's change %d is not the one the copy saw: its history "
+                    "changed (restored from a backup?); resyncing",
+                    revision,
+                )
+                return False
+        return True
+
+    async def apply(self, changes: Sequence[ChangeEvent]) -> None:
+        """Apply a batch of the upstream's changes (the follower checked that it continues
+        the copy). The position is saved before the copy changes (see SyncState), and
+        after it with the follower's outcome (:meth:`_outcome`)."""
+        assert self.state is not None
+        if not changes:
+            return
+        self.state.through = changes[-1].revision
+        self.state.through_fingerprint = fingerprint(changes[-1])
+        self._dirty = True
+        self._save(force=True)
+        for event in changes:
+            # The copy holds assignments only: catalog changes (define, archive) go to the
+            # catalog's view, and move the position on.
+            if event.resource is None:
+                if self.catalog is not None and self.catalog.apply(event):
+                    # On disk before the position moves past it (see _save_catalog).
+                    self._save_catalog(event.revision)
+            elif event.op == "add":
+                await self.local.add(event.resource, event.feature, actor=event.actor)
+            elif event.op == "remove":
+                await self.local.remove(event.resource, event.feature, actor=event.actor)
+            self.state.revision = event.revision
+            self.state.fingerprint = fingerprint(event)
+            self._dirty = True
+
+    async def load(self, source: Source, reason: LoadReason) -> None:
+        """Make the copy the upstream's state (a resync): a snapshot, and only the
+        differences applied. The local store's failures are raised as SinkFailed; the
+        upstream's as they are."""
         started = time.monotonic()
-        if self.state is not None and self.state.fingerprint != "resyncing":
+        if self.state is not None and self.state.fingerprint != RESYNCING:
             # Should this resync be cut short, the next connection resyncs again.
-            self.state.fingerprint = "resyncing"
+            self.state.fingerprint = RESYNCING
             self._dirty = True
             self._save(force=True)
         first, more = await self.client.snapshot_page(None, limit=SNAPSHOT_PAGE)
@@ -629,10 +500,8 @@ class EdgeSync:
         self._catalog_current = False
         await self._catch_up_catalog()
         self.resyncs += 1
-        self._just_resynced = True
         # The copy is the upstream's state as of the first page (changes since follow).
         self.state = SyncState(self.client.describe(), first.revision, synced_at=time.time())
-        self._synced_monotonic = time.monotonic()
         # Saved before anything else is asked of the upstream: should it vanish during the
         # next call, the copy (converged above) is still known for what it is, and an edge
         # restarted during the outage serves it instead of having no copy at all.
@@ -648,13 +517,16 @@ class EdgeSync:
             self._dirty = True
             self._save(force=True)
         log.warning(
-            "resynced from the upstream's snapshot at revision %d: %d added, %d removed "
+            "resynced from the upstream's snapshot at revision %d (%s): %d added, %d removed "
             "(%.2f s); following its changes from there",
             first.revision,
+            _WHY[reason],
             added,
             removed,
             time.monotonic() - started,
         )
+
+    # -- the catalog's view -----------------------------------------------------------------
 
     async def _catch_up_catalog(self) -> None:
         """Load the upstream's live features into the view unless it follows them already
@@ -689,8 +561,8 @@ class EdgeSync:
         always holds every catalog change up to the saved position: an edge restarted
         with its upstream down evaluates flags with it. Changes up to ``revision`` that
         are followed again after a restart are already in it, and ignored by the view.
-        A file that cannot be written stops the follower (a local store failure) rather
-        than let the position move past a change the file lacks.
+        A file that cannot be written stops the follower (a failure of the edge's own,
+        state ``failing``) rather than let the position move past a change it lacks.
         """
         path = self.catalog_file
         if path is None or self.catalog is None:
@@ -709,7 +581,8 @@ class EdgeSync:
             )
             os.replace(temporary, path)
         except OSError as exc:
-            raise StoreUnavailable(f"could not save the edge's catalog {path}: {exc}") from exc
+            failure = StoreUnavailable(f"could not save the edge's catalog {path}: {exc}")
+            raise SinkFailed(str(failure)) from failure
 
     def _load_catalog(self) -> None:
         """Load the view from :attr:`catalog_file`, when it is this upstream's."""
@@ -729,6 +602,8 @@ class EdgeSync:
         self.catalog.replace(revision, names, reset=True)
         log.info("serving the upstream's catalog as saved: %d live features", len(names))
 
+    # -- resync -----------------------------------------------------------------------------
+
     async def _converge(self, upstream: AsyncIterator[Assignment]) -> tuple[int, int]:
         """Merge the upstream's ordered keys with the copy's, applying the differences."""
         added = removed = 0
@@ -736,7 +611,7 @@ class EdgeSync:
         async def local_keys() -> AsyncIterator[Assignment]:
             after: Assignment | None = None
             while True:
-                page = await self.local.snapshot_page(after, limit=SNAPSHOT_PAGE)
+                page = await _own(self.local.snapshot_page(after, limit=SNAPSHOT_PAGE))
                 for assignment in page.assignments:
                     yield assignment
                 if len(page.assignments) < SNAPSHOT_PAGE:
@@ -750,10 +625,10 @@ class EdgeSync:
 
         async def flush(at_least: int) -> None:
             if len(to_add) >= at_least:
-                await self.local.add_many(to_add, actor="resync")
+                await _own(self.local.add_many(to_add, actor="resync"))
                 to_add.clear()
             if len(to_remove) >= at_least:
-                await self.local.remove_many(to_remove, actor="resync")
+                await _own(self.local.remove_many(to_remove, actor="resync"))
                 to_remove.clear()
 
         async def apply(key: Assignment, present: bool) -> None:

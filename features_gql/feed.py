@@ -1,7 +1,8 @@
 """The live change feed: every change after a revision, in order, then changes as they happen.
 
-One :class:`ChangeFeed` per process follows the store's change log and hands each new
-change to its subscribers. It learns of changes two ways: a write through this process's
+One :class:`ChangeFeed` per process follows the store's change log (with the project's one
+follower, :mod:`features_gql.replication.follower`, its window being the sink) and hands
+each new change to its subscribers. It learns of changes two ways: a write through this process's
 :class:`~features_gql.api.FeaturesAPI` wakes it at once, and it polls the change log
 (every :data:`POLL_INTERVAL` seconds while anyone subscribes), which is how changes made
 by other processes sharing the store (``--workers N``, several instances on one database)
@@ -34,16 +35,22 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import logging
-import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Sequence
 
 from features_gql.api import MAX_PAGE_SIZE, FeaturesAPI
 from features_gql.domain import ChangeEvent
-from features_gql.errors import ChangesTrimmed, FeaturesError, InvalidInput, StoreError
+from features_gql.errors import FeaturesError, InvalidInput
+from features_gql.replication.follower import (
+    Backoff,
+    Follower,
+    FollowerStatus,
+    LoadReason,
+    Source,
+)
+from features_gql.replication.store_source import StoreSource
 
 log = logging.getLogger("features_gql.feed")
 
@@ -151,14 +158,19 @@ class ChangeFeed:
         self._epoch = 0
         self._ended: type[SubscriberTooSlow] = SubscriberTooSlow
         self._subscribers = 0
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._stopped = False
         #: Subscribers closed by their adapter for not keeping up, since the start (for
         #: metrics): see :meth:`dropped_one`.
         self.dropped = 0
-        api.change_listeners.append(self._changed)
-        api.pushed_listeners.append(self._pushed)
+        #: Reads the change log into the window while anyone subscribes: woken at once by
+        #: this process's writes and by the store's pushed notices, else it polls.
+        self._follower = Follower(
+            StoreSource(api, interval=poll_interval, batch=batch, wake_on_writes=True),
+            self,
+            name="the change feed",
+            backoff=Backoff(0.05, MAX_BACKOFF),
+            logger=log,
+        )
 
     @property
     def subscribers(self) -> int:
@@ -173,27 +185,21 @@ class ChangeFeed:
         """An adapter closed a subscriber that did not keep up."""
         self.dropped += 1
 
-    def _changed(self, revision: int) -> None:
-        if self.head is not None and revision > self.head:
-            self._wake.set()
-
-    def _pushed(self, revision: int, catalog: bool) -> None:
-        self._changed(revision)
+    @property
+    def status(self) -> FollowerStatus:
+        """The status of the feed's follower of the change log."""
+        return self._follower.status
 
     async def stop(self) -> None:
         """End every subscription (each ends as if complete) and stop following the store."""
         self._stopped = True
         self._arrived.set()
         self._arrived.clear()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._follower.stop()
 
     async def subscribe(
         self, after: int | None = None, *, type: str | None = None, feature: str | None = None
-    ) -> AsyncIterator[ChangeEvent]:
+    ) -> AsyncGenerator[ChangeEvent, None]:
         """Every change after revision ``after`` (None: from now on), in revision order,
         keeping only those of resource type ``type`` and feature ``feature`` when given.
 
@@ -235,7 +241,12 @@ class ChangeFeed:
                             self._start(cursor)
                         elif cursor < self._floor:
                             # The log ends before the window starts: the store went back.
-                            await self._end(FeedRestarted)
+                            log.warning(
+                                "the change log went back (store restored?): the change feed "
+                                "restarts"
+                            )
+                            self._end(FeedRestarted)
+                            self._stop_following()
                             raise FeedRestarted(cursor)
                     continue
                 # In the window: step through it, and wait at its end for more.
@@ -257,30 +268,51 @@ class ChangeFeed:
                     raise self._ended(cursor)
         finally:
             self._subscribers -= 1
+            if not self._subscribers and self.head is not None:
+                self._stop_following()
 
     def _start(self, revision: int) -> None:
         self.head = self._floor = revision
         self._window.clear()
-        self._task = asyncio.create_task(self._follow(), name="features-gql-feed")
+        self._follower.start()
 
-    async def _end(self, how: type[SubscriberTooSlow]) -> None:
-        """End every subscription (each raises ``how`` with its revision) and stop
-        following: the next subscriber starts anew."""
-        if how is FeedRestarted:
-            log.warning("the change log went back (store restored?): the change feed restarts")
+    def _stop_following(self) -> None:
+        """Stop following and let go of the window: the next subscriber starts again from
+        its own position (a head left behind could fall out of a trimmed log)."""
+        self._follower.cancel()
+        self._left += len(self._window)
+        self._window.clear()
+        self.head = None
+
+    def _end(self, how: type[SubscriberTooSlow]) -> None:
+        """End every subscription (each raises ``how`` with its revision)."""
         self._ended = how
         self._epoch += 1
         self._left += len(self._window)
         self._window.clear()
         self._arrived.set()
         self._arrived.clear()
-        task, self._task, self.head = self._task, None, None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
-    def _append(self, changes: list[ChangeEvent]) -> None:
+    # -- the window is the feed follower's sink ---------------------------------------
+
+    @property
+    def position(self) -> int | None:
+        return self.head
+
+    async def continues(self, source: Source) -> bool:
+        return True
+
+    async def load(self, source: Source, reason: LoadReason) -> None:
+        """The change log cannot be continued from the window: trimmed past it (the store
+        was unreachable for long) or gone back behind it (restored from an older backup).
+        No one can be served without a gap, so every subscription ends, each with the
+        revision to resume after, and the window starts again where the log is now."""
+        if reason == "trimmed":
+            log.warning("the change feed fell behind the retained change log; resuming")
+        self._end(FeedRestarted if reason in ("went-back", "history") else SubscriberTooSlow)
+        self.head = self._floor = await source.revision()
+
+    async def apply(self, changes: Sequence[ChangeEvent]) -> None:
         window = self._window
         window.extend(changes)
         self.head = changes[-1].revision
@@ -289,55 +321,3 @@ class ChangeFeed:
             self._left += 1
         self._arrived.set()
         self._arrived.clear()
-
-    async def _follow(self) -> None:
-        failures = 0
-        checked = asyncio.get_running_loop().time()
-        while True:
-            if not self._subscribers:
-                # No one listens: stop, let go of the window, and let the next subscriber
-                # start again from its own position (a head left behind could fall out of
-                # a trimmed log).
-                self._left += len(self._window)
-                self._window.clear()
-                self.head = None
-                self._task = None
-                return
-            head = self.head
-            assert head is not None
-            try:
-                changes = await self.api.changes_since(head, limit=self.batch)
-                failures = 0
-            except ChangesTrimmed:
-                # Behind the retained log (the store was unreachable for long): no one can
-                # be served without a gap, so every subscriber resumes on its own.
-                log.warning("the change feed fell behind the retained change log; resuming")
-                await self._end(SubscriberTooSlow)
-                return
-            except StoreError as exc:
-                failures += 1
-                if failures == 1:
-                    log.warning("the change feed cannot read the change log (retrying): %s", exc)
-                await asyncio.sleep(random.uniform(0, min(MAX_BACKOFF, 0.05 * 2**failures)))
-                continue
-            if changes:
-                self._append(changes)
-            if len(changes) == self.batch:
-                continue
-            now = asyncio.get_running_loop().time()
-            if not changes and now - checked > 1.0:
-                checked = now
-                if await self._revision_or(head) < head:
-                    await self._end(FeedRestarted)
-                    return
-            self._wake.clear()
-            interval = WATCHED_POLL_INTERVAL if self.api.pushed else self.poll_interval
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._wake.wait()
-
-    async def _revision_or(self, fallback: int) -> int:
-        try:
-            return await self.api.revision()
-        except StoreError:
-            return fallback

@@ -12,7 +12,7 @@ import os
 import re
 import threading
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import (
@@ -35,6 +35,7 @@ from features_gql.events import OperationEvent, SinkHealth
 if TYPE_CHECKING:
     from features_gql.edge import EdgeSync
     from features_gql.feed import ChangeFeed
+    from features_gql.replication.follower import FollowerStatus
 
 #: Seconds. A store call on the hot path takes tens of microseconds (memory) to a few
 #: milliseconds (SQLite, MongoDB on a LAN); the top buckets reach past the 2 s deadline.
@@ -201,6 +202,48 @@ class _EdgeCollector(Collector):
         )
 
 
+class _FollowersCollector(Collector):
+    """Every copy's follower (the catalog view, the change feed, an edge's), labelled by
+    ``copy``: read from their one status at scrape time."""
+
+    def __init__(self, followers: Callable[[], Mapping[str, FollowerStatus]]) -> None:
+        self._followers = followers
+
+    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
+        labels = ["copy"]
+        following = GaugeMetricFamily(
+            "features_gql_follower_following",
+            "1 while the copy follows its source without an error.",
+            labels=labels,
+        )
+        lag = GaugeMetricFamily(
+            "features_gql_follower_lag_seconds",
+            "How far the copy may be behind its source: 0 while caught up, else seconds "
+            "since it last was (NaN before the first sync).",
+            labels=labels,
+        )
+        revision = GaugeMetricFamily(
+            "features_gql_follower_revision",
+            "The source revision the copy reflects.",
+            labels=labels,
+        )
+        loads = CounterMetricFamily(
+            "features_gql_follower_loads",
+            "Times the copy was loaded from its source (the first time, then after a "
+            "trimmed log or a source that went back).",
+            labels=labels,
+        )
+        for name, status in self._followers().items():
+            seconds = status.lag_seconds
+            following.add_metric([name], 1 if status.connected else 0)
+            lag.add_metric([name], float("nan") if seconds is None else seconds)
+            revision.add_metric(
+                [name], float("nan") if status.revision is None else status.revision
+            )
+            loads.add_metric([name], status.loads)
+        yield from (following, lag, revision, loads)
+
+
 #: Set (by ``serve --workers N``) before prometheus-client is imported, this makes every
 #: worker write its metrics to files in that directory, and any worker's /metrics add up
 #: all of them: one coherent view whichever worker a scrape reaches.
@@ -326,6 +369,10 @@ class Metrics:
             "Change events sent to subscribers.",
             registry=self.registry,
         )
+
+    def track_followers(self, followers: Callable[[], Mapping[str, FollowerStatus]]) -> None:
+        """The status of every copy's follower, read at scrape time."""
+        self._own(_FollowersCollector(followers))
 
     def track_edge(self, edge: EdgeSync) -> None:
         """An edge's sync metrics, read from its follower at scrape time."""

@@ -50,7 +50,6 @@ from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Re
 from openfeature.provider import AbstractProvider, Metadata
 
 from features_gql.domain import ChangeEvent
-from features_gql.errors import StoreError
 from features_gql.flag_evaluation import (
     RESOURCE_TYPE,
     CatalogUnavailable,
@@ -131,7 +130,7 @@ class FeaturesProvider(AbstractProvider):
         if self._follow in self.replica.listeners:
             self.replica.listeners.remove(self._follow)
 
-    def _follow(self, changes: Sequence[ChangeEvent], error: StoreError | None) -> None:
+    def _follow(self, changes: Sequence[ChangeEvent], error: Exception | None) -> None:
         """The replica's listener: its outcomes become the provider's events."""
         if error is not None:
             if not self._stale:

@@ -32,18 +32,17 @@ OpenFeature provider answers ``FLAG_NOT_FOUND`` for an undefined flag in strict 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable, Sequence
 
 from features_gql.api import FeaturesAPI
 from features_gql.catalog_view import CatalogView, live_features
 from features_gql.domain import Assignment, ChangeEvent, Resource
-from features_gql.errors import ChangesTrimmed, InvalidInput, SnapshotsUnsupported, StoreError
-from features_gql.feed import ChangeFeed, SubscriberTooSlow
+from features_gql.errors import SnapshotsUnsupported
+from features_gql.feed import ChangeFeed
+from features_gql.replication.follower import Backoff, Follower, LoadReason, Source
+from features_gql.replication.store_source import FeedSource, StoreSource
 
 log = logging.getLogger("features_gql.replica")
 
@@ -51,7 +50,7 @@ log = logging.getLogger("features_gql.replica")
 SNAPSHOT_PAGE = 5000
 
 #: See :attr:`LocalReplica.listeners`.
-ReplicaListener = Callable[[Sequence[ChangeEvent], StoreError | None], None]
+ReplicaListener = Callable[[Sequence[ChangeEvent], Exception | None], None]
 
 
 class LocalReplica:
@@ -64,8 +63,9 @@ class LocalReplica:
         feed: ChangeFeed | None = None,
     ) -> None:
         """``interval``: seconds between polls of the change log (or, with a ``feed``,
-        between checks that the copy is current); ``feed``: follow this change feed of
-        ``api`` instead of polling."""
+        between checks that the copy is current), and about the wait between attempts
+        while the store fails; ``feed``: follow this change feed of ``api`` instead of
+        polling."""
         if interval <= 0:
             raise ValueError("interval must be positive")
         self.api = api
@@ -74,21 +74,43 @@ class LocalReplica:
         self.feed = feed
         self._keys: set[int] = set()
         self._revision = 0
-        self._synced_at: float | None = None
-        self._task: asyncio.Task[None] | None = None
-        #: Set by a pushed notice of a change (a store that pushes: PostgreSQL).
-        self._wake = asyncio.Event()
-        self.last_error: str | None = None
+        self._loaded = False
         #: The live features as of :attr:`revision`; strict when ``api`` is.
         self.catalog = CatalogView(strict=api.strict)
         #: Snapshots loaded since the start (the first load, then any reload).
         self.loads = 0
-        #: Told the outcome of every attempt to catch up with the store, on the replica's
-        #: event loop: ``listener(changes, None)`` with the changes applied (often none;
-        #: none for a snapshot loaded, which is not a list of changes), or
-        #: ``listener((), error)`` with the error that stopped a follow-up. Listeners
-        #: must be quick; one that raises is logged and the others still run.
-        self.listeners: list[ReplicaListener] = []
+        source: Source = (
+            StoreSource(api, interval=interval, batch=batch)
+            if feed is None
+            else FeedSource(feed, api, interval=interval)
+        )
+        #: Keeps the copy current: see :mod:`features_gql.replication.follower`.
+        self.follower = Follower(
+            source,
+            self,
+            name="the replica",
+            # About one interval between attempts while the store fails, as between polls.
+            backoff=Backoff(interval, interval, floor=0.5),
+            logger=log,
+        )
+
+    @property
+    def listeners(self) -> list[ReplicaListener]:
+        """Told the outcome of every attempt to catch up with the store, on the replica's
+        event loop: ``listener(changes, None)`` with the changes applied (often none;
+        none for a snapshot loaded, which is not a list of changes), or
+        ``listener((), error)`` with the error that stopped a follow-up. Listeners must be
+        quick; one that raises is logged and the others still run."""
+        return self.follower.listeners
+
+    @listeners.setter
+    def listeners(self, listeners: list[ReplicaListener]) -> None:
+        self.follower.listeners[:] = listeners
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the copy could not be followed last (None while following)."""
+        return self.follower.status.last_error
 
     def has(self, resource: Resource | tuple[str, str], feature: str) -> bool:
         """Whether ``resource`` had ``feature`` as of :attr:`revision`; the arguments are
@@ -109,9 +131,10 @@ class LocalReplica:
     @property
     def staleness(self) -> float | None:
         """Seconds since the copy was last known to be current; None before the first sync."""
-        return None if self._synced_at is None else time.monotonic() - self._synced_at
+        synced = self.follower.status.synced_at
+        return None if synced is None else time.monotonic() - synced
 
-    def apply(self, change: ChangeEvent) -> None:
+    def _apply_one(self, change: ChangeEvent) -> None:
         if change.revision <= self._revision:
             return
         # Add and remove change an assignment, define and archive the catalog; any kind
@@ -126,9 +149,22 @@ class LocalReplica:
             self.catalog.apply(change)
         self._revision = change.revision
 
-    async def load(self) -> None:
-        """Load a snapshot into a new copy, then the changes after it, and switch to it
-        (the previous copy answers until then)."""
+    # -- the follower's sink --------------------------------------------------------------
+
+    @property
+    def position(self) -> int | None:
+        return self._revision if self._loaded else None
+
+    async def continues(self, source: Source) -> bool:
+        return True
+
+    async def apply(self, changes: Sequence[ChangeEvent]) -> None:
+        for change in changes:
+            self._apply_one(change)
+
+    async def load(self, source: Source | None = None, reason: LoadReason = "start") -> None:
+        """Load a snapshot into a new copy and switch to it (the previous copy answers
+        until then); the changes after it follow."""
         keys: set[int] = set()
         add = keys.add
         after: Assignment | None = None
@@ -136,10 +172,10 @@ class LocalReplica:
             first = await self.api.snapshot_page(None, limit=SNAPSHOT_PAGE)
         except SnapshotsUnsupported:
             log.info("the store has no snapshots: loading by replaying its change log")
-            self._keys, self._revision = keys, 0
+            self._keys, self._revision, self._loaded = keys, 0, True
             self.catalog.replace(0, (), reset=True)  # the log's defines rebuild it
-            await self.refresh()
             self.loads += 1
+            await self.follower.catch_up()  # loaded means current, as a snapshot would be
             return
         revision, page = first.revision, first.assignments
         while True:
@@ -152,147 +188,19 @@ class LocalReplica:
         # Read after the snapshot's revision, as the pages are: the changes after it
         # converge both.
         names = await live_features(self.api) if self.api.store.supports_catalog else ()
-        self._keys, self._revision = keys, revision
+        self._keys, self._revision, self._loaded = keys, revision, True
         self.catalog.replace(revision, names, reset=True)
         self.loads += 1
-        await self.refresh()
 
     async def refresh(self) -> int:
-        """Apply every change after :attr:`revision`; returns how many were applied."""
-        applied: list[ChangeEvent] = []
-        while True:
-            changes = await self.api.changes_since(self._revision, limit=self.batch)
-            for change in changes:
-                self.apply(change)
-            applied.extend(changes)
-            if len(changes) < self.batch:
-                break
-        self._synced_at = time.monotonic()
-        self.last_error = None
-        self._tell(applied, None)
-        return len(applied)
-
-    def _tell(self, changes: Sequence[ChangeEvent], error: StoreError | None) -> None:
-        for listener in list(self.listeners):
-            try:
-                listener(changes, error)
-            except Exception:
-                log.exception("a replica listener raised; the replica carries on")
+        """Apply every change after :attr:`revision` now, without waiting for the follower;
+        returns how many were applied."""
+        return await self.follower.catch_up()
 
     async def start(self) -> None:
         """Load the copy (raises if the store cannot answer), then follow the store."""
-        await self.load()
-        follow = self._follow_feed() if self.feed is not None else self._poll()
-        if self.feed is None and self._pushed not in self.api.pushed_listeners:
-            self.api.pushed_listeners.append(self._pushed)
-        self._task = asyncio.create_task(follow, name="features-gql-replica")
-
-    def _pushed(self, revision: int, catalog: bool) -> None:
-        if revision > self._revision:
-            self._wake.set()
+        await self.follower.load()
+        self.follower.start()
 
     async def stop(self) -> None:
-        with contextlib.suppress(ValueError):
-            self.api.pushed_listeners.remove(self._pushed)
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    def _failed(self, exc: StoreError) -> None:
-        if self.last_error is None:
-            log.warning("replica cannot follow the store, answering from its copy: %s", exc)
-        self.last_error = str(exc)
-        self._tell((), exc)
-
-    async def _reload_if_behind(self) -> bool:
-        """Reload when the store is behind the copy: it lost data or was restored."""
-        if await self.api.revision() < self._revision:
-            log.warning("the store is behind the replica (restored from a backup?): reloading")
-            await self.load()
-            return True
-        return False
-
-    async def _poll(self) -> None:
-        while True:
-            # A pushed notice of a change cuts the wait short.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval):
-                    await self._wake.wait()
-            self._wake.clear()
-            try:
-                if not await self._reload_if_behind():
-                    await self.refresh()
-            except ChangesTrimmed:
-                await self._reload()
-            except StoreError as exc:
-                self._failed(exc)
-
-    async def _reload(self) -> None:
-        try:
-            await self.load()
-        except StoreError as exc:
-            self._failed(exc)
-
-    async def _follow_feed(self) -> None:
-        while True:
-            following = asyncio.create_task(self._consume_feed())
-            checking = asyncio.create_task(self._check_current())
-            try:
-                done, _ = await asyncio.wait(
-                    {following, checking}, return_when=asyncio.FIRST_COMPLETED
-                )
-            finally:
-                # Both end here, also when this task is cancelled (the replica stops).
-                for task in (following, checking):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-            if following in done and following.result():
-                return  # the feed stopped: the service is shutting down
-            # Reloaded, or the store failed: subscribe again from the copy's revision.
-
-    async def _consume_feed(self) -> bool:
-        """Apply the feed's changes; True when the feed stopped, False to subscribe again."""
-        assert self.feed is not None
-        try:
-            async for change in self.feed.subscribe(self._revision):
-                self.apply(change)
-                self._synced_at = time.monotonic()
-                self.last_error = None
-                self._tell((change,), None)
-        except SubscriberTooSlow:
-            return False
-        except InvalidInput:
-            # The copy is past the store's revision: the store went back.
-            try:
-                await self._reload_if_behind()
-            except StoreError as exc:
-                self._failed(exc)
-                await asyncio.sleep(random.uniform(0.5, 1.5) * self.interval)
-            return False
-        except ChangesTrimmed:
-            await self._reload()
-            return False
-        except StoreError as exc:
-            self._failed(exc)
-            await asyncio.sleep(random.uniform(0.5, 1.5) * self.interval)
-            return False
-        return True
-
-    async def _check_current(self) -> None:
-        """With a feed, confirm now and then that the copy is current (for staleness), and
-        return after reloading a copy the store fell behind (restored from a backup)."""
-        while True:
-            await asyncio.sleep(self.interval)
-            try:
-                revision = await self.api.revision()
-                if revision < self._revision and await self._reload_if_behind():
-                    return
-                if revision == self._revision:
-                    self._synced_at = time.monotonic()
-                    self.last_error = None
-                    self._tell((), None)
-            except StoreError as exc:
-                self._failed(exc)
+        await self.follower.stop()

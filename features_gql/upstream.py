@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -229,7 +229,7 @@ class UpstreamClient:
             "features.pageInfo", f"more than {max_pages} catalog pages: paging never ends"
         )
 
-    async def subscribe(self, after: int) -> AsyncIterator[ChangeEvent]:
+    async def subscribe(self, after: int) -> AsyncGenerator[ChangeEvent, None]:
         """Every change after ``after``, pushed by the upstream over WebSocket.
 
         Raises UpstreamUnavailable when the connection fails or ends (the reason tells

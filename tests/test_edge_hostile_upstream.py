@@ -174,6 +174,12 @@ class FakeUpstream:
 
     async def stop(self) -> None:
         if self.runner is not None:
+            # No new connections, then the subscriptions end: a server that stops waits for
+            # its open WebSockets, which an edge still following would hold open until its
+            # heartbeat gave up on the stopping server (seconds per test).
+            for site in list(self.runner.sites):
+                await site.stop()
+            await self.drop()
             await self.runner.cleanup()
             self.runner = None
 

@@ -369,6 +369,58 @@ async def test_a_stalled_subscriber_is_closed_with_its_resume_revision(
     assert [e["revision"] for e in rest] == list(range(last + 1, total + 1))
 
 
+async def test_a_client_that_stops_answering_pings_is_closed_with_its_resume_revision(
+    start_server: StartServer,
+) -> None:
+    """The protocol's own ping finds a client that is gone or does not read (one waiting
+    for its turn to catch up fills no buffer, so no send times out): it is closed with
+    4410 and the revision to resume after, not dropped without a word."""
+    server = await start_server("memory")
+    feed = server.service.feed
+    assert isinstance(feed, ChangeFeed)
+    view = graphql_view(server)
+    view.keepalive_interval = view.keepalive_timeout = 0.3
+    async with server.session.ws_connect(ws_url(server), protocols=["graphql-transport-ws"]) as ws:
+        await subscribe_raw(ws, "subscription { featureChanges { revision } }")
+        await asyncio.sleep(0.1)
+        await bulk_add(server, 3)
+        received: list[int] = []
+        pings = 0
+        async with asyncio.timeout(10):
+            while True:
+                message = await ws.receive()
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    break
+                data = message.json()
+                if data["type"] == "ping":
+                    pings += 1  # and never a pong
+                else:
+                    received.append(data["payload"]["data"]["featureChanges"]["revision"])
+        assert message.type == aiohttp.WSMsgType.CLOSE
+        code, reason = int(message.data), str(message.extra)
+    assert (code, reason) == (4410, "subscriber too slow; resume with after=3")
+    assert received == [1, 2, 3]
+    assert pings == 1
+    assert feed.dropped == 1
+
+
+async def test_a_client_that_answers_pings_keeps_its_subscription(
+    start_server: StartServer,
+) -> None:
+    server = await start_server("memory")
+    view = graphql_view(server)
+    view.keepalive_interval = view.keepalive_timeout = 0.2
+    async with Client(transport=transport_to(server)) as session:
+        stream = session.subscribe(changes())
+        reading = asyncio.ensure_future(take(stream, 1))
+        await asyncio.sleep(1.5)  # several pings, each answered
+        revision = await write(server, "add", "p1", "f")
+        assert [e["revision"] for e in await reading] == [revision]
+    feed = server.service.feed
+    assert isinstance(feed, ChangeFeed)
+    assert feed.dropped == 0
+
+
 async def test_one_encoding_per_change_for_subscribers_of_one_shape(
     start_server: StartServer,
 ) -> None:

@@ -310,6 +310,18 @@ async def readyz(request: web.Request) -> web.Response:
     }
     if not probe.up:
         body["reason"] = f"store {probe.reason}"
+    # Every copy the service keeps (the catalog view, the change feed, an edge's copy),
+    # from its follower's one status; what makes an edge unready is said below.
+    body["followers"] = {
+        name: {
+            "state": status.state,
+            "revision": status.revision,
+            "source_revision": status.source_revision,
+            "lag_seconds": None if status.lag_seconds is None else round(status.lag_seconds, 3),
+            "last_error": status.last_error,
+        }
+        for name, status in service.followers().items()
+    }
     if service.edge is not None:
         status = service.edge.status()
         staleness = status.lag_seconds

@@ -24,7 +24,9 @@ keeps one shared window of recent changes, see :mod:`features_gql.feed`). A subs
 whose socket does not drain within :data:`SEND_TIMEOUT` seconds (a stalled or too slow
 client) is closed with close code :data:`TOO_SLOW_CLOSE_CODE` and the reason
 ``subscriber too slow; resume with after=N``: N is the last change written to its socket,
-so subscribing again with ``after: N`` misses nothing.
+so subscribing again with ``after: N`` misses nothing. So is one that does not answer
+the protocol's ``ping`` (sent every :data:`KEEPALIVE_INTERVAL` seconds) within
+:data:`KEEPALIVE_TIMEOUT`: gone, or not reading while it waits for its turn to catch up.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
+    PongMessage,
 )
 
 from features_gql.auth import AuthPolicy, Principal, Unauthenticated
@@ -96,6 +99,17 @@ OUTBOX_BYTES = 16 * 1024
 #: WebSocket heartbeat's limit (a ping every 20 s, 10 s for the pong), which would end a
 #: stalled connection without saying where to resume.
 SEND_TIMEOUT = 10.0
+#: Seconds between two ``ping`` messages on a subscription connection, and how long the
+#: client has to answer one with ``pong`` (graphql-transport-ws asks it to "as soon as
+#: possible"). A client that does not answer in time — gone, or not reading — is closed
+#: with :data:`TOO_SLOW_CLOSE_CODE` and the revision to resume after.
+KEEPALIVE_INTERVAL = 20.0
+KEEPALIVE_TIMEOUT = 10.0
+#: Seconds a close for not keeping up may take (the client's answer included) before the
+#: connection is closed under it, and how long what is queued for the client (the close
+#: frame last) may wait for it to read before the connection is dropped.
+CLOSE_TIMEOUT = 5.0
+CLOSE_LINGER = 30.0
 #: Bytes of encoded changes shared between subscribers (the most recent are kept).
 ENCODED_BYTES = 4 * 1024 * 1024
 
@@ -208,9 +222,71 @@ class SubscriptionHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     view: FeaturesGraphQLView
 
+    #: For each running operation, the revision of the last change written to its socket.
+    _sent: dict[str, int]
+    #: Set by every ``pong`` the client sends.
+    _pong: asyncio.Event
+    #: Whether the connection was closed for not keeping up (counted once).
+    _dropped: bool
+
     @property
     def request(self) -> web.Request:
         return cast(TextWebSocketAdapter, self.websocket).request
+
+    async def handle(self) -> None:
+        self._sent = {}
+        self._pong = asyncio.Event()
+        self._dropped = False
+        keepalive = asyncio.create_task(self._keep_alive(), name="features-gql-ws-keepalive")
+        try:
+            await super().handle()
+        finally:
+            keepalive.cancel()
+
+    async def handle_pong(self, message: PongMessage) -> None:
+        self._pong.set()
+
+    async def _keep_alive(self) -> None:
+        """Ping every interval; close a connection whose client does not answer in time
+        (it vanished, or stopped reading: the ping waits behind what it has not read)."""
+        view = self.view
+        while True:
+            await asyncio.sleep(view.keepalive_interval)
+            self._pong.clear()
+            try:
+                async with asyncio.timeout(view.keepalive_timeout):
+                    await self.send_message({"type": "ping"})
+                    await self._pong.wait()
+            except TimeoutError:
+                break
+            except WebSocketDisconnected:
+                return
+        if self._sent:
+            # Every change after this one is unsent to some operation; the ones already
+            # past it receive a few again, and miss nothing.
+            reason = str(SubscriberTooSlow(min(self._sent.values())))
+        else:
+            reason = "subscriber not answering pings"
+        log.debug("closing a subscription connection: %s", reason)
+        await self._close_too_slow(reason, subscribed=bool(self.operations))
+
+    async def _close_too_slow(self, reason: str, *, subscribed: bool) -> None:
+        """Close the connection with :data:`TOO_SLOW_CLOSE_CODE` and ``reason``, counted
+        once as a subscriber dropped, and within a deadline: a client that does not read
+        cannot hold the close up (the frame stays queued behind what it has not read,
+        for it to find if it reads again within :data:`CLOSE_LINGER` seconds)."""
+        if subscribed and not self._dropped:
+            self._dropped = True
+            if self.view.feed is not None:
+                self.view.feed.dropped_one()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.websocket.close(code=TOO_SLOW_CLOSE_CODE, reason=reason)
+        except (TimeoutError, WebSocketDisconnected):
+            transport = self.request.transport
+            if transport is not None and not transport.is_closing():
+                transport.close()
+                asyncio.get_running_loop().call_later(CLOSE_LINGER, transport.abort)
 
     @property
     def auth(self) -> AuthPolicy:
@@ -344,15 +420,18 @@ class SubscriptionHandler(BaseGraphQLTransportWSHandler[Context, None]):
                             # once it reads again, so it resumes after this change.
                             raise SubscriberTooSlow(event.revision) from None
                     events += 1
+                    self._sent[operation.id] = event.revision
                     if counted is not None:
                         counted.inc()
             except SubscriberTooSlow as exc:
                 outcome, codes = "error", [*codes, exc.code]
-                if self.view.feed is not None:
-                    self.view.feed.dropped_one()
+                # Forgotten first: the close ends the connection, whose shutdown would
+                # otherwise cancel this very task while it closes.
                 self.operations.pop(operation.id, None)
-                await self.websocket.close(code=TOO_SLOW_CLOSE_CODE, reason=str(exc))
+                await self._close_too_slow(str(exc), subscribed=True)
                 return
+            except WebSocketDisconnected:
+                raise  # the connection is gone: nothing to answer (handled below)
             except Exception as exc:
                 # A typed end (the store failed while reading the backlog, the log was
                 # trimmed past `after`, a bad argument) or a bug, which translate() logs
@@ -364,6 +443,7 @@ class SubscriptionHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 await operation.send_initial_errors([error])
                 return
             finally:
+                self._sent.pop(operation.id, None)
                 close = getattr(stream, "aclose", None)
                 if close is not None:
                     await close()

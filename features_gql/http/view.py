@@ -38,6 +38,8 @@ from features_gql.http.request_body import (
 )
 from features_gql.http.responses import SERVER, error_response
 from features_gql.http.subscriptions import (
+    KEEPALIVE_INTERVAL,
+    KEEPALIVE_TIMEOUT,
     OUTBOX_BYTES,
     PRINCIPAL_KEY,
     SEND_TIMEOUT,
@@ -181,6 +183,10 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         self.encoded_events = EncodedEvents()
         #: Seconds a subscriber's socket may take to drain before it is closed as too slow.
         self.send_timeout = SEND_TIMEOUT
+        #: Seconds between two pings of a subscription connection, and how long its client
+        #: has to answer one (http/subscriptions.py).
+        self.keepalive_interval = KEEPALIVE_INTERVAL
+        self.keepalive_timeout = KEEPALIVE_TIMEOUT
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         headers = request.headers
@@ -312,12 +318,13 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
     async def create_websocket_response(
         self, request: web.Request, subprotocol: str | None
     ) -> web.WebSocketResponse:
-        # Pings find connections whose client vanished, so their subscriptions end. No
-        # per-message compression: its zlib state costs hundreds of KB per connection,
-        # more than a subscriber may hold, for messages of a few dozen bytes.
+        # No WebSocket-level heartbeat: the subscription handler pings in the protocol
+        # itself, so that a client that stops answering is closed with the revision to
+        # resume after rather than dropped without a word. No per-message compression:
+        # its zlib state costs hundreds of KB per connection, more than a subscriber may
+        # hold, for messages of a few dozen bytes.
         ws = web.WebSocketResponse(
             protocols=[subprotocol] if subprotocol else [],
-            heartbeat=20,
             compress=False,
         )
         # Prepared here, before the middleware sees it: it names the server itself.

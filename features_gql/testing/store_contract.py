@@ -31,6 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from features_gql.api import FeaturesAPI
 from features_gql.domain import (
     Assignment,
     ChangeEvent,
@@ -42,6 +43,8 @@ from features_gql.domain import (
     ResourceTypeCount,
 )
 from features_gql.errors import ChangesTrimmed, SnapshotsUnsupported
+from features_gql.feed import ChangeFeed
+from features_gql.replica import LocalReplica
 from features_gql.stores.base import Store
 
 Scenario = Callable[[Store], Awaitable[None]]
@@ -1151,3 +1154,128 @@ class StoreContract:
             assert found == [Assignment(PIPELINE.type, PIPELINE.id, f"f{i}") for i in range(1, 10)]
 
         self.run(make_store, scenario)
+
+    # -- following (features_gql.replication.follower) ----------------------------------
+    # Every copy (the change feed, LocalReplica, the catalog view) follows a store through
+    # the one follower: these check it against this store as a source.
+
+    def test_a_follower_loads_the_store_then_follows_writes_made_beside_it(
+        self, make_store: Callable[[], Store]
+    ) -> None:
+        async def scenario(store: Store) -> None:
+            for i in range(7):
+                await store.add(Resource("pipeline", f"p{i}"), "speedups", actor=None)
+            await store.remove(Resource("pipeline", "p3"), "speedups", actor=None)
+            replica = LocalReplica(FeaturesAPI(store), interval=0.01, batch=2)
+            await replica.start()
+            try:
+                assert replica.revision == await store.revision() == 8
+                assert replica.follower.status.state == "following"
+                # Written to the store itself, as another process would: no write through
+                # the replica's API wakes it, so it finds them by reading the log.
+                for i in range(7, 12):
+                    await store.add(Resource("pipeline", f"p{i}"), "speedups", actor=None)
+                await store.remove(Resource("pipeline", "p0"), "speedups", actor=None)
+                await until(lambda: replica.revision == 14)
+                for i in range(12):
+                    expected = i not in (0, 3)
+                    assert replica.has(("pipeline", f"p{i}"), "speedups") is expected, i
+                await until(lambda: replica.follower.status.caught_up)
+                status = replica.follower.status
+                assert (status.revision, status.source_revision) == (14, 14)
+                assert status.lag_seconds == 0.0
+                assert status.last_error is None
+            finally:
+                await replica.stop()
+
+        self.run(make_store, scenario)
+
+    def test_a_follower_resumes_after_its_revision_and_reloads_past_a_trimmed_log(
+        self, make_store: Callable[[], Store]
+    ) -> None:
+        async def scenario(store: Store) -> None:
+            await store.add(PIPELINE, "a", actor=None)
+            replica = LocalReplica(FeaturesAPI(store), interval=0.01)
+            await replica.start()
+            try:
+                await replica.follower.stop()
+                await store.add(PIPELINE, "b", actor=None)
+                replica.follower.start()  # resumes after revision 1: no reload
+                await until(lambda: replica.has(PIPELINE, "b"))
+                assert replica.loads == 1
+                await replica.follower.stop()
+                for i in range(10):
+                    await store.add(Resource("pipeline", f"q{i}"), "c", actor=None)
+                await store.remove(PIPELINE, "a", actor=None)
+                await store.trim_changes(await store.revision())  # raises if unsupported
+                replica.follower.start()  # the log no longer holds revision 2: a reload
+                await until(lambda: replica.loads == 2 and replica.revision == 13)
+                assert all(replica.has(("pipeline", f"q{i}"), "c") for i in range(10))
+                assert replica.has(PIPELINE, "a") is False
+                assert replica.has(PIPELINE, "b") is True
+            finally:
+                await replica.stop()
+
+        self.run(make_store, scenario)
+
+    def test_the_change_feed_delivers_every_change_once_in_order(
+        self, make_store: Callable[[], Store]
+    ) -> None:
+        async def scenario(store: Store) -> None:
+            api = FeaturesAPI(store)
+            feed = ChangeFeed(api, poll_interval=0.01, batch=3, retain=4, backlog_page=2)
+            await api.add(PIPELINE, "before", actor=None)
+            received: list[int] = []
+
+            async def subscriber() -> None:
+                async for change in feed.subscribe(0):
+                    received.append(change.revision)
+                    if change.revision == 21:
+                        return
+
+            reading = asyncio.create_task(subscriber())
+            try:
+                for i in range(10):
+                    # Through the API (which wakes the feed) and beside it (found by polling).
+                    await api.add(Resource("pipeline", f"p{i}"), "a", actor=None)
+                    await store.add(Resource("pipeline", f"p{i}"), "b", actor=None)
+                async with asyncio.timeout(10):
+                    await reading
+                assert received == list(range(1, 22))
+            finally:
+                reading.cancel()
+                await feed.stop()
+
+        self.run(make_store, scenario)
+
+    def test_a_store_that_pushes_its_changes_wakes_a_follower_in_another_process(
+        self, make_store: Callable[[], Store]
+    ) -> None:
+        async def scenario(store: Store) -> None:
+            if not store.shared_between_processes:
+                pytest.skip("this store is not shared between processes")
+            api = FeaturesAPI(store)
+            if not await api.watch_store():
+                pytest.skip("this store pushes no notices of its changes (followers poll)")
+            await until(lambda: api.pushed)
+            # A poll would take a minute: only the store's notice can bring the change.
+            replica = LocalReplica(api, interval=60)
+            await replica.start()
+            other = make_store()  # another process's store over the same data
+            await other.open()
+            try:
+                await other.add(PIPELINE, "pushed", actor=None)
+                await until(lambda: replica.has(PIPELINE, "pushed"))
+            finally:
+                await other.close()
+                await replica.stop()
+
+        self.run(make_store, scenario)
+
+
+async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
+    """Wait until ``condition()`` holds, failing the test after ``within`` seconds."""
+    async with asyncio.timeout(within):
+        # Polled: the conditions are the copies' state, which nothing signals.
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)

@@ -169,6 +169,17 @@ COUNTER_ID = "revision"
 LAYOUT_ID = "layout"
 #: The layout this code writes; a store of layout 1 (no version document) is upgraded.
 LAYOUT_VERSION = 2
+#: Milliseconds the server holds a change stream's getMore open with nothing new.
+WATCH_AWAIT_MS = 5000
+#: The longest wait between two attempts to open the change stream again.
+WATCH_MAX_BACKOFF = 30.0
+#: The longest closing the store waits for the change stream's task to end.
+WATCH_STOP_SECONDS = 2.0
+#: Servers without change streams (a standalone mongod) answer with these codes:
+#: 40573 "only supported on replica sets", 136 "not enabled", 40324 unknown stage.
+_NO_CHANGE_STREAMS = frozenset({40573, 136, 40324})
+#: The change operations that change the catalog.
+_CATALOG_OPS = frozenset({"define", "archive"})
 T = TypeVar("T")
 
 #: Ids per query in bulk reads: keeps each query far below MongoDB's 16 MiB limit
@@ -362,6 +373,8 @@ class MongoDBStore(Store):
         self.transactional = False
         #: What the server said about itself at set-up (version, replica set).
         self.server_info: dict[str, Any] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        self._watching = False
 
     # -- connection and set-up --------------------------------------------------------
 
@@ -428,6 +441,11 @@ class MongoDBStore(Store):
             )
 
     async def close(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            # Bounded: closing must not wait on a server that stopped answering.
+            watcher.cancel()
+            await asyncio.wait({watcher}, timeout=WATCH_STOP_SECONDS)
         client, self._client, self._db = self._client, None, None
         self._ready = False
         for attempt in (self._setup, self._looking):
@@ -653,6 +671,80 @@ class MongoDBStore(Store):
                 )
                 found += [Resource(doc["type"], doc["id"]) for doc in await cursor.to_list(None)]
         return found
+
+    # -- pushed changes ----------------------------------------------------------------
+
+    async def watch(self, changed: Callable[[int, bool], None]) -> bool:
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(
+                self._watch_changes(changed), name="features-gql-mongodb-watch"
+            )
+        return True
+
+    @property
+    def watching(self) -> bool:
+        return self._watching
+
+    async def _watch_changes(self, changed: Callable[[int, bool], None]) -> None:
+        """Tell ``changed`` of every change logged, by any process, through a change
+        stream on the change log; and to catch up after each (re)opening, since changes
+        logged while no stream was open were told to no one. A server without change
+        streams (a standalone ``mongod``) leaves the readers polling."""
+        failures = 0
+        while True:
+            try:
+                await self._ensure_ready()
+                opened = self.changes.watch(
+                    [
+                        {"$match": {"operationType": "insert"}},
+                        {"$project": {"fullDocument._id": 1, "fullDocument.op": 1}},
+                    ],
+                    max_await_time_ms=WATCH_AWAIT_MS,
+                )
+                # PyMongo's async client opens it with an await; Motor's at once.
+                stream = await opened if inspect.isawaitable(opened) else opened
+                try:
+                    self._watching = True
+                    if failures:
+                        log.info("watching the change log for pushed changes again")
+                    failures = 0
+                    changed(await self._current_revision(), True)
+                    async for event in stream:
+                        logged = event.get("fullDocument") or {}
+                        revision = logged.get("_id")
+                        if isinstance(revision, int):
+                            changed(revision, logged.get("op") in _CATALOG_OPS)
+                finally:
+                    self._watching = False
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(WATCH_STOP_SECONDS):
+                            await stream.close()
+            except asyncio.CancelledError:
+                raise
+            except OperationFailure as exc:
+                if exc.code in _NO_CHANGE_STREAMS:
+                    log.info(
+                        "this MongoDB server has no change streams (%s): readers of the "
+                        "change log poll it",
+                        exc.code,
+                    )
+                    return
+                failures += 1
+                self._watch_failed(failures, exc)
+            except Exception as exc:  # lost, or down: poll meanwhile, and watch again
+                failures += 1
+                self._watch_failed(failures, exc)
+            delay = min(WATCH_MAX_BACKOFF, 0.5 * 2 ** min(failures, 10))
+            await asyncio.sleep(random.uniform(0.5, 1.0) * delay)
+
+    def _watch_failed(self, failures: int, exc: Exception) -> None:
+        if failures == 1:
+            log.warning(
+                "stopped watching the change log for pushed changes (readers poll "
+                "meanwhile): %s: %s",
+                type(exc).__name__,
+                exc,
+            )
 
     async def changes_since(self, revision: int, *, limit: int) -> list[ChangeEvent]:
         await self._ensure_ready()
