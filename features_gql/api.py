@@ -40,6 +40,7 @@ from features_gql.domain import (
     WriteResult,
     all_ids_valid,
     resource_of_pair,
+    validate_expiry,
     validate_feature,
     validate_id,
     validate_slug,
@@ -429,16 +430,7 @@ class FeaturesAPI:
                 "kind", "kind", f"kind must be one of {', '.join(FEATURE_KINDS)} (got {kind!r:.40})"
             )
         if isinstance(expires_at, datetime):
-            if expires_at.utcoffset() is None:
-                raise InvalidInput(
-                    "expiresAt",
-                    "timezone",
-                    "expiresAt must say its time zone (e.g. 2030-01-31T00:00:00Z)",
-                )
-            # Every store keeps milliseconds (MongoDB no finer): keep what all can.
-            expires_at = expires_at.astimezone(UTC).replace(
-                microsecond=expires_at.microsecond // 1000 * 1000
-            )
+            expires_at = validate_expiry(expires_at)
         spec = FeatureSpec(name, description, owner, kind, expires_at)
         result = await self._call(
             "define", lambda: self.store.define(spec, actor=actor), feature=name

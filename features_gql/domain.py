@@ -6,7 +6,7 @@ import enum
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import Literal, NamedTuple, cast
 
@@ -164,6 +164,34 @@ SEARCH_MAX = 100
 
 # Descriptions may span lines; nothing else that would break a log line or a terminal.
 _FORBIDDEN_IN_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+#: The times an expiry may take, in UTC: what every store and every client can represent
+#: (BSON's and JavaScript's milliseconds since 1970, PostgreSQL, Python's years 1-9999,
+#: whatever the offset a client writes them with).
+EXPIRY_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+EXPIRY_LATEST = datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC)
+
+
+def validate_expiry(value: datetime, field: str = "expiresAt") -> datetime:
+    """``value`` in UTC and to the millisecond (what every store keeps: MongoDB no finer).
+    Refused without a time zone, or outside :data:`EXPIRY_EARLIEST` to
+    :data:`EXPIRY_LATEST` (an offset can carry a time past either end)."""
+    if value.utcoffset() is None:
+        raise InvalidInput(
+            field, "timezone", f"{field} must say its time zone (e.g. 2030-01-31T00:00:00Z)"
+        )
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EXPIRY_EARLIEST <= utc <= EXPIRY_LATEST:
+        raise InvalidInput(
+            field,
+            "range",
+            f"{field} must be from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z",
+        )
+    return utc.replace(microsecond=utc.microsecond // 1000 * 1000)
 
 
 def validate_text(value: str, field: str, maximum: int, *, multiline: bool = False) -> str:

@@ -46,6 +46,7 @@ answers sanely.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -475,24 +476,36 @@ class EdgeSync:
             empty = 0
             last: Assignment | None = None
             while True:
-                for assignment in page.assignments:
-                    yield assignment
                 if page.assignments:
                     last = page.assignments[-1]
                     empty = 0
                 else:
                     empty += 1
                 cursor = paging.next_cursor(following)
-                if cursor is None:
-                    return
-                if empty > EMPTY_PAGES_MAX:
+                if cursor is not None and empty > EMPTY_PAGES_MAX:
                     raise MalformedUpstream(
                         "snapshot.hasNextPage",
                         f"{empty} empty pages in a row while more were said to follow",
                     )
-                page, following = await self.client.snapshot_page(
-                    cursor, limit=SNAPSHOT_PAGE, last=last
+                # The next page is asked for before this one is applied: the upstream
+                # prepares it while the copy takes this one.
+                ahead = (
+                    None
+                    if cursor is None
+                    else asyncio.ensure_future(
+                        self.client.snapshot_page(cursor, limit=SNAPSHOT_PAGE, last=last)
+                    )
                 )
+                try:
+                    for assignment in page.assignments:
+                        yield assignment
+                    if ahead is None:
+                        return
+                    page, following = await ahead
+                finally:
+                    if ahead is not None and not ahead.done():
+                        ahead.cancel()
+                        await asyncio.wait({ahead})
 
         added, removed = await self._converge(upstream_keys())
         # The resync skipped the changes in between, catalog ones too: the view is loaded

@@ -32,7 +32,7 @@ from typing import Any, NoReturn
 import orjson
 
 from features_gql.api import MAX_BATCH, MAX_PAGE_SIZE, CheckedItems, FeaturesAPI
-from features_gql.domain import FEATURE_KINDS, KEEP, FeatureDefinition, Resource
+from features_gql.domain import FEATURE_KINDS, KEEP, FeatureDefinition, Resource, validate_expiry
 from features_gql.errors import InvalidInput
 
 DEFAULT_BATCH = MAX_BATCH
@@ -103,10 +103,11 @@ def _parse_time(value: object) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise BadLine(f"definition.expiresAt is not an ISO 8601 time: {value!r:.60}") from None
-    if parsed.utcoffset() is None:
-        raise BadLine("definition.expiresAt must say its time zone (e.g. 2030-01-31T00:00:00Z)")
-    # Kept to the millisecond, as FeaturesAPI.define keeps it.
-    return parsed.astimezone(UTC).replace(microsecond=parsed.microsecond // 1000 * 1000)
+    try:
+        # The rule FeaturesAPI.define keeps: a time zone, a range, milliseconds.
+        return validate_expiry(parsed, "definition.expiresAt")
+    except InvalidInput as exc:
+        raise BadLine(exc.message) from None
 
 
 def _other(value: object) -> _Definition:

@@ -637,3 +637,49 @@ async def test_catching_up_from_the_log_shares_one_budget(start_server: StartSer
     await write(server, "add", "live", "f")
     await asyncio.wait_for(reader, 5)
     assert live == [1001]
+
+
+HOSTILE_FRAMES = [
+    ("[]", "a message must be a JSON object"),
+    ("1", "a message must be a JSON object"),
+    ("null", "a message must be a JSON object"),
+    ('"connection_init"', "a message must be a JSON object"),
+    ('{"type": 5}', "unknown message type"),
+    ('{"type": "' + "x" * 300 + '"}', "unknown message type"),
+    ('{"type": "connection_init", "payload": []}', "connection_init: payload must be an object"),
+    ('{"type": "subscribe", "id": 1, "payload": {"query": "{ revision }"}}', "subscribe: id"),
+    ('{"type": "subscribe", "id": "' + "i" * 129 + '", "payload": {}}', "subscribe: id"),
+    ('{"type": "subscribe", "id": "1", "payload": []}', "subscribe: payload must be"),
+    ('{"type": "subscribe", "id": "1", "payload": {"query": 1}}', "subscribe: payload must be"),
+    (
+        '{"type": "subscribe", "id": "1", "payload": {"query": "", "variables": []}}',
+        "subscribe: payload.variables has the wrong type",
+    ),
+    ('{"type": "complete", "id": null}', "complete: id"),
+    ('{"type": "ping", "payload": 1}', "ping: payload must be an object"),
+    ('{"a": NaN}', "WebSocket message must be valid JSON"),
+    ("[" * 100_000 + "]" * 100_000, "WebSocket message must be valid JSON"),
+]
+
+
+@pytest.mark.parametrize(("frame", "reason"), HOSTILE_FRAMES, ids=range(len(HOSTILE_FRAMES)))
+async def test_a_wrong_frame_closes_the_connection_with_4400_and_no_traceback(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture, frame: str, reason: str
+) -> None:
+    server = await start_server("memory")
+    with caplog.at_level(logging.INFO):
+        async with server.session.ws_connect(
+            ws_url(server), protocols=["graphql-transport-ws"]
+        ) as ws:
+            if "subscribe" in frame or "complete" in frame:
+                await ws.send_json({"type": "connection_init", "payload": {}})
+                assert (await ws.receive_json(timeout=5))["type"] == "connection_ack"
+            await ws.send_str(frame)
+            message = await ws.receive(timeout=5)
+    assert message.type == aiohttp.WSMsgType.CLOSE
+    assert message.data == 4400
+    assert str(message.extra).startswith(reason)
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    # The service goes on serving.
+    async with server.session.get(server.url + "/healthz") as response:
+        assert response.status == 200

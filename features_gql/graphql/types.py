@@ -452,7 +452,8 @@ class FeatureDefinitionInput:
     expires_at: datetime | None = strawberry.field(
         default=strawberry.UNSET,
         description="When it is due to be cleaned up, with a time zone (e.g. "
-        "2030-01-31T00:00:00Z); kept to the millisecond.",
+        "2030-01-31T00:00:00Z), from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z in UTC; "
+        "kept to the millisecond.",
     )
 
 

@@ -30,6 +30,7 @@ from features_gql.bootstrap import Service
 from features_gql.errors import ConfigError
 from features_gql.faults import FaultControl, fault_controls
 from features_gql.http.access import check_scope
+from features_gql.http.request_body import DuplicateKey, TooDeep, decode_json
 from features_gql.http.responses import error_response
 
 log = logging.getLogger("features_gql.admin")
@@ -97,9 +98,11 @@ def add_admin_routes(app: web.Application, service: Service) -> None:
 
     async def change(request: web.Request) -> web.Response:
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, "BAD_REQUEST", "The body must be a JSON object of options.")
+            # The service's one JSON decoder: no NaN, no repeated key, bounded nesting.
+            body = decode_json(await request.read())
+        except ValueError as exc:
+            detail = f" ({exc})" if isinstance(exc, DuplicateKey | TooDeep) else ""
+            return _error(400, "BAD_REQUEST", f"The body must be a JSON object of options{detail}.")
         if not isinstance(body, dict) or not body:
             return _error(400, "BAD_REQUEST", "The body must be a non-empty JSON object.")
         controls = fault_controls(service.store)

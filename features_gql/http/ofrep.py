@@ -45,7 +45,7 @@ from features_gql.flag_evaluation import (
     resource_of,
 )
 from features_gql.http.access import check_scope
-from features_gql.http.request_body import DuplicateKey, body_now, decode_json
+from features_gql.http.request_body import DuplicateKey, TooDeep, body_now, decode_json
 from features_gql.http.view import GraphQLOutcome, request_outcome
 from features_gql.request_context import request_id
 
@@ -114,6 +114,8 @@ async def _read_context(request: web.Request) -> object:
         raise Refusal(
             400, "PARSE_ERROR", f"The request body repeats the key {str(exc)[:64]!r} in one object."
         ) from None
+    except TooDeep as exc:
+        raise Refusal(400, "PARSE_ERROR", f"The request body is {exc}.") from None
     except ValueError:
         raise Refusal(
             400, "PARSE_ERROR", 'The request body must be JSON: {"context": {"targetingKey": ...}}.'

@@ -53,6 +53,19 @@ class DuplicateKey(ValueError):
     pass
 
 
+class TooDeep(ValueError):
+    """A JSON document nested deeper than :data:`MAX_JSON_DEPTH` levels."""
+
+    def __init__(self) -> None:
+        super().__init__(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+
+
+#: The deepest nesting of arrays and objects a body may have: far more than any query's
+#: variables or evaluation context need, and what encoding a document again allows (orjson
+#: refuses to encode deeper, which is how a deeper one is found).
+MAX_JSON_DEPTH = 254
+
+
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     found = dict(pairs)
     if len(found) != len(pairs):
@@ -70,21 +83,27 @@ _STRICT = json.JSONDecoder(object_pairs_hook=_no_duplicates)
 def decode_json(raw: bytes) -> Any:
     """Decode a JSON document, refusing an object that repeats a key.
 
-    Raises ValueError (orjson's JSONDecodeError, or :class:`DuplicateKey`).
+    Raises ValueError: orjson's JSONDecodeError (not JSON, or ``NaN`` and ``Infinity``,
+    which JSON does not have), :class:`TooDeep`, or :class:`DuplicateKey`.
 
     orjson keeps the last of repeated keys without a word, so the check is done apart, in
     C as far as possible. A text that is exactly what encoding the value again gives holds
     no repeated key. Otherwise: encoded again, the decoded value holds one ``":`` per key,
     plus one per ``\":`` inside its strings. The text it came from holds the same, plus one per
     repeated key, as long as no closing quote is followed by whitespace (then each key
-    would not end in ``":``) and no quote is written ``\u0022`` (then a string would hold
-    fewer): equal counts prove no key was repeated. Anything else goes to the strict,
-    slower decoder.
+    would not end in ``":``) and no character is written as a ``\\u`` escape (a quote or a
+    colon so written would make the counts differ the other way, and could hide a
+    repeated key): equal counts prove no key was repeated. Anything else goes to the
+    strict, slower decoder.
     """
     value = orjson.loads(raw)
     if type(value) is not dict and type(value) is not list:
         return value
-    again = orjson.dumps(value)
+    try:
+        again = orjson.dumps(value)
+    except TypeError:
+        # The only way a decoded document fails to encode: nested past orjson's limit.
+        raise TooDeep() from None
     if again == raw:
         # Written as orjson writes (compact, as most clients send): an encoder writes
         # each key of a dict once, so the text repeats none.
@@ -94,7 +113,7 @@ def decode_json(raw: bytes) -> Any:
         and b'"\n' not in raw
         and b'"\t' not in raw
         and b'"\r' not in raw
-        and b"\\u0022" not in raw
+        and b"\\u" not in raw
         and raw.count(b'":') == again.count(b'":')
     ):
         return value
@@ -191,6 +210,8 @@ def _from_json(raw: bytes) -> GraphQLBody | BodyError:
         data = decode_json(raw)
     except DuplicateKey as exc:
         return _bad(f"The request body repeats the key {str(exc)[:64]!r} in one object.")
+    except TooDeep as exc:
+        return _bad(f"The request body is {exc}.")
     except ValueError:
         return _bad("Unable to parse request body as JSON.")
     return _request_data(data)

@@ -36,7 +36,7 @@ import inspect
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import AsyncGenerator, Hashable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
@@ -56,13 +56,18 @@ from graphql import (
     execute_subscription_event,
 )
 from strawberry.aiohttp.views import AiohttpWebSocketAdapter
-from strawberry.http.exceptions import WebSocketDisconnected
+from strawberry.http.exceptions import (
+    NonJsonMessageReceived,
+    NonTextMessageReceived,
+    WebSocketDisconnected,
+)
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
     ConnectionInitMessage,
+    Message,
     PongMessage,
 )
 
@@ -198,6 +203,22 @@ def subscription_shape(
 class TextWebSocketAdapter(AiohttpWebSocketAdapter):
     """graphql-transport-ws speaks in text frames: the view's JSON encoder gives bytes."""
 
+    async def iter_json(
+        self, *, ignore_parsing_errors: bool = False
+    ) -> AsyncGenerator[object, None]:
+        # orjson, not the standard library: it refuses NaN and Infinity, and nesting past
+        # 1,024 levels, with a JSONDecodeError (the standard library's recursion on a
+        # frame of a million brackets is a RecursionError, and a traceback).
+        async for ws_message in self.ws:
+            if ws_message.type == WSMsgType.TEXT:
+                try:
+                    yield orjson.loads(ws_message.data)
+                except orjson.JSONDecodeError as exc:
+                    if not ignore_parsing_errors:
+                        raise NonJsonMessageReceived from exc
+            elif ws_message.type == WSMsgType.BINARY:
+                raise NonTextMessageReceived
+
     async def send_json(self, message: Mapping[str, object]) -> None:
         await self.send_text(orjson.dumps(message))
 
@@ -207,6 +228,41 @@ class TextWebSocketAdapter(AiohttpWebSocketAdapter):
             await self.ws.send_frame(message, WSMsgType.TEXT)
         except (RuntimeError, ConnectionResetError) as exc:
             raise WebSocketDisconnected from exc
+
+
+#: The messages a client may send (graphql-transport-ws).
+_CLIENT_MESSAGES = frozenset({"connection_init", "ping", "pong", "subscribe", "complete"})
+#: The longest operation id taken: it comes back in every message of the operation.
+MAX_OPERATION_ID = 128
+
+
+def frame_problem(message: object) -> str | None:
+    """What is wrong with a client's graphql-transport-ws message (None: nothing). The
+    reason never repeats what the client sent: it goes back in a close frame, which holds
+    at most 123 bytes."""
+    if not isinstance(message, dict):
+        return "a message must be a JSON object"
+    kind = message.get("type")
+    if not isinstance(kind, str) or kind not in _CLIENT_MESSAGES:
+        return "unknown message type"
+    payload = message.get("payload")
+    if kind in ("subscribe", "complete"):
+        id_ = message.get("id")
+        if not isinstance(id_, str) or not 0 < len(id_) <= MAX_OPERATION_ID:
+            return f"{kind}: id must be a string of 1 to {MAX_OPERATION_ID} characters"
+    if kind == "subscribe":
+        if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
+            return "subscribe: payload must be an object with a query string"
+        for key, kinds in (
+            ("variables", dict),
+            ("operationName", str),
+            ("extensions", dict),
+        ):
+            if payload.get(key) is not None and not isinstance(payload[key], kinds):
+                return f"subscribe: payload.{key} has the wrong type"
+    elif payload is not None and not isinstance(payload, dict):
+        return f"{kind}: payload must be an object"
+    return None
 
 
 def _credentials(payload: Mapping[str, object]) -> str | None:
@@ -245,6 +301,15 @@ class SubscriptionHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def handle_pong(self, message: PongMessage) -> None:
         self._pong.set()
+
+    async def handle_message(self, message: Message) -> None:
+        # Every frame is checked before use: whatever a client sends, a wrong frame
+        # closes its connection with 4400 and a reason, never a traceback.
+        problem = frame_problem(message)
+        if problem is not None:
+            await self.handle_invalid_message(problem)
+            return
+        await super().handle_message(message)
 
     async def _keep_alive(self) -> None:
         """Ping every interval; close a connection whose client does not answer in time

@@ -391,6 +391,7 @@ class Follower:
         else:
             # A copy kept across restarts (an edge's) is continued, not loaded.
             status.revision = position
+        self.attempted.set()
         self._connected()
         self._check_caught_up()
         self._tell((), None)
