@@ -8,6 +8,7 @@ import asyncio
 import logging
 from typing import Any
 
+import aiohttp
 import pytest
 
 from features_gql import FeaturesAPI
@@ -120,3 +121,56 @@ async def test_an_import_with_an_expiry_out_of_range_stops_at_that_line() -> Non
     assert stopped.value.line == 2
     assert "1970-01-01T00:00:00Z" in str(stopped.value)
     assert [f.name for f in (await api.list_features(first=10)).features] == ["ok"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/graphql"),
+        ("GET", "/graphql?query=%7B%20revision%20%7D"),
+        ("POST", "/ofrep/v1/evaluate/flags"),
+        ("POST", "/ofrep/v1/evaluate/flags/speedups"),
+        ("GET", "/admin/faults"),
+        ("GET", "/metrics"),
+        ("GET", "/ui/"),
+    ],
+)
+async def test_two_authorization_headers_are_refused_at_every_way_in(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture, method: str, path: str
+) -> None:
+    """Which of two tokens a request speaks for is not guessed (the first, as every way
+    in read it, while a proxy in front might have checked the last)."""
+    server = await start_server("memory", admin_token=TOKEN)
+    headers = [
+        ("Authorization", f"Bearer {TOKEN}"),
+        ("Authorization", "Bearer someone-else"),
+        ("Content-Type", "application/json"),
+    ]
+    with caplog.at_level(logging.INFO):
+        async with asyncio.timeout(1):
+            async with server.session.request(
+                method, server.url + path, headers=headers, data=b'{"query": "{ revision }"}'
+            ) as response:
+                status, body = response.status, await response.json(content_type=None)
+    assert status == 400, body
+    assert "one Authorization header" in str(body)
+    no_traceback(caplog)
+    # One is served as ever.
+    async with server.session.request(
+        method, server.url + path, headers=headers[::2], data=b'{"query": "{ revision }"}'
+    ) as response:
+        assert response.status != 400 or "Authorization" not in await response.text()
+
+
+async def test_two_authorization_headers_are_refused_on_the_websocket_upgrade(
+    start_server: StartServer,
+) -> None:
+    server = await start_server("memory")
+    headers = [("Authorization", "Bearer a"), ("Authorization", "Bearer b")]
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await server.session.ws_connect(
+            server.url.replace("http://", "ws://") + "/graphql",
+            protocols=["graphql-transport-ws"],
+            headers=headers,
+        )
+    assert refused.value.status == 400

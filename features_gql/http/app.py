@@ -177,12 +177,19 @@ async def _observe(
     started = time.perf_counter()
     try:
         bad_header = undecodable_header(request.raw_headers)
-        if bad_header is None:
-            response = await handler(request)
-        else:
+        response: web.StreamResponse
+        if bad_header is not None:
             response = error_response(
                 400, f"Header {bad_header} is not valid UTF-8.", "INVALID_HEADER"
             )
+        elif len(request.headers.getall("Authorization", ())) > 1:
+            # Which of two tokens a request speaks for is not to be guessed: every way in
+            # would read the first, a proxy before it perhaps the last.
+            response = error_response(
+                400, "Send one Authorization header, not several.", "INVALID_HEADER"
+            )
+        else:
+            response = await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             exc.headers["X-Request-ID"] = rid
