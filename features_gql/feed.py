@@ -8,7 +8,8 @@ each new change to its subscribers. It learns of changes two ways: a write throu
 by other processes sharing the store (``--workers N``, several instances on one database)
 reach this process's subscribers. Over a store that pushes a notice of every commit
 (PostgreSQL's ``LISTEN/NOTIFY``: :meth:`~features_gql.stores.base.Store.watch`), the
-notice wakes it at once, and it polls only every :data:`WATCHED_POLL_INTERVAL` seconds.
+notice wakes it at once, and it polls only every second
+(:data:`~features_gql.replication.store_source.WATCHED_INTERVAL`).
 
 **Memory that does not grow with subscribers or with events delivered.** The feed keeps
 the latest :data:`RETAIN` changes in one window that every subscriber shares; a
@@ -57,9 +58,6 @@ log = logging.getLogger("features_gql.feed")
 #: Seconds between two reads of the change log while anyone subscribes. Changes made
 #: through this process arrive at once; this bounds the delay of the others.
 POLL_INTERVAL = 0.05
-#: The same while the store pushes notices of every commit (PostgreSQL): the poll is
-#: only a fallback for a lost notice.
-WATCHED_POLL_INTERVAL = 1.0
 #: Changes the feed keeps in memory for all its subscribers together.
 RETAIN = 4096
 #: Changes a subscriber reads from the change log at a time while it catches up: the

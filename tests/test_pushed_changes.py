@@ -15,12 +15,12 @@ from typing import Any
 import psycopg
 import pytest
 
-import features_gql.feed as feed_module
 from features_gql.api import FeaturesAPI
 from features_gql.catalog_view import CatalogFollower
 from features_gql.domain import FeatureSpec, Resource
 from features_gql.feed import ChangeFeed
 from features_gql.replica import LocalReplica
+from features_gql.replication import store_source
 from features_gql.stores import Store
 from features_gql_plugins.memory_store import MemoryStore
 from features_gql_plugins.postgres_store import PostgresStore
@@ -112,7 +112,8 @@ async def test_the_feed_the_catalog_and_replicas_wake_on_pushed_changes(
     two_stores: tuple[PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     following, writing = two_stores
-    monkeypatch.setattr(feed_module, "WATCHED_POLL_INTERVAL", NEVER)
+    # The slow poll every follower keeps beside the notices: never, here.
+    monkeypatch.setattr(store_source, "WATCHED_INTERVAL", NEVER)
     api = FeaturesAPI(following)
     other = FeaturesAPI(writing)
     assert await api.watch_store()

@@ -240,10 +240,6 @@ class Follower:
                 self.run(), name=f"features-gql-{self.name.replace(' ', '-')}"
             )
 
-    @property
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
     def cancel(self) -> None:
         """Stop following without waiting for the loop to end (it ends at its next step)."""
         task, self._task = self._task, None
