@@ -5,6 +5,7 @@ Later sources win: defaults < TOML file < environment < command line.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -19,6 +20,7 @@ from features_gql.domain import validate_slug
 from features_gql.errors import ConfigError, InvalidInput
 from features_gql.graphql.admission import Limits
 from features_gql.loggers import LOG_FORMATS, LogFormat
+from features_gql.rate_limits import Rate, RateLimits
 
 ENV_PREFIX = "FEATURES_GQL_"
 #: Used when no store is configured: a SQLite file under the user's data directory.
@@ -62,6 +64,29 @@ def _bool(value: str, name: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _rate(value: str, name: str) -> Rate:
+    """``RATE`` or ``RATE/BURST`` (per second; a burst of twice the rate when not given);
+    0 switches the limit off."""
+    text = value.strip()
+    rate_text, _, burst_text = text.partition("/")
+    try:
+        rate = float(rate_text)
+        burst = float(burst_text) if burst_text else 2 * rate
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be RATE or RATE/BURST (e.g. 1000/2000; 0 for no limit), got {value!r}"
+        ) from None
+    return _checked_rate(rate, burst, name)
+
+
+def _checked_rate(rate: float, burst: float, name: str) -> Rate:
+    if not (math.isfinite(rate) and math.isfinite(burst)) or rate < 0 or burst < 0:
+        raise ConfigError(f"{name} must be zero or positive, got {rate:g}/{burst:g}")
+    if rate > 0 and burst < 1:
+        raise ConfigError(f"{name}: the burst must be at least 1, got {burst:g}")
+    return Rate(rate, burst)
 
 
 def _path(value: str, name: str) -> Path:
@@ -120,6 +145,19 @@ ENVIRONMENT: dict[str, Variable] = {
     ),
     "FEATURES_GQL_HEADER_TIMEOUT_SECONDS": Variable(
         "seconds a client has to send a request's headers", "header_timeout", _number
+    ),
+    "FEATURES_GQL_RATE_LIMIT_PER_TOKEN": Variable(
+        "requests per second per token, as RATE or RATE/BURST (0: no limit)", "token_rate", _rate
+    ),
+    "FEATURES_GQL_RATE_LIMIT_PER_ADDRESS": Variable(
+        "requests per second per client address, as RATE or RATE/BURST (0: no limit)",
+        "address_rate",
+        _rate,
+    ),
+    "FEATURES_GQL_RATE_LIMIT_PARSE_BYTES": Variable(
+        "bytes per second of new query text per client, as RATE or RATE/BURST (0: no limit)",
+        "parse_rate",
+        _rate,
     ),
     "FEATURES_GQL_CATALOG_STRICT": Variable(
         "true: assign only features that are defined", "catalog_strict", _bool
@@ -187,6 +225,11 @@ class Settings:
     max_connections: int | None = None
     #: Seconds a client has to send a request's headers before its connection is closed.
     header_timeout: float = 10.0
+    #: ``[rate_limits]``: token buckets per token, per client address, and of bytes of new
+    #: query text per client (``features_gql/rate_limits.py``).
+    token_rate: Rate = RateLimits().per_token
+    address_rate: Rate = RateLimits().per_address
+    parse_rate: Rate = RateLimits().parse_bytes
     #: ``[openfeature] default_resource_type``: the resource type of an OFREP evaluation
     #: context without a ``resourceType`` attribute (None: such a context is invalid).
     openfeature_default_resource_type: str | None = None
@@ -201,6 +244,10 @@ class Settings:
     max_staleness: float | None = None
     #: ``[upstream] state_file``: where the edge keeps its sync position.
     upstream_state: Path | None = None
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        return RateLimits(self.token_rate, self.address_rate, self.parse_rate)
 
 
 def _check(settings: Settings) -> Settings:
@@ -307,6 +354,14 @@ TOML_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "max_staleness_seconds": (int, float),
         "state_file": str,
     },
+    "rate_limits": {
+        "per_token": (int, float),
+        "per_token_burst": (int, float),
+        "per_address": (int, float),
+        "per_address_burst": (int, float),
+        "parse_bytes": (int, float),
+        "parse_bytes_burst": (int, float),
+    },
     "limits": {
         "max_tokens": int,
         "max_selections": int,
@@ -365,6 +420,7 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
         "store",
         "auth",
         "limits",
+        "rate_limits",
         "openfeature",
         "upstream",
         "catalog",
@@ -418,6 +474,7 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
     changes.update(_auth_from_toml(data.get("auth", {})))
     if "limits" in data:
         changes["limits"] = _limits_from_toml(data["limits"])
+    changes.update(_rate_limits_from_toml(data.get("rate_limits", {}), base))
     catalog = _take(data.get("catalog", {}), "catalog", {"strict": bool})
     if "strict" in catalog:
         changes["catalog_strict"] = catalog["strict"]
@@ -448,6 +505,23 @@ def _limits_from_toml(table: Mapping[str, Any]) -> Limits:
     if "cache_mb" in given:
         given["cache_bytes"] = given.pop("cache_mb") * 1024 * 1024
     return replace(Limits(), **given)
+
+
+def _rate_limits_from_toml(table: Mapping[str, Any], base: Settings) -> dict[str, Rate]:
+    given = _take(table, "rate_limits", TOML_KEYS["rate_limits"])
+    changes: dict[str, Rate] = {}
+    for key, field_name in (
+        ("per_token", "token_rate"),
+        ("per_address", "address_rate"),
+        ("parse_bytes", "parse_rate"),
+    ):
+        if key not in given and f"{key}_burst" not in given:
+            continue
+        current: Rate = getattr(base, field_name)
+        rate = float(given.get(key, current.rate))
+        burst = float(given.get(f"{key}_burst", 2 * rate if key in given else current.burst))
+        changes[field_name] = _checked_rate(rate, burst, f"[rate_limits] {key}")
+    return changes
 
 
 def _auth_from_toml(table: Mapping[str, Any]) -> dict[str, Any]:

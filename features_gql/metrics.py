@@ -337,6 +337,22 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.rate_limited = Counter(
+            "features_gql_rate_limited",
+            "Requests refused for going over a client's rate limit, by limit: token "
+            "(requests per token), address (requests per client address), parse (bytes of "
+            "new query text per client).",
+            ["limit"],
+            registry=self.registry,
+        )
+        self.http_requests = Counter(
+            "features_gql_http_requests",
+            "HTTP requests that are not GraphQL operations or OFREP evaluations (those have "
+            "their own histograms): probes, files, metrics, admin routes, and requests "
+            "refused before any entrance answered them; by route and status.",
+            ["route", "status"],
+            registry=self.registry,
+        )
         self._sink_collector = None if sink_health is None else _SinkHealthCollector(sink_health)
         if self._sink_collector is not None:
             self.registry.register(self._sink_collector)
@@ -432,6 +448,11 @@ class Metrics:
         child.observe(seconds)
         for code in codes:
             self.errors.labels(code).inc()
+
+    def observe_http(self, route: str, status: int) -> None:
+        """A request answered without an operation; ``route`` is a route's pattern (one
+        of the application's, so a bounded set) or ``unmatched``."""
+        self.http_requests.labels(route, str(status)).inc()
 
     def request_started(self) -> None:
         self.requests_in_flight += 1

@@ -25,11 +25,11 @@ from typing import Any
 
 from aiohttp import web
 
-from features_gql.auth import AuthPolicy
+from features_gql.auth import Principal
 from features_gql.bootstrap import Service
 from features_gql.errors import ConfigError
 from features_gql.faults import FaultControl, fault_controls
-from features_gql.http.access import check_scope
+from features_gql.http.pipeline import Pipeline
 from features_gql.http.request_body import DuplicateKey, TooDeep, decode_json
 from features_gql.http.responses import error_response
 
@@ -37,15 +37,16 @@ log = logging.getLogger("features_gql.admin")
 
 FAULTS_PATH = "/admin/faults"
 
-AdminHandler = Callable[[web.Request], Awaitable[web.Response]]
+AdminHandler = Callable[[web.Request, Principal], Awaitable[web.Response]]
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 def _error(status: int, code: str, message: str) -> web.Response:
     return error_response(status, message, code)
 
 
-def _guarded(auth: AuthPolicy, handler: AdminHandler) -> AdminHandler:
-    admin_configured = any("admin" in token.scopes for token in auth.tokens)
+def _guarded(pipeline: Pipeline, handler: AdminHandler) -> Handler:
+    admin_configured = any("admin" in token.scopes for token in pipeline.auth.tokens)
 
     async def guarded(request: web.Request) -> web.Response:
         if not admin_configured:
@@ -55,10 +56,10 @@ def _guarded(auth: AuthPolicy, handler: AdminHandler) -> AdminHandler:
                 "Admin endpoints are disabled: configure a token with the admin scope "
                 "([auth.tokens.NAME] or FEATURES_GQL_ADMIN_TOKEN) to enable them.",
             )
-        refused = check_scope(auth, request, "admin", realm="features-gql admin")
-        if refused is not None:
-            return refused
-        return await handler(request)
+        entered = pipeline.enter(request, "admin", realm="features-gql admin")
+        if isinstance(entered, web.Response):
+            return entered
+        return await handler(request, entered)
 
     return guarded
 
@@ -90,13 +91,14 @@ def _target(
     return f"no single fault store matches store={wanted!r}; fault stores: {known}"
 
 
-def add_admin_routes(app: web.Application, service: Service) -> None:
-    """Serve ``/admin/faults`` for ``service``, guarded by its configured admin token."""
+def add_admin_routes(app: web.Application, service: Service, pipeline: Pipeline) -> None:
+    """Serve ``/admin/faults`` for ``service``, entered through ``pipeline`` with a token
+    that has the admin scope."""
 
-    async def show(request: web.Request) -> web.Response:
+    async def show(request: web.Request, principal: Principal) -> web.Response:
         return web.json_response(_state(service))
 
-    async def change(request: web.Request) -> web.Response:
+    async def change(request: web.Request, principal: Principal) -> web.Response:
         try:
             # The service's one JSON decoder: no NaN, no repeated key, bounded nesting.
             body = decode_json(await request.read())
@@ -129,16 +131,11 @@ def add_admin_routes(app: web.Application, service: Service) -> None:
                     "store": control.name,
                     "path": path,
                     "changes": json.dumps(body, sort_keys=True),
-                    "actor": _actor(service.auth, request),
+                    "actor": principal.name,
                 }
             },
         )
         return web.json_response(_state(service))
 
-    app.router.add_get(FAULTS_PATH, _guarded(service.auth, show))
-    app.router.add_post(FAULTS_PATH, _guarded(service.auth, change))
-
-
-def _actor(auth: AuthPolicy, request: web.Request) -> str:
-    # Only reached after check_scope accepted the header.
-    return auth.authenticate(request.headers.get("Authorization")).name
+    app.router.add_get(FAULTS_PATH, _guarded(pipeline, show))
+    app.router.add_post(FAULTS_PATH, _guarded(pipeline, change))

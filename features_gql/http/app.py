@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -24,16 +24,26 @@ from features_gql.events import OperationEvent
 from features_gql.feed import ChangeFeed
 from features_gql.graphql.admission import Limits
 from features_gql.graphql.schema import build_schema
-from features_gql.http.access import check_scope
 from features_gql.http.admin import add_admin_routes
 from features_gql.http.cors import cors_middleware
 from features_gql.http.graphiql import graphiql_page
 from features_gql.http.headers import undecodable_header
 from features_gql.http.ofrep import EVALUATE_PREFIX, mount_ofrep
+from features_gql.http.pipeline import (
+    PIPELINE_KEY,
+    Outcome,
+    Pipeline,
+    RequestScope,
+    client_key,
+    public,
+    throttled_log,
+    too_many_requests,
+)
 from features_gql.http.responses import SERVER, error_response
 from features_gql.http.ui import mount_ui
-from features_gql.http.view import FeaturesGraphQLView, GraphQLOutcome, request_outcome
+from features_gql.http.view import FeaturesGraphQLView
 from features_gql.metrics import Metrics
+from features_gql.rate_limits import RateLimits
 from features_gql.request_context import request_id, request_operations
 
 log = logging.getLogger("features_gql.http")
@@ -141,37 +151,54 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     log one line per GraphQL request; answer anything unexpected with a JSON error that
     names the request id instead of a traceback.
 
-    Metrics and the slow-request threshold are the application's (``METRICS_KEY``,
-    ``SLOW_KEY``), looked up per request; :func:`observing` binds them once instead.
+    Metrics, the slow-request threshold and the pipeline are the application's
+    (``METRICS_KEY``, ``SLOW_KEY``, ``PIPELINE_KEY``), looked up per request;
+    :func:`observing` binds them once instead.
     """
     app = request.app
-    return await _observe(request, handler, app.get(METRICS_KEY), app.get(SLOW_KEY))
+    return await _observe(
+        request, handler, app.get(METRICS_KEY), app.get(SLOW_KEY), app.get(PIPELINE_KEY)
+    )
 
 
-def observing(metrics: Metrics | None, slow_request_seconds: float | None) -> Middleware:
-    """:func:`request_context` with its metrics and slow-request threshold bound once,
-    for an application that knows them when it is built (the standalone service): no
-    lookup per request, and no extra coroutine between aiohttp and the handler."""
-    bound = functools.partial(_observe, metrics=metrics, slow=slow_request_seconds)
+def observing(
+    metrics: Metrics | None, slow_request_seconds: float | None, pipeline: Pipeline | None = None
+) -> Middleware:
+    """:func:`request_context` with its metrics, slow-request threshold and pipeline bound
+    once, for an application that knows them when it is built (the standalone service):
+    no lookup per request, and no extra coroutine between aiohttp and the handler."""
+    bound = functools.partial(
+        _observe, metrics=metrics, slow=slow_request_seconds, pipeline=pipeline
+    )
     bound.__middleware_version__ = 1  # type: ignore[attr-defined]  # what @web.middleware sets
     return cast(Middleware, bound)
 
 
+#: Answered whatever the client's limits: a load balancer's probes must not be refused
+#: because the address they come from is busy.
+PROBES = frozenset({"/healthz", "/readyz"})
+#: Made per request when the application has no pipeline (an embedding application that
+#: mounted an entrance with its own): ids, the deadline and the outcome, no limits.
+_NO_PIPELINE = Pipeline(rate_limits=RateLimits.off())
+
+
 async def _observe(
-    request: web.Request, handler: Handler, metrics: Metrics | None, slow: float | None
+    request: web.Request,
+    handler: Handler,
+    metrics: Metrics | None,
+    slow: float | None,
+    pipeline: Pipeline | None = None,
 ) -> web.StreamResponse:
     given = request.headers.get("X-Request-ID")
     if given and len(given) <= MAX_REQUEST_ID and given.isascii() and given.isprintable():
         rid = given
     else:
         rid = f"{_ID_PREFIX}{next(_id_counter):08x}"
-    operations: list[OperationEvent] = []
-    # Context variables (set and read in C) carry the request's id and store calls down,
-    # and its outcome back up from whichever handler answers.
+    scope = (pipeline or _NO_PIPELINE).begin(request, rid)
+    # Context variables carry the request's id and its store calls into the core, whose
+    # store calls are made far below any argument an entrance could pass them.
     token = request_id.set(rid)
-    ops_token = request_operations.set(operations)
-    # Read only here, after the handler: cleared for each request, never reset.
-    request_outcome.set(None)
+    ops_token = request_operations.set(scope.operations)
     if metrics is not None:
         metrics.request_started()
     started = time.perf_counter()
@@ -188,6 +215,12 @@ async def _observe(
             response = error_response(
                 400, "Send one Authorization header, not several.", "INVALID_HEADER"
             )
+        elif (
+            pipeline is not None
+            and request.path not in PROBES
+            and (limited := pipeline.limit_address(scope)) is not None
+        ):
+            response = too_many_requests(limited)
         else:
             response = await handler(request)
     except web.HTTPException as exc:
@@ -212,7 +245,6 @@ async def _observe(
             response = _internal_error(rid)
     finally:
         seconds = time.perf_counter() - started
-        outcome = request_outcome.get()
         request_id.reset(token)
         request_operations.reset(ops_token)
         if metrics is not None:
@@ -223,19 +255,72 @@ async def _observe(
     # aiohttp would otherwise name itself and its version. The connection guard names
     # answers written outside the application, and the WebSocket handshake names itself.
     headers["Server"] = SERVER
-    if outcome is not None:
+    outcome = scope.outcome
+    if outcome is None:
+        # Not an operation (a probe, a file, a refusal before any entrance): counted by
+        # its route and status, and logged when it was refused.
+        status = response.status
         if metrics is not None:
-            metrics.observe_request(
-                outcome.operation, outcome.outcome, seconds, outcome.codes, outcome.protocol
-            )
-        # A flag check that went well is counted by the metrics; a line for each would be
-        # thousands a second. Writes, errors and refusals are logged at INFO.
-        level = logging.INFO if outcome.write or outcome.outcome != "ok" else logging.DEBUG
-        too_slow = slow is not None and seconds >= slow
-        if too_slow or request_log.isEnabledFor(level):
-            threshold = slow if too_slow else None
-            _log_request(rid, seconds, response.status, outcome, operations, level, threshold)
+            metrics.observe_http(_route_of(request), status)
+        if status >= 400 and status != 404:
+            _log_refused(scope, request, status)
+        return response
+    if metrics is not None:
+        metrics.observe_request(
+            outcome.operation, outcome.outcome, seconds, outcome.codes, outcome.protocol
+        )
+    if outcome.outcome != "ok" and not outcome.write:
+        # A client can repeat a refused request as fast as it likes: its lines are
+        # counted per client and interval rather than written one by one.
+        _log_refused(scope, request, response.status, outcome)
+        if slow is None or seconds < slow:
+            return response
+    # A flag check that went well is counted by the metrics; a line for each would be
+    # thousands a second. Writes are logged at INFO (the audit trail).
+    level = logging.INFO if outcome.write else logging.DEBUG
+    too_slow = slow is not None and seconds >= slow
+    if too_slow or request_log.isEnabledFor(level):
+        threshold = slow if too_slow else None
+        _log_request(rid, seconds, response.status, outcome, scope.operations, level, threshold)
     return response
+
+
+def _route_of(request: web.Request) -> str:
+    """The route a request matched, as a bounded metrics label (``unrouted`` for one the
+    observer answered itself, before any routing)."""
+    if request.path in PROBES:
+        return request.path
+    try:
+        resource = request.match_info.route.resource
+    except (AssertionError, AttributeError):  # aiohttp asserts it was routed
+        return "unrouted"
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def _log_refused(
+    scope: RequestScope, request: web.Request, status: int, outcome: Outcome | None = None
+) -> None:
+    """One line per client and interval for requests refused or failed, with a count."""
+    fields: dict[str, Any] = {
+        "request_id": scope.request_id,
+        "remote": scope.address,
+        "method": request.method,
+        "path": request.path[:200],
+        "status": status,
+    }
+    if outcome is not None:
+        fields["operation"] = outcome.operation or "anonymous"
+        fields["outcome"] = outcome.outcome
+        fields["errors"] = ",".join(sorted(set(outcome.codes))) or None
+        message = f"{outcome.protocol} request"
+    else:
+        message = "http request"
+    throttled_log(request_log).event(
+        f"refused {client_key(scope.address)}",
+        message,
+        level=logging.INFO,
+        **fields,
+    )
 
 
 def _client_went_away(request: web.Request, exc: Exception) -> bool:
@@ -266,7 +351,7 @@ def _log_request(
     rid: str,
     seconds: float,
     status: int,
-    outcome: GraphQLOutcome,
+    outcome: Outcome,
     operations: list[OperationEvent],
     level: int,
     threshold: float | None,
@@ -358,11 +443,11 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
-    scope = service.auth.metrics_scope
-    if scope is not None:
-        refused = check_scope(service.auth, request, scope, realm="features-gql metrics")
-        if refused is not None:
-            return refused
+    needs = service.auth.metrics_scope
+    if needs is not None:
+        entered = request.app[PIPELINE_KEY].enter(request, needs, realm="features-gql metrics")
+        if isinstance(entered, web.Response):
+            return entered
     metrics = request.app[METRICS_KEY]
     return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -380,6 +465,7 @@ def mount_graphql(
     feed: ChangeFeed | None = None,
     metrics: Metrics | None = None,
     sync: EdgeSync | None = None,
+    pipeline: Pipeline | None = None,
 ) -> FeaturesGraphQLView:
     """Serve the GraphQL API of ``api`` at ``path`` in an existing aiohttp application;
     returns the view that answers there.
@@ -396,14 +482,16 @@ def mount_graphql(
     With ``graphiql``, a browser opening ``path`` gets GraphiQL, whose files are served
     from the package at ``graphiql/`` beside ``path`` (``/graphql`` → ``/graphiql/...``).
     """
+    if pipeline is None:
+        pipeline = Pipeline(auth, metrics=metrics)
     page = None
     if graphiql:
-        anonymous_reads = (auth or AuthPolicy.open()).anonymous_principal.can("read")
+        anonymous_reads = pipeline.auth.anonymous_principal.can("read")
         page = graphiql_page(path, anonymous_reads=anonymous_reads)
-        page.mount(app)
+        public(app, *page.mount(app))
     view = FeaturesGraphQLView(
         api,
-        auth=auth,
+        pipeline=pipeline,
         fast_path=fast_path,
         feed=feed,
         metrics=metrics,
@@ -431,9 +519,13 @@ def create_app(service: Service) -> web.Application:
     # CORS is outermost so that its headers reach every answer, errors included.
     cors = [cors_middleware(service.settings.cors_origins)] if service.settings.cors_origins else []
     slow = service.settings.slow_request_ms / 1000
-    observer = observing(service.metrics, slow)
+    pipeline = Pipeline(
+        service.auth, rate_limits=service.settings.rate_limits, metrics=service.metrics
+    )
+    observer = observing(service.metrics, slow, pipeline)
     app = web.Application(middlewares=[*cors, observer], client_max_size=4 * 1024 * 1024)
     app[OBSERVER_KEY] = observer
+    app[PIPELINE_KEY] = pipeline
     app[SERVICE_KEY] = service
     app[METRICS_KEY] = service.metrics
     app[SLOW_KEY] = slow
@@ -448,23 +540,26 @@ def create_app(service: Service) -> web.Application:
         feed=service.feed,
         metrics=service.metrics,
         sync=service.edge,
+        pipeline=pipeline,
     )
     # OpenFeature's remote evaluation protocol (OFREP): the same api, tokens and limits.
     ofrep = mount_ofrep(
         app,
         service.api,
-        auth=service.auth,
+        pipeline=pipeline,
         default_resource_type=service.settings.openfeature_default_resource_type,
         catalog=service.catalog,
     )
     app[HOT_KEY] = HotPosts(("/graphql", view), (EVALUATE_PREFIX, ofrep.evaluate_flag))
     if service.settings.ui:
         # The control panel: static files; its data comes from /graphql with a token.
-        mount_ui(app, anonymous_reads=service.auth.anonymous_principal.can("read"))
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
-    add_admin_routes(app, service)
+        public(app, *mount_ui(app, anonymous_reads=service.auth.anonymous_principal.can("read")))
+    public(app, app.router.add_get("/healthz", healthz).resource)
+    public(app, app.router.add_get("/readyz", readyz).resource)
+    metrics_route = app.router.add_get("/metrics", metrics_endpoint)
+    if service.auth.metrics_scope is None:
+        public(app, metrics_route.resource)  # [auth] metrics = "open"
+    add_admin_routes(app, service, pipeline)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await service.start()

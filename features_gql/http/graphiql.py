@@ -133,14 +133,15 @@ class GraphiQLPage:
             )
         return _answer(request, found, IMMUTABLE)
 
-    def mount(self, app: web.Application) -> None:
-        """Serve the page's files in ``app`` (the page itself is the GraphQL view's)."""
+    def mount(self, app: web.Application) -> list[web.AbstractResource | None]:
+        """Serve the page's files in ``app`` (the page itself is the GraphQL view's);
+        returns the resources added, which hold no data and need no token."""
         if self.unavailable is not None:
             log.error("GraphiQL is not served: %s", self.unavailable)
-            return
+            return []
         route = f"{self.route}/{{digest}}/{{name:.+}}"
         app.router.add_get(route, self.asset)
-        app.router.add_route("*", route, _method_not_allowed)
+        return [app.router.add_route("*", route, _method_not_allowed).resource]
 
 
 def _answer(request: web.Request, found: StaticFile, cache: str) -> web.Response:

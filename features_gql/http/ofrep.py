@@ -44,10 +44,9 @@ from features_gql.flag_evaluation import (
     evaluation,
     resource_of,
 )
-from features_gql.http.access import check_scope
+from features_gql.http.pipeline import RATE_LIMITED, SCOPE_KEY, Outcome, Pipeline
 from features_gql.http.request_body import DuplicateKey, TooDeep, body_now, decode_json
-from features_gql.http.view import GraphQLOutcome, request_outcome
-from features_gql.request_context import request_id
+from features_gql.http.responses import code_for
 
 log = logging.getLogger("features_gql.ofrep")
 
@@ -91,7 +90,14 @@ def _json(payload: object, status: int = 200) -> web.Response:
 
 
 def _record(request: web.Request, endpoint: str, outcome: str, codes: list[str]) -> None:
-    request_outcome.set(GraphQLOutcome(endpoint, outcome, codes, protocol=PROTOCOL))
+    scope = request.get(SCOPE_KEY)
+    if scope is not None:
+        scope.outcome = Outcome(endpoint, outcome, codes, protocol=PROTOCOL)
+
+
+def _request_id(request: web.Request) -> str | None:
+    scope = request.get(SCOPE_KEY)
+    return None if scope is None or scope.request_id == "-" else scope.request_id
 
 
 async def _read_context(request: web.Request) -> object:
@@ -134,21 +140,22 @@ class OfrepEndpoints:
         self,
         api: FeaturesAPI,
         *,
-        auth: AuthPolicy | None = None,
+        pipeline: Pipeline,
         default_resource_type: str | None = None,
         catalog: FlagCatalog = NO_CATALOG,
     ) -> None:
         self.api = api
-        self.auth = auth or AuthPolicy.open()
+        self.pipeline = pipeline
         self.default_resource_type = default_resource_type
         self.catalog = catalog
 
     def _refused_access(self, request: web.Request, endpoint: str) -> web.Response | None:
-        refused = check_scope(self.auth, request, "read", realm=REALM)
-        if refused is not None:
-            code = "UNAUTHENTICATED" if refused.status == 401 else "FORBIDDEN"
+        entered = self.pipeline.enter(request, "read", realm=REALM)
+        if isinstance(entered, web.Response):
+            code = RATE_LIMITED if entered.status == 429 else code_for(entered.status)
             _record(request, endpoint, "rejected", [code])
-        return refused
+            return entered
+        return None
 
     async def evaluate(self, request: web.Request) -> web.Response:
         """``POST /ofrep/v1/evaluate/flags/{key}``."""
@@ -225,7 +232,7 @@ class OfrepEndpoints:
     def _store_failure(
         self, request: web.Request, endpoint: str, exc: StoreError, *, key: str | None = None
     ) -> web.Response:
-        rid = request_id.get()
+        rid = _request_id(request)
         log.warning(
             "store error answered 503 GENERAL (%s): %s",
             exc.code,
@@ -251,7 +258,7 @@ class OfrepEndpoints:
         return _retry_later(self._error_body(request, "GENERAL", exc.message, key))
 
     def _internal_failure(self, request: web.Request, endpoint: str) -> web.Response:
-        rid = request_id.get() or "-"
+        rid = _request_id(request) or "-"
         log.exception(
             "unexpected error answering an OFREP evaluation",
             extra={"fields": {"request_id": rid}},
@@ -267,7 +274,7 @@ class OfrepEndpoints:
         body: dict[str, Any] = {} if key is None else {"key": key}
         body["errorCode"] = code
         body["errorDetails"] = details
-        rid = request_id.get()
+        rid = _request_id(request)
         body["metadata"] = {} if rid is None else {"requestId": rid}
         return body
 
@@ -306,6 +313,7 @@ def mount_ofrep(
     auth: AuthPolicy | None = None,
     default_resource_type: str | None = None,
     catalog: FlagCatalog = NO_CATALOG,
+    pipeline: Pipeline | None = None,
 ) -> OfrepEndpoints:
     """Serve OFREP under ``/ofrep/v1`` in an aiohttp application.
 
@@ -319,7 +327,10 @@ def mount_ofrep(
     name evaluates and a bulk answer lists only the resource's own features.
     """
     endpoints = OfrepEndpoints(
-        api, auth=auth, default_resource_type=default_resource_type, catalog=catalog
+        api,
+        pipeline=pipeline or Pipeline(auth),
+        default_resource_type=default_resource_type,
+        catalog=catalog,
     )
     # Any key at all, newlines included, reaches the handler, which answers FLAG_NOT_FOUND
     # for one that cannot be a feature name.

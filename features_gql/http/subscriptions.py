@@ -76,7 +76,8 @@ from features_gql.feed import SubscriberTooSlow
 from features_gql.graphql.admission import Refused
 from features_gql.graphql.context import Context
 from features_gql.graphql.errors import translate
-from features_gql.request_context import request_id
+from features_gql.http.pipeline import RATE_LIMITED, RateLimited, throttled_log
+from features_gql.rate_limits import retry_after
 
 if TYPE_CHECKING:
     from features_gql.http.view import FeaturesGraphQLView
@@ -89,6 +90,8 @@ request_log = logging.getLogger("features_gql.request")
 TOO_SLOW_CLOSE_CODE = 4410
 #: Close code for a connection whose caller may not read (graphql-ws: Forbidden).
 FORBIDDEN_CLOSE_CODE = 4403
+#: Close code for a connection whose token is over its request rate (4000 + HTTP's 429).
+RATE_LIMITED_CLOSE_CODE = 4429
 
 PRINCIPAL_KEY = web.RequestKey("features_gql.ws_principal", Principal)
 
@@ -364,32 +367,60 @@ class SubscriptionHandler(BaseGraphQLTransportWSHandler[Context, None]):
             and isinstance(payload, dict)
             and PRINCIPAL_KEY not in self.request
         ):
+            pipeline = self.view.pipeline
             try:
-                principal = self.auth.authenticate(_credentials(payload))
+                principal = pipeline.authenticate(
+                    pipeline.scope(self.request), _credentials(payload), given=True
+                )
                 self.auth.require(principal, "read")
             except Unauthenticated as exc:
                 self._refused(str(exc))
                 await self.websocket.close(code=FORBIDDEN_CLOSE_CODE, reason=f"Forbidden: {exc}")
                 return
+            except RateLimited as exc:
+                self._refused(str(exc))
+                await self.websocket.close(code=RATE_LIMITED_CLOSE_CODE, reason=str(exc)[:120])
+                return
             self.request[PRINCIPAL_KEY] = principal
         await super().handle_connection_init(message)
 
     def _refused(self, reason: str) -> None:
-        log.warning(
-            "subscription connection refused: %s",
-            reason,
-            extra={"fields": {"remote": self.request.remote}},
+        remote = self.request.remote or ""
+        throttled_log().event(
+            f"subscription refused {remote}",
+            "subscription connection refused",
+            reason=reason,
+            remote=remote,
         )
         if self.view.metrics is not None:
             self.view.metrics.errors.labels(Unauthenticated.code).inc()
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         started = time.perf_counter()
-        connection_id = request_id.get() or "-"
-        rid = f"{connection_id}.{operation.id[:32]}"
+        pipeline = self.view.pipeline
+        scope = pipeline.scope(self.request)
+        rid = f"{scope.request_id}.{operation.id[:32]}"
         principal = self.request.get(PRINCIPAL_KEY) or self.auth.anonymous_principal
         outcome, codes, events, name = "ok", list[str](), 0, operation.operation_name
         try:
+            limited = pipeline.take(scope)
+            if limited is None and self.view.gate.cache.get(operation.query) is None:
+                limited = pipeline.may_parse(scope, len(operation.query))
+            if limited is not None:
+                outcome, codes = "rejected", [RATE_LIMITED]
+                await operation.send_initial_errors(
+                    [
+                        GraphQLError(
+                            str(limited),
+                            extensions={
+                                "code": RATE_LIMITED,
+                                "limit": limited.limit,
+                                "retryAfter": int(retry_after(limited.wait)),
+                            },
+                        )
+                    ]
+                )
+                return
             decision = self.view.gate.admit(
                 operation.query, operation.operation_name, operation.variables, principal
             )
@@ -519,23 +550,28 @@ class SubscriptionHandler(BaseGraphQLTransportWSHandler[Context, None]):
             seconds = time.perf_counter() - started
             if self.view.metrics is not None:
                 self.view.metrics.observe_request(name, outcome, seconds, codes)
-            level = logging.INFO if outcome not in ("ok", "disconnected") else logging.DEBUG
-            if request_log.isEnabledFor(level):
-                request_log.log(
-                    level,
+            fields: dict[str, Any] = {
+                "request_id": rid,
+                "operation": name or "anonymous",
+                "duration_ms": round(seconds * 1000, 3),
+                "outcome": outcome,
+                "errors": ",".join(sorted(set(codes))) or None,
+                "events": events,
+                "actor": principal.name,
+            }
+            if outcome == "rejected":
+                # A client can send refused subscriptions as fast as it likes.
+                throttled_log(request_log).event(
+                    f"refused {scope.address}",
                     "graphql subscription",
-                    extra={
-                        "fields": {
-                            "request_id": rid,
-                            "operation": name or "anonymous",
-                            "duration_ms": round(seconds * 1000, 3),
-                            "outcome": outcome,
-                            "errors": ",".join(sorted(set(codes))) or None,
-                            "events": events,
-                            "actor": principal.name,
-                        }
-                    },
+                    level=logging.INFO,
+                    remote=scope.address,
+                    **fields,
                 )
+            else:
+                level = logging.INFO if outcome not in ("ok", "disconnected") else logging.DEBUG
+                if request_log.isEnabledFor(level):
+                    request_log.log(level, "graphql subscription", extra={"fields": fields})
 
 
 def _codes(errors: Any) -> list[str]:

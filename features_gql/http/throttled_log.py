@@ -9,6 +9,9 @@ from typing import Any
 
 #: Seconds between two lines about the same kind of event.
 LOG_INTERVAL = 10.0
+#: Kinds remembered before the quiet ones are forgotten: a kind may name a client, and
+#: clients are as many as an attacker has addresses.
+MAX_KINDS = 4096
 
 
 class ThrottledLog:
@@ -42,6 +45,8 @@ class ThrottledLog:
         """Log ``message`` now (with ``exc_info``, if given) or count it for the next line."""
         now = self._loop.time()
         if now >= self._quiet_until.get(kind, 0.0):
+            if len(self._quiet_until) >= MAX_KINDS:
+                self._forget_quiet(now)
             self._quiet_until[kind] = now + self._interval
             self._levels[kind] = level
             self._logger.log(
@@ -52,6 +57,24 @@ class ThrottledLog:
         self._latest[kind] = (message, fields)
         if kind not in self._flushes:
             self._flushes[kind] = self._loop.call_at(self._quiet_until[kind], self._flush, kind)
+
+    def _forget_quiet(self, now: float) -> None:
+        """Forget the kinds whose interval is over and that have nothing left to say;
+        when every kind is still busy, the oldest half, counts and all."""
+        quiet = [k for k, until in self._quiet_until.items() if until <= now]
+        for kind in quiet:
+            if kind not in self._flushes:
+                del self._quiet_until[kind]
+                self._levels.pop(kind, None)
+        if len(self._quiet_until) >= MAX_KINDS:
+            for kind in list(self._quiet_until)[: MAX_KINDS // 2]:
+                del self._quiet_until[kind]
+                self._levels.pop(kind, None)
+                self._counts.pop(kind, None)
+                self._latest.pop(kind, None)
+                handle = self._flushes.pop(kind, None)
+                if handle is not None:
+                    handle.cancel()
 
     def _flush(self, kind: str) -> None:
         self._flushes.pop(kind, None)

@@ -163,13 +163,20 @@ _method_not_allowed = static_method_not_allowed(
 )
 
 
-def mount_ui(app: web.Application, *, path: str = "/ui", anonymous_reads: bool = False) -> None:
+def mount_ui(
+    app: web.Application, *, path: str = "/ui", anonymous_reads: bool = False
+) -> list[web.AbstractResource | None]:
     """Serve the control panel at ``path`` in ``app``; its GraphQL endpoint must be
     ``/graphql`` beside it (the page calls ``../graphql``). ``anonymous_reads``: whether
-    requests without a token may read (with no tokens configured, on loopback, they may)."""
+    requests without a token may read (with no tokens configured, on loopback, they may).
+
+    Returns the resources added: files that hold no data (the panel reads it over
+    GraphQL, with the user's token), served to anyone."""
     panel = ControlPanel(with_anonymous_access(load_static_files(), anonymous_reads), path)
     app.router.add_get(path, panel.redirect)
     app.router.add_get(f"{path}/", panel.page)
     app.router.add_get(f"{path}/{{name:.+}}", panel.file)
-    for route in (path, f"{path}/", f"{path}/{{name:.+}}"):
-        app.router.add_route("*", route, _method_not_allowed)
+    return [
+        app.router.add_route("*", route, _method_not_allowed).resource
+        for route in (path, f"{path}/", f"{path}/{{name:.+}}")
+    ]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import socket
 from collections.abc import Callable, Iterable
-from contextvars import ContextVar
 from datetime import timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import orjson
@@ -22,14 +22,23 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
 from features_gql.api import FeaturesAPI
-from features_gql.auth import AuthPolicy, Principal, Unauthenticated
+from features_gql.auth import Principal, Unauthenticated
 from features_gql.graphql.admission import Refused
 from features_gql.graphql.context import Context
 from features_gql.graphql.errors import translate
 from features_gql.graphql.fast_path import Answer, FastPath
 from features_gql.graphql.schema import FeaturesSchema
-from features_gql.http.access import unauthenticated
 from features_gql.http.graphiql import GraphiQLPage
+from features_gql.http.pipeline import (
+    RATE_LIMITED,
+    SCOPE_KEY,
+    Outcome,
+    Pipeline,
+    RateLimited,
+    RequestScope,
+    too_many_requests,
+    unauthenticated,
+)
 from features_gql.http.request_body import (
     BodyError,
     GraphQLBody,
@@ -47,7 +56,7 @@ from features_gql.http.subscriptions import (
     SubscriptionHandler,
     TextWebSocketAdapter,
 )
-from features_gql.request_context import request_credentials, request_id
+from features_gql.request_context import request_credentials
 
 #: A subscription is a stream: served over WebSocket only (Strawberry's multipart and
 #: event-stream transports are not mounted), so an HTTP request for one is refused.
@@ -104,31 +113,11 @@ def wants_graphql_response(accept: str) -> bool:
     return best is not None and best[2] == GRAPHQL_RESPONSE
 
 
-class GraphQLOutcome(NamedTuple):
-    """What the request log and metrics need to know about one GraphQL request (or, with
-    ``protocol="ofrep"``, one OFREP evaluation: ``operation`` is then its endpoint)."""
-
-    operation: str | None
-    outcome: str
-    codes: list[str]
-    #: A mutation: logged at INFO even when it succeeds (the audit trail).
-    write: bool = False
-    protocol: str = GRAPHQL
-
-
-#: ``GraphQLOutcome`` built in C, for the fast path's answers (a named tuple's own
-#: ``__new__`` is a Python function).
+#: ``Outcome`` built in C, for the fast path's answers (a named tuple's own ``__new__``
+#: is a Python function).
 _outcome = cast(
-    "Callable[[tuple[str | None, str, list[str], bool, str]], GraphQLOutcome]",
-    partial(tuple.__new__, GraphQLOutcome),
-)
-
-
-#: What the request log and metrics need to know about the request being answered: set
-#: by whichever handler answers it, read by the middleware after the handler returns (the
-#: handler runs in the middleware's context). A context variable: set and read in C.
-request_outcome: ContextVar[GraphQLOutcome | None] = ContextVar(
-    "features_gql_request_outcome", default=None
+    "Callable[[tuple[str | None, str, list[str], bool, str]], Outcome]",
+    partial(tuple.__new__, Outcome),
 )
 
 
@@ -154,7 +143,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         api: FeaturesAPI,
         *,
         schema: FeaturesSchema,
-        auth: AuthPolicy | None = None,
+        pipeline: Pipeline | None = None,
         fast_path: bool = True,
         feed: ChangeFeed | None = None,
         metrics: Metrics | None = None,
@@ -176,7 +165,8 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         self.feed = feed
         self.metrics = metrics
         self.sync = sync
-        self.auth = auth or AuthPolicy.open()
+        self.pipeline = pipeline or Pipeline(metrics=metrics)
+        self.auth = self.pipeline.auth
         self.gate = schema.gate
         self.fast_path = FastPath(schema.graphql_schema, schema.extensions) if fast_path else None
         #: Changes encoded for subscribers, shared between them (http/subscriptions.py).
@@ -209,31 +199,33 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
                     "requests are POSTs, or GETs with a query parameter).",
                     "NOT_FOUND",
                 )
-        authorization = headers.get("Authorization")
+        scope = request.get(SCOPE_KEY) or self.pipeline.scope(request)
         # An edge forwards writes with the caller's own credentials; set for every request,
         # since one connection's requests share one task (and so its context).
-        request_credentials.set(authorization)
-        try:
-            principal = self.auth.authenticate(authorization)
-            if not principal.scopes:
-                self.auth.require(principal, "read")
-        except Unauthenticated as exc:
-            request_outcome.set(GraphQLOutcome(None, "rejected", [Unauthenticated.code]))
-            return unauthenticated(exc)
+        request_credentials.set(scope.authorization)
+        principal = self._enter(scope)
+        if type(principal) is not Principal:
+            return cast(web.Response, principal)
         body = graphql_request_now(request, method) or await read_graphql_request(request, method)
         if isinstance(body, BodyError):
             return self._http_error(request, body.status, body.code, body.message, allow=body.allow)
-        if not body.query:
+        query = body.query
+        if not query:
             return self._http_error(
                 request, 400, "BAD_REQUEST", "No GraphQL query found in the request."
             )
+        if self.gate.cache.get(query) is None:
+            # A text never parsed here (or no longer cached) costs its client parsing time.
+            limited = self.pipeline.may_parse(scope, len(query))
+            if limited is not None:
+                scope.outcome = Outcome(None, "rejected", [RATE_LIMITED])
+                return too_many_requests(limited)
         decision = self.gate.admit(
-            body.query, body.operation_name, body.variables, principal, method=method
+            query, body.operation_name, body.variables, principal, method=method
         )
-        rid = request_id.get() or "-"
         context = Context(
             self.api,
-            rid,
+            scope.request_id,
             principal,
             None if isinstance(decision, Refused) else decision,
             sync=self.sync,
@@ -255,7 +247,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
                 answer = await self.fast_path.answer(plan, body.variables or {}, context)
                 if answer is not None and not answer.errors:
                     # Written as create_response writes it, with less in between.
-                    request_outcome.set(_outcome((plan.operation_name, "ok", [], False, GRAPHQL)))
+                    scope.outcome = _outcome((plan.operation_name, "ok", [], False, GRAPHQL))
                     media = (
                         _GRAPHQL_RESPONSE_HEADERS
                         if wants_graphql_response(accept)
@@ -268,14 +260,44 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         # parse_http_body); the fast path needs neither.
         request[CONTEXT_KEY] = context
         request[BODY_KEY] = body
-        return await self._run_strawberry(request)
+        try:
+            async with asyncio.timeout(scope.remaining()):
+                return await self._run_strawberry(request)
+        except TimeoutError:
+            # Every store call has its own deadline; this bounds a request that makes many.
+            return self._http_error(
+                request,
+                503,
+                "REQUEST_TIMEOUT",
+                f"The request was not answered within {self.pipeline.request_deadline:g} s; "
+                "it may have been partly applied.",
+            )
+
+    def _enter(self, scope: RequestScope) -> Principal | web.Response:
+        """The caller, authenticated once through the pipeline; else the refusal."""
+        pipeline = self.pipeline
+        try:
+            if not scope.counted:
+                limited = pipeline.limit_address(scope)
+                if limited is not None:
+                    raise limited
+            principal = pipeline.authenticate(scope)
+            if not principal.scopes:
+                self.auth.require(principal, "read")
+        except Unauthenticated as exc:
+            scope.outcome = Outcome(None, "rejected", [Unauthenticated.code])
+            return unauthenticated(exc)
+        except RateLimited as exc:
+            scope.outcome = Outcome(None, "rejected", [RATE_LIMITED])
+            return too_many_requests(exc)
+        return principal
 
     def _fast_errors(
         self, request: web.Request, operation_name: str | None, answer: Answer, accept: str
     ) -> web.Response:
         """The fast path's answer with errors, written by :meth:`create_response`."""
         codes = error_codes(answer.errors)
-        request_outcome.set(GraphQLOutcome(operation_name, "error", codes))
+        request[SCOPE_KEY].outcome = Outcome(operation_name, "error", codes)
         payload = {"data": answer.data, "errors": [error.formatted for error in answer.errors]}
         response = web.Response()
         response[ACCEPT_KEY] = accept
@@ -304,15 +326,17 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
                 "BAD_REQUEST",
                 f"Subscriptions speak the {GRAPHQL_TRANSPORT_WS_PROTOCOL} protocol only.",
             )
-        header = request.headers.get("Authorization")
-        if header is not None:
+        scope = self.pipeline.scope(request)
+        if scope.authorization is not None:
+            entered = self._enter(scope)
+            if type(entered) is not Principal:
+                return cast(web.Response, entered)
             try:
-                principal = self.auth.authenticate(header)
-                self.auth.require(principal, "read")
+                self.auth.require(entered, "read")
             except Unauthenticated as exc:
-                request_outcome.set(GraphQLOutcome(None, "rejected", [Unauthenticated.code]))
+                scope.outcome = Outcome(None, "rejected", [Unauthenticated.code])
                 return unauthenticated(exc)
-            request[PRINCIPAL_KEY] = principal
+            request[PRINCIPAL_KEY] = entered
         return await self._run_strawberry(request)
 
     async def create_websocket_response(
@@ -345,8 +369,8 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         codes = error_codes(refusal.errors)
         if principal.anonymous and "FORBIDDEN" in codes:
             # A missing token where one is needed is unauthenticated, not forbidden.
-            request_outcome.set(
-                GraphQLOutcome(refusal.operation_name, "rejected", [Unauthenticated.code])
+            request[SCOPE_KEY].outcome = Outcome(
+                refusal.operation_name, "rejected", [Unauthenticated.code]
             )
             scope = (refusal.errors[0].extensions or {}).get("scope", "write")
             return unauthenticated(
@@ -354,14 +378,12 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
                     f"This needs the {scope!r} scope: send Authorization: Bearer <token>."
                 )
             )
-        rid = request_id.get()
-        translated = [translate(error, rid) for error in refusal.errors]
+        scope = request[SCOPE_KEY]
+        translated = [translate(error, scope.request_id) for error in refusal.errors]
         codes = error_codes(translated)
         errors = [error.formatted for error in translated]
-        request_outcome.set(
-            GraphQLOutcome(
-                refusal.operation_name, "error" if refusal.has_data else "rejected", codes
-            )
+        scope.outcome = Outcome(
+            refusal.operation_name, "error" if refusal.has_data else "rejected", codes
         )
         payload: dict[str, Any] = {"errors": errors}
         if refusal.has_data:
@@ -384,7 +406,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         *,
         allow: str | None = None,
     ) -> web.Response:
-        request_outcome.set(GraphQLOutcome(None, "rejected", [code]))
+        self.pipeline.scope(request).outcome = Outcome(None, "rejected", [code])
         media = (
             GRAPHQL_RESPONSE if wants_graphql_response(request.headers.get("Accept", "")) else JSON
         )
@@ -411,7 +433,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         if context is None:  # the IDE page, or a WebSocket (each operation gets its own)
             context = Context(
                 api=self.api,
-                request_id=request_id.get() or "-",
+                request_id=self.pipeline.scope(request).request_id,
                 feed=self.feed,
                 sync=self.sync,
             )
@@ -432,7 +454,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
     ) -> GraphQLHTTPResponse:
         if result.errors:
             # Errors raised before execution bypass the schema extension.
-            rid = request_id.get()
+            rid = self.pipeline.scope(request).request_id
             result.errors = [translate(error, rid) for error in result.errors]
         response = await super().process_result(request, result)
         # A request error (variables) stops before execution: the GraphQL spec says such a
@@ -445,13 +467,11 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         context = request.get(CONTEXT_KEY)
         codes = error_codes(result.errors or ())
         admitted = context.admitted if context is not None else None
-        request_outcome.set(
-            GraphQLOutcome(
-                operation=context.operation_name if context is not None else None,
-                outcome="rejected" if rejected else "error" if codes else "ok",
-                codes=codes,
-                write=admitted is not None and admitted.operation.operation.value != "query",
-            )
+        self.pipeline.scope(request).outcome = Outcome(
+            operation=context.operation_name if context is not None else None,
+            outcome="rejected" if rejected else "error" if codes else "ok",
+            codes=codes,
+            write=admitted is not None and admitted.operation.operation.value != "query",
         )
         return response
 
