@@ -1,0 +1,265 @@
+"""Every way in goes through the one request pipeline (features_gql/http/pipeline.py):
+authenticated once, limited per client, counted and logged. The routes are enumerated
+from the application itself, so a route added without the pipeline fails here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+
+from features_gql.http.pipeline import PIPELINE_KEY, PUBLIC_KEY
+from features_gql.rate_limits import Rate
+from tests.conftest import Server, StartServer, bearer, make_tokens
+
+#: A concrete path for each route's variables.
+SAMPLES = {"key": "speedups", "name": "index.html", "digest": "0"}
+#: The requests that reach each non-public route's entrance (method, body).
+ENTRANCES: dict[str, tuple[str, Any]] = {
+    "/graphql": ("POST", {"query": '{ hasFeature(type: "t", id: "1", feature: "f") }'}),
+    "/ofrep/v1/evaluate/flags/{key}": ("POST", {"context": {"targetingKey": "1", "resourceType": "t"}}),
+    "/ofrep/v1/evaluate/flags": ("POST", {"context": {"targetingKey": "1", "resourceType": "t"}}),
+    "/admin/faults": ("GET", None),
+    "/metrics": ("GET", None),
+}
+
+
+def _concrete(canonical: str) -> str:
+    return re.sub(r"\{(\w+)(:[^}]*)?\}", lambda m: SAMPLES.get(m.group(1), "x"), canonical)
+
+
+@asynccontextmanager
+async def client_at(address: str) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client whose connections come from ``address`` (any of 127/8 reaches the
+    server): a client of its own, as far as per-client limits and logs go."""
+    connector = aiohttp.TCPConnector(local_addr=(address, 0), force_close=True)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=10)
+    ) as session:
+        yield session
+
+
+async def secured_server(
+    start_server: StartServer, **settings: Any
+) -> tuple[Server, dict[str, str]]:
+    tables, secrets = make_tokens(reader="read", writer="read,write", operator="admin")
+    server = await start_server(
+        "memory", auth_tokens=tables, anonymous="none", metrics_access="read", **settings
+    )
+    return server, secrets
+
+
+def _routes(server: Server) -> list[tuple[str, str]]:
+    """Every (method, path pattern) the application routes, HEAD aside (aiohttp adds one
+    beside each GET)."""
+    found = set()
+    for route in server.app.router.routes():
+        resource = route.resource
+        assert resource is not None
+        if route.method != "HEAD":
+            found.add((route.method, resource.canonical))
+    return sorted(found)
+
+
+async def _metrics(server: Server, token: str) -> str:
+    async with server.session.get(f"{server.url}/metrics", headers=bearer(token)) as response:
+        assert response.status == 200
+        return await response.text()
+
+
+async def test_every_route_is_public_or_entered_through_the_pipeline(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server, secrets = await secured_server(start_server)
+    public = server.app[PUBLIC_KEY]
+    routes = _routes(server)
+    entered = {path for method, path in routes if method != "*" and path not in public}
+    # Every route that serves data is one the pipeline guards here; a new one must be
+    # added to ENTRANCES (and so to this test) or declared public.
+    assert entered == set(ENTRANCES), entered ^ set(ENTRANCES)
+    assert {"/healthz", "/readyz", "/ui/", "/ui/{name}"} <= public
+    assert not public & set(ENTRANCES)
+    caplog.set_level(logging.INFO, logger="features_gql.request")
+    for n, path in enumerate(sorted(entered), start=2):
+        method, body = ENTRANCES[path]
+        url = f"{server.url}{_concrete(path)}"
+        # A client of its own per route: its refusal is its first, so it is logged now.
+        async with client_at(f"127.0.0.{n}") as client:
+            async with client.request(method, url, json=body) as response:
+                assert response.status == 401, path
+                assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+                rid = response.headers["X-Request-ID"]
+            logged = [
+                r for r in caplog.records if getattr(r, "fields", {}).get("request_id") == rid
+            ]
+            assert logged, f"the refusal of {path} was not logged"
+            headers = bearer(secrets["reader"])
+            async with client.request(method, url, json=body, headers=headers) as response:
+                expected = 403 if path == "/admin/faults" else 200
+                assert response.status == expected, (path, await response.text())
+    text = await _metrics(server, secrets["reader"])
+    assert 'features_gql_graphql_errors_total{code="UNAUTHENTICATED"}' in text
+    assert (
+        'features_gql_ofrep_request_seconds_count{endpoint="evaluate",outcome="rejected"} 1.0'
+        in text
+    )
+    assert (
+        'features_gql_ofrep_request_seconds_count{endpoint="bulk",outcome="rejected"} 1.0' in text
+    )
+    assert 'features_gql_http_requests_total{route="/admin/faults",status="401"} 1.0' in text
+    assert 'features_gql_http_requests_total{route="/metrics",status="401"} 1.0' in text
+    # The catch-all routes answer 405 to anyone, with no data.
+    for method, path in routes:
+        if method == "*":
+            async with server.session.request("PUT", f"{server.url}{_concrete(path)}") as response:
+                assert response.status == 405, path
+
+
+async def test_the_health_probes_and_files_need_no_token_and_are_counted(
+    start_server: StartServer,
+) -> None:
+    server, secrets = await secured_server(start_server)
+    for path in ("/healthz", "/readyz", "/ui/"):
+        async with server.session.get(f"{server.url}{path}") as response:
+            assert response.status == 200, path
+    text = await _metrics(server, secrets["reader"])
+    assert 'features_gql_http_requests_total{route="/healthz",status="200"} 1.0' in text
+    assert 'features_gql_http_requests_total{route="/ui/",status="200"} 1.0' in text
+
+
+@pytest.mark.parametrize("path", sorted(ENTRANCES))
+async def test_each_request_is_authenticated_once(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    server, secrets = await secured_server(start_server)
+    policy = server.app[PIPELINE_KEY].auth
+    calls: list[str | None] = []
+    original = type(policy).authenticate
+
+    def counting(self: Any, authorization: str | None) -> Any:
+        calls.append(authorization)
+        return original(self, authorization)
+
+    method, body = ENTRANCES[path]
+    token = secrets["operator" if path == "/admin/faults" else "reader"]
+    monkeypatch.setattr(type(policy), "authenticate", counting)
+    async with server.session.request(
+        method, f"{server.url}{_concrete(path)}", json=body, headers=bearer(token)
+    ) as response:
+        assert response.status == 200, await response.text()
+    assert calls == [f"Bearer {token}"]
+
+
+# -- rate limits ---------------------------------------------------------------------------
+
+
+async def test_an_address_over_its_rate_gets_429_with_retry_after(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(address_rate=Rate(1, 5))
+    query = {"query": '{ hasFeature(type: "t", id: "1", feature: "f") }'}
+    async with client_at("127.0.0.2") as greedy, client_at("127.0.0.3") as other:
+        statuses = []
+        for _ in range(6):
+            async with greedy.post(f"{server.url}/graphql", json=query) as response:
+                statuses.append(response.status)
+                if response.status == 429:
+                    retry = int(response.headers["Retry-After"])
+                    body = await response.json()
+        assert statuses == [200] * 5 + [429]
+        assert retry == 1
+        error = body["errors"][0]
+        assert error["extensions"]["code"] == "RATE_LIMITED"
+        assert error["extensions"]["limit"] == "address"
+        # Every entrance shares the bucket: OFREP and the files are refused too...
+        async with greedy.post(
+            f"{server.url}/ofrep/v1/evaluate/flags/f", json={"context": {"targetingKey": "1", "resourceType": "t"}}
+        ) as response:
+            assert response.status == 429
+        async with greedy.get(f"{server.url}/ui/") as response:
+            assert response.status == 429
+        # ...the health probes never are, and another address is served.
+        async with greedy.get(f"{server.url}/healthz") as response:
+            assert response.status == 200
+        async with other.post(f"{server.url}/graphql", json=query) as response:
+            assert response.status == 200
+        await asyncio.sleep(1.1)
+        async with greedy.post(f"{server.url}/graphql", json=query) as response:
+            assert response.status == 200
+    text = (await (await server.session.get(f"{server.url}/metrics")).read()).decode()
+    assert 'features_gql_rate_limited_total{limit="address"} 3.0' in text
+
+
+async def test_a_token_over_its_rate_is_refused_and_another_token_is_not(
+    start_server: StartServer,
+) -> None:
+    server, secrets = await secured_server(start_server, token_rate=Rate(0.5, 3))
+    query = {"query": '{ hasFeature(type: "t", id: "1", feature: "f") }'}
+    statuses = []
+    for _ in range(4):
+        async with server.session.post(
+            f"{server.url}/graphql", json=query, headers=bearer(secrets["reader"])
+        ) as response:
+            statuses.append(response.status)
+            retry = response.headers.get("Retry-After")
+    assert statuses == [200, 200, 200, 429]
+    assert retry == "2"
+    async with server.session.post(
+        f"{server.url}/graphql", json=query, headers=bearer(secrets["writer"])
+    ) as response:
+        assert response.status == 200
+
+
+async def test_new_query_texts_are_limited_per_client_and_repeated_ones_are_not(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(parse_rate=Rate(1, 4096))
+    fields = " ".join(f'a{i}: hasFeature(type: "t", id: "{i}", feature: "f")' for i in range(40))
+    repeated = {"query": f"{{ {fields} }}"}
+    async with client_at("127.0.0.4") as client:
+        async with client.post(f"{server.url}/graphql", json=repeated) as response:
+            assert response.status == 200
+        statuses = []
+        for n in range(3):
+            fresh = {"query": f"query Q{n} {{ {fields} }}"}
+            async with client.post(f"{server.url}/graphql", json=fresh) as response:
+                statuses.append(response.status)
+                if response.status == 429:
+                    body = await response.json()
+        assert statuses[-1] == 429, statuses
+        assert body["errors"][0]["extensions"]["limit"] == "parse"
+        # A text already parsed costs nothing to parse again.
+        for _ in range(5):
+            async with client.post(f"{server.url}/graphql", json=repeated) as response:
+                assert response.status == 200
+
+
+async def test_a_subscription_over_the_rate_gets_a_typed_error(start_server: StartServer) -> None:
+    server = await start_server(address_rate=Rate(0.1, 3))
+    ws_url = server.url.replace("http", "ws") + "/graphql"
+    async with server.session.ws_connect(ws_url, protocols=["graphql-transport-ws"]) as ws:
+        await ws.send_json({"type": "connection_init"})
+        assert (await ws.receive_json())["type"] == "connection_ack"
+        answers: list[dict[str, Any]] = []
+        for n in range(3):
+            await ws.send_json(
+                {
+                    "id": str(n),
+                    "type": "subscribe",
+                    "payload": {"query": "subscription { featureChanges { revision } }"},
+                }
+            )
+        while len(answers) < 1:
+            message = json.loads((await ws.receive()).data)
+            if message["type"] == "error":
+                answers.append(message)
+        error = answers[0]["payload"][0]
+        assert error["extensions"]["code"] == "RATE_LIMITED"
+        assert error["extensions"]["retryAfter"] >= 1
