@@ -286,9 +286,7 @@ def test_edge_and_retention_settings_from_toml_and_environment(tmp_path: Path) -
 
 def test_rate_limits_from_the_config_file(tmp_path: Path) -> None:
     config = tmp_path / "limits.toml"
-    config.write_text(
-        "[rate_limits]\nper_token = 100\nper_address_burst = 7\nparse_bytes = 0\n"
-    )
+    config.write_text("[rate_limits]\nper_token = 100\nper_address_burst = 7\nparse_bytes = 0\n")
     limits = load_settings(config_file=config, env={}).rate_limits
     assert limits.per_token == Rate(100, 200)  # a burst of twice the rate when not given
     assert limits.per_address == Rate(RateLimits().per_address.rate, 7)

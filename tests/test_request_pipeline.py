@@ -19,13 +19,14 @@ from features_gql.http.pipeline import PIPELINE_KEY, PUBLIC_KEY
 from features_gql.rate_limits import Rate
 from tests.conftest import Server, StartServer, bearer, make_tokens
 
+CONTEXT = {"context": {"targetingKey": "1", "resourceType": "t"}}
 #: A concrete path for each route's variables.
 SAMPLES = {"key": "speedups", "name": "index.html", "digest": "0"}
 #: The requests that reach each non-public route's entrance (method, body).
 ENTRANCES: dict[str, tuple[str, Any]] = {
     "/graphql": ("POST", {"query": '{ hasFeature(type: "t", id: "1", feature: "f") }'}),
-    "/ofrep/v1/evaluate/flags/{key}": ("POST", {"context": {"targetingKey": "1", "resourceType": "t"}}),
-    "/ofrep/v1/evaluate/flags": ("POST", {"context": {"targetingKey": "1", "resourceType": "t"}}),
+    "/ofrep/v1/evaluate/flags/{key}": ("POST", CONTEXT),
+    "/ofrep/v1/evaluate/flags": ("POST", CONTEXT),
     "/admin/faults": ("GET", None),
     "/metrics": ("GET", None),
 }
@@ -179,9 +180,7 @@ async def test_an_address_over_its_rate_gets_429_with_retry_after(
         assert error["extensions"]["code"] == "RATE_LIMITED"
         assert error["extensions"]["limit"] == "address"
         # Every entrance shares the bucket: OFREP and the files are refused too...
-        async with greedy.post(
-            f"{server.url}/ofrep/v1/evaluate/flags/f", json={"context": {"targetingKey": "1", "resourceType": "t"}}
-        ) as response:
+        async with greedy.post(f"{server.url}/ofrep/v1/evaluate/flags/f", json=CONTEXT) as response:
             assert response.status == 429
         async with greedy.get(f"{server.url}/ui/") as response:
             assert response.status == 429

@@ -137,9 +137,9 @@ class RateLimited(Exception):
 
 request_log = logging.getLogger("features_gql.request")
 
-_THROTTLED: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[str, ThrottledLog]
-] = weakref.WeakKeyDictionary()
+_THROTTLED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, ThrottledLog]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def throttled_log(logger: logging.Logger = log) -> ThrottledLog:
