@@ -56,7 +56,7 @@ def _guarded(pipeline: Pipeline, handler: AdminHandler) -> Handler:
                 "Admin endpoints are disabled: configure a token with the admin scope "
                 "([auth.tokens.NAME] or FEATURES_GQL_ADMIN_TOKEN) to enable them.",
             )
-        entered = pipeline.enter(request, "admin", realm="features-gql admin")
+        entered = pipeline.enter_http(request, "admin", realm="features-gql admin")
         if isinstance(entered, web.Response):
             return entered
         return await handler(request, entered)

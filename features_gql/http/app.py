@@ -445,7 +445,7 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     service = request.app[SERVICE_KEY]
     needs = service.auth.metrics_scope
     if needs is not None:
-        entered = request.app[PIPELINE_KEY].enter(request, needs, realm="features-gql metrics")
+        entered = request.app[PIPELINE_KEY].enter_http(request, needs, realm="features-gql metrics")
         if isinstance(entered, web.Response):
             return entered
     metrics = request.app[METRICS_KEY]

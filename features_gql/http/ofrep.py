@@ -150,7 +150,7 @@ class OfrepEndpoints:
         self.catalog = catalog
 
     def _refused_access(self, request: web.Request, endpoint: str) -> web.Response | None:
-        entered = self.pipeline.enter(request, "read", realm=REALM)
+        entered = self.pipeline.enter_http(request, "read", realm=REALM)
         if isinstance(entered, web.Response):
             code = RATE_LIMITED if entered.status == 429 else code_for(entered.status)
             _record(request, endpoint, "rejected", [code])

@@ -254,6 +254,7 @@ class Pipeline:
         principal = scope.principal
         if principal is not None and scope.policy is self.auth and not given:
             return principal
+        # A refusal is logged by whoever answers it, once per client and interval.
         principal = self.auth.authenticate(credentials if given else scope.authorization)
         if not principal.anonymous and self._tokens is not None:
             wait = self._tokens.take(principal.name)
@@ -264,36 +265,51 @@ class Pipeline:
         return principal
 
     def enter(
+        self, scope: RequestScope, needs: str | None, *, some_scope: bool = False
+    ) -> Principal:
+        """The caller of a request to an entrance that needs scope ``needs`` (None: any
+        caller the policy accepts; with ``some_scope``, one that may do something, which
+        the entrance checks per operation). Raises :class:`RateLimited`,
+        :class:`Unauthenticated` (no token where one is needed) or :class:`Forbidden`:
+        each entrance answers them in its protocol's terms."""
+        if not scope.counted:
+            limited = self.limit_address(scope)
+            if limited is not None:
+                raise limited
+        principal = self.authenticate(scope)
+        if needs is not None:
+            self.auth.require(principal, needs)
+            if not principal.can(needs):
+                raise Forbidden(principal, needs)
+        elif some_scope and not principal.scopes:
+            self.auth.require(principal, "read")
+        return principal
+
+    def enter_http(
         self, request: web.Request, needs: str | None, *, realm: str = "features-gql"
     ) -> Principal | web.Response:
-        """The principal of a request to an entrance that needs scope ``needs`` (None:
-        any caller the policy accepts, anonymous included); else the answer to give:
-        401 with a Bearer challenge, 403, or 429 with ``Retry-After``."""
+        """:meth:`enter` for an HTTP entrance: the principal, or the answer to give (401
+        with a Bearer challenge, 403, or 429 with ``Retry-After``)."""
         scope = self.scope(request)
         try:
-            if not scope.counted:
-                refused = self.limit_address(scope)
-                if refused is not None:
-                    raise refused
-            principal = self.authenticate(scope)
-            if needs is not None:
-                self.auth.require(principal, needs)
+            return self.enter(scope, needs)
         except Unauthenticated as exc:
-            # A client can send refused requests as fast as it likes: one line per interval.
-            throttled_log().event(
-                f"unauthenticated {client_key(scope.address)}",
-                "request refused: missing or unknown token",
-                path=request.path,
-                remote=scope.address,
-            )
             return unauthenticated(exc, realm)
+        except Forbidden as exc:
+            return error_response(403, str(exc), "FORBIDDEN")
         except RateLimited as exc:
             return too_many_requests(exc)
-        if needs is not None and not principal.can(needs):
-            return error_response(
-                403, f"The token {principal.name!r} lacks the {needs!r} scope.", "FORBIDDEN"
-            )
-        return principal
+
+
+class Forbidden(Exception):
+    """A token that lacks the scope an entrance needs."""
+
+    code = "FORBIDDEN"
+
+    def __init__(self, principal: Principal, scope: str) -> None:
+        super().__init__(f"The token {principal.name!r} lacks the {scope!r} scope.")
+        self.principal = principal
+        self.scope = scope
 
 
 def unauthenticated(exc: Unauthenticated, realm: str = "features-gql") -> web.Response:

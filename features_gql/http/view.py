@@ -275,22 +275,14 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
 
     def _enter(self, scope: RequestScope) -> Principal | web.Response:
         """The caller, authenticated once through the pipeline; else the refusal."""
-        pipeline = self.pipeline
         try:
-            if not scope.counted:
-                limited = pipeline.limit_address(scope)
-                if limited is not None:
-                    raise limited
-            principal = pipeline.authenticate(scope)
-            if not principal.scopes:
-                self.auth.require(principal, "read")
+            return self.pipeline.enter(scope, None, some_scope=True)
         except Unauthenticated as exc:
             scope.outcome = Outcome(None, "rejected", [Unauthenticated.code])
             return unauthenticated(exc)
         except RateLimited as exc:
             scope.outcome = Outcome(None, "rejected", [RATE_LIMITED])
             return too_many_requests(exc)
-        return principal
 
     def _fast_errors(
         self, request: web.Request, operation_name: str | None, answer: Answer, accept: str
