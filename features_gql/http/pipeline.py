@@ -104,11 +104,13 @@ def client_key(address: str) -> str:
     if ":" not in address:
         return address
     try:
-        network = ipaddress.IPv6Network(f"{address.split('%', 1)[0]}/64", strict=False)
+        ip = ipaddress.IPv6Address(address.split("%", 1)[0])
     except ValueError:
         return address
-    mapped = network.network_address.ipv4_mapped
-    return str(mapped) if mapped is not None else str(network)
+    # A dual-stack socket reports an IPv4 client as ::ffff:a.b.c.d: that client alone.
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))
 
 
 def peer_address(request: web.BaseRequest) -> str:
