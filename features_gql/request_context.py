@@ -1,4 +1,11 @@
-"""Per-request correlation that follows a request into every store operation it causes."""
+"""Per-request correlation that follows a request into every store operation it causes.
+
+The HTTP side passes a request's state explicitly (``http/pipeline.py``'s
+``RequestScope``, on the request). These variables are its only channel into the core:
+the store calls a request causes are made far below any argument an entrance could pass
+them, in a ``FeaturesAPI`` and stores shared by every request. The observer sets the
+first two from the scope; the GraphQL view sets the third.
+"""
 
 from __future__ import annotations
 

@@ -262,3 +262,23 @@ async def test_a_subscription_over_the_rate_gets_a_typed_error(start_server: Sta
         error = answers[0]["payload"][0]
         assert error["extensions"]["code"] == "RATE_LIMITED"
         assert error["extensions"]["retryAfter"] >= 1
+
+
+async def test_a_request_is_cut_off_at_its_deadline(start_server: StartServer) -> None:
+    """Each store call has its own deadline; the request's deadline bounds one that makes
+    many, one after the other (a mutation's fields run in turn)."""
+    slow = {"plugin": "slow", "delay_ms": 300, "inner": {"plugin": "memory"}}
+    server = await start_server(slow)
+    server.app[PIPELINE_KEY].request_deadline = 0.5
+    fields = " ".join(
+        f'a{n}: addFeature(resource: {{type: "t", id: "{n}"}}, feature: "f") {{ __typename }}'
+        for n in range(4)
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    response = await server.gql(f"mutation {{ {fields} }}")
+    assert loop.time() - started < 1.0
+    assert response.status == 503
+    assert response.body["errors"][0]["extensions"]["code"] == "REQUEST_TIMEOUT"
+    async with server.session.get(f"{server.url}/healthz") as health:
+        assert health.status == 200
