@@ -29,6 +29,7 @@ from features_gql.graphql.errors import translate
 from features_gql.graphql.fast_path import Answer, FastPath
 from features_gql.graphql.schema import FeaturesSchema
 from features_gql.http.access import unauthenticated
+from features_gql.http.connections import claim
 from features_gql.http.graphiql import GraphiQLPage
 from features_gql.http.request_body import (
     BodyError,
@@ -38,6 +39,7 @@ from features_gql.http.request_body import (
 )
 from features_gql.http.responses import SERVER, error_response
 from features_gql.http.subscriptions import (
+    CONNECTION_INIT_TIMEOUT,
     KEEPALIVE_INTERVAL,
     KEEPALIVE_TIMEOUT,
     OUTBOX_BYTES,
@@ -168,7 +170,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
             # Strawberry's page, which loads it from a CDN.
             graphql_ide=None,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,) if feed is not None else (),
-            connection_init_wait_timeout=timedelta(seconds=10),
+            connection_init_wait_timeout=timedelta(seconds=CONNECTION_INIT_TIMEOUT),
             **kwargs,
         )
         self.api = api
@@ -215,6 +217,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         request_credentials.set(authorization)
         try:
             principal = self.auth.authenticate(authorization)
+            claim(request, principal.name)
             if not principal.scopes:
                 self.auth.require(principal, "read")
         except Unauthenticated as exc:
@@ -312,6 +315,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
             except Unauthenticated as exc:
                 request_outcome.set(GraphQLOutcome(None, "rejected", [Unauthenticated.code]))
                 return unauthenticated(exc)
+            claim(request, principal.name)
             request[PRINCIPAL_KEY] = principal
         return await self._run_strawberry(request)
 
