@@ -61,7 +61,7 @@ import logging
 import resource
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -435,39 +435,47 @@ class ConnectionGuard:
 
     def _check_budgets(self, peer: Peer, now: float) -> None:
         if peer.unproven > self.max_unproven_per_address:
-            self._enforce_address(peer, now)
+            self._enforce_addresses((peer,), now)
         if len(self._arriving) + len(self._awaiting) > self.max_unproven_connections:
             self._enforce_global(now)
 
-    def _unproven_of(self, peer: Peer) -> Iterator[tuple[float, GuardedRequestHandler]]:
-        """``peer``'s unproven connections, the oldest first. A walk through all of them:
-        done only for an address over its budget, never per request."""
+    def _unproven(self) -> Iterator[tuple[float, GuardedRequestHandler]]:
+        """Every unproven connection, the oldest first."""
         return heapq.merge(
-            ((since, conn) for conn, since in self._arriving.items() if conn.peer is peer),
-            ((since, conn) for conn, since in self._awaiting.items() if conn.peer is peer),
+            ((since, conn) for conn, since in self._arriving.items()),
+            ((since, conn) for conn, since in self._awaiting.items()),
             key=itemgetter(0),
         )
 
-    def _enforce_address(self, peer: Peer, now: float) -> None:
-        """Close ``peer``'s oldest unproven connections past their grace, down to its
-        budget; it is looked at again by the sweep while younger ones keep it over."""
-        excess = peer.unproven - self.max_unproven_per_address
+    def _enforce_addresses(self, peers: Iterable[Peer], now: float) -> None:
+        """Close the oldest unproven connections of ``peers`` past their grace, down to
+        each one's budget. One walk through the unproven connections past their grace,
+        whatever the number of addresses: done only for addresses over their budget,
+        never per request. An address that younger connections keep over its budget is
+        looked at again by the sweep."""
+        budget = self.max_unproven_per_address
+        excess = {peer: peer.unproven - budget for peer in peers}
         aged = now - self.grace
         victims: list[GuardedRequestHandler] = []
-        for since, conn in self._unproven_of(peer):
-            if len(victims) >= excess or since > aged:
+        wanted = sum(count for count in excess.values() if count > 0)
+        for since, conn in self._unproven():
+            if len(victims) >= wanted or since > aged:
                 break
-            victims.append(conn)
+            left = excess.get(conn.peer, 0)
+            if left > 0:
+                excess[conn.peer] = left - 1
+                victims.append(conn)
         for conn in victims:
             self._evict_unproven(
                 conn, _TOO_MANY_FROM_ADDRESS, _WS_TOO_MANY_FROM_ADDRESS,
                 "unproven_address", "too many unproven connections from one address",
-                address=peer.address,
+                address=conn.peer.address,
             )  # fmt: skip
-        if peer.unproven > self.max_unproven_per_address and peer.connections > 0:
-            self._over[peer] = None
-        else:
-            self._over.pop(peer, None)
+        for peer in excess:
+            if peer.unproven > budget and peer.connections > 0:
+                self._over[peer] = None
+            else:
+                self._over.pop(peer, None)
 
     def _oldest_unproven(self) -> tuple[float, GuardedRequestHandler] | None:
         arriving = next(iter(self._arriving.items()), None)
@@ -628,8 +636,8 @@ class ConnectionGuard:
                 ),
             )
             self._dropped("body_timeout", "request body not received in time")
-        for peer in list(self._over):
-            self._enforce_address(peer, now)
+        if self._over:
+            self._enforce_addresses(list(self._over), now)
         if len(self._arriving) + len(self._awaiting) > self.max_unproven_connections:
             self._enforce_global(now)
 
