@@ -159,6 +159,19 @@ ENVIRONMENT: dict[str, Variable] = {
         "parse_rate",
         _rate,
     ),
+    "FEATURES_GQL_MAX_UNPROVEN_CONNECTIONS": Variable(
+        "connections still sending their request or awaiting connection_init, in all",
+        "max_unproven_connections",
+        _integer,
+    ),
+    "FEATURES_GQL_MAX_UNPROVEN_PER_ADDRESS": Variable(
+        "the same, per client address (IPv6: per /64)", "max_unproven_per_address", _integer
+    ),
+    "FEATURES_GQL_MAX_BODIES_PER_PRINCIPAL": Variable(
+        "request bodies still arriving per token (anonymous: per address)",
+        "max_bodies_per_principal",
+        _integer,
+    ),
     "FEATURES_GQL_CATALOG_STRICT": Variable(
         "true: assign only features that are defined", "catalog_strict", _bool
     ),
@@ -230,6 +243,14 @@ class Settings:
     token_rate: Rate = RateLimits().per_token
     address_rate: Rate = RateLimits().per_address
     parse_rate: Rate = RateLimits().parse_bytes
+    #: Connections still sending their request's headers, or WebSockets awaiting
+    #: connection_init, in all; None is half of max_connections.
+    max_unproven_connections: int | None = None
+    #: The same, from one address (an IPv6 /64): past it, its oldest is closed.
+    max_unproven_per_address: int = 64
+    #: Request bodies still arriving per principal (the anonymous one's per address):
+    #: past it, the oldest is answered 429.
+    max_bodies_per_principal: int = 32
     #: ``[openfeature] default_resource_type``: the resource type of an OFREP evaluation
     #: context without a ``resourceType`` attribute (None: such a context is invalid).
     openfeature_default_resource_type: str | None = None
@@ -298,6 +319,14 @@ def _check(settings: Settings) -> Settings:
         raise ConfigError(
             f"header timeout must be a positive number of seconds, got {settings.header_timeout}"
         )
+    for name in (
+        "max_unproven_connections",
+        "max_unproven_per_address",
+        "max_bodies_per_principal",
+    ):
+        value = getattr(settings, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
     return replace(
         settings,
         log_level=settings.log_level.upper(),
@@ -342,6 +371,9 @@ TOML_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "cors_origins": list,
         "max_connections": int,
         "header_timeout_seconds": (int, float),
+        "max_unproven_connections": int,
+        "max_unproven_per_address": int,
+        "max_bodies_per_principal": int,
         "retain_changes": int,
     },
     "logging": {"format": str, "level": str, "loggers": list},
@@ -459,6 +491,9 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
         changes["max_connections"] = server["max_connections"]
     if "header_timeout_seconds" in server:
         changes["header_timeout"] = float(server["header_timeout_seconds"])
+    for key in ("max_unproven_connections", "max_unproven_per_address", "max_bodies_per_principal"):
+        if key in server:
+            changes[key] = server[key]
     if "retain_changes" in server:
         changes["retain_changes"] = server["retain_changes"]
     logging_ = _take(data.get("logging", {}), "logging", TOML_KEYS["logging"])

@@ -328,11 +328,21 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.connections_unproven = Gauge(
+            "features_gql_connections_unproven",
+            "Client connections that have not proven themselves yet: still sending their "
+            "request's headers, or WebSockets awaiting connection_init (the standalone "
+            "service only).",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
         self.connections_dropped = Counter(
             "features_gql_connections_dropped",
             "Client connections closed or not accepted by the connection limits, by reason: "
-            "header_timeout, body_timeout, evicted (room made for a new one), "
-            "refused (all busy), "
+            "header_timeout, body_timeout, init_timeout (no WebSocket connection_init), "
+            "evicted (room made for a new one), refused (all busy), "
+            "unproven_address and unproven_global (over the unproven connections' budgets), "
+            "body_budget (over a principal's bodies still arriving), "
             "accept_failed (out of file descriptors).",
             ["reason"],
             registry=self.registry,

@@ -99,3 +99,18 @@ def test_feed_fanout_runs(tmp_path: Path) -> None:
     assert fan_out["figures"]["subscribers_with_every_change"] == "3/3"
     assert fan_out["figures"]["tracebacks_logged"] == 0
     assert one_to_many["figures"]["worst_ms"] > 0
+
+
+def test_connection_budgets_benchmark_runs(tmp_path: Path) -> None:
+    output = tmp_path / "budgets.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.connection_budgets", "--duration", "1", "--ramp",
+         "0.5", "--websockets", "20", "--bodies", "20", "--output", str(output)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = {row["scenario"]: row for row in json.loads(output.read_text())}
+    assert set(rows) == {"quiet", "websockets", "bodies"}
+    assert rows["websockets"]["misbehaving client"]["upgraded"] > 0
+    assert rows["bodies"]["misbehaving client"]["sent"] > 0
+    assert all(row["normal requests"] > 0 for row in rows.values())

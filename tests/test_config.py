@@ -92,6 +92,8 @@ def test_toml_then_environment_then_overrides(tmp_path: Path) -> None:
         ("[server]\nmax_connections = 0\n", "max connections must be at least 1"),
         ("[server]\nmax_connections = 1.5\n", "max_connections has the wrong type"),
         ("[server]\nheader_timeout_seconds = 0\n", "header timeout must be a positive"),
+        ("[server]\nmax_unproven_per_address = 0\n", "max_unproven_per_address must be at"),
+        ("[server]\nmax_bodies_per_principal = 2.5\n", "max_bodies_per_principal has the wrong"),
     ],
 )
 def test_bad_toml_is_explained(tmp_path: Path, text: str, message: str) -> None:
@@ -120,6 +122,7 @@ def test_bad_toml_is_explained(tmp_path: Path, text: str, message: str) -> None:
         ({"FEATURES_GQL_RATE_LIMIT_PER_TOKEN": "-5"}, "must be zero or positive"),
         ({"FEATURES_GQL_RATE_LIMIT_PER_ADDRESS": "10/0.5"}, "the burst must be at least 1"),
         ({"FEATURES_GQL_RATE_LIMIT_PARSE_BYTES": "nan"}, "must be zero or positive"),
+        ({"FEATURES_GQL_MAX_UNPROVEN_CONNECTIONS": "0"}, "max_unproven_connections must be at"),
         ({"FEATURES_GQL_CORS_ORIGINS": "https://a.example,ftp://b"}, "'ftp://b' must be"),
     ],
 )
@@ -136,6 +139,9 @@ def test_connection_and_cors_settings_from_toml_and_environment(tmp_path: Path) 
         'cors_origins = ["https://App.example.com/", "http://localhost:5173", "http://[::1]:3000"]\n'
         "max_connections = 500\n"
         "header_timeout_seconds = 5\n"
+        "max_unproven_connections = 100\n"
+        "max_unproven_per_address = 8\n"
+        "max_bodies_per_principal = 4\n"
     )
     settings = load_settings(config_file=config, env={})
     # Browsers send origins in lower case and without a trailing slash.
@@ -145,6 +151,11 @@ def test_connection_and_cors_settings_from_toml_and_environment(tmp_path: Path) 
         "http://[::1]:3000",
     )
     assert (settings.max_connections, settings.header_timeout) == (500, 5.0)
+    assert (
+        settings.max_unproven_connections,
+        settings.max_unproven_per_address,
+        settings.max_bodies_per_principal,
+    ) == (100, 8, 4)
 
     settings = load_settings(
         config_file=config,
@@ -226,6 +237,9 @@ ENVIRONMENT_SAMPLES: dict[str, tuple[str, str, object]] = {
     "FEATURES_GQL_RATE_LIMIT_PER_TOKEN": ("100/150", "token_rate", Rate(100, 150)),
     "FEATURES_GQL_RATE_LIMIT_PER_ADDRESS": ("50", "address_rate", Rate(50, 100)),
     "FEATURES_GQL_RATE_LIMIT_PARSE_BYTES": ("0", "parse_rate", Rate(0, 0)),
+    "FEATURES_GQL_MAX_UNPROVEN_CONNECTIONS": ("100", "max_unproven_connections", 100),
+    "FEATURES_GQL_MAX_UNPROVEN_PER_ADDRESS": ("8", "max_unproven_per_address", 8),
+    "FEATURES_GQL_MAX_BODIES_PER_PRINCIPAL": ("4", "max_bodies_per_principal", 4),
     "FEATURES_GQL_GRAPHIQL": ("false", "graphiql", False),
     "FEATURES_GQL_UI": ("false", "ui", False),
     "FEATURES_GQL_ANONYMOUS": ("read", "anonymous", "read"),

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from features_gql import rate_limits
-from features_gql.http.pipeline import client_key
+from features_gql.http.connections import client_key
 from features_gql.rate_limits import Limiter, Rate, RateLimits, retry_after
 
 

@@ -25,6 +25,7 @@ from features_gql.feed import ChangeFeed
 from features_gql.graphql.admission import Limits
 from features_gql.graphql.schema import build_schema
 from features_gql.http.admin import add_admin_routes
+from features_gql.http.connections import client_key
 from features_gql.http.cors import cors_middleware
 from features_gql.http.graphiql import graphiql_page
 from features_gql.http.headers import undecodable_header
@@ -34,7 +35,6 @@ from features_gql.http.pipeline import (
     Outcome,
     Pipeline,
     RequestScope,
-    client_key,
     public,
     throttled_log,
     too_many_requests,

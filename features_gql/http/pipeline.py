@@ -28,8 +28,6 @@ enumerates the routes to prove it.
 from __future__ import annotations
 
 import asyncio
-import functools
-import ipaddress
 import logging
 import time
 import weakref
@@ -39,6 +37,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from aiohttp import web
 
 from features_gql.auth import AuthPolicy, Principal, Unauthenticated
+from features_gql.http.connections import claim, client_key
 from features_gql.http.responses import error_response
 from features_gql.http.throttled_log import ThrottledLog
 from features_gql.rate_limits import Limiter, RateLimits, retry_after
@@ -97,23 +96,8 @@ class RequestScope:
 SCOPE_KEY = web.RequestKey("features_gql.scope", RequestScope)
 
 
-@functools.lru_cache(maxsize=4096)
-def client_key(address: str) -> str:
-    """The key an address is limited by: itself for IPv4, its /64 for IPv6 (a host is
-    given a whole /64, and would otherwise have 2**64 fresh buckets to spend)."""
-    if ":" not in address:
-        return address
-    try:
-        ip = ipaddress.IPv6Address(address.split("%", 1)[0])
-    except ValueError:
-        return address
-    # A dual-stack socket reports an IPv4 client as ::ffff:a.b.c.d: that client alone.
-    if ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ipaddress.IPv6Network((ip, 64), strict=False))
-
-
-def peer_address(request: web.BaseRequest) -> str:
+def remote_address(request: web.BaseRequest) -> str:
+    """The client's address as the socket reports it ("" when unknown)."""
     transport = request.transport
     peer = transport.get_extra_info("peername") if transport is not None else None
     if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
@@ -184,7 +168,7 @@ class Pipeline:
         """A new request's scope, kept on the request for the entrance that answers it."""
         scope = RequestScope(
             request_id,
-            peer_address(request),
+            remote_address(request),
             request.headers.get("Authorization"),
             [],
             time.monotonic() + self.request_deadline,
@@ -294,13 +278,16 @@ class Pipeline:
         with a Bearer challenge, 403, or 429 with ``Retry-After``)."""
         scope = self.scope(request)
         try:
-            return self.enter(scope, needs)
+            principal = self.enter(scope, needs)
         except Unauthenticated as exc:
             return unauthenticated(exc, realm)
         except Forbidden as exc:
             return error_response(403, str(exc), "FORBIDDEN")
         except RateLimited as exc:
             return too_many_requests(exc)
+        # What remains of its body now counts against the principal's budget.
+        claim(request, principal.name)
+        return principal
 
 
 class Forbidden(Exception):

@@ -37,6 +37,7 @@ import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import AsyncGenerator, Hashable, Mapping
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 import orjson
@@ -76,6 +77,7 @@ from features_gql.feed import SubscriberTooSlow
 from features_gql.graphql.admission import Refused
 from features_gql.graphql.context import Context
 from features_gql.graphql.errors import translate
+from features_gql.http.connections import claim, init_timed_out, unproven
 from features_gql.http.pipeline import RATE_LIMITED, RateLimited, throttled_log
 from features_gql.rate_limits import retry_after
 
@@ -120,6 +122,11 @@ CLOSE_TIMEOUT = 5.0
 CLOSE_LINGER = 30.0
 #: Bytes of encoded changes shared between subscribers (the most recent are kept).
 ENCODED_BYTES = 4 * 1024 * 1024
+#: Seconds a client has to send ``connection_init`` after the upgrade, or be closed with
+#: 4408. The standalone service gives connections upgraded without a token its
+#: connection guard's deadline instead (``INIT_TIMEOUTS`` header timeouts, the same by
+#: default): until then they hold a slot without having shown anything.
+CONNECTION_INIT_TIMEOUT = 3.0
 
 
 #: What one cached payload costs beyond its bytes: its key and its place in the cache.
@@ -301,6 +308,18 @@ class SubscriptionHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await super().handle()
         finally:
             keepalive.cancel()
+            if self.connection_timed_out:
+                # Counted here: the close ends the handler, whose shutdown cancels the
+                # task that closed before it returns.
+                init_timed_out(self.request)
+
+    def on_request_accepted(self) -> None:
+        # Upgraded without a token: unproven (the guard's budgets) until connection_init.
+        if PRINCIPAL_KEY not in self.request:
+            deadline = unproven(self.request)
+            if deadline is not None:
+                self.connection_init_wait_timeout = timedelta(seconds=deadline)
+        super().on_request_accepted()
 
     async def handle_pong(self, message: PongMessage) -> None:
         self._pong.set()
@@ -382,6 +401,7 @@ class SubscriptionHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 await self.websocket.close(code=RATE_LIMITED_CLOSE_CODE, reason=str(exc)[:120])
                 return
             self.request[PRINCIPAL_KEY] = principal
+            claim(self.request, principal.name)
         await super().handle_connection_init(message)
 
     def _refused(self, reason: str) -> None:

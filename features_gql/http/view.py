@@ -28,6 +28,7 @@ from features_gql.graphql.context import Context
 from features_gql.graphql.errors import translate
 from features_gql.graphql.fast_path import Answer, FastPath
 from features_gql.graphql.schema import FeaturesSchema
+from features_gql.http.connections import claim
 from features_gql.http.graphiql import GraphiQLPage
 from features_gql.http.pipeline import (
     RATE_LIMITED,
@@ -47,6 +48,7 @@ from features_gql.http.request_body import (
 )
 from features_gql.http.responses import SERVER, error_response
 from features_gql.http.subscriptions import (
+    CONNECTION_INIT_TIMEOUT,
     KEEPALIVE_INTERVAL,
     KEEPALIVE_TIMEOUT,
     OUTBOX_BYTES,
@@ -157,7 +159,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
             # Strawberry's page, which loads it from a CDN.
             graphql_ide=None,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,) if feed is not None else (),
-            connection_init_wait_timeout=timedelta(seconds=10),
+            connection_init_wait_timeout=timedelta(seconds=CONNECTION_INIT_TIMEOUT),
             **kwargs,
         )
         self.api = api
@@ -206,6 +208,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
         principal = self._enter(scope)
         if type(principal) is not Principal:
             return cast(web.Response, principal)
+        claim(request, principal.name)
         body = graphql_request_now(request, method) or await read_graphql_request(request, method)
         if isinstance(body, BodyError):
             return self._http_error(request, body.status, body.code, body.message, allow=body.allow)
@@ -328,6 +331,7 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
             except Unauthenticated as exc:
                 scope.outcome = Outcome(None, "rejected", [Unauthenticated.code])
                 return unauthenticated(exc)
+            claim(request, entered.name)
             request[PRINCIPAL_KEY] = entered
         return await self._run_strawberry(request)
 
