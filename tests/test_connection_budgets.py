@@ -485,3 +485,31 @@ async def test_a_connection_answered_before_its_body_is_in_closes_once_it_is(
     writer.write(post_head() + HAS.encode())
     assert (await read_response(reader))[0] == 200
     writer.close()
+
+
+@pytest.mark.parametrize("path", ["/ofrep/v1/evaluate/flags/speedups", "/ofrep/v1/evaluate/flags"])
+async def test_an_ofrep_body_that_times_out_or_is_evicted_is_a_4xx_without_a_traceback(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture, path: str
+) -> None:
+    server = await start_server("memory", header_timeout=1, max_bodies_per_principal=1)
+    body = b'{"context": {"targetingKey": "1", "resourceType": "t"}}'
+    head = post_head(length=len(body)).replace(b"POST /graphql", f"POST {path}".encode())
+
+    async def trickling() -> Connection:
+        reader, writer = await connect(server, "127.0.0.2")
+        writer.write(head + body[:5])
+        await writer.drain()
+        return reader, writer
+
+    with caplog.at_level(logging.INFO):
+        first = await trickling()
+        await asyncio.sleep(0.2)
+        second = await trickling()  # over the budget of one: the first is evicted
+        status, _, answer = await read_response(first[0])
+        assert status == 429, answer
+        status, _, answer = await read_response(second[0])  # 3 s later: too slow
+        assert status == 408, answer
+        assert json.loads(answer)["errors"][0]["extensions"]["code"] == "REQUEST_TIMEOUT"
+        close_all([first, second])
+        assert await normal_request(server) == 200
+    clean(caplog)

@@ -182,6 +182,10 @@ class OfrepEndpoints:
             return self._unavailable(request, "evaluate", exc, key=key)
         except StoreError as exc:
             return self._store_failure(request, "evaluate", exc, key=key)
+        except (web.HTTPException, ConnectionResetError):
+            # The body's read failed: it timed out or was evicted (answered by the
+            # observer with its 408 or 429), or the client went away. Not ours.
+            raise
         except Exception:
             return self._internal_failure(request, "evaluate")
         _record(request, "evaluate", "ok", [])
@@ -206,6 +210,10 @@ class OfrepEndpoints:
             return self._unavailable(request, "bulk", exc)
         except StoreError as exc:
             return self._store_failure(request, "bulk", exc)
+        except (web.HTTPException, ConnectionResetError):
+            # The body's read failed: it timed out or was evicted (answered by the
+            # observer with its 408 or 429), or the client went away. Not ours.
+            raise
         except Exception:
             return self._internal_failure(request, "bulk")
         having = set(assigned)
