@@ -84,8 +84,8 @@ def _rate(value: str, name: str) -> Rate:
 def _checked_rate(rate: float, burst: float, name: str) -> Rate:
     if not (math.isfinite(rate) and math.isfinite(burst)) or rate < 0 or burst < 0:
         raise ConfigError(f"{name} must be zero or positive, got {rate:g}/{burst:g}")
-    if rate > 0 and burst < 1:
-        raise ConfigError(f"{name}: the burst must be at least 1, got {burst:g}")
+    if rate > 0 and burst <= 0:
+        raise ConfigError(f"{name}: the burst must be positive, got {burst:g}")
     return Rate(rate, burst)
 
 
@@ -154,8 +154,9 @@ ENVIRONMENT: dict[str, Variable] = {
         "address_rate",
         _rate,
     ),
-    "FEATURES_GQL_RATE_LIMIT_PARSE_BYTES": Variable(
-        "bytes per second of new query text per client, as RATE or RATE/BURST (0: no limit)",
+    "FEATURES_GQL_RATE_LIMIT_PARSE_SECONDS": Variable(
+        "seconds per second of parsing new query texts per client, as RATE or RATE/BURST "
+        "(0: no limit)",
         "parse_rate",
         _rate,
     ),
@@ -242,7 +243,7 @@ class Settings:
     #: query text per client (``features_gql/rate_limits.py``).
     token_rate: Rate = RateLimits().per_token
     address_rate: Rate = RateLimits().per_address
-    parse_rate: Rate = RateLimits().parse_bytes
+    parse_rate: Rate = RateLimits().parse_seconds
     #: Connections still sending their request's headers, or WebSockets awaiting
     #: connection_init, in all; None is half of max_connections.
     max_unproven_connections: int | None = None
@@ -391,8 +392,8 @@ TOML_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "per_token_burst": (int, float),
         "per_address": (int, float),
         "per_address_burst": (int, float),
-        "parse_bytes": (int, float),
-        "parse_bytes_burst": (int, float),
+        "parse_seconds": (int, float),
+        "parse_seconds_burst": (int, float),
     },
     "limits": {
         "max_tokens": int,
@@ -548,7 +549,7 @@ def _rate_limits_from_toml(table: Mapping[str, Any], base: Settings) -> dict[str
     for key, field_name in (
         ("per_token", "token_rate"),
         ("per_address", "address_rate"),
-        ("parse_bytes", "parse_rate"),
+        ("parse_seconds", "parse_rate"),
     ):
         if key not in given and f"{key}_burst" not in given:
             continue

@@ -1,8 +1,8 @@
 """Token buckets per client: how many requests a token or an address may send, and how
-many bytes of query text never seen before it may make the service parse.
+much of the event loop's time it may spend parsing query texts never seen before.
 
 A bucket holds up to ``burst`` tokens and refills at ``rate`` tokens a second; a request
-takes one (a new query text takes its length from the parse bucket as well). An empty
+takes one (a new query text is charged the seconds its parsing took). An empty
 bucket answers how long until enough has refilled: the ``Retry-After`` of the 429 the
 request gets. Buckets are kept per key (a token's name, a client address) in a table
 bounded by :data:`MAX_KEYS`: when it is full, the key seen least recently is forgotten,
@@ -48,12 +48,13 @@ class RateLimits:
     per_token: Rate = Rate(20_000, 40_000)
     #: Requests per second one client address may send, whatever its token.
     per_address: Rate = Rate(20_000, 40_000)
-    #: Bytes per second of query text not in the query cache that one client (its token,
-    #: or its address when anonymous) may have parsed: parsing the largest query allowed
-    #: holds the event loop for about 0.1 s, so this bounds how much of the loop one
-    #: client can take with texts it never repeats. Clients that send the same few
-    #: queries again (every real application) parse each once.
-    parse_bytes: Rate = Rate(64 * 1024, 512 * 1024)
+    #: Seconds per second of parsing and validating query texts not in the query cache
+    #: that one client (its token, or its address when anonymous) may cause: parsing the
+    #: largest query allowed holds the event loop for about 0.1 s, so this bounds the share
+    #: of the loop one client can take with texts it never repeats (5 %, after a burst of
+    #: a quarter second). Clients that send the same few queries again (every real
+    #: application) parse each once.
+    parse_seconds: Rate = Rate(0.05, 0.25)
 
     @classmethod
     def off(cls) -> RateLimits:
@@ -68,7 +69,7 @@ class Limiter:
 
     def __init__(self, limit: Rate, *, max_keys: int = MAX_KEYS) -> None:
         self.rate = limit.rate
-        self.burst = max(limit.burst, 1.0)
+        self.burst = limit.burst
         self.max_keys = max_keys
         #: key -> [tokens left, when last refilled]; least recently used first.
         self._buckets: OrderedDict[str, list[float]] = OrderedDict()
@@ -98,6 +99,14 @@ class Limiter:
             bucket[0] = tokens - amount
             return 0.0
         return (min(amount, self.burst) - tokens) / self.rate
+
+    def charge(self, key: str, amount: float) -> None:
+        """Take ``amount`` from ``key``'s bucket after the fact, below zero if need be:
+        for work whose cost is known once done (the next :meth:`take` waits for it)."""
+        self.take(key, 0.0)
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket[0] -= amount
 
 
 def retry_after(seconds: float) -> str:

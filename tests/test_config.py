@@ -120,8 +120,8 @@ def test_bad_toml_is_explained(tmp_path: Path, text: str, message: str) -> None:
         ({"FEATURES_GQL_HEADER_TIMEOUT_SECONDS": "-1"}, "header timeout must be a positive"),
         ({"FEATURES_GQL_RATE_LIMIT_PER_TOKEN": "fast"}, "must be RATE or RATE/BURST"),
         ({"FEATURES_GQL_RATE_LIMIT_PER_TOKEN": "-5"}, "must be zero or positive"),
-        ({"FEATURES_GQL_RATE_LIMIT_PER_ADDRESS": "10/0.5"}, "the burst must be at least 1"),
-        ({"FEATURES_GQL_RATE_LIMIT_PARSE_BYTES": "nan"}, "must be zero or positive"),
+        ({"FEATURES_GQL_RATE_LIMIT_PER_ADDRESS": "10/0"}, "the burst must be positive"),
+        ({"FEATURES_GQL_RATE_LIMIT_PARSE_SECONDS": "nan"}, "must be zero or positive"),
         ({"FEATURES_GQL_MAX_UNPROVEN_CONNECTIONS": "0"}, "max_unproven_connections must be at"),
         ({"FEATURES_GQL_CORS_ORIGINS": "https://a.example,ftp://b"}, "'ftp://b' must be"),
     ],
@@ -236,7 +236,7 @@ ENVIRONMENT_SAMPLES: dict[str, tuple[str, str, object]] = {
     "FEATURES_GQL_HEADER_TIMEOUT_SECONDS": ("2.5", "header_timeout", 2.5),
     "FEATURES_GQL_RATE_LIMIT_PER_TOKEN": ("100/150", "token_rate", Rate(100, 150)),
     "FEATURES_GQL_RATE_LIMIT_PER_ADDRESS": ("50", "address_rate", Rate(50, 100)),
-    "FEATURES_GQL_RATE_LIMIT_PARSE_BYTES": ("0", "parse_rate", Rate(0, 0)),
+    "FEATURES_GQL_RATE_LIMIT_PARSE_SECONDS": ("0", "parse_rate", Rate(0, 0)),
     "FEATURES_GQL_MAX_UNPROVEN_CONNECTIONS": ("100", "max_unproven_connections", 100),
     "FEATURES_GQL_MAX_UNPROVEN_PER_ADDRESS": ("8", "max_unproven_per_address", 8),
     "FEATURES_GQL_MAX_BODIES_PER_PRINCIPAL": ("4", "max_bodies_per_principal", 4),
@@ -300,11 +300,11 @@ def test_edge_and_retention_settings_from_toml_and_environment(tmp_path: Path) -
 
 def test_rate_limits_from_the_config_file(tmp_path: Path) -> None:
     config = tmp_path / "limits.toml"
-    config.write_text("[rate_limits]\nper_token = 100\nper_address_burst = 7\nparse_bytes = 0\n")
+    config.write_text("[rate_limits]\nper_token = 100\nper_address_burst = 7\nparse_seconds = 0\n")
     limits = load_settings(config_file=config, env={}).rate_limits
     assert limits.per_token == Rate(100, 200)  # a burst of twice the rate when not given
     assert limits.per_address == Rate(RateLimits().per_address.rate, 7)
-    assert limits.parse_bytes.unlimited
+    assert limits.parse_seconds.unlimited
     config.write_text("[rate_limits]\nper_token = -1\n")
     with pytest.raises(ConfigError, match=r"\[rate_limits\] per_token must be zero or positive"):
         load_settings(config_file=config, env={})

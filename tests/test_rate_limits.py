@@ -136,5 +136,5 @@ def test_off_switches_every_limit_off() -> None:
     off = RateLimits.off()
     assert off.per_token.unlimited
     assert off.per_address.unlimited
-    assert off.parse_bytes.unlimited
+    assert off.parse_seconds.unlimited
     assert not RateLimits().per_token.unlimited

@@ -219,25 +219,68 @@ async def test_a_token_over_its_rate_is_refused_and_another_token_is_not(
 async def test_new_query_texts_are_limited_per_client_and_repeated_ones_are_not(
     start_server: StartServer,
 ) -> None:
-    server = await start_server(parse_rate=Rate(1, 4096))
+    # A thousandth of a second of parsing, then a thousandth a second: one new text.
+    server = await start_server(parse_rate=Rate(0.001, 0.001))
     fields = " ".join(f'a{i}: hasFeature(type: "t", id: "{i}", feature: "f")' for i in range(40))
     repeated = {"query": f"{{ {fields} }}"}
-    async with client_at("127.0.0.4") as client:
+    async with client_at("127.0.0.4") as client, client_at("127.0.0.5") as other:
         async with client.post(f"{server.url}/graphql", json=repeated) as response:
             assert response.status == 200
-        statuses = []
-        for n in range(3):
-            fresh = {"query": f"query Q{n} {{ {fields} }}"}
-            async with client.post(f"{server.url}/graphql", json=fresh) as response:
-                statuses.append(response.status)
-                if response.status == 429:
-                    body = await response.json()
-        assert statuses[-1] == 429, statuses
+        async with client.post(
+            f"{server.url}/graphql", json={"query": f"query Q {{ {fields} }}"}
+        ) as response:
+            assert response.status == 429
+            assert int(response.headers["Retry-After"]) >= 1
+            body = await response.json()
         assert body["errors"][0]["extensions"]["limit"] == "parse"
-        # A text already parsed costs nothing to parse again.
+        # A text already parsed costs nothing to parse again...
         for _ in range(5):
             async with client.post(f"{server.url}/graphql", json=repeated) as response:
                 assert response.status == 200
+        # ...and another client has its own budget.
+        async with other.post(
+            f"{server.url}/graphql", json={"query": f"query Q {{ {fields} }}"}
+        ) as response:
+            assert response.status == 200
+
+
+async def test_distinct_maximum_size_queries_from_one_client_leave_the_loop_to_others(
+    start_server: StartServer,
+) -> None:
+    """The default configuration: one client sends distinct texts at the token limit
+    (about 0.1 s of parsing each) as fast as it can; probes and another client's flag
+    checks are answered within a second throughout, and the client is refused most."""
+    server = await start_server()
+    check = {"query": '{ hasFeature(type: "t", id: "1", feature: "f") }'}
+    statuses: list[int] = []
+    slowest = 0.0
+
+    async def attack(client: aiohttp.ClientSession, worker: int) -> None:
+        for n in range(15):
+            fields = " ".join(
+                f'a{i}: resource(type: "t", id: "{worker}-{n}-{i}") {{ type id }}'
+                for i in range(98)
+            )
+            async with client.post(f"{server.url}/graphql", json={"query": f"{{ {fields} }}"}) as r:
+                statuses.append(r.status)
+
+    async def probe(client: aiohttp.ClientSession) -> None:
+        nonlocal slowest
+        loop = asyncio.get_running_loop()
+        while len(statuses) < 60:
+            started = loop.time()
+            async with client.get(f"{server.url}/healthz") as r:
+                assert r.status == 200
+            async with client.post(f"{server.url}/graphql", json=check) as r:
+                assert r.status == 200
+            slowest = max(slowest, loop.time() - started)
+            await asyncio.sleep(0.05)
+
+    async with client_at("127.0.0.6") as attacker, client_at("127.0.0.7") as normal:
+        await asyncio.gather(*(attack(attacker, w) for w in range(4)), probe(normal))
+    assert slowest < 1.0
+    assert statuses.count(429) >= 40, statuses
+    assert set(statuses) <= {200, 429}
 
 
 async def test_a_subscription_over_the_rate_gets_a_typed_error(start_server: StartServer) -> None:

@@ -10,10 +10,10 @@ encoder around the same steps:
    for the metrics and the request log, which the observer writes once it has answered.
 2. **Limits per client.** One client address may send so many requests a second
    (:meth:`Pipeline.limit_address`, run by the observer for every request but the health
-   probes), one token so many (:meth:`Pipeline.enter`), and each client may make the
-   service parse so many bytes of query text it has not seen before
-   (:meth:`Pipeline.may_parse`). Over a limit: ``429`` with ``Retry-After``, or a typed
-   GraphQL error on a WebSocket.
+   probes), one token so many (:meth:`Pipeline.enter`), and each client may keep the
+   event loop busy parsing query texts it has not sent before for so long
+   (:meth:`Pipeline.may_parse`, :meth:`Pipeline.parsed`). Over a limit: ``429`` with
+   ``Retry-After``, or a typed GraphQL error on a WebSocket.
 3. **Authentication, once.** :meth:`Pipeline.enter` authenticates the request's
    credentials the first time an entrance asks, keeps the principal on the scope, and
    checks the scope the entrance needs. Every refusal has the same answer everywhere:
@@ -160,7 +160,7 @@ class Pipeline:
         self.request_deadline = request_deadline
         self._tokens = None if limits.per_token.unlimited else Limiter(limits.per_token)
         self._addresses = None if limits.per_address.unlimited else Limiter(limits.per_address)
-        self._parsing = None if limits.parse_bytes.unlimited else Limiter(limits.parse_bytes)
+        self._parsing = None if limits.parse_seconds.unlimited else Limiter(limits.parse_seconds)
 
     # -- the scope -------------------------------------------------------------------------
 
@@ -195,20 +195,27 @@ class Pipeline:
         wait = limiter.take(client_key(scope.address))
         return None if wait == 0.0 else self._limited("address", wait)
 
-    def may_parse(self, scope: RequestScope, size: int) -> RateLimited | None:
-        """Charge ``size`` bytes of query text the service has not parsed before to the
-        client (its token, or its address when anonymous)."""
+    def may_parse(self, scope: RequestScope) -> RateLimited | None:
+        """Whether the client (its token, or its address when anonymous) may have a query
+        text the service has not parsed before parsed now: not while the parsing it caused
+        before is still being paid for (:meth:`parsed`)."""
         limiter = self._parsing
         if limiter is None:
             return None
-        principal = scope.principal
-        key = (
-            f"token:{principal.name}"
-            if principal is not None and not principal.anonymous
-            else client_key(scope.address)
-        )
-        wait = limiter.take(key, float(size))
+        wait = limiter.take(self._parser_key(scope), 0.0)
         return None if wait == 0.0 else self._limited("parse", wait)
+
+    def parsed(self, scope: RequestScope, seconds: float) -> None:
+        """Charge the client the ``seconds`` that parsing and validating a new text took."""
+        if self._parsing is not None:
+            self._parsing.charge(self._parser_key(scope), seconds)
+
+    @staticmethod
+    def _parser_key(scope: RequestScope) -> str:
+        principal = scope.principal
+        if principal is not None and not principal.anonymous:
+            return f"token:{principal.name}"
+        return client_key(scope.address)
 
     def take(self, scope: RequestScope) -> RateLimited | None:
         """Charge one more operation (a WebSocket's ``subscribe``) to the client."""

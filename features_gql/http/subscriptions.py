@@ -423,9 +423,10 @@ class SubscriptionHandler(BaseGraphQLTransportWSHandler[Context, None]):
         principal = self.request.get(PRINCIPAL_KEY) or self.auth.anonymous_principal
         outcome, codes, events, name = "ok", list[str](), 0, operation.operation_name
         try:
+            fresh = self.view.gate.cache.get(operation.query) is None
             limited = pipeline.take(scope)
-            if limited is None and self.view.gate.cache.get(operation.query) is None:
-                limited = pipeline.may_parse(scope, len(operation.query))
+            if limited is None and fresh:
+                limited = pipeline.may_parse(scope)
             if limited is not None:
                 outcome, codes = "rejected", [RATE_LIMITED]
                 await operation.send_initial_errors(
@@ -441,9 +442,12 @@ class SubscriptionHandler(BaseGraphQLTransportWSHandler[Context, None]):
                     ]
                 )
                 return
+            parsing = time.perf_counter()
             decision = self.view.gate.admit(
                 operation.query, operation.operation_name, operation.variables, principal
             )
+            if fresh:
+                pipeline.parsed(scope, time.perf_counter() - parsing)
             if isinstance(decision, Refused):
                 errors = [translate(error, rid) for error in decision.errors]
                 outcome, codes = "rejected", _codes(errors)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import socket
+import time
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from functools import partial
@@ -219,13 +220,19 @@ class FeaturesGraphQLView(GraphQLView[Context, None]):
             )
         if self.gate.cache.get(query) is None:
             # A text never parsed here (or no longer cached) costs its client parsing time.
-            limited = self.pipeline.may_parse(scope, len(query))
+            limited = self.pipeline.may_parse(scope)
             if limited is not None:
                 scope.outcome = Outcome(None, "rejected", [RATE_LIMITED])
                 return too_many_requests(limited)
-        decision = self.gate.admit(
-            query, body.operation_name, body.variables, principal, method=method
-        )
+            started = time.perf_counter()
+            decision = self.gate.admit(
+                query, body.operation_name, body.variables, principal, method=method
+            )
+            self.pipeline.parsed(scope, time.perf_counter() - started)
+        else:
+            decision = self.gate.admit(
+                query, body.operation_name, body.variables, principal, method=method
+            )
         context = Context(
             self.api,
             scope.request_id,
