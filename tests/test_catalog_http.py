@@ -495,18 +495,21 @@ async def test_a_bad_item_refuses_the_whole_bulk_change(server: Server) -> None:
 
 
 async def test_bulk_changes_count_against_the_cost_limit(start_server: StartServer) -> None:
-    # Each item costs one, and so does each object of its result: 5 items cost 11.
+    # Each item costs one, and the list of changes one more (each change's resource is
+    # built from its item, so costs nothing): 19 items cost 20, the limit.
     server = await start_server("memory", limits=Limits(max_cost=20))
-    fits = await server.gql(BULK, {"items": [item("t", str(i), "f") for i in range(5)]})
+    fits = await server.gql(BULK, {"items": [item("t", str(i), "f") for i in range(19)]})
     assert fits.errors == []
-    over = await server.gql(BULK, {"items": [item("t", str(i), "f") for i in range(11)]})
+    over = await server.gql(BULK, {"items": [item("t", str(i), "f") for i in range(20)]})
     assert over.codes == ["QUERY_TOO_COMPLEX"]
-    assert over.errors[0]["extensions"]["cost"] > 20
+    assert over.errors[0]["extensions"]["cost"] == 21
+    # setFeatures: its features, and one for each of the three lists of its answer.
     big_set = await server.gql(
-        SET, {"r": {"type": "t", "id": "1"}, "f": [f"f{i}" for i in range(11)]}
+        SET, {"r": {"type": "t", "id": "1"}, "f": [f"f{i}" for i in range(18)]}
     )
     assert big_set.codes == ["QUERY_TOO_COMPLEX"]
-    assert (await server.gql("{ revision }")).data == {"revision": 5}
+    assert big_set.errors[0]["extensions"]["cost"] == 21
+    assert (await server.gql("{ revision }")).data == {"revision": 19}
 
 
 async def test_bulk_changes_need_the_write_scope(start_server: StartServer) -> None:

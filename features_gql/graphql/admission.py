@@ -7,7 +7,9 @@ later transport) asks :class:`Gate` first. It
   bytes as well as in entries;
 - bounds the depth of a query (linear in the document: fragments are measured once);
 - bounds its cost, the number of store items it may ask for summed over every field and
-  alias, using the request's variables (a list variable costs its length);
+  alias, from the values execution will use (a variable as given, else its default; a
+  list its length; an Int as graphql-core coerces it), each list's selection charged once
+  per item;
 - checks that the caller's scopes allow the operation.
 
 What it refuses, it refuses with GraphQL errors that carry a code, before any store call.
@@ -26,25 +28,30 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
+    GraphQLArgument,
     GraphQLError,
     GraphQLField,
+    GraphQLInputType,
     GraphQLInterfaceType,
-    GraphQLList,
     GraphQLNamedType,
-    GraphQLNonNull,
     GraphQLObjectType,
+    GraphQLOutputType,
     GraphQLSchema,
     GraphQLUnionType,
     InlineFragmentNode,
     IntValueNode,
     ListValueNode,
     NoSchemaIntrospectionCustomRule,
+    NullValueNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
+    Undefined,
     ValueNode,
     VariableNode,
+    coerce_input_value,
     get_named_type,
+    get_nullable_type,
     is_leaf_type,
     is_list_type,
     is_non_null_type,
@@ -52,6 +59,7 @@ from graphql import (
     specified_rules,
     validate,
 )
+from graphql.pyutils import is_collection
 from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef, TypeNameMetaFieldDef
 
 from features_gql.auth import Principal
@@ -68,9 +76,10 @@ REQUIRED_SCOPE = {
     OperationType.SUBSCRIPTION: "read",
 }
 
-#: Arguments whose value sets how many items a field asks for.
-SIZE_ARGUMENTS = frozenset({"items", "ids", "features", "first"})
-#: A paginated field without ``first`` is charged for this many items.
+#: The argument that sets a page's size. Every list argument sets a size too.
+PAGE_SIZE = "first"
+#: A paginated field whose ``first`` is null (the API's default page) is charged for this
+#: many items.
 DEFAULT_PAGE_COST = 100
 
 
@@ -233,7 +242,7 @@ class Gate:
             d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
         }
         prepared = PreparedQuery(document, [], size, fragments)
-        measure = _Measure(self.schema, fragments, None)
+        measure = _Measure(self.schema, fragments)
         for definition in document.definitions:
             if not isinstance(definition, OperationDefinitionNode):
                 continue
@@ -302,9 +311,8 @@ class Gate:
         assert root is not None
         cost = prepared.static_costs.get(name)
         if cost is None:
-            cost = _Measure(self.schema, prepared.fragments, variables or {}).cost(
-                operation.selection_set, root
-            )
+            measure = _Measure(self.schema, prepared.fragments, variables, _defaults(operation))
+            cost = measure.cost(operation.selection_set, root)
         if cost > self.limits.max_cost:
             return Refused(
                 [
@@ -429,11 +437,16 @@ class _Measure:
         self,
         schema: GraphQLSchema,
         fragments: Mapping[str, FragmentDefinitionNode],
-        variables: Mapping[str, Any] | None,
+        variables: Mapping[str, Any] | None = None,
+        defaults: Mapping[str, ValueNode] | None = None,
     ) -> None:
         self.schema = schema
         self.fragments = fragments
-        self.variables = variables
+        #: The request's variables, and the operation's defaults for those not given.
+        self.variables = variables or {}
+        self.defaults = defaults or {}
+        roots = (schema.query_type, schema.mutation_type, schema.subscription_type)
+        self.roots = tuple(root for root in roots if root is not None)
         self._depths: dict[str, int] = {}
         self._costs: dict[tuple[str, int | None], int] = {}
         self._dynamic: dict[str, bool] = {}
@@ -494,16 +507,19 @@ class _Measure:
         """Whether a variable decides the size of some field in ``selection_set``."""
         for node in selection_set.selections:
             if isinstance(node, FieldNode):
+                definition = self._field(parent, node)
+                if definition is None:
+                    continue
                 if any(
-                    a.name.value in SIZE_ARGUMENTS and isinstance(a.value, VariableNode)
+                    isinstance(a.value, VariableNode)
+                    and _sizes(a.name.value, definition.args.get(a.name.value))
                     for a in node.arguments or ()
                 ):
                     return True
-                if node.selection_set is not None:
-                    definition = self._field(parent, node)
-                    inner = None if definition is None else get_named_type(definition.type)
-                    if self.uses_variables(node.selection_set, inner):
-                        return True
+                if node.selection_set is not None and self.uses_variables(
+                    node.selection_set, get_named_type(definition.type)
+                ):
+                    return True
             elif isinstance(node, InlineFragmentNode):
                 condition = node.type_condition.name.value if node.type_condition else None
                 if self.uses_variables(node.selection_set, self._inner(parent, condition)):
@@ -527,8 +543,9 @@ class _Measure:
         parent: GraphQLNamedType | None,
         bound: int | None = None,
     ) -> int:
-        """The cost of ``selection_set``. ``bound`` sizes its lists that have no size
-        argument of their own: the items of the field above (a bulk mutation's results)."""
+        """The cost of ``selection_set``, run once. ``bound`` sizes its lists that have no
+        size of their own: the items the field above asked for (a bulk mutation's changes,
+        a page's edges)."""
         total = 0
         for node in selection_set.selections:
             if isinstance(node, FieldNode):
@@ -555,60 +572,92 @@ class _Measure:
         definition = self._field(parent, node)
         if definition is None:
             return 1
-        arguments = {a.name.value: a.value for a in node.arguments or ()}
-        # What the field itself asks of the store: one item, or as many as its list
-        # arguments hold. A plain scalar field (no arguments) costs nothing.
+        size = self._size(definition, node)
+        listed = _is_list(definition.type)
+        # What the field itself asks for: its size (whatever the selection below asks), or
+        # one item for a field with arguments, a list, or an object at the root. A scalar
+        # without arguments, or an object inside a result (a check's resource, an edge's
+        # node), is part of what its parent asked for: nothing.
         own = (
             1
-            if arguments
-            or _is_list(definition)
-            or not is_leaf_type(get_named_type(definition.type))
+            if node.arguments
+            or listed
+            or (parent in self.roots and not is_leaf_type(get_named_type(definition.type)))
             else 0
         )
-        sized = False
-        if "items" in arguments:
-            own = max(own, self._length(arguments["items"]))
-            sized = True
-        if "ids" in arguments or "features" in arguments:
-            ids = self._length(arguments["ids"]) if "ids" in arguments else 1
-            features = self._length(arguments["features"]) if "features" in arguments else 1
-            own = max(own, ids * features)
-            sized = True
+        if size is not None:
+            own = max(own, size)
         if node.selection_set is None:
-            if bound is not None and _is_list(definition) and not arguments:
-                return max(own, bound)  # a list of scalars as long as the items asked
             return own
         inner = get_named_type(definition.type)
-        # Lists below a field sized by its items (addFeatures' changes) are that long.
-        inner_bound = own if sized else None
-        times = 1
-        if "first" in definition.args:
-            times = self._int(arguments.get("first"), definition)
-        elif _is_list(definition) and node.name.value not in ("checks", "edges"):
-            # Lists with no size argument are as long as the items of the field above them
-            # (a bulk result); otherwise (introspection's types, fields, args...) charged
-            # for their largest possible length in this schema.
-            times = bound if bound is not None else self._list_bound(node.name.value)
-        children = self.cost(node.selection_set, inner, inner_bound)
-        return own + times * children
+        if not listed:
+            # One result: the lists in it with no size of their own hold its items.
+            return own + self.cost(node.selection_set, inner, size)
+        if size is None:
+            # A list with no size argument holds the items the field above it asked for
+            # (addFeatures' changes, a page's edges), charged there. Introspection's lists
+            # (types, fields, args...) are charged for their length in this schema.
+            size = bound if bound is not None else self._list_bound(node.name.value)
+        # The selection runs once for each item of the list.
+        return own + size * self.cost(node.selection_set, inner)
 
-    def _length(self, value: ValueNode) -> int:
-        if isinstance(value, ListValueNode):
-            return len(value.values)
-        if isinstance(value, VariableNode):
-            given = (self.variables or {}).get(value.name.value)
-            return len(given) if isinstance(given, list) else 1
-        return 1
+    def _size(self, definition: GraphQLField, node: FieldNode) -> int | None:
+        """How many items ``node`` asks for: the product of its list arguments' lengths
+        and its page size, as execution will see them; None if it has neither."""
+        if not definition.args:
+            return None
+        given = {a.name.value: a.value for a in node.arguments or ()}
+        size: int | None = None
+        for name, argument in definition.args.items():
+            if not _sizes(name, argument):
+                continue
+            factor = (
+                self._page(given.get(name), argument)
+                if name == PAGE_SIZE
+                else self._length(given.get(name), argument)
+            )
+            size = factor if size is None else size * factor
+        return size
 
-    def _int(self, value: ValueNode | None, definition: GraphQLField) -> int:
-        if isinstance(value, IntValueNode):
-            return max(int(value.value), 0)
+    def _used(self, value: ValueNode | None) -> Any:
+        """What execution takes for an argument written as ``value``: the literal; for a
+        variable, the value given (JSON, even null), else its default (a literal). Undefined
+        when there is neither: the argument's own default applies."""
         if isinstance(value, VariableNode):
-            given = (self.variables or {}).get(value.name.value)
-            if isinstance(given, int) and not isinstance(given, bool):
-                return max(given, 0)
-        default = definition.args["first"].default_value
-        return default if isinstance(default, int) and default > 0 else DEFAULT_PAGE_COST
+            name = value.name.value
+            if name in self.variables:
+                return self.variables[name]
+            return self.defaults.get(name, Undefined)
+        return Undefined if value is None else value
+
+    def _length(self, value: ValueNode | None, argument: GraphQLArgument) -> int:
+        """How many items a list argument holds at execution."""
+        used = self._used(value)
+        if used is Undefined:
+            used = argument.default_value
+        if isinstance(used, ListValueNode):
+            return len(used.values)  # a variable inside it is one item, like a literal
+        if isinstance(used, NullValueNode):
+            return 0
+        if isinstance(used, ValueNode):
+            return 1  # GraphQL takes one value given for a list as a list of one
+        return _items(used)
+
+    def _page(self, value: ValueNode | None, argument: GraphQLArgument) -> int:
+        """The page size (``first``) at execution."""
+        used = self._used(value)
+        number: Any
+        if used is Undefined:
+            number = argument.default_value
+        elif isinstance(used, IntValueNode):
+            number = int(used.value)
+        elif isinstance(used, ValueNode):
+            number = None  # validation lets only an Int or null literal through
+        else:
+            # A variable's JSON, coerced as execution will (Int takes 1000.0 as 1000).
+            number = coerce_input_value(used, argument.type)
+        # null is the API's default page; a value coercion refuses (Undefined) never runs.
+        return max(number, 0) if isinstance(number, int) else DEFAULT_PAGE_COST
 
     def _list_bound(self, name: str) -> int:
         return _list_bounds(self.schema).get(name, DEFAULT_PAGE_COST)
@@ -654,8 +703,29 @@ def _list_bounds(schema: GraphQLSchema) -> dict[str, int]:
     return bounds
 
 
-def _is_list(definition: GraphQLField) -> bool:
-    kind = definition.type
-    if isinstance(kind, GraphQLNonNull):
-        kind = kind.of_type
-    return isinstance(kind, GraphQLList) or is_list_type(kind)
+def _is_list(kind: GraphQLInputType | GraphQLOutputType) -> bool:
+    return is_list_type(get_nullable_type(kind))
+
+
+def _sizes(name: str, argument: GraphQLArgument | None) -> bool:
+    """Whether ``argument`` sets how many items its field asks for: a page size, or a
+    list (``checks``' items, ``checkMatrix``' ids and features)."""
+    return argument is not None and (name == PAGE_SIZE or _is_list(argument.type))
+
+
+def _items(value: Any) -> int:
+    """How many items a list argument given as ``value`` (a variable's JSON, or an
+    argument's default) holds, as graphql-core coerces it: a collection its length, null
+    none, anything else one."""
+    if is_collection(value):
+        return len(value)
+    return 0 if value is None or value is Undefined else 1
+
+
+def _defaults(operation: OperationDefinitionNode) -> dict[str, ValueNode]:
+    """The default value of each of ``operation``'s variables that has one."""
+    return {
+        d.variable.name.value: d.default_value
+        for d in operation.variable_definitions or ()
+        if d.default_value is not None
+    }
