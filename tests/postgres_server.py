@@ -302,7 +302,38 @@ def postgres_schema(postgres_admin: psycopg.Connection[Any]) -> Iterator[str]:
     """A schema name no other test uses; dropped (with everything in it) after the test."""
     name = unique_schema()
     yield name
-    postgres_admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+    drop_schema(postgres_admin, name)
+
+
+def drop_schema(admin: psycopg.Connection[Any], name: str) -> None:
+    """Drop ``name`` and everything in it, whoever still holds it.
+
+    This runs in the event loop's thread, blocking it: a test whose server is stopped
+    after this fixture (fixtures are torn down in reverse order) may still have a store
+    transaction open on the schema that needs the loop to finish, and the DROP would wait
+    for it forever. So the DROP waits a short while, then ends the sessions that hold
+    locks on the schema's tables and drops it."""
+    drop = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
+    admin.execute("SET lock_timeout = '2s'")
+    try:
+        for _ in range(5):
+            try:
+                admin.execute(drop)
+                return
+            except psycopg.errors.LockNotAvailable:
+                admin.execute(
+                    """
+                    SELECT pg_terminate_backend(l.pid)
+                    FROM pg_locks l
+                    JOIN pg_class c ON c.oid = l.relation
+                    JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE n.nspname = %s AND l.pid <> pg_backend_pid()
+                    """,
+                    (name,),
+                )
+        admin.execute(drop)
+    finally:
+        admin.execute("SET lock_timeout = 0")
 
 
 @pytest.fixture

@@ -646,7 +646,8 @@ def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     return {"plugin": "postgres", "url": url, "schema": request.getfixturevalue("postgres_schema")}
 
 
-async def test_the_catalog_works_on_every_store(start_server: StartServer, any_store: Any) -> None:
+async def test_the_catalog_works_on_every_store(any_store: Any, start_server: StartServer) -> None:
+    # The store first: its schema is dropped after the server has stopped.
     server = await start_server(any_store, catalog_strict=True)
     await define(server, name="speedups", kind="OPS", owner="ci")
     bulk = (
