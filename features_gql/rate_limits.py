@@ -49,12 +49,12 @@ class RateLimits:
     #: Requests per second one client address may send, whatever its token.
     per_address: Rate = Rate(20_000, 40_000)
     #: Seconds per second of parsing and validating query texts not in the query cache
-    #: that one client (its token, or its address when anonymous) may cause: parsing the
-    #: largest query allowed holds the event loop for about 0.1 s, so this bounds the share
-    #: of the loop one client can take with texts it never repeats (5 %, after a burst of
-    #: a quarter second). Clients that send the same few queries again (every real
-    #: application) parse each once.
-    parse_seconds: Rate = Rate(0.05, 0.25)
+    #: that one client (its token, or its address when anonymous) may cause, in the
+    #: event loop's CPU time: parsing the largest query allowed takes about 0.1 s, so this
+    #: bounds the share of the loop one client can take with texts it never repeats (a
+    #: fifth, after a burst of a second: ten of the largest). Clients that send the same
+    #: few queries again (every real application) parse each once.
+    parse_seconds: Rate = Rate(0.2, 1.0)
 
     @classmethod
     def off(cls) -> RateLimits:

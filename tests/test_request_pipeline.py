@@ -247,16 +247,16 @@ async def test_new_query_texts_are_limited_per_client_and_repeated_ones_are_not(
 async def test_distinct_maximum_size_queries_from_one_client_leave_the_loop_to_others(
     start_server: StartServer,
 ) -> None:
-    """The default configuration: one client sends distinct texts at the token limit
-    (about 0.1 s of parsing each) as fast as it can; probes and another client's flag
-    checks are answered within a second throughout, and the client is refused most."""
+    """The default configuration: one client sends distinct texts at the token limit as
+    fast as it can; probes and another client's flag checks are answered within a second
+    throughout, and once the client has used its burst of parsing it is refused."""
     server = await start_server()
     check = {"query": '{ hasFeature(type: "t", id: "1", feature: "f") }'}
     statuses: list[int] = []
     slowest = 0.0
 
     async def attack(client: aiohttp.ClientSession, worker: int) -> None:
-        for n in range(15):
+        for n in range(25):
             fields = " ".join(
                 f'a{i}: resource(type: "t", id: "{worker}-{n}-{i}") {{ type id }}'
                 for i in range(98)
@@ -267,7 +267,7 @@ async def test_distinct_maximum_size_queries_from_one_client_leave_the_loop_to_o
     async def probe(client: aiohttp.ClientSession) -> None:
         nonlocal slowest
         loop = asyncio.get_running_loop()
-        while len(statuses) < 60:
+        while len(statuses) < 100:
             started = loop.time()
             async with client.get(f"{server.url}/healthz") as r:
                 assert r.status == 200
@@ -279,7 +279,9 @@ async def test_distinct_maximum_size_queries_from_one_client_leave_the_loop_to_o
     async with client_at("127.0.0.6") as attacker, client_at("127.0.0.7") as normal:
         await asyncio.gather(*(attack(attacker, w) for w in range(4)), probe(normal))
     assert slowest < 1.0
-    assert statuses.count(429) >= 40, statuses
+    assert statuses.count(429) > 0, statuses
+    text = (await (await server.session.get(f"{server.url}/metrics")).read()).decode()
+    assert f'features_gql_rate_limited_total{{limit="parse"}} {statuses.count(429)}.0' in text
     assert set(statuses) <= {200, 429}
 
 

@@ -766,6 +766,10 @@ class GuardedRequestHandler(RequestHandler):
         self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
         self.answering = True
+        if not request.content.is_eof() and not resp.prepared:
+            # Answered before its body was all in: the connection closes after it (below),
+            # and the answer says so, or the client would send its next request on it.
+            resp.force_close()
         answered, reset = await RequestHandler.finish_response(self, request, resp, start_time)
         if self.body_timed_out:
             self.force_close()  # once the 408 is written; the rest of the body is not awaited
