@@ -13,33 +13,87 @@ from pathlib import Path
 from typing import Any
 
 from features_gql import __version__
-from features_gql.config import ENVIRONMENT, TOML_KEYS, load_settings
+from features_gql.config import CONFIG_FILE, ENVIRONMENT, SETTINGS, TOML_KEYS, load_settings
+from features_gql.declarations import Commands, OneOf
 from features_gql.errors import ConfigError, FeaturesError
+
+
+def _listed(label: str, text: str, column: int) -> str:
+    """``text`` beside ``label``, wrapped in its column."""
+    return textwrap.fill(
+        text,
+        width=88,
+        initial_indent=f"  {label:<{column - 3}} ",
+        subsequent_indent=" " * column,
+    )
 
 
 def _settings_help() -> str:
     """Every setting that is not an option: environment variables, config file, admin."""
-    env = "\n".join(f"  {name:<32} {var.meaning}" for name, var in ENVIRONMENT.items())
+    env = "\n".join(_listed(name, var.meaning, 40) for name, var in ENVIRONMENT.items())
     tables = "\n".join(
-        textwrap.fill(
-            ", ".join(keys),
-            width=88,
-            initial_indent=f"  {f'[{section}]':<11} ",
-            subsequent_indent=" " * 14,
-        )
-        for section, keys in TOML_KEYS.items()
+        _listed(f"[{section}]", ", ".join(keys), 16) for section, keys in TOML_KEYS.items()
+    )
+    store = _listed(
+        "[store]",
+        'plugin = "<name>" and that store\'s options (`features-gql plugins` lists the '
+        "stores); a wrapper store holds its inner one in [store.inner]",
+        16,
     )
     return (
         "environment variables (an option wins over them, and they over the config file):\n"
         f"{env}\n\n"
         "config file (--config or FEATURES_GQL_CONFIG; TOML), its tables and keys:\n"
-        f"{tables}\n"
-        '  [store]     plugin = "<name>" and that store\'s options (`features-gql plugins`\n'
-        "              lists the stores); a wrapper store holds its inner one in [store.inner]\n\n"
+        f"{tables}\n{store}\n\n"
         "admin endpoint (/admin/faults): refused until a bearer token of 16 or more characters\n"
         "is set with FEATURES_GQL_ADMIN_TOKEN or [server] admin_token.\n"
         "README.md explains every setting; docs/ has MongoDB and fault injection."
     )
+
+
+def _add_settings(parser: argparse.ArgumentParser, *commands: Commands) -> None:
+    """The options of the settings these commands offer (declared in ``Settings``)."""
+    for each in SETTINGS:
+        spec = each.spec
+        if spec.option is None or spec.commands not in commands:
+            continue
+        if each.switch_off:
+            parser.add_argument(
+                spec.option,
+                dest=each.name,
+                action="store_const",
+                const=False,
+                help=f"do not {spec.help}",
+            )
+            continue
+        options: dict[str, Any] = {}
+        if spec.kind.argument is not None:
+            options["type"] = spec.kind.argument
+        if isinstance(spec.check, OneOf) and not spec.check.upper:
+            options["choices"] = spec.check.choices  # argparse shows them as the metavar
+        else:
+            options["metavar"] = spec.metavar or spec.option[2:].replace("-", "_").upper()
+        shown = _shown_default(each.default)
+        parser.add_argument(
+            spec.option,
+            dest=each.name,
+            help=spec.help if shown is None else f"{spec.help} (default {shown})",
+            **options,
+        )
+
+
+def _shown_default(value: object) -> str | None:
+    """A default simple enough to show in an option's help."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return str(value)
+    return None
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as options."""
+    return {each.name: getattr(args, each.name, None) for each in SETTINGS}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,28 +112,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
-    serve.add_argument(
-        "--store",
-        help="memory, sqlite:///path/to/file.db, or a URL another store plugin handles "
-        "(default: a SQLite file in $XDG_DATA_HOME/features-gql/, "
-        "~/.local/share/features-gql/features.db)",
-    )
-    serve.add_argument(
-        "--deadline", type=float, help="seconds each store call may take (default 2)"
-    )
-    serve.add_argument(
-        "--workers",
-        type=int,
-        help="worker processes accepting on one socket; default 1. Not for the memory store",
-    )
-    serve.add_argument(
-        "--slow-request-ms",
-        type=float,
-        help="warn about GraphQL requests slower than this, with their slowest store calls "
-        "(default 250)",
-    )
+    _add_settings(serve, "serve", "store", "all")
     serve.add_argument(
         "--fault",
         action="append",
@@ -95,34 +128,6 @@ def _parser() -> argparse.ArgumentParser:
         help="fault injection: wrap the store in a `slow` store with this option "
         "(repeatable): delay_ms=30 jitter_ms=20 seed=7 operations=reads stall=true",
     )
-    serve.add_argument(
-        "--upstream",
-        metavar="URL",
-        help="run as an edge replica of this features-gql GraphQL endpoint "
-        "(http://central:8080/graphql): a persistent copy in --store (default: a SQLite file "
-        "edge.db beside the default one) that answers reads, forwards writes, and keeps "
-        "answering while the upstream is down",
-    )
-    serve.add_argument(
-        "--upstream-token",
-        metavar="TOKEN",
-        help="the edge's bearer token at the upstream, read scope (or FEATURES_GQL_UPSTREAM_TOKEN, "
-        "which keeps it out of the process list)",
-    )
-    serve.add_argument(
-        "--max-staleness",
-        type=float,
-        metavar="SECONDS",
-        help="an edge is not ready (/readyz 503) while its copy is older than this",
-    )
-    _common(serve)
-    serve.add_argument(
-        "--no-introspection", action="store_true", help="refuse introspection queries"
-    )
-    serve.add_argument(
-        "--no-graphiql", action="store_true", help="do not serve GraphiQL to browsers"
-    )
-    serve.add_argument("--no-ui", action="store_true", help="do not serve the control panel at /ui")
 
     plugins = commands.add_parser(
         "plugins",
@@ -130,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_settings_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(plugins)
+    _add_settings(plugins, "all")
 
     token = commands.add_parser("token", help="make bearer tokens for [auth.tokens]")
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
@@ -177,52 +182,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _store_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--store", help="memory, sqlite:///path/to/file.db, or a URL another store plugin handles"
-    )
+    _add_settings(parser, "store", "all")
+    # The deadline of a whole batch, rather than serve's of one call.
     parser.add_argument(
         "--deadline",
         type=float,
         default=60.0,
         help="seconds each store call (a whole batch) may take (default 60)",
     )
-    _common(parser)
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="a TOML config file")
-    parser.add_argument("--log-format", choices=("console", "json"), help="default console")
-    parser.add_argument("--log-level", help="DEBUG, INFO (default), WARNING, ERROR")
-    parser.add_argument(
-        "--plugins-dir",
-        type=Path,
-        help="also load plugins from the .py files in this directory "
-        "(except test_*.py and conftest.py)",
-    )
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    overrides = {
-        "host": getattr(args, "host", None),
-        "port": getattr(args, "port", None),
-        "store": getattr(args, "store", None),
-        "deadline": getattr(args, "deadline", None),
-        "slow_request_ms": getattr(args, "slow_request_ms", None),
-        "workers": getattr(args, "workers", None),
-        "upstream": getattr(args, "upstream", None),
-        "upstream_token": getattr(args, "upstream_token", None),
-        "max_staleness": getattr(args, "max_staleness", None),
-        "log_format": args.log_format,
-        "log_level": args.log_level,
-        "plugins_dir": args.plugins_dir,
-    }
-    if getattr(args, "no_introspection", False):
-        overrides["introspection"] = False
-    if getattr(args, "no_graphiql", False):
-        overrides["graphiql"] = False
-    if getattr(args, "no_ui", False):
-        overrides["ui"] = False
-    settings = load_settings(config_file=args.config, overrides=overrides)
+    overrides = _overrides(args)
+    settings = load_settings(config_file=overrides.pop(CONFIG_FILE), overrides=overrides)
     fault, latency = getattr(args, "fault", None), getattr(args, "latency", None)
     if fault or latency:
         from features_gql.faults import wrap_store

@@ -1,6 +1,12 @@
 """Settings from defaults, a TOML file, environment variables and the command line.
 
 Later sources win: defaults < TOML file < environment < command line.
+
+Each setting is declared once, as a field of :class:`Settings` (see
+``features_gql.declarations``); the environment variables (:data:`ENVIRONMENT`), the
+config file's keys (:data:`TOML_KEYS`), the bounds checks, the options of
+``features-gql serve`` and the README's configuration table are derived from the
+declarations.
 """
 
 from __future__ import annotations
@@ -10,43 +16,43 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from features_gql.api import DEFAULT_DEADLINE
 from features_gql.auth import AuthPolicy, build_policy
+from features_gql.declarations import (
+    BOOLEAN,
+    INTEGER,
+    NUMBER,
+    OPTIONAL_TEXT,
+    PATH,
+    TABLES,
+    TEXT,
+    TEXTS,
+    Composite,
+    Declared,
+    Kind,
+    OneOf,
+    Range,
+    declared,
+    setting,
+    setting_from,
+)
 from features_gql.domain import validate_slug
 from features_gql.errors import ConfigError, InvalidInput
-from features_gql.graphql.admission import Limits
+from features_gql.limits import Limits
 from features_gql.loggers import LOG_FORMATS, LogFormat
 from features_gql.rate_limits import Rate, RateLimits
 
 ENV_PREFIX = "FEATURES_GQL_"
 #: Used when no store is configured: a SQLite file under the user's data directory.
 DEFAULT_STORE = {"plugin": "sqlite"}
-
-
-def _text(value: str, name: str) -> str:
-    return value
-
-
-def _secret(value: str, name: str) -> str | None:
-    return value or None  # set but empty: as if unset
-
-
-def _integer(value: str, name: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
-
-
-def _number(value: str, name: str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
+MIN_ADMIN_TOKEN = 16
+#: An origin as browsers send it: scheme://host[:port], nothing after.
+_ORIGIN = re.compile(r"https?://[a-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9a-f:.]+\](:[0-9]{1,5})?")
+_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
 
 def data_directory() -> Path:
@@ -57,13 +63,7 @@ def data_directory() -> Path:
     return Path(base) / "features-gql"
 
 
-def _bool(value: str, name: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be true or false, got {value!r}")
+# -- what is read in more than one way ------------------------------------------------
 
 
 def _rate(value: str, name: str) -> Rate:
@@ -89,250 +89,63 @@ def _checked_rate(rate: float, burst: float, name: str) -> Rate:
     return Rate(rate, burst)
 
 
-def _path(value: str, name: str) -> Path:
-    return Path(value)
+#: A token bucket: ``RATE`` or ``RATE/BURST`` in its variable, two keys in the config file.
+RATE = Kind("a number", (int, float), _rate, env_note="(`RATE` or `RATE/BURST`)")
 
 
-def _origins(value: str, name: str) -> tuple[str, ...]:
-    return tuple(origin.strip() for origin in value.split(",") if origin.strip())
+def _rate_keys(key: str) -> Composite:
+    """``[rate_limits] KEY`` and ``KEY_burst`` (twice the rate when only the rate is given)."""
+
+    def load(given: Mapping[str, Any], current: Rate, directory: Path) -> Rate:
+        rate = float(given.get(key, current.rate))
+        burst = float(given.get(f"{key}_burst", 2 * rate if key in given else current.burst))
+        return _checked_rate(rate, burst, f"[rate_limits] {key}")
+
+    return Composite("rate_limits", {key: NUMBER, f"{key}_burst": NUMBER}, load)
 
 
-@dataclass(frozen=True)
-class Variable:
-    """One environment variable: what it means, the setting it sets and how it is read."""
-
-    meaning: str
-    #: The :class:`Settings` field it sets; None for one read before the others.
-    setting: str | None
-    #: Reads the value (or says what is wrong with it); None leaves the setting alone.
-    parse: Callable[[str, str], Any] = _text
-
-
-#: Every environment variable read (the README and ``serve --help`` list them too).
-ENVIRONMENT: dict[str, Variable] = {
-    "FEATURES_GQL_CONFIG": Variable("config file (TOML)", None),
-    "FEATURES_GQL_HOST": Variable("address to listen on", "host"),
-    "FEATURES_GQL_PORT": Variable("port to listen on", "port", _integer),
-    "FEATURES_GQL_STORE": Variable(
-        "store: memory, sqlite:///path.db, or another plugin's URL", "store"
-    ),
-    "FEATURES_GQL_DEADLINE_SECONDS": Variable("deadline of every store call", "deadline", _number),
-    "FEATURES_GQL_WORKERS": Variable("worker processes", "workers", _integer),
-    "FEATURES_GQL_SLOW_REQUEST_MS": Variable(
-        "log a warning for GraphQL requests slower than this", "slow_request_ms", _number
-    ),
-    "FEATURES_GQL_LOG_FORMAT": Variable("console or json", "log_format"),
-    "FEATURES_GQL_LOG_LEVEL": Variable("DEBUG, INFO, WARNING, ERROR", "log_level"),
-    "FEATURES_GQL_INTROSPECTION": Variable("true or false", "introspection", _bool),
-    "FEATURES_GQL_GRAPHIQL": Variable(
-        "true or false: serve GraphiQL to browsers at /graphql", "graphiql", _bool
-    ),
-    "FEATURES_GQL_UI": Variable("true or false: serve the control panel at /ui", "ui", _bool),
-    "FEATURES_GQL_PLUGINS_DIR": Variable(
-        "directory of local plugin .py files", "plugins_dir", _path
-    ),
-    "FEATURES_GQL_ADMIN_TOKEN": Variable(
-        "an admin-scope bearer token for /admin/* (a token named admin)", "admin_token", _secret
-    ),
-    "FEATURES_GQL_ANONYMOUS": Variable(
-        "what requests without a token may do: none, read or write", "anonymous"
-    ),
-    "FEATURES_GQL_CORS_ORIGINS": Variable(
-        "browser origins allowed to call the API, comma-separated", "cors_origins", _origins
-    ),
-    "FEATURES_GQL_MAX_CONNECTIONS": Variable(
-        "open connections per process", "max_connections", _integer
-    ),
-    "FEATURES_GQL_HEADER_TIMEOUT_SECONDS": Variable(
-        "seconds a client has to send a request's headers", "header_timeout", _number
-    ),
-    "FEATURES_GQL_RATE_LIMIT_PER_TOKEN": Variable(
-        "requests per second per token, as RATE or RATE/BURST (0: no limit)", "token_rate", _rate
-    ),
-    "FEATURES_GQL_RATE_LIMIT_PER_ADDRESS": Variable(
-        "requests per second per client address, as RATE or RATE/BURST (0: no limit)",
-        "address_rate",
-        _rate,
-    ),
-    "FEATURES_GQL_RATE_LIMIT_PARSE_SECONDS": Variable(
-        "seconds per second of parsing new query texts per client, as RATE or RATE/BURST "
-        "(0: no limit)",
-        "parse_rate",
-        _rate,
-    ),
-    "FEATURES_GQL_MAX_UNPROVEN_CONNECTIONS": Variable(
-        "connections still sending their request or awaiting connection_init, in all",
-        "max_unproven_connections",
-        _integer,
-    ),
-    "FEATURES_GQL_MAX_UNPROVEN_PER_ADDRESS": Variable(
-        "the same, per client address (IPv6: per /64)", "max_unproven_per_address", _integer
-    ),
-    "FEATURES_GQL_MAX_BODIES_PER_PRINCIPAL": Variable(
-        "request bodies still arriving per token (anonymous: per address)",
-        "max_bodies_per_principal",
-        _integer,
-    ),
-    "FEATURES_GQL_CATALOG_STRICT": Variable(
-        "true: assign only features that are defined", "catalog_strict", _bool
-    ),
-    # -- snapshots and feed --
-    "FEATURES_GQL_RETAIN_CHANGES": Variable(
-        "keep only the latest N change events (default: all)", "retain_changes", _integer
-    ),
-    "FEATURES_GQL_UPSTREAM": Variable(
-        "run as an edge replica of this GraphQL endpoint", "upstream", _secret
-    ),
-    "FEATURES_GQL_UPSTREAM_TOKEN": Variable(
-        "the edge's bearer token (read scope) at the upstream", "upstream_token", _secret
-    ),
-    "FEATURES_GQL_MAX_STALENESS": Variable(
-        "an edge is not ready when its copy is older (seconds)", "max_staleness", _number
-    ),
+#: ``[limits]``: the fields of :class:`Limits`, with the cache's bytes given in MiB.
+_LIMIT_KEYS = {
+    "max_tokens": INTEGER,
+    "max_selections": INTEGER,
+    "max_depth": INTEGER,
+    "max_cost": INTEGER,
+    "cache_entries": INTEGER,
+    "cache_mb": INTEGER,
 }
 
-MIN_ADMIN_TOKEN = 16
-#: An origin as browsers send it: scheme://host[:port], nothing after.
-_ORIGIN = re.compile(r"https?://[a-z0-9.\-]+(:[0-9]{1,5})?|https?://\[[0-9a-f:.]+\](:[0-9]{1,5})?")
 
-_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
-
-
-@dataclass(frozen=True)
-class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    workers: int = 1
-    #: A ``[store]`` table, a ``--store`` string, or None for the default SQLite file.
-    store: Mapping[str, Any] | str | None = None
-    deadline: float = DEFAULT_DEADLINE
-    #: A GraphQL request slower than this logs a warning naming its slowest store calls.
-    slow_request_ms: float = 250.0
-    log_format: LogFormat = "console"
-    log_level: str = "INFO"
-    loggers: tuple[str, ...] = ("loguru",)
-    introspection: bool = True
-    #: Answer hot query shapes through the compiled fast path (off only to compare).
-    fast_path: bool = True
-    graphiql: bool = True
-    #: Serve the control panel (static files over the GraphQL API) at /ui.
-    ui: bool = True
-    plugins_dir: Path | None = None
-    config_file: Path | None = field(default=None, compare=False)
-    #: The bearer token of the admin endpoints (/admin/faults); None refuses them all.
-    admin_token: str | None = field(default=None, repr=False)
-    #: ``[auth.tokens.NAME]`` tables: ``scopes`` and ``sha256`` of each token.
-    auth_tokens: Mapping[str, Mapping[str, Any]] = field(default_factory=dict, repr=False)
-    #: ``[auth] anonymous``: none, read or write; None means the default (see auth.py).
-    anonymous: str | None = None
-    #: ``[auth] metrics``: "open", or the scope /metrics requires.
-    metrics_access: str = "open"
-    #: ``[limits]``: what one GraphQL request may cost, and the query cache's bounds.
-    limits: Limits = field(default_factory=Limits)
-    #: ``[catalog] strict``: refuse to assign a feature that is not defined (or archived).
-    catalog_strict: bool = False
-    #: Browser origins allowed to call the API (CORS), as ``https://host[:port]``; "*" is
-    #: any origin. Empty: no cross-origin access.
-    cors_origins: tuple[str, ...] = ()
-    #: Open connections per process; None is the default (4096), lowered to what the
-    #: open-file limit leaves room for.
-    max_connections: int | None = None
-    #: Seconds a client has to send a request's headers before its connection is closed.
-    header_timeout: float = 10.0
-    #: ``[rate_limits]``: token buckets per token, per client address, and of bytes of new
-    #: query text per client (``features_gql/rate_limits.py``).
-    token_rate: Rate = RateLimits().per_token
-    address_rate: Rate = RateLimits().per_address
-    parse_rate: Rate = RateLimits().parse_seconds
-    #: Connections still sending their request's headers, or WebSockets awaiting
-    #: connection_init, in all; None is half of max_connections.
-    max_unproven_connections: int | None = None
-    #: The same, from one address (an IPv6 /64): past it, its oldest is closed.
-    max_unproven_per_address: int = 64
-    #: Request bodies still arriving per principal (the anonymous one's per address):
-    #: past it, the oldest is answered 429.
-    max_bodies_per_principal: int = 32
-    #: ``[openfeature] default_resource_type``: the resource type of an OFREP evaluation
-    #: context without a ``resourceType`` attribute (None: such a context is invalid).
-    openfeature_default_resource_type: str | None = None
-    # -- snapshots and feed --
-    #: ``[server] retain_changes``: keep only the latest N change events; None keeps all.
-    retain_changes: int | None = None
-    #: ``[upstream] url``: run as an edge replica of this GraphQL endpoint.
-    upstream: str | None = None
-    #: ``[upstream] token``: the edge's token at the upstream (read scope).
-    upstream_token: str | None = field(default=None, repr=False)
-    #: ``[upstream] max_staleness_seconds``: not ready when the copy is older than this.
-    max_staleness: float | None = None
-    #: ``[upstream] state_file``: where the edge keeps its sync position.
-    upstream_state: Path | None = None
-
-    @property
-    def rate_limits(self) -> RateLimits:
-        return RateLimits(self.token_rate, self.address_rate, self.parse_rate)
+def _limits(given: Mapping[str, Any], current: Limits, directory: Path) -> Limits:
+    changes = dict(given)
+    for key, value in changes.items():
+        if value < 1:
+            raise ConfigError(f"[limits] {key} must be a positive whole number, got {value}")
+    if "cache_mb" in changes:
+        changes["cache_bytes"] = changes.pop("cache_mb") * 1024 * 1024
+    return replace(current, **changes)
 
 
-def _check(settings: Settings) -> Settings:
-    if settings.log_format not in LOG_FORMATS:
-        raise ConfigError(
-            f"log format must be one of {', '.join(LOG_FORMATS)}, got {settings.log_format!r}"
-        )
-    if settings.log_level.upper() not in _LEVELS:
-        raise ConfigError(
-            f"log level must be one of {', '.join(_LEVELS)}, got {settings.log_level!r}"
-        )
-    if not 0 <= settings.port <= 65535:
-        raise ConfigError(f"port must be between 0 and 65535, got {settings.port}")
-    if settings.deadline <= 0:
-        raise ConfigError(f"deadline must be a positive number of seconds, got {settings.deadline}")
-    if not 1 <= settings.workers <= 64:
-        raise ConfigError(f"workers must be between 1 and 64, got {settings.workers}")
-    if settings.slow_request_ms < 0:
-        raise ConfigError(f"slow request threshold must be >= 0 ms, got {settings.slow_request_ms}")
-    if settings.admin_token is not None and len(settings.admin_token) < MIN_ADMIN_TOKEN:
-        raise ConfigError(
-            f"the admin token must be at least {MIN_ADMIN_TOKEN} characters "
-            "(e.g. `openssl rand -hex 16`)"
-        )
-    if settings.upstream is not None:
-        from features_gql.upstream import check_url
+_TOKEN_KEYS = {"scopes": TEXTS, "sha256": TEXT}
 
-        check_url(settings.upstream)
-        if settings.workers != 1:
-            raise ConfigError(
-                "an edge (--upstream) runs one process: it keeps one copy in step with the "
-                "upstream; run more edges rather than --workers"
-            )
-    if settings.max_staleness is not None and settings.max_staleness <= 0:
-        raise ConfigError(f"max_staleness must be positive, got {settings.max_staleness}")
-    if settings.retain_changes is not None and settings.retain_changes < 1:
-        raise ConfigError(f"retain_changes must be at least 1, got {settings.retain_changes}")
-    policy(settings)  # a bad [auth] table fails here, with the rest of the configuration
-    default_type = settings.openfeature_default_resource_type
-    if default_type is not None:
-        try:
-            validate_slug(default_type, "[openfeature] default_resource_type")
-        except InvalidInput as exc:
-            raise ConfigError(exc.message) from None
-    if settings.max_connections is not None and settings.max_connections < 1:
-        raise ConfigError(f"max connections must be at least 1, got {settings.max_connections}")
-    if not settings.header_timeout > 0:
-        raise ConfigError(
-            f"header timeout must be a positive number of seconds, got {settings.header_timeout}"
-        )
-    for name in (
-        "max_unproven_connections",
-        "max_unproven_per_address",
-        "max_bodies_per_principal",
-    ):
-        value = getattr(settings, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"{name} must be at least 1, got {value}")
-    return replace(
-        settings,
-        log_level=settings.log_level.upper(),
-        cors_origins=tuple(_origin(origin) for origin in settings.cors_origins),
-    )
+
+def _tokens(given: Mapping[str, Any], current: Any, directory: Path) -> Mapping[str, Any]:
+    tokens: Mapping[str, Any] = given["tokens"]
+    for name, entry in tokens.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"[auth.tokens.{name}] must be a table with scopes and sha256")
+        _take(entry, f"auth.tokens.{name}", _TOKEN_KEYS)
+    return tokens
+
+
+def _store(given: Mapping[str, Any], current: Any, directory: Path) -> Mapping[str, Any]:
+    return given  # the store plugin checks its own options when it opens
+
+
+# -- checks beyond bounds ---------------------------------------------------------------
+
+
+def _origins(value: tuple[str, ...], name: str) -> tuple[str, ...]:
+    return tuple(_origin(origin) for origin in value)
 
 
 def _origin(value: str) -> str:
@@ -345,6 +158,465 @@ def _origin(value: str) -> str:
     return origin
 
 
+def _admin_token(value: str | None, name: str) -> str | None:
+    if value is not None and len(value) < MIN_ADMIN_TOKEN:
+        raise ConfigError(
+            f"the admin token must be at least {MIN_ADMIN_TOKEN} characters "
+            "(e.g. `openssl rand -hex 16`)"
+        )
+    return value
+
+
+def _slug(value: str | None, name: str) -> str | None:
+    if value is not None:
+        try:
+            validate_slug(value, "[openfeature] default_resource_type")
+        except InvalidInput as exc:
+            raise ConfigError(exc.message) from None
+    return value
+
+
+def _upstream_url(value: str | None, name: str) -> str | None:
+    if value is not None:
+        from features_gql.upstream import check_url
+
+        check_url(value)
+    return value
+
+
+def _positive_seconds(label: str) -> Range:
+    return Range(above=0, label=label, must_be="a positive number of seconds")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, each declared once: its type, default, kind, environment variable,
+    TOML key, option, bounds and help (``features_gql.declarations``)."""
+
+    # -- serving -----------------------------------------------------------------------
+    host: str = setting(
+        "127.0.0.1",
+        "address to listen on",
+        env="FEATURES_GQL_HOST",
+        toml="server.host",
+        option="--host",
+    )
+    port: int = setting(
+        8080,
+        "port to listen on",
+        kind=INTEGER,
+        env="FEATURES_GQL_PORT",
+        toml="server.port",
+        option="--port",
+        check=Range(0, 65535),
+    )
+    workers: int = setting(
+        1,
+        "worker processes accepting on one socket; not for the memory store",
+        kind=INTEGER,
+        env="FEATURES_GQL_WORKERS",
+        toml="server.workers",
+        option="--workers",
+        check=Range(1, 64),
+        default_doc="`1`: processes accepting on one socket that the first process binds; "
+        "needs a store processes share (sqlite, mongodb)",
+    )
+    #: A ``[store]`` table, a ``--store`` string, or None for the default SQLite file.
+    store: Mapping[str, Any] | str | None = setting(
+        None,
+        "memory, sqlite:///path/to/file.db, or a URL another store plugin handles "
+        "(default: a SQLite file in $XDG_DATA_HOME/features-gql/, "
+        "~/.local/share/features-gql/features.db)",
+        env="FEATURES_GQL_STORE",
+        toml=Composite("store", None, _store),
+        option="--store",
+        commands="store",
+        default_doc="SQLite at `$XDG_DATA_HOME/features-gql/features.db` (`~/.local/share/…`)",
+    )
+    deadline: float = setting(
+        DEFAULT_DEADLINE,
+        "seconds each store call may take",
+        kind=NUMBER,
+        env="FEATURES_GQL_DEADLINE_SECONDS",
+        toml="server.deadline_seconds",
+        option="--deadline",
+        check=_positive_seconds("deadline"),
+    )
+    #: A GraphQL request slower than this logs a warning naming its slowest store calls.
+    slow_request_ms: float = setting(
+        250.0,
+        "warn about GraphQL requests slower than this, with their slowest store calls",
+        kind=NUMBER,
+        env="FEATURES_GQL_SLOW_REQUEST_MS",
+        toml="server.slow_request_ms",
+        option="--slow-request-ms",
+        check=Range(minimum=0, label="slow request threshold", must_be=">= 0 ms"),
+    )
+    log_format: LogFormat = setting(
+        "console",
+        "console or json",
+        env="FEATURES_GQL_LOG_FORMAT",
+        toml="logging.format",
+        option="--log-format",
+        commands="all",
+        check=OneOf(LOG_FORMATS, "log format"),
+        default_doc="`console` (or `json`)",
+    )
+    log_level: str = setting(
+        "INFO",
+        "DEBUG, INFO, WARNING, ERROR",
+        env="FEATURES_GQL_LOG_LEVEL",
+        toml="logging.level",
+        option="--log-level",
+        commands="all",
+        check=OneOf(_LEVELS, "log level", upper=True),
+    )
+    loggers: tuple[str, ...] = setting(
+        ("loguru",),
+        "the logger plugins that receive operation events",
+        kind=TEXTS,
+        toml="logging.loggers",
+        default_doc='`["loguru"]`: the logger plugins that receive operation events '
+        "(`features-gql plugins` lists them)",
+    )
+    introspection: bool = setting(
+        True,
+        "answer introspection queries",
+        kind=BOOLEAN,
+        env="FEATURES_GQL_INTROSPECTION",
+        toml="server.introspection",
+        option="--no-introspection",
+        default_doc="on",
+    )
+    graphiql: bool = setting(
+        True,
+        "serve GraphiQL to browsers at /graphql",
+        kind=BOOLEAN,
+        env="FEATURES_GQL_GRAPHIQL",
+        toml="server.graphiql",
+        option="--no-graphiql",
+        default_doc="`true`: a browser opening `/graphql` gets [GraphiQL](#graphiql); "
+        "`false`: no GraphiQL (a browser gets a 404, and its files are not served)",
+    )
+    ui: bool = setting(
+        True,
+        "serve the control panel at /ui",
+        kind=BOOLEAN,
+        env="FEATURES_GQL_UI",
+        toml="server.ui",
+        option="--no-ui",
+        default_doc="`true`: the [control panel](#control-panel) at `/ui/`; `false`: a 404 there",
+    )
+    fast_path: bool = setting(
+        True,
+        "answer hot query shapes through the compiled fast path (off only to compare)",
+        kind=BOOLEAN,
+        toml="server.fast_path",
+        default_doc="`true`: the compiled fast path (see [Performance](#performance)); "
+        "`false` only to compare",
+    )
+    # -- who may do what ---------------------------------------------------------------
+    #: The bearer token of the admin endpoints (/admin/faults); None refuses them all.
+    admin_token: str | None = setting(
+        None,
+        "an admin-scope bearer token for /admin/* (a token named admin)",
+        secret=True,
+        kind=OPTIONAL_TEXT,
+        env="FEATURES_GQL_ADMIN_TOKEN",
+        toml="server.admin_token",
+        check=_admin_token,
+        default_doc="unset; a token named `admin` with the `admin` scope",
+    )
+    auth_tokens: Mapping[str, Mapping[str, Any]] = setting_from(
+        dict,
+        "the scopes and sha256 of each token, by name",
+        secret=True,
+        toml=Composite(
+            "auth",
+            {"tokens": TABLES},
+            _tokens,
+            doc="`[auth] tokens` (`[auth.tokens.NAME]` tables)",
+        ),
+        option_doc="`features-gql token create`",
+        default_doc="none; see [Security](#security)",
+    )
+    #: None means the default (see auth.py).
+    anonymous: str | None = setting(
+        None,
+        "what requests without a token may do: none, read or write",
+        env="FEATURES_GQL_ANONYMOUS",
+        toml="auth.anonymous",
+        default_doc="`write` with no tokens (loopback only), else `none`",
+    )
+    metrics_access: str = setting(
+        "open",
+        '"open", or the scope /metrics requires',
+        toml="auth.metrics",
+        default_doc="`open`; or the scope `/metrics` requires",
+    )
+    #: As ``https://host[:port]``; "*" is any origin. Empty: no cross-origin access.
+    cors_origins: tuple[str, ...] = setting(
+        (),
+        "browser origins allowed to call the API (CORS), comma-separated in the variable",
+        kind=TEXTS,
+        env="FEATURES_GQL_CORS_ORIGINS",
+        toml="server.cors_origins",
+        check=_origins,
+        default_doc="none: no cross-origin browser access; see [Security](#security)",
+    )
+    # -- connections and limits --------------------------------------------------------
+    #: None is 4096, lowered to what the open-file limit leaves room for.
+    max_connections: int | None = setting(
+        None,
+        "open connections per process",
+        kind=INTEGER,
+        env="FEATURES_GQL_MAX_CONNECTIONS",
+        toml="server.max_connections",
+        check=Range(minimum=1, label="max connections"),
+        default_doc="`4096`, lowered to what the open-file limit leaves room for",
+    )
+    header_timeout: float = setting(
+        10.0,
+        "seconds a client has to send a request's headers",
+        kind=NUMBER,
+        env="FEATURES_GQL_HEADER_TIMEOUT_SECONDS",
+        toml="server.header_timeout_seconds",
+        check=_positive_seconds("header timeout"),
+    )
+    #: None is half of max_connections.
+    max_unproven_connections: int | None = setting(
+        None,
+        "connections still sending their request or awaiting connection_init, in all",
+        kind=INTEGER,
+        env="FEATURES_GQL_MAX_UNPROVEN_CONNECTIONS",
+        toml="server.max_unproven_connections",
+        check=Range(minimum=1),
+        default_doc="half of `max_connections`: connections still sending their request's "
+        "headers, or WebSockets awaiting `connection_init`, in all "
+        "([budgets](#connections-and-headers))",
+    )
+    max_unproven_per_address: int = setting(
+        64,
+        "the same, per client address (IPv6: per /64); past it, its oldest is closed",
+        kind=INTEGER,
+        env="FEATURES_GQL_MAX_UNPROVEN_PER_ADDRESS",
+        toml="server.max_unproven_per_address",
+        check=Range(minimum=1),
+        default_doc="`64`: the same, from one address (an IPv6 /64)",
+    )
+    max_bodies_per_principal: int = setting(
+        32,
+        "request bodies still arriving per token (anonymous: per address)",
+        kind=INTEGER,
+        env="FEATURES_GQL_MAX_BODIES_PER_PRINCIPAL",
+        toml="server.max_bodies_per_principal",
+        check=Range(minimum=1),
+        default_doc="`32`: request bodies still arriving per token (without one: per address)",
+    )
+    #: Token buckets (``features_gql/rate_limits.py``); :attr:`rate_limits` holds all three.
+    token_rate: Rate = setting(
+        RateLimits().per_token,
+        "requests a second per token, as RATE or RATE/BURST (0: no limit)",
+        kind=RATE,
+        env="FEATURES_GQL_RATE_LIMIT_PER_TOKEN",
+        toml=_rate_keys("per_token"),
+        default_doc="`20000/40000` requests a second per token; `0`: no limit; "
+        "see [Rate limits](#rate-limits)",
+    )
+    address_rate: Rate = setting(
+        RateLimits().per_address,
+        "requests a second per client address, as RATE or RATE/BURST (0: no limit)",
+        kind=RATE,
+        env="FEATURES_GQL_RATE_LIMIT_PER_ADDRESS",
+        toml=_rate_keys("per_address"),
+        default_doc="`20000/40000` requests a second per client address (an IPv6 client: its /64)",
+    )
+    parse_rate: Rate = setting(
+        RateLimits().parse_seconds,
+        "seconds (of CPU) a second of parsing new query texts per client, as RATE or "
+        "RATE/BURST (0: no limit)",
+        kind=RATE,
+        env="FEATURES_GQL_RATE_LIMIT_PARSE_SECONDS",
+        toml=_rate_keys("parse_seconds"),
+        default_doc="`0.2/1`: seconds (of CPU) a second of parsing query texts the service "
+        "has not parsed before, per client",
+    )
+    limits: Limits = setting(
+        Limits(),
+        "what one GraphQL request may cost, and the query cache's bounds",
+        toml=Composite("limits", _LIMIT_KEYS, _limits, doc="`[limits] …`"),
+        default_doc="see [Security](#security)",
+    )
+    # -- features ----------------------------------------------------------------------
+    catalog_strict: bool = setting(
+        False,
+        "assign only features that are defined (and not archived)",
+        kind=BOOLEAN,
+        env="FEATURES_GQL_CATALOG_STRICT",
+        toml="catalog.strict",
+        default_doc="`false`; `true` assigns only defined features ([strict mode](#the-catalog))",
+    )
+    #: None: an OFREP context without a ``resourceType`` attribute is invalid.
+    openfeature_default_resource_type: str | None = setting(
+        None,
+        "the resource type of an OFREP evaluation context without resourceType",
+        toml="openfeature.default_resource_type",
+        check=_slug,
+        default_doc="none; the resource type of an OFREP context without `resourceType`, "
+        "see [OpenFeature](#openfeature)",
+    )
+    # -- snapshots and feed ------------------------------------------------------------
+    #: None keeps all.
+    retain_changes: int | None = setting(
+        None,
+        "keep only the latest N change events (default: all)",
+        kind=INTEGER,
+        env="FEATURES_GQL_RETAIN_CHANGES",
+        toml="server.retain_changes",
+        check=Range(minimum=1),
+        default_doc="all: keep only the latest N change events (replicas load "
+        "[snapshots](#deployment-shapes); older revisions answer `RESYNC_REQUIRED`)",
+    )
+    upstream: str | None = setting(
+        None,
+        "run as an edge replica of this features-gql GraphQL endpoint "
+        "(http://central:8080/graphql): a persistent copy in --store (default: a SQLite "
+        "file edge.db beside the default one) that answers reads, forwards writes, and "
+        "keeps answering while the upstream is down",
+        kind=OPTIONAL_TEXT,
+        env="FEATURES_GQL_UPSTREAM",
+        toml="upstream.url",
+        option="--upstream",
+        metavar="URL",
+        check=_upstream_url,
+        default_doc="none; run as an [edge replica](#the-edge-replica) of that GraphQL endpoint",
+    )
+    upstream_token: str | None = setting(
+        None,
+        "the edge's bearer token at the upstream, read scope (the variable keeps it out of "
+        "the process list)",
+        secret=True,
+        kind=OPTIONAL_TEXT,
+        env="FEATURES_GQL_UPSTREAM_TOKEN",
+        toml="upstream.token",
+        option="--upstream-token",
+        metavar="TOKEN",
+        default_doc="none; the edge's token at the upstream (`read` scope)",
+    )
+    max_staleness: float | None = setting(
+        None,
+        "an edge is not ready (/readyz 503) while its copy is older than this (seconds)",
+        kind=NUMBER,
+        env="FEATURES_GQL_MAX_STALENESS",
+        toml="upstream.max_staleness_seconds",
+        option="--max-staleness",
+        metavar="SECONDS",
+        check=Range(above=0),
+        default_doc="none; an edge whose copy is older is not ready",
+    )
+    upstream_state: Path | None = setting(
+        None,
+        "where the edge keeps its sync position",
+        kind=PATH,
+        toml="upstream.state_file",
+        default_doc="beside the edge's SQLite file (`edge.db.upstream.json`)",
+    )
+    # -- where the rest comes from -----------------------------------------------------
+    plugins_dir: Path | None = setting(
+        None,
+        "also load plugins from the .py files in this directory (except test_*.py and conftest.py)",
+        kind=PATH,
+        env="FEATURES_GQL_PLUGINS_DIR",
+        toml="plugins.directory",
+        option="--plugins-dir",
+        commands="all",
+    )
+    #: Read before the others, from its option or its variable; not a key of the file.
+    config_file: Path | None = setting(
+        None,
+        "a TOML config file",
+        compare=False,
+        kind=PATH,
+        env="FEATURES_GQL_CONFIG",
+        option="--config",
+        commands="all",
+    )
+
+    @property
+    def rate_limits(self) -> RateLimits:
+        return RateLimits(self.token_rate, self.address_rate, self.parse_rate)
+
+
+#: Every setting, in the order of its declaration.
+SETTINGS: tuple[Declared, ...] = declared(Settings)
+#: The setting that says where the others are.
+CONFIG_FILE = "config_file"
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: what it means, the setting it sets and how it is read."""
+
+    meaning: str
+    #: The :class:`Settings` field it sets; None for one read before the others.
+    setting: str | None
+    #: Reads the value (or says what is wrong with it); a None read leaves the setting alone.
+    parse: Callable[[str, str], Any]
+
+
+#: Every environment variable read.
+ENVIRONMENT: dict[str, Variable] = {
+    each.spec.env: Variable(
+        f"true or false: {each.spec.help}" if each.spec.kind is BOOLEAN else each.spec.help,
+        None if each.name == CONFIG_FILE else each.name,
+        each.spec.kind.parse,
+    )
+    for each in SETTINGS
+    if each.spec.env is not None
+}
+#: The environment variable that names the config file.
+(CONFIG_VARIABLE,) = (name for name, variable in ENVIRONMENT.items() if variable.setting is None)
+
+
+def _toml_keys() -> dict[str, dict[str, Kind]]:
+    keys: dict[str, dict[str, Kind]] = {}
+    for each in SETTINGS:
+        if each.table is None or each.toml_keys is None:
+            continue
+        table = keys.setdefault(each.table, {})
+        for key, kind in each.toml_keys.items():
+            if key in table:
+                raise TypeError(f"[{each.table}] {key} is declared twice")
+            table[key] = kind
+    return keys
+
+
+#: Every key of the config file's tables, and its kind; ``[store]`` holds a store
+#: plugin's own options instead.
+TOML_KEYS: dict[str, dict[str, Kind]] = _toml_keys()
+#: Every table of the config file.
+TOML_TABLES: tuple[str, ...] = tuple(sorted({e.table for e in SETTINGS if e.table is not None}))
+
+
+def _check(settings: Settings) -> Settings:
+    """Each setting within its bounds (some normalized), then what they must agree on."""
+    settings = replace(
+        settings,
+        **{
+            each.name: each.spec.check(getattr(settings, each.name), each.name)
+            for each in SETTINGS
+            if each.spec.check is not None
+        },
+    )
+    if settings.upstream is not None and settings.workers != 1:
+        raise ConfigError(
+            "an edge (--upstream) runs one process: it keeps one copy in step with the "
+            "upstream; run more edges rather than --workers"
+        )
+    policy(settings)  # a bad [auth] table fails here, with the rest of the configuration
+    return settings
+
+
 def policy(settings: Settings) -> AuthPolicy:
     """The authentication policy the settings describe."""
     return build_policy(
@@ -355,88 +627,23 @@ def policy(settings: Settings) -> AuthPolicy:
     )
 
 
-#: Every key of the config file's tables, and its TOML type; ``[store]`` holds a store
-#: plugin's own options instead.
-TOML_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "server": {
-        "host": str,
-        "port": int,
-        "workers": int,
-        "deadline_seconds": (int, float),
-        "slow_request_ms": (int, float),
-        "introspection": bool,
-        "fast_path": bool,
-        "graphiql": bool,
-        "ui": bool,
-        "admin_token": str,
-        "cors_origins": list,
-        "max_connections": int,
-        "header_timeout_seconds": (int, float),
-        "max_unproven_connections": int,
-        "max_unproven_per_address": int,
-        "max_bodies_per_principal": int,
-        "retain_changes": int,
-    },
-    "logging": {"format": str, "level": str, "loggers": list},
-    "plugins": {"directory": str},
-    "auth": {"anonymous": str, "metrics": str, "tokens": dict},
-    "openfeature": {"default_resource_type": str},
-    "upstream": {
-        "url": str,
-        "token": str,
-        "max_staleness_seconds": (int, float),
-        "state_file": str,
-    },
-    "rate_limits": {
-        "per_token": (int, float),
-        "per_token_burst": (int, float),
-        "per_address": (int, float),
-        "per_address_burst": (int, float),
-        "parse_seconds": (int, float),
-        "parse_seconds_burst": (int, float),
-    },
-    "limits": {
-        "max_tokens": int,
-        "max_selections": int,
-        "max_depth": int,
-        "max_cost": int,
-        "cache_entries": int,
-        "cache_mb": int,
-    },
-}
-
-#: How the TOML types a key accepts are named in errors.
-_KINDS: dict[type | tuple[type, ...], str] = {
-    str: "a string",
-    int: "an integer",
-    (int, float): "a number",
-    bool: "true or false",
-    list: "a list",
-}
-
-
-def _take(
-    table: Mapping[str, Any], section: str, allowed: dict[str, type | tuple[type, ...]]
-) -> dict[str, Any]:
+def _take(table: Mapping[str, Any], section: str, allowed: Mapping[str, Kind]) -> None:
+    """Refuses a key that is not known, or a value of the wrong type."""
     unknown = sorted(set(table) - set(allowed))
     if unknown:
         raise ConfigError(
             f"[{section}]: unknown key(s) {', '.join(map(repr, unknown))}; "
             f"known: {', '.join(sorted(allowed))}"
         )
-    for key, kinds in allowed.items():
-        if key in table and (
-            not isinstance(table[key], kinds)
-            or (
-                isinstance(table[key], bool)
-                and bool not in (kinds if isinstance(kinds, tuple) else (kinds,))
-            )
-        ):
+    for key, kind in allowed.items():
+        if key in table and not kind.accepts(table[key]):
             raise ConfigError(
-                f"[{section}] {key} has the wrong type: it must be {_KINDS[kinds]}, "
-                f"got {table[key]!r}"
+                f"[{section}] {key} has the wrong type: it must be {kind.name}, got {table[key]!r}"
             )
-    return dict(table)
+
+
+#: How a table is described when the file has something else in its place.
+_SHAPES = {"store": 'a table with plugin = "<name>"'}
 
 
 def from_toml(path: Path, base: Settings = Settings()) -> Settings:
@@ -446,134 +653,25 @@ def from_toml(path: Path, base: Settings = Settings()) -> Settings:
         raise ConfigError(f"config file {str(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-    tables = {
-        "server",
-        "logging",
-        "plugins",
-        "store",
-        "auth",
-        "limits",
-        "rate_limits",
-        "openfeature",
-        "upstream",
-        "catalog",
-    }
-    unknown = sorted(set(data) - tables)
+    unknown = sorted(set(data) - set(TOML_TABLES))
     if unknown:
         raise ConfigError(
-            f"{path}: unknown table(s) {', '.join(unknown)}; known: {', '.join(sorted(tables))}"
+            f"{path}: unknown table(s) {', '.join(unknown)}; known: {', '.join(TOML_TABLES)}"
         )
-    changes: dict[str, Any] = {"config_file": path}
-    server = _take(data.get("server", {}), "server", TOML_KEYS["server"])
-    # These keys are named as the Settings fields they set.
-    for key in (
-        "host",
-        "port",
-        "workers",
-        "introspection",
-        "fast_path",
-        "graphiql",
-        "ui",
-        "admin_token",
-    ):
-        if key in server:
-            changes[key] = server[key]
-    if "slow_request_ms" in server:
-        changes["slow_request_ms"] = float(server["slow_request_ms"])
-    if "deadline_seconds" in server:
-        changes["deadline"] = float(server["deadline_seconds"])
-    if "cors_origins" in server:
-        if not all(isinstance(origin, str) for origin in server["cors_origins"]):
-            raise ConfigError(
-                f"[server] cors_origins must be a list of strings, got {server['cors_origins']!r}"
-            )
-        changes["cors_origins"] = tuple(server["cors_origins"])
-    if "max_connections" in server:
-        changes["max_connections"] = server["max_connections"]
-    if "header_timeout_seconds" in server:
-        changes["header_timeout"] = float(server["header_timeout_seconds"])
-    for key in ("max_unproven_connections", "max_unproven_per_address", "max_bodies_per_principal"):
-        if key in server:
-            changes[key] = server[key]
-    if "retain_changes" in server:
-        changes["retain_changes"] = server["retain_changes"]
-    logging_ = _take(data.get("logging", {}), "logging", TOML_KEYS["logging"])
-    if "format" in logging_:
-        changes["log_format"] = logging_["format"]
-    if "level" in logging_:
-        changes["log_level"] = logging_["level"]
-    if "loggers" in logging_:
-        changes["loggers"] = tuple(str(name) for name in logging_["loggers"])
-    plugins = _take(data.get("plugins", {}), "plugins", TOML_KEYS["plugins"])
-    if "directory" in plugins:
-        changes["plugins_dir"] = (path.parent / plugins["directory"]).resolve()
-    changes.update(_auth_from_toml(data.get("auth", {})))
-    if "limits" in data:
-        changes["limits"] = _limits_from_toml(data["limits"])
-    changes.update(_rate_limits_from_toml(data.get("rate_limits", {}), base))
-    catalog = _take(data.get("catalog", {}), "catalog", {"strict": bool})
-    if "strict" in catalog:
-        changes["catalog_strict"] = catalog["strict"]
-    openfeature = _take(data.get("openfeature", {}), "openfeature", TOML_KEYS["openfeature"])
-    if "default_resource_type" in openfeature:
-        changes["openfeature_default_resource_type"] = openfeature["default_resource_type"]
-    upstream = _take(data.get("upstream", {}), "upstream", TOML_KEYS["upstream"])
-    if "url" in upstream:
-        changes["upstream"] = upstream["url"]
-    if "token" in upstream:
-        changes["upstream_token"] = upstream["token"]
-    if "max_staleness_seconds" in upstream:
-        changes["max_staleness"] = float(upstream["max_staleness_seconds"])
-    if "state_file" in upstream:
-        changes["upstream_state"] = (path.parent / upstream["state_file"]).resolve()
-    if "store" in data:
-        if not isinstance(data["store"], dict):
-            raise ConfigError(f'{path}: [store] must be a table with plugin = "<name>"')
-        changes["store"] = data["store"]
-    return replace(base, **changes)
-
-
-def _limits_from_toml(table: Mapping[str, Any]) -> Limits:
-    given = _take(table, "limits", TOML_KEYS["limits"])
-    for key, value in given.items():
-        if value < 1:
-            raise ConfigError(f"[limits] {key} must be a positive whole number, got {value}")
-    if "cache_mb" in given:
-        given["cache_bytes"] = given.pop("cache_mb") * 1024 * 1024
-    return replace(Limits(), **given)
-
-
-def _rate_limits_from_toml(table: Mapping[str, Any], base: Settings) -> dict[str, Rate]:
-    given = _take(table, "rate_limits", TOML_KEYS["rate_limits"])
-    changes: dict[str, Rate] = {}
-    for key, field_name in (
-        ("per_token", "token_rate"),
-        ("per_address", "address_rate"),
-        ("parse_seconds", "parse_rate"),
-    ):
-        if key not in given and f"{key}_burst" not in given:
+    for table, value in data.items():
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: [{table}] must be {_SHAPES.get(table, 'a table')}")
+        if table in TOML_KEYS:
+            _take(value, table, TOML_KEYS[table])
+    changes: dict[str, Any] = {CONFIG_FILE: path}
+    for each in SETTINGS:
+        if each.table not in data:
             continue
-        current: Rate = getattr(base, field_name)
-        rate = float(given.get(key, current.rate))
-        burst = float(given.get(f"{key}_burst", 2 * rate if key in given else current.burst))
-        changes[field_name] = _checked_rate(rate, burst, f"[rate_limits] {key}")
-    return changes
-
-
-def _auth_from_toml(table: Mapping[str, Any]) -> dict[str, Any]:
-    auth = _take(table, "auth", TOML_KEYS["auth"])
-    changes: dict[str, Any] = {}
-    if "anonymous" in auth:
-        changes["anonymous"] = auth["anonymous"]
-    if "metrics" in auth:
-        changes["metrics_access"] = auth["metrics"]
-    tokens = auth.get("tokens", {})
-    for name, entry in tokens.items():
-        if not isinstance(entry, dict):
-            raise ConfigError(f"[auth.tokens.{name}] must be a table with scopes and sha256")
-        _take(entry, f"auth.tokens.{name}", {"scopes": list, "sha256": str})
-    changes["auth_tokens"] = tokens
-    return changes
+        table, keys = data[each.table], each.toml_keys
+        given = table if keys is None else {key: table[key] for key in keys if key in table}
+        if given or keys is None:
+            changes[each.name] = each.load(given, getattr(base, each.name), path.parent)
+    return replace(base, **changes)
 
 
 def from_environment(env: Mapping[str, str], base: Settings) -> Settings:
@@ -600,9 +698,7 @@ def load_settings(
     """Defaults, then the TOML file, then the environment, then explicit overrides."""
     env = dict(os.environ if env is None else env)
     settings = Settings()
-    file = config_file or (
-        Path(env["FEATURES_GQL_CONFIG"]) if env.get("FEATURES_GQL_CONFIG") else None
-    )
+    file = config_file or (Path(env[CONFIG_VARIABLE]) if env.get(CONFIG_VARIABLE) else None)
     if file is not None:
         settings = from_toml(file, settings)
     settings = from_environment(env, settings)

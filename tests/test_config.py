@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from features_gql.bootstrap import build
-from features_gql.config import ENVIRONMENT, Settings, load_settings
+from features_gql.config import CONFIG_FILE, ENVIRONMENT, SETTINGS, Settings, load_settings
+from features_gql.declarations import Declared
 from features_gql.errors import ConfigError
 from features_gql.rate_limits import Rate, RateLimits
 from features_gql_plugins.sqlite_store import SQLiteStore, default_path, path_from_url
@@ -94,6 +98,14 @@ def test_toml_then_environment_then_overrides(tmp_path: Path) -> None:
         ("[server]\nheader_timeout_seconds = 0\n", "header timeout must be a positive"),
         ("[server]\nmax_unproven_per_address = 0\n", "max_unproven_per_address must be at"),
         ("[server]\nmax_bodies_per_principal = 2.5\n", "max_bodies_per_principal has the wrong"),
+        ("server = 1\n", "[server] must be a table"),
+        ("store = 'memory'\n", '[store] must be a table with plugin = "<name>"'),
+        ("[auth]\ntokens = 1\n", "[auth] tokens has the wrong type: it must be a table"),
+        ("[auth.tokens.ci]\nscopes = 'read'\n", "[auth.tokens.ci] scopes has the wrong type"),
+        ("[logging]\nloggers = ['loguru', 1]\n", "[logging] loggers must be a list of strings"),
+        ("[catalog]\nstrict = 'yes'\n", "[catalog] strict has the wrong type"),
+        ("[limits]\nmax_depth = 0\n", "[limits] max_depth must be a positive whole number"),
+        ("[upstream]\nmax_staleness_seconds = 0\n", "max_staleness must be positive"),
     ],
 )
 def test_bad_toml_is_explained(tmp_path: Path, text: str, message: str) -> None:
@@ -113,6 +125,12 @@ def test_bad_toml_is_explained(tmp_path: Path, text: str, message: str) -> None:
         ({"FEATURES_GQL_INTROSPECTION": "maybe"}, "must be true or false"),
         ({"FEATURES_GQL_STOER": "memory"}, "unknown environment variable(s) FEATURES_GQL_STOER"),
         ({"FEATURES_GQL_DEADLINE_SECONDS": "0"}, "deadline must be a positive number"),
+        ({"FEATURES_GQL_DEADLINE_SECONDS": "nan"}, "deadline must be a positive number"),
+        ({"FEATURES_GQL_PORT": "-1"}, "port must be between 0 and 65535, got -1"),
+        ({"FEATURES_GQL_WORKERS": "65"}, "workers must be between 1 and 64, got 65"),
+        ({"FEATURES_GQL_SLOW_REQUEST_MS": "-1"}, "slow request threshold must be >= 0 ms"),
+        ({"FEATURES_GQL_LOG_LEVEL": "loud"}, "log level must be one of TRACE, DEBUG"),
+        ({"FEATURES_GQL_ADMIN_TOKEN": "short"}, "the admin token must be at least 16"),
         (
             {"FEATURES_GQL_MAX_CONNECTIONS": "many"},
             "FEATURES_GQL_MAX_CONNECTIONS must be an integer",
@@ -311,3 +329,86 @@ def test_rate_limits_from_the_config_file(tmp_path: Path) -> None:
     config.write_text("[rate_limits]\nper_tokens = 1\n")
     with pytest.raises(ConfigError, match="per_tokens"):
         load_settings(config_file=config, env={})
+
+
+def test_every_setting_is_declared_once() -> None:
+    """Every field of Settings is a declared setting; no two share a variable or option."""
+    assert [each.name for each in SETTINGS] == [f.name for f in dataclasses.fields(Settings)]
+    defaults = Settings()
+    for each in SETTINGS:
+        assert getattr(defaults, each.name) == each.default, each.name
+    for attribute in ("env", "option"):
+        given = [getattr(each.spec, attribute) for each in SETTINGS]
+        given = [value for value in given if value is not None]
+        assert len(given) == len(set(given)), attribute
+
+
+OPTIONS = [each for each in SETTINGS if each.spec.option and each.name != CONFIG_FILE]
+
+
+@pytest.mark.parametrize("each", OPTIONS, ids=[each.spec.option for each in OPTIONS])
+def test_every_option_of_serve_sets_its_setting(
+    each: Declared, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from features_gql.cli import _parser, _settings
+
+    for name in ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    assert each.spec.option is not None
+    assert each.spec.env is not None
+    if each.switch_off:
+        argv, expected = [each.spec.option], False
+    else:
+        value, _, expected = ENVIRONMENT_SAMPLES[each.spec.env]
+        argv = [each.spec.option, value]
+    settings = _settings(_parser().parse_args(["serve", *argv]))
+    assert getattr(settings, each.name) == expected
+    assert getattr(Settings(), each.name) != expected
+
+
+def test_the_config_file_option_and_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from features_gql.cli import _parser, _settings
+
+    config = tmp_path / "features.toml"
+    config.write_text("[server]\nport = 9300\n[catalog]\nstrict = true\n")
+    for name in ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    settings = _settings(_parser().parse_args(["plugins", "--config", str(config)]))
+    assert (settings.port, settings.catalog_strict, settings.config_file) == (9300, True, config)
+    monkeypatch.setenv("FEATURES_GQL_CONFIG", str(config))
+    assert _settings(_parser().parse_args(["serve"])).port == 9300
+
+
+def test_paths_in_the_config_file_are_relative_to_it(tmp_path: Path) -> None:
+    config = tmp_path / "etc" / "features.toml"
+    config.parent.mkdir()
+    config.write_text('[plugins]\ndirectory = "plugins"\n')
+    settings = load_settings(config_file=config, env={})
+    assert settings.plugins_dir == tmp_path / "etc" / "plugins"
+    settings = load_settings(config_file=config, env={"FEATURES_GQL_PLUGINS_DIR": "here"})
+    assert settings.plugins_dir == Path("here")
+
+
+def test_the_settings_do_not_import_the_graphql_adapter() -> None:
+    """Store plugins import the settings (through features_gql.faults); graphql-core and
+    Strawberry are the GraphQL adapter's, loaded only by what serves GraphQL."""
+    code = (
+        "import sys, features_gql.config, features_gql_plugins.failing_store\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('graphql', 'strawberry')"
+        " or m.startswith('features_gql.graphql'))\n"
+        "assert not loaded, loaded\n"
+        "from features_gql.graphql.admission import Limits\n"
+        "from features_gql.limits import Limits as Same\n"
+        "assert Limits is Same\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_the_declaration_arguments_are_the_specs_fields() -> None:
+    from features_gql.declarations import Spec, _SpecArguments
+
+    assert set(_SpecArguments.__annotations__) == {
+        f.name for f in dataclasses.fields(Spec) if f.name != "help"
+    }

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from features_gql import hookspecs
+from features_gql import hookspecs, settings_table
 from features_gql.config import ENVIRONMENT, TOML_KEYS
 from tests.conftest import StartServer
 
@@ -40,6 +40,29 @@ def test_every_hook_is_documented() -> None:
     assert hooks
     for hook in hooks:
         assert f"`{hook}(" in README, f"README does not document {hook}"
+
+
+def test_the_configuration_table_is_made_from_the_declarations() -> None:
+    assert settings_table.update(README) == README, (
+        "the README's configuration table is out of date: run python -m features_gql.settings_table"
+    )
+    table = README.split(settings_table.START, 1)[1].split(settings_table.END, 1)[0]
+    for name in ENVIRONMENT:
+        assert f"`{name}" in table, name
+    for section, keys in TOML_KEYS.items():
+        for key in keys:
+            assert f"`[{section}] {key}`" in table or section == "limits", (section, key)
+
+
+def test_the_settings_table_command_checks_and_rewrites(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    stale = README.replace("`FEATURES_GQL_HOST`", "`FEATURES_GQL_HOTS`", 1)
+    readme.write_text(stale)
+    assert settings_table.main([str(readme), "--check"]) == 1
+    assert readme.read_text() == stale
+    assert settings_table.main([str(readme)]) == 0
+    assert readme.read_text() == README
+    assert settings_table.main([str(readme), "--check"]) == 0
 
 
 def test_every_environment_variable_is_documented() -> None:

@@ -63,6 +63,7 @@ from graphql.pyutils import is_collection
 from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef, TypeNameMetaFieldDef
 
 from features_gql.auth import Principal
+from features_gql.limits import Limits as Limits  # re-exported: the settings' [limits]
 
 FORBIDDEN = "FORBIDDEN"
 TOO_COMPLEX = "QUERY_TOO_COMPLEX"
@@ -81,25 +82,6 @@ PAGE_SIZE = "first"
 #: A paginated field whose ``first`` is null (the API's default page) is charged for this
 #: many items.
 DEFAULT_PAGE_COST = 100
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """The bounds on one request. Each has a setting under ``[limits]``."""
-
-    #: Lexical tokens in a query; parsing stops at this many. Parsing costs about 10 µs
-    #: a token, so this bounds the time a query can take before it is refused.
-    max_tokens: int = 10_000
-    #: Selections (fields, aliases, fragment spreads) in one selection set. Validation
-    #: compares same-named selections pairwise, so this bounds its quadratic part.
-    max_selections: int = 100
-    #: Nesting of fields, introspection included.
-    max_depth: int = 12
-    #: Store items one request may ask for, summed over all fields and aliases.
-    max_cost: int = 20_000
-    #: Parsed queries kept, by count and by estimated bytes.
-    cache_entries: int = 512
-    cache_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(slots=True)
