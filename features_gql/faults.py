@@ -19,38 +19,23 @@ from typing import Any, Protocol, runtime_checkable
 
 from features_gql.config import DEFAULT_STORE
 from features_gql.errors import ConfigError
-from features_gql.stores.base import Store, WrappingStore
+from features_gql.stores.base import OPERATIONS, Store, WrappingStore
+from features_gql.stores.operations import Kind
 from features_gql.stores.options import StoreOptions
 
-#: Store operations (method names of :class:`~features_gql.stores.Store`).
-READS = (
-    "has",
-    "features_of_many",
-    "check_many",
-    "resources_with",
-    "changes_since",
-    "revision",
-    "ping",
-    # catalog, listings, history and bulk
-    "feature_infos",
-    "list_features",
-    "resource_types",
-    "resource_count",
-    "list_resources",
-    "history",
-    "snapshot_page",
-)
-WRITES = ("add", "remove", "define", "archive", "add_many", "remove_many", "set_features")
+#: Store operations by kind, as :class:`~features_gql.stores.Store` declares them.
+READS = tuple(op.name for op in OPERATIONS if op.kind is Kind.READ)
+WRITES = tuple(op.name for op in OPERATIONS if op.kind is Kind.WRITE)
 #: Change-log retention trims: only ``all`` (or the name itself) selects them.
-MAINTENANCE = ("trim_changes",)
-ALL_OPERATIONS = frozenset(READS + WRITES + MAINTENANCE)
+MAINTENANCE = tuple(op.name for op in OPERATIONS if op.kind is Kind.MAINTENANCE)
+ALL_OPERATIONS = frozenset(op.name for op in OPERATIONS)
 OPERATION_GROUPS: dict[str, tuple[str, ...]] = {
-    "all": READS + WRITES + MAINTENANCE,
+    "all": tuple(op.name for op in OPERATIONS),
     "reads": READS,
     "writes": WRITES,
 }
-#: Operation events call ``features_of_many`` ``features_of``; accept both.
-OPERATION_ALIASES = {"features_of": "features_of_many"}
+#: Operation events name some operations otherwise (``features_of``); accept both.
+OPERATION_ALIASES = {op.event: op.name for op in OPERATIONS if op.event != op.name}
 
 
 def parse_operations(value: object, where: str, key: str = "operations") -> frozenset[str]:

@@ -42,10 +42,10 @@ from features_gql.domain import (
     Resource,
     ResourceTypeCount,
 )
-from features_gql.errors import ChangesTrimmed, SnapshotsUnsupported
+from features_gql.errors import ChangesTrimmed, SnapshotsUnsupported, StoreUnsupported
 from features_gql.feed import ChangeFeed
 from features_gql.replica import LocalReplica
-from features_gql.stores.base import Store
+from features_gql.stores.base import OPERATIONS, Store
 
 Scenario = Callable[[Store], Awaitable[None]]
 
@@ -73,6 +73,35 @@ UNUSUAL_IDS = [
 ]
 
 
+#: One call of each store operation (see ``OPERATIONS``), on plain arguments: the
+#: contract makes every one of them, and the core's tests pass each through every
+#: wrapper. An operation declared without its call here fails the contract.
+OPERATION_CALLS: dict[str, Callable[[Store], Awaitable[object]]] = {
+    "ping": lambda store: store.ping(),
+    "has": lambda store: store.has(PIPELINE, "calls"),
+    "add": lambda store: store.add(PIPELINE, "calls", actor=None),
+    "remove": lambda store: store.remove(PIPELINE, "calls", actor=None),
+    "features_of_many": lambda store: store.features_of_many([PIPELINE]),
+    "check_many": lambda store: store.check_many([(PIPELINE, "calls")]),
+    "resources_with": lambda store: store.resources_with("calls", type=None, after=None, limit=10),
+    "changes_since": lambda store: store.changes_since(0, limit=10),
+    "revision": lambda store: store.revision(),
+    "define": lambda store: store.define(FeatureSpec("calls"), actor=None),
+    "archive": lambda store: store.archive("calls", actor=None),
+    "feature_infos": lambda store: store.feature_infos(["calls"]),
+    "list_features": lambda store: store.list_features(FeatureFilter(NOW), after=None, limit=10),
+    "resource_types": lambda store: store.resource_types(after=None, limit=10),
+    "resource_count": lambda store: store.resource_count(PIPELINE.type),
+    "list_resources": lambda store: store.list_resources(PIPELINE.type, after=None, limit=10),
+    "history": lambda store: store.history(HistoryQuery(), before=None, limit=10),
+    "add_many": lambda store: store.add_many([(PIPELINE, "calls")], actor=None),
+    "remove_many": lambda store: store.remove_many([(PIPELINE, "calls")], actor=None),
+    "set_features": lambda store: store.set_features(PIPELINE, ["calls"], actor=None),
+    "snapshot_page": lambda store: store.snapshot_page(None, limit=10),
+    "trim_changes": lambda store: store.trim_changes(1),
+}
+
+
 async def read_snapshot(store: Store, *, limit: int) -> tuple[int, list[Assignment]]:
     """Every page of a snapshot: the revision of the first page, and the assignments."""
     first = await store.snapshot_page(None, limit=limit)
@@ -95,7 +124,9 @@ def apply_changes(state: set[Assignment], changes: list[ChangeEvent]) -> None:
             state.discard(key)
 
 
-def run_with_store(make_store: Callable[[], Store], scenario: Scenario) -> None:
+def run_with_store(
+    make_store: Callable[[], Store], scenario: Scenario, *, skip_unsupported: bool = True
+) -> None:
     """Open a store from ``make_store``, run ``scenario`` on it, close it."""
 
     async def main() -> None:
@@ -106,6 +137,9 @@ def run_with_store(make_store: Callable[[], Store], scenario: Scenario) -> None:
         finally:
             await store.close()
 
+    if not skip_unsupported:
+        asyncio.run(main())
+        return
     try:
         asyncio.run(main())
     except SnapshotsUnsupported as exc:
@@ -127,6 +161,41 @@ class StoreContract:
 
     def run(self, make_store: Callable[[], Store], scenario: Scenario) -> None:
         run_with_store(make_store, scenario)
+
+    def run_all(self, make_store: Callable[[], Store], scenario: Scenario) -> None:
+        """Like :meth:`run`, without skipping the test when snapshots are unsupported."""
+        run_with_store(make_store, scenario, skip_unsupported=False)
+
+    # -- the operations -----------------------------------------------------------------
+
+    def test_every_declared_operation_answers_or_is_unsupported(
+        self, make_store: Callable[[], Store]
+    ) -> None:
+        """Each operation ``Store`` declares, called once: a required one answers; an
+        optional one answers, or raises StoreUnsupported (SnapshotsUnsupported for
+        snapshots and trimming) when the store does not implement it."""
+        assert set(OPERATION_CALLS) == {op.name for op in OPERATIONS}, (
+            "every declared operation has its call in OPERATION_CALLS"
+        )
+
+        required = {
+            op.name
+            for op in OPERATIONS
+            if getattr(getattr(Store, op.name), "__isabstractmethod__", False)
+        }
+
+        async def scenario(store: Store) -> None:
+            unsupported = set()
+            for op in OPERATIONS:
+                try:
+                    await OPERATION_CALLS[op.name](store)
+                except (StoreUnsupported, SnapshotsUnsupported):
+                    unsupported.add(op.name)
+            assert not unsupported & required
+            if store.supports_catalog:
+                assert unsupported <= {"snapshot_page", "trim_changes"}
+
+        self.run_all(make_store, scenario)
 
     # -- round trips --------------------------------------------------------------------
 

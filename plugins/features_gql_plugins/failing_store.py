@@ -27,27 +27,12 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 from features_gql import hookimpl
-from features_gql.domain import (
-    Assignment,
-    BulkResult,
-    ChangeEvent,
-    DefinitionResult,
-    FeatureFilter,
-    FeatureInfo,
-    FeatureSpec,
-    HistoryQuery,
-    Resource,
-    ResourceTypeCount,
-    SetResult,
-    SnapshotPage,
-    WriteResult,
-)
 from features_gql.errors import (
     ConfigError,
     StoreConflict,
@@ -56,9 +41,17 @@ from features_gql.errors import (
     StoreUnavailable,
 )
 from features_gql.faults import ALL_OPERATIONS, describe, read_operations, read_seed
-from features_gql.stores import Store, StoreBuilder, StoreOptions, StoreRegistry, WrappingStore
+from features_gql.stores import (
+    Operation,
+    Store,
+    StoreBuilder,
+    StoreOptions,
+    StoreRegistry,
+    WrappingStore,
+)
 
 log = logging.getLogger("features_gql.faults")
+T = TypeVar("T")
 
 ErrorKind = Literal["unavailable", "timeout"]
 _ERRORS: dict[str, type[StoreError]] = {"unavailable": StoreUnavailable, "timeout": StoreTimeout}
@@ -265,122 +258,12 @@ class FailingStore(WrappingStore):
         self._window = self._schedule(self._configured_outage)
         log.warning("fault injection is on: %s (%s)", self.name, self._describe())
 
-    # -- the operations ---------------------------------------------------------------
-
-    async def ping(self) -> None:
-        self._refuse("ping")
-        await self.inner.ping()
-
-    async def has(self, resource: Resource, feature: str) -> bool:
-        self._refuse("has")
-        return await self.inner.has(resource, feature)
-
-    async def add(self, resource: Resource, feature: str, *, actor: str | None) -> WriteResult:
-        with self._writing("add"):
-            return await self.inner.add(resource, feature, actor=actor)
-
-    async def remove(self, resource: Resource, feature: str, *, actor: str | None) -> WriteResult:
-        with self._writing("remove"):
-            return await self.inner.remove(resource, feature, actor=actor)
-
-    async def features_of_many(self, resources: Sequence[Resource]) -> list[list[str]]:
-        self._refuse("features_of_many")
-        return await self.inner.features_of_many(resources)
-
-    async def check_many(self, items: Sequence[tuple[Resource, str]]) -> list[bool]:
-        self._refuse("check_many")
-        return await self.inner.check_many(items)
-
-    async def resources_with(
-        self, feature: str, *, type: str | None, after: Resource | None, limit: int
-    ) -> list[Resource]:
-        self._refuse("resources_with")
-        return await self.inner.resources_with(feature, type=type, after=after, limit=limit)
-
-    async def changes_since(self, revision: int, *, limit: int) -> list[ChangeEvent]:
-        self._refuse("changes_since")
-        return await self.inner.changes_since(revision, limit=limit)
-
-    async def revision(self) -> int:
-        self._refuse("revision")
-        return await self.inner.revision()
-
-    # -- catalog, listings, history and bulk ------------------------------------------
-
-    async def feature_infos(self, names: Sequence[str]) -> list[FeatureInfo]:
-        self._refuse("feature_infos")
-        return await self.inner.feature_infos(names)
-
-    async def list_features(
-        self, filter: FeatureFilter, *, after: str | None, limit: int
-    ) -> list[FeatureInfo]:
-        self._refuse("list_features")
-        return await self.inner.list_features(filter, after=after, limit=limit)
-
-    async def resource_types(self, *, after: str | None, limit: int) -> list[ResourceTypeCount]:
-        self._refuse("resource_types")
-        return await self.inner.resource_types(after=after, limit=limit)
-
-    async def resource_count(self, type: str) -> int:
-        self._refuse("resource_count")
-        return await self.inner.resource_count(type)
-
-    async def list_resources(self, type: str, *, after: str | None, limit: int) -> list[Resource]:
-        self._refuse("list_resources")
-        return await self.inner.list_resources(type, after=after, limit=limit)
-
-    async def history(
-        self, query: HistoryQuery, *, before: int | None, limit: int
-    ) -> list[ChangeEvent]:
-        self._refuse("history")
-        return await self.inner.history(query, before=before, limit=limit)
-
-    async def define(self, spec: FeatureSpec, *, actor: str | None) -> DefinitionResult:
-        with self._writing("define"):
-            return await self.inner.define(spec, actor=actor)
-
-    async def archive(self, name: str, *, actor: str | None) -> DefinitionResult:
-        with self._writing("archive"):
-            return await self.inner.archive(name, actor=actor)
-
-    async def add_many(
-        self,
-        items: Sequence[tuple[Resource, str]],
-        *,
-        actor: str | None,
-        require_defined: bool = False,
-    ) -> BulkResult:
-        with self._writing("add_many"):
-            return await self.inner.add_many(items, actor=actor, require_defined=require_defined)
-
-    async def remove_many(
-        self, items: Sequence[tuple[Resource, str]], *, actor: str | None
-    ) -> BulkResult:
-        with self._writing("remove_many"):
-            return await self.inner.remove_many(items, actor=actor)
-
-    async def set_features(
-        self,
-        resource: Resource,
-        features: Sequence[str],
-        *,
-        actor: str | None,
-        require_defined: bool = False,
-    ) -> SetResult:
-        with self._writing("set_features"):
-            return await self.inner.set_features(
-                resource, features, actor=actor, require_defined=require_defined
-            )
-
-    # -- snapshots and feed -------------------------------------------------------------
-
-    async def snapshot_page(self, after: Assignment | None, *, limit: int) -> SnapshotPage:
-        self._refuse("snapshot_page")
-        return await self.inner.snapshot_page(after, limit=limit)
-
-    async def trim_changes(self, through: int) -> int:
-        self._refuse("trim_changes")
-        return await self.inner.trim_changes(through)
+    async def around(self, op: Operation, call: Callable[[], Awaitable[T]]) -> T:
+        if not op.writes:
+            self._refuse(op.name)
+            return await call()
+        with self._writing(op.name):
+            return await call()
 
 
 def _factory(options: StoreOptions, builder: StoreBuilder) -> Store:
