@@ -33,7 +33,7 @@ from features_gql.domain import (
     SnapshotPage,
     WriteResult,
 )
-from features_gql.errors import SnapshotsUnsupported, StoreUnsupported
+from features_gql.errors import ChangesTrimmed, SnapshotsUnsupported, StoreUnsupported
 from features_gql.stores.operations import (
     DECLARATION,
     Kind,
@@ -70,6 +70,22 @@ _SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/]*):
 def redact_url(value: object) -> str:
     """``value`` as it may appear in logs: the password of any URL in it replaced by ***."""
     return _SECRET_IN_URL.sub(r"\g<scheme>\g<user>:***@", str(value))
+
+
+def check_not_trimmed(after: int, first: int | None, *, trimmed_through: int | None = None) -> None:
+    """The rule of every store's ``changes_since``: a change log that holds nothing between
+    ``after`` and the first revision it holds after it (``first``; None: none) was
+    trimmed, and says so with :class:`~features_gql.errors.ChangesTrimmed` rather than
+    skip the gap in silence.
+
+    A store whose revisions are dense passes nothing more: any such hole is a trim. One
+    that can leave holes of its own (MongoDB without transactions) passes the revision it
+    last trimmed through: only a hole below it is a trim.
+    """
+    if first is None or first <= after + 1:
+        return
+    if trimmed_through is None or after < trimmed_through:
+        raise ChangesTrimmed(after, first)
 
 
 class Store(abc.ABC):
