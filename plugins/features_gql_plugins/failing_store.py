@@ -23,9 +23,7 @@ changed while the service runs (``POST /admin/faults``).
 
 from __future__ import annotations
 
-import logging
 import math
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -40,17 +38,9 @@ from features_gql.errors import (
     StoreTimeout,
     StoreUnavailable,
 )
-from features_gql.faults import ALL_OPERATIONS, describe, read_operations, read_seed
-from features_gql.stores import (
-    Operation,
-    Store,
-    StoreBuilder,
-    StoreOptions,
-    StoreRegistry,
-    WrappingStore,
-)
+from features_gql.faults import ALL_OPERATIONS, FaultStore, read_operations, read_seed
+from features_gql.stores import Operation, Store, StoreBuilder, StoreOptions, StoreRegistry
 
-log = logging.getLogger("features_gql.faults")
 T = TypeVar("T")
 
 ErrorKind = Literal["unavailable", "timeout"]
@@ -123,7 +113,7 @@ class Outage:
         return True, cls(after, seconds)
 
 
-class FailingStore(WrappingStore):
+class FailingStore(FaultStore[FailingSettings]):
     """Refuses selected calls of ``inner`` by probability, by count, in an outage window,
     or (``concurrent_writes``) when a write overlaps another write in flight."""
 
@@ -137,15 +127,11 @@ class FailingStore(WrappingStore):
         outage: Outage | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(inner)
-        self.name = f"failing({inner.name})"
-        self.settings = settings or FailingSettings()
-        self._rng = random.Random(self.settings.seed)
+        super().__init__(inner, settings or FailingSettings())
         self._clock = clock
         self._configured_outage = outage
         self._window = self._schedule(outage)
         self._writes_in_flight = 0
-        self.calls = 0
         self.injected = dict.fromkeys(REASONS, 0)
 
     # -- fault control ----------------------------------------------------------------
@@ -159,17 +145,9 @@ class FailingStore(WrappingStore):
     def outage_active(self) -> bool:
         return self._window is not None and self._window[0] <= self._clock() < self._window[1]
 
-    def fault_state(self) -> dict[str, Any]:
-        s = self.settings
+    def counters(self) -> dict[str, Any]:
         return {
-            "error_rate": s.error_rate,
-            "seed": s.seed,
-            "every_nth": s.every_nth,
-            "operations": sorted(s.operations),
-            "concurrent_writes": s.concurrent_writes,
-            "error": s.error,
             "outage": self._outage_state(),
-            "calls": self.calls,
             "injected": dict(self.injected),
             "writes_in_flight": self._writes_in_flight,
         }
@@ -195,14 +173,12 @@ class FailingStore(WrappingStore):
         settings = FailingSettings.read(options, self.settings)
         outage_given, outage = Outage.read(options)
         options.check_all_used()
-        self.settings = settings
-        if "seed" in changes:
-            self._rng = random.Random(settings.seed)
+        self.apply(settings, changes)
         if outage_given:
             self._window = self._schedule(outage)
 
-    def _describe(self) -> str:
-        text = describe(self.settings)
+    def describe_faults(self) -> str:
+        text = super().describe_faults()
         now = self._clock()
         if self._window is not None and now < self._window[1]:
             start, end = self._window
@@ -216,17 +192,23 @@ class FailingStore(WrappingStore):
 
     # -- the faults -------------------------------------------------------------------
 
+    async def around(self, op: Operation, call: Callable[[], Awaitable[T]]) -> T:
+        selected = self.selects(op)
+        if selected:
+            self._refuse(op.name)
+        if not op.writes:
+            return await call()
+        with self._writing(op.name, selected):
+            return await call()
+
     def _refuse(self, op: str) -> None:
-        """Raise the injected error if this call of ``op`` is to fail."""
+        """Raise the injected error if this selected call of ``op`` is to fail."""
         settings = self.settings
-        if op not in settings.operations:
-            return
-        self.calls += 1
         if self.outage_active():
             reason, detail = "outage", "outage"
         elif settings.every_nth and self.calls % settings.every_nth == 0:
             reason, detail = "every_nth", f"every_nth={settings.every_nth}"
-        elif settings.error_rate and self._rng.random() < settings.error_rate:
+        elif settings.error_rate and self.rng.random() < settings.error_rate:
             reason, detail = "error_rate", f"error_rate={settings.error_rate:g}"
         else:
             return
@@ -236,11 +218,10 @@ class FailingStore(WrappingStore):
         )
 
     @contextmanager
-    def _writing(self, op: str) -> Iterator[None]:
-        """Refuse a write that overlaps another one in flight, when asked to."""
-        self._refuse(op)
-        settings = self.settings
-        if self._writes_in_flight and settings.concurrent_writes and op in settings.operations:
+    def _writing(self, op: str, selected: bool) -> Iterator[None]:
+        """Refuse a selected write that overlaps another one in flight (any write), when
+        asked to."""
+        if selected and self._writes_in_flight and self.settings.concurrent_writes:
             self.injected["concurrent_writes"] += 1
             raise StoreConflict(
                 f"injected fault: {self.name} refused {op}: it overlapped "
@@ -253,17 +234,8 @@ class FailingStore(WrappingStore):
         finally:
             self._writes_in_flight -= 1
 
-    async def open(self) -> None:
-        await super().open()
+    def opened(self) -> None:
         self._window = self._schedule(self._configured_outage)
-        log.warning("fault injection is on: %s (%s)", self.name, self._describe())
-
-    async def around(self, op: Operation, call: Callable[[], Awaitable[T]]) -> T:
-        if not op.writes:
-            self._refuse(op.name)
-            return await call()
-        with self._writing(op.name):
-            return await call()
 
 
 def _factory(options: StoreOptions, builder: StoreBuilder) -> Store:

@@ -19,25 +19,15 @@ while the service runs (``POST /admin/faults``).
 from __future__ import annotations
 
 import asyncio
-import logging
-import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from features_gql import hookimpl
-from features_gql.faults import ALL_OPERATIONS, describe, read_operations, read_seed
-from features_gql.stores import (
-    Operation,
-    Store,
-    StoreBuilder,
-    StoreOptions,
-    StoreRegistry,
-    WrappingStore,
-)
+from features_gql.faults import ALL_OPERATIONS, FaultStore, read_operations, read_seed
+from features_gql.stores import Operation, Store, StoreBuilder, StoreOptions, StoreRegistry
 from features_gql.stores.base import delaying_on_purpose
 
-log = logging.getLogger("features_gql.faults")
 T = TypeVar("T")
 
 
@@ -62,46 +52,30 @@ class SlowSettings:
         )
 
 
-class SlowStore(WrappingStore):
+class SlowStore(FaultStore[SlowSettings]):
     """Delays the selected operations of ``inner``; with ``stall``, holds them indefinitely."""
 
     plugin = "slow"
 
     def __init__(self, inner: Store, settings: SlowSettings | None = None) -> None:
-        super().__init__(inner)
-        self.name = f"slow({inner.name})"
-        self.settings = settings or SlowSettings()
-        self._rng = random.Random(self.settings.seed)
+        super().__init__(inner, settings or SlowSettings())
         #: Set while not stalling; stalled calls wait on it.
         self._released = asyncio.Event()
         if not self.settings.stall:
             self._released.set()
-        self.calls = 0
         self.delayed = 0
         self.stalled = 0
 
     # -- fault control ----------------------------------------------------------------
 
-    def fault_state(self) -> dict[str, Any]:
-        s = self.settings
-        return {
-            "delay_ms": s.delay_ms,
-            "jitter_ms": s.jitter_ms,
-            "seed": s.seed,
-            "operations": sorted(s.operations),
-            "stall": s.stall,
-            "calls": self.calls,
-            "delayed": self.delayed,
-            "stalled": self.stalled,
-        }
+    def counters(self) -> dict[str, Any]:
+        return {"delayed": self.delayed, "stalled": self.stalled}
 
     def change_faults(self, changes: Mapping[str, Any]) -> None:
         options = StoreOptions(self.plugin, changes, "admin")
         settings = SlowSettings.read(options, self.settings)
         options.check_all_used()
-        self.settings = settings
-        if "seed" in changes:
-            self._rng = random.Random(settings.seed)
+        self.apply(settings, changes)
         if settings.stall:
             self._released.clear()
         else:
@@ -110,14 +84,16 @@ class SlowStore(WrappingStore):
 
     # -- the delay --------------------------------------------------------------------
 
-    async def _delay(self, op: str) -> None:
+    async def around(self, op: Operation, call: Callable[[], Awaitable[T]]) -> T:
+        if self.selects(op):
+            await self._delay()
+        return await call()
+
+    async def _delay(self) -> None:
         settings = self.settings
-        if op not in settings.operations:
-            return
-        self.calls += 1
         seconds = settings.delay_ms / 1000
         if settings.jitter_ms:
-            seconds += self._rng.uniform(0, settings.jitter_ms) / 1000
+            seconds += self.rng.uniform(0, settings.jitter_ms) / 1000
         if not settings.stall and seconds <= 0:
             return
         with delaying_on_purpose():
@@ -127,14 +103,6 @@ class SlowStore(WrappingStore):
             if seconds > 0:
                 self.delayed += 1
                 await asyncio.sleep(seconds)
-
-    async def open(self) -> None:
-        await super().open()
-        log.warning("fault injection is on: %s (%s)", self.name, describe(self.settings))
-
-    async def around(self, op: Operation, call: Callable[[], Awaitable[T]]) -> T:
-        await self._delay(op.name)
-        return await call()
 
 
 def _factory(options: StoreOptions, builder: StoreBuilder) -> Store:
