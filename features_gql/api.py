@@ -49,7 +49,7 @@ from features_gql.domain import (
 from features_gql.errors import InvalidInput, StoreError, StoreTimeout
 from features_gql.events import OperationEvent
 from features_gql.request_context import request_id, request_operations
-from features_gql.stores.base import Store, injected_delay
+from features_gql.stores.base import OPERATIONS, Store, injected_delay
 
 log = logging.getLogger("features_gql.api")
 
@@ -63,9 +63,7 @@ MAX_BATCH = 10_000
 DEFAULT_SNAPSHOT_PAGE = 1000
 MAX_SNAPSHOT_PAGE = 10_000
 #: Operations that change the store: a missed deadline may still have applied them.
-WRITES = frozenset(
-    {"add", "remove", "define", "archive", "add_many", "remove_many", "set_features"}
-)
+WRITES = frozenset(op.event for op in OPERATIONS if op.writes)
 
 
 def encode_cursor(resource: Resource) -> str:

@@ -293,6 +293,28 @@ def retire(current: FeatureDefinition | None, now: datetime) -> FeatureDefinitio
 
 
 @dataclass(frozen=True, slots=True)
+class DefinitionChange:
+    """A write of a feature's definition, as every store applies it.
+
+    ``change(current, now)`` is the definition to store, or None when the write changes
+    nothing (then nothing is logged): ``define`` applies a spec (:meth:`FeatureSpec.apply`),
+    ``archive`` retires (:func:`retire`). A change that takes effect is logged as ``op``.
+    """
+
+    op: Literal["define", "archive"]
+    name: str
+    change: Callable[[FeatureDefinition | None, datetime], FeatureDefinition | None]
+
+    @classmethod
+    def define(cls, spec: FeatureSpec) -> DefinitionChange:
+        return cls("define", spec.name, spec.apply)
+
+    @classmethod
+    def archive(cls, name: str) -> DefinitionChange:
+        return cls("archive", name, retire)
+
+
+@dataclass(frozen=True, slots=True)
 class FeatureInfo:
     """A feature as the catalog knows it: how many resources have it, and its definition
     (None for a feature that is assigned but was never defined)."""

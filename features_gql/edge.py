@@ -52,7 +52,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,13 +62,8 @@ from features_gql.api import FeaturesAPI
 from features_gql.catalog_view import CatalogView
 from features_gql.domain import (
     Assignment,
-    BulkResult,
     ChangeEvent,
-    DefinitionResult,
-    FeatureSpec,
     Resource,
-    SetResult,
-    SnapshotPage,
     WriteResult,
 )
 from features_gql.errors import (
@@ -91,6 +86,7 @@ from features_gql.replication.follower import (
 from features_gql.replication.upstream_source import UpstreamSource
 from features_gql.request_context import request_credentials
 from features_gql.stores.base import Store, WrappingStore
+from features_gql.stores.operations import Operation
 from features_gql.upstream import UpstreamClient
 
 log = logging.getLogger("features_gql.edge")
@@ -713,44 +709,13 @@ class EdgeStore(WrappingStore):
         await self.sync.wait_until(result.revision, wait)
         return WriteResult(result.changed, await self.inner.revision())
 
-    async def snapshot_page(self, after: Assignment | None, *, limit: int) -> SnapshotPage:
-        return await self.inner.snapshot_page(after, limit=limit)
-
-    # Only addFeature and removeFeature are forwarded upstream; the catalog's writes and
-    # the bulk writes are refused here, with a typed error, rather than applied to the copy.
-
-    def _refuse(self, operation: str) -> StoreUnsupported:
-        return StoreUnsupported(
-            f"{operation} is not served by an edge replica: send it to the upstream "
-            f"({self.client.describe()})"
-        )
-
-    async def define(self, spec: FeatureSpec, *, actor: str | None) -> DefinitionResult:
-        raise self._refuse("defineFeature")
-
-    async def archive(self, name: str, *, actor: str | None) -> DefinitionResult:
-        raise self._refuse("archiveFeature")
-
-    async def add_many(
-        self,
-        items: Sequence[tuple[Resource, str]],
-        *,
-        actor: str | None,
-        require_defined: bool = False,
-    ) -> BulkResult:
-        raise self._refuse("addFeatures")
-
-    async def remove_many(
-        self, items: Sequence[tuple[Resource, str]], *, actor: str | None
-    ) -> BulkResult:
-        raise self._refuse("removeFeatures")
-
-    async def set_features(
-        self,
-        resource: Resource,
-        features: Sequence[str],
-        *,
-        actor: str | None,
-        require_defined: bool = False,
-    ) -> SetResult:
-        raise self._refuse("setFeatures")
+    async def around(self, op: Operation, call: Callable[[], Awaitable[T]]) -> T:
+        # Only addFeature and removeFeature are forwarded upstream (above); the catalog's
+        # writes and the bulk writes are refused here, with a typed error, rather than
+        # applied to the copy.
+        if op.writes:
+            raise StoreUnsupported(
+                f"{op.mutation or op.name} is not served by an edge replica: send it to the "
+                f"upstream ({self.client.describe()})"
+            )
+        return await call()

@@ -7,50 +7,41 @@ only knows the neutral ``injected_delay`` mark of ``features_gql.stores.base``):
 * the operation names and groups their ``operations`` option accepts;
 * :class:`FaultControl`, the protocol through which the admin endpoint changes the
   faults of a running store, and :func:`fault_controls`, which finds them;
-* :func:`wrap_store`, the ``--fault`` / ``--latency`` command-line shorthand.
+* :func:`wrap_store`, the ``--fault`` / ``--latency`` command-line shorthand;
+* :class:`FaultStore`, what the two stores share: their settings, a random source seeded
+  by them, the count of the calls they select, the start-up warning.
 """
 
 from __future__ import annotations
 
+import logging
+import random
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from features_gql.config import DEFAULT_STORE
 from features_gql.errors import ConfigError
-from features_gql.stores.base import Store, WrappingStore
+from features_gql.stores.base import OPERATIONS, Store, WrappingStore
+from features_gql.stores.operations import Kind, Operation
 from features_gql.stores.options import StoreOptions
 
-#: Store operations (method names of :class:`~features_gql.stores.Store`).
-READS = (
-    "has",
-    "features_of_many",
-    "check_many",
-    "resources_with",
-    "changes_since",
-    "revision",
-    "ping",
-    # catalog, listings, history and bulk
-    "feature_infos",
-    "list_features",
-    "resource_types",
-    "resource_count",
-    "list_resources",
-    "history",
-    "snapshot_page",
-)
-WRITES = ("add", "remove", "define", "archive", "add_many", "remove_many", "set_features")
+log = logging.getLogger("features_gql.faults")
+
+#: Store operations by kind, as :class:`~features_gql.stores.Store` declares them.
+READS = tuple(op.name for op in OPERATIONS if op.kind is Kind.READ)
+WRITES = tuple(op.name for op in OPERATIONS if op.kind is Kind.WRITE)
 #: Change-log retention trims: only ``all`` (or the name itself) selects them.
-MAINTENANCE = ("trim_changes",)
-ALL_OPERATIONS = frozenset(READS + WRITES + MAINTENANCE)
+MAINTENANCE = tuple(op.name for op in OPERATIONS if op.kind is Kind.MAINTENANCE)
+ALL_OPERATIONS = frozenset(op.name for op in OPERATIONS)
 OPERATION_GROUPS: dict[str, tuple[str, ...]] = {
-    "all": READS + WRITES + MAINTENANCE,
+    "all": tuple(op.name for op in OPERATIONS),
     "reads": READS,
     "writes": WRITES,
 }
-#: Operation events call ``features_of_many`` ``features_of``; accept both.
-OPERATION_ALIASES = {"features_of": "features_of_many"}
+#: Operation events name some operations otherwise (``features_of``); accept both.
+OPERATION_ALIASES = {op.event: op.name for op in OPERATIONS if op.event != op.name}
 
 
 def parse_operations(value: object, where: str, key: str = "operations") -> frozenset[str]:
@@ -191,3 +182,71 @@ def describe(settings: object) -> str:
             value = groups[0] if groups else ",".join(sorted(value))
         parts.append(f"{key}={value}")
     return " ".join(parts) or "no faults"
+
+
+# -- the fault-injection stores ---------------------------------------------------------
+
+
+class FaultSettings(Protocol):
+    """What every fault store's settings hold (a frozen dataclass of them)."""
+
+    @property
+    def seed(self) -> int | None: ...
+
+    @property
+    def operations(self) -> frozenset[str]: ...
+
+
+S = TypeVar("S", bound=FaultSettings)
+
+
+class FaultStore(WrappingStore, Generic[S]):
+    """A fault-injection store (``slow``, ``failing``): it acts in :meth:`around` on the
+    calls its settings select, and its settings change while it runs (:class:`FaultControl`)."""
+
+    #: The plugin name, which also names the store: ``slow(sqlite)``.
+    plugin: str
+
+    def __init__(self, inner: Store, settings: S) -> None:
+        super().__init__(inner)
+        self.name = f"{self.plugin}({inner.name})"
+        self.settings = settings
+        self.rng = random.Random(settings.seed)
+        #: The calls the settings selected.
+        self.calls = 0
+
+    def selects(self, op: Operation) -> bool:
+        """Whether the faults apply to this call of ``op`` (then it is counted)."""
+        if op.name not in self.settings.operations:
+            return False
+        self.calls += 1
+        return True
+
+    def fault_state(self) -> dict[str, Any]:
+        """The settings, then the counters (see :class:`FaultControl`)."""
+        settings = {
+            key: sorted(value) if isinstance(value, frozenset) else value
+            for key, value in vars(self.settings).items()
+        }
+        return {**settings, "calls": self.calls, **self.counters()}
+
+    def counters(self) -> dict[str, Any]:
+        """What the store counts beside the calls it selected."""
+        return {}
+
+    def apply(self, settings: S, changes: Mapping[str, Any]) -> None:
+        """Make ``settings`` (read from ``changes``) the store's own."""
+        self.settings = settings
+        if "seed" in changes:
+            self.rng = random.Random(settings.seed)
+
+    async def open(self) -> None:
+        await super().open()
+        self.opened()
+        log.warning("fault injection is on: %s (%s)", self.name, self.describe_faults())
+
+    def opened(self) -> None:
+        """Called once the inner store is open (the clock of scheduled faults starts)."""
+
+    def describe_faults(self) -> str:
+        return describe(self.settings)

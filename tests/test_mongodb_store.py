@@ -39,7 +39,7 @@ from features_gql.config import Settings
 from features_gql.domain import FeatureSpec, Resource, ResourceTypeCount
 from features_gql.errors import ConfigError, StoreTimeout, StoreUnavailable
 from features_gql.stores import Store
-from features_gql.testing import StoreContract
+from features_gql.testing import NetworkStoreContract, OutageServer, StoreContract
 from features_gql_plugins.mongodb_store import (
     ASSIGNMENTS_INDEX,
     BY_FEATURE_INDEX,
@@ -82,6 +82,18 @@ class TestMongoDBStoreWithoutTransactions(StoreContract):
     @pytest.fixture
     def make_store(self, mongodb_url: str, mongodb_database: str) -> Callable[[], Store]:
         return lambda: MongoDBStore(mongodb_url, database=mongodb_database, transactions="off")
+
+
+@pytest.mark.slow
+class TestMongoDBStoreOutages(NetworkStoreContract):
+    """The database goes away and comes back (an embedded server of the test's own)."""
+
+    @pytest.fixture
+    def outage_server(self, tmp_path: Path) -> Iterator[OutageServer]:
+        server = EmbeddedMongoDB(tmp_path / "mongodb", port=free_port())
+        url = with_database(server.url, "outage")
+        yield OutageServer(server.start, server.stop, lambda: MongoDBStore(url, **FAST_FAILURE))
+        server.stop()
 
 
 # -- store details ---------------------------------------------------------------------
@@ -563,41 +575,6 @@ async def _until_answers(server: Server, rid: str, feature: str) -> bool:
         await asyncio.sleep(0.2)
 
 
-@pytest.mark.slow
-async def test_database_down_mid_run_then_back(
-    start_server: StartServer, own_mongodb: EmbeddedMongoDB
-) -> None:
-    own_mongodb.start()
-    server = await start_server(
-        {"plugin": "mongodb", "url": with_database(own_mongodb.url, "flags"), **FAST_FAILURE}
-    )
-    added = await server.gql(http_tests.ADD, {"r": {"type": "app", "id": "a"}, "f": "beta"})
-    assert added.data["addFeature"]["revision"] == 1
-
-    await asyncio.to_thread(own_mongodb.stop)
-    for _ in range(3):
-        elapsed, response = await _has(server, "a", "beta")
-        assert response.codes, response.body
-        assert set(response.codes) <= STORE_ERRORS, response.body
-        assert elapsed < server.service.settings.deadline + 1, "a dead database must not hang"
-    write = await server.gql(http_tests.ADD, {"r": {"type": "app", "id": "b"}, "f": "beta"})
-    assert write.codes, write.body
-    assert set(write.codes) <= STORE_ERRORS, write.body
-    events = server.events()
-    assert {e.outcome for e in events[-4:]} <= {"unavailable", "timeout"}
-    async with server.session.get(f"{server.url}/healthz") as health:
-        assert health.status == 200
-    async with server.session.get(f"{server.url}/readyz") as ready:
-        assert ready.status == 503
-
-    await asyncio.to_thread(own_mongodb.start)  # same port, same data
-    assert await _until_answers(server, "a", "beta") is True
-    async with server.session.get(f"{server.url}/readyz") as ready:
-        assert ready.status == 200
-    again = await server.gql(http_tests.ADD, {"r": {"type": "app", "id": "b"}, "f": "beta"})
-    assert (again.data["addFeature"]["changed"], again.data["addFeature"]["revision"]) == (True, 2)
-
-
 async def test_a_database_that_refuses_connections_is_unavailable_not_a_timeout(
     start_server: StartServer, own_mongodb: EmbeddedMongoDB
 ) -> None:
@@ -618,27 +595,3 @@ async def test_a_database_that_refuses_connections_is_unavailable_not_a_timeout(
 
     await asyncio.to_thread(own_mongodb.start)
     assert await _until_answers(server, "a", "beta") is False
-
-
-@pytest.mark.slow
-async def test_service_starts_while_the_database_is_down(
-    start_server: StartServer, own_mongodb: EmbeddedMongoDB
-) -> None:
-    started = time.monotonic()
-    server = await start_server(
-        {"plugin": "mongodb", "url": with_database(own_mongodb.url, "boot"), **FAST_FAILURE}
-    )
-    assert time.monotonic() - started < 5
-    _, response = await _has(server, "a", "beta")
-    assert response.codes == ["STORE_UNAVAILABLE"]
-
-    await asyncio.to_thread(own_mongodb.start)
-    assert await _until_answers(server, "a", "beta") is False
-    added = await server.gql(http_tests.ADD, {"r": {"type": "app", "id": "a"}, "f": "beta"})
-    assert added.data["addFeature"]["revision"] == 1
-    client: MongoClient[dict[str, Any]] = MongoClient(own_mongodb.url)
-    try:
-        names = {i["name"] for i in client["boot"]["features_assignments"].list_indexes()}
-    finally:
-        client.close()
-    assert {ASSIGNMENTS_INDEX, BY_FEATURE_INDEX} <= names, "indexes are created on recovery"

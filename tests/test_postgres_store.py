@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +35,7 @@ from features_gql.errors import (
     StoreUnavailable,
 )
 from features_gql.stores import Store
-from features_gql.testing import StoreContract
+from features_gql.testing import NetworkStoreContract, OutageServer, StoreContract
 from features_gql_plugins.postgres_store import (
     SCHEMA_VERSION,
     IncompatibleDatabase,
@@ -49,7 +48,6 @@ from features_gql_plugins.postgres_store import (
 from tests.conftest import StartServer
 from tests.postgres_server import LocalPostgres, with_schema
 from tests.test_cli import CLI, Serving, clean_env, post
-from tests.test_mongodb_store import STORE_ERRORS, _has, _until_answers
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Short driver timeouts for the tests that take the server away.
@@ -69,6 +67,21 @@ class TestPostgresStore(StoreContract):
     @pytest.fixture
     def make_store(self, postgres_url: str, postgres_schema: str) -> Callable[[], Store]:
         return lambda: PostgresStore(postgres_url, schema=postgres_schema)
+
+
+@pytest.mark.slow
+class TestPostgresStoreOutages(NetworkStoreContract):
+    """The database goes away and comes back (a server of the test's own)."""
+
+    @pytest.fixture
+    def outage_server(self, own_postgres: LocalPostgres) -> OutageServer:
+        url = own_postgres.url
+        return OutageServer(
+            own_postgres.start,
+            own_postgres.stop,
+            lambda: PostgresStore(url, **FAST_FAILURE),
+            secrets=[own_postgres.password],
+        )
 
 
 class TestPostgresStoreWithTablePrefix(StoreContract):
@@ -665,83 +678,6 @@ async def test_kill_9_under_writes_loses_no_acknowledged_write(
         assert all(by_feature[feature] == revision for feature, revision in acknowledged)
     finally:
         assert "Traceback" not in second.stop()
-
-
-# -- the database goes away and comes back ---------------------------------------------
-
-
-@pytest.mark.slow
-async def test_database_down_mid_run_then_back(
-    start_server: StartServer, own_postgres: LocalPostgres, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.DEBUG)
-    await asyncio.to_thread(own_postgres.start)
-    server = await start_server({"plugin": "postgres", "url": own_postgres.url, **FAST_FAILURE})
-    added = await server.gql(http_tests.ADD, {"r": {"type": "app", "id": "a"}, "f": "beta"})
-    assert added.data["addFeature"]["revision"] == 1
-    # Several pooled connections, all of which the outage will break.
-    checks = [_has(server, "a", "beta") for _ in range(6)]
-    assert all(r.data["hasFeature"] for _, r in await asyncio.gather(*checks))
-
-    await asyncio.to_thread(own_postgres.stop)
-    for _ in range(3):
-        elapsed, response = await _has(server, "a", "beta")
-        assert response.codes, response.body
-        assert set(response.codes) <= STORE_ERRORS, response.body
-        assert elapsed < server.service.settings.deadline + 1, "a dead database must not hang"
-    write = await server.gql(http_tests.ADD, {"r": {"type": "app", "id": "b"}, "f": "beta"})
-    assert write.codes, write.body
-    assert set(write.codes) <= STORE_ERRORS, write.body
-    events = server.events()
-    assert {e.outcome for e in events[-4:]} <= {"unavailable", "timeout"}
-    async with server.session.get(f"{server.url}/healthz") as health:
-        assert health.status == 200
-    async with server.session.get(f"{server.url}/readyz") as ready:
-        assert ready.status == 503
-        assert (await ready.json())["reason"] in ("store unavailable", "store timeout")
-
-    await asyncio.to_thread(own_postgres.start)  # same port, same data
-    assert await _until_answers(server, "a", "beta") is True
-    async with server.session.get(f"{server.url}/readyz") as ready:
-        assert ready.status == 200
-    again = await server.gql(http_tests.ADD, {"r": {"type": "app", "id": "b"}, "f": "beta"})
-    assert (again.data["addFeature"]["changed"], again.data["addFeature"]["revision"]) == (True, 2)
-
-    assert "answered as STORE_" in caplog.text, "the failures were logged"
-    assert own_postgres.password not in caplog.text
-    assert own_postgres.password not in server.service.store_description
-
-
-@pytest.mark.slow
-async def test_service_starts_while_the_database_is_down(
-    start_server: StartServer, own_postgres: LocalPostgres, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.DEBUG)
-    started = time.monotonic()
-    server = await start_server(
-        {"plugin": "postgres", "url": own_postgres.url, "schema": "boot", **FAST_FAILURE}
-    )
-    assert time.monotonic() - started < 5
-    _, response = await _has(server, "a", "beta")
-    assert response.codes == ["STORE_UNAVAILABLE"]
-    async with server.session.get(f"{server.url}/readyz") as ready:
-        assert ready.status == 503
-
-    await asyncio.to_thread(own_postgres.start)
-    assert await _until_answers(server, "a", "beta") is False
-    added = await server.gql(http_tests.ADD, {"r": {"type": "app", "id": "a"}, "f": "beta"})
-    assert added.data["addFeature"]["revision"] == 1
-    with psycopg.connect(own_postgres.url) as conn:
-        assert tables(conn, "boot") == [
-            "assignments",
-            "changes",
-            "features",
-            "resource_types",
-            "resources",
-            "revision",
-            "schema_version",
-        ]
-    assert own_postgres.password not in caplog.text
 
 
 def test_no_postgres_fails_loudly_rather_than_skipping(tmp_path: Path) -> None:

@@ -33,12 +33,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar
 
+from features_gql.backoff import Backoff as Backoff  # where followers' callers find it
 from features_gql.domain import ChangeEvent
 from features_gql.errors import (
     ChangesTrimmed,
@@ -140,19 +140,10 @@ class SinkFailed(Exception):
     source's)."""
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Waits between attempts: jittered, doubling from ``first`` up to ``most``."""
-
-    first: float
-    most: float
-    #: The lowest share of the wait that jitter keeps (0: anything from no wait at all).
-    floor: float = 0.0
-
-    def delay(self, failures: int) -> float:
-        ceiling = min(self.most, self.first * 2 ** min(max(failures - 1, 0), 20))
-        return random.uniform(self.floor * ceiling, ceiling)
-
+#: The waits between a follower's attempts, by default; and after a source answered
+#: something the follower refused, which it will most likely answer again for a while.
+BACKOFF = Backoff(0.1, 5.0)
+MALFORMED_BACKOFF = Backoff(1.0, 30.0, floor=0.5)
 
 #: Told the outcome of every step: ``(changes applied, None)`` — often none, when the
 #: source was just found caught up with — or ``((), error)`` when following failed.
@@ -203,8 +194,8 @@ class Follower:
         sink: Sink,
         *,
         name: str,
-        backoff: Backoff = Backoff(0.1, 5.0),
-        malformed_backoff: Backoff = Backoff(1.0, 30.0, floor=0.5),
+        backoff: Backoff = BACKOFF,
+        malformed_backoff: Backoff = MALFORMED_BACKOFF,
         tail: bool = True,
         logger: logging.Logger = log,
     ) -> None:

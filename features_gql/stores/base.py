@@ -3,15 +3,20 @@
 Inputs reaching a store are already validated by the core. Stores raise
 :class:`~features_gql.errors.StoreError` subclasses for expected failures; the
 core times every call, applies the deadline and reports an operation event.
+
+Each operation is declared here, once, by its ``@operation(kind)`` decorator
+(:mod:`features_gql.stores.operations`): :data:`OPERATIONS` lists them, and wrappers,
+fault injection and the API derive what they need from it.
 """
 
 from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any, TypeVar, cast
 
 from features_gql.domain import (
     Assignment,
@@ -28,7 +33,18 @@ from features_gql.domain import (
     SnapshotPage,
     WriteResult,
 )
-from features_gql.errors import SnapshotsUnsupported, StoreUnsupported
+from features_gql.errors import ChangesTrimmed, SnapshotsUnsupported, StoreUnsupported
+from features_gql.stores.operations import (
+    DECLARATION,
+    Kind,
+    M,
+    Operation,
+    declaration,
+    declared_operations,
+    operation,
+)
+
+T = TypeVar("T")
 
 #: Set while a store delays a call on purpose (fault injection). The task that awaits
 #: the store sees it, so FeaturesAPI can report a deadline such a delay made it miss as
@@ -56,8 +72,28 @@ def redact_url(value: object) -> str:
     return _SECRET_IN_URL.sub(r"\g<scheme>\g<user>:***@", str(value))
 
 
+def check_not_trimmed(after: int, first: int | None, *, trimmed_through: int | None = None) -> None:
+    """The rule of every store's ``changes_since``: a change log that holds nothing between
+    ``after`` and the first revision it holds after it (``first``; None: none) was
+    trimmed, and says so with :class:`~features_gql.errors.ChangesTrimmed` rather than
+    skip the gap in silence.
+
+    A store whose revisions are dense passes nothing more: any such hole is a trim. One
+    that can leave holes of its own (MongoDB without transactions) passes the revision it
+    last trimmed through: only a hole below it is a trim.
+    """
+    if first is None or first <= after + 1:
+        return
+    if trimmed_through is None or after < trimmed_through:
+        raise ChangesTrimmed(after, first)
+
+
 class Store(abc.ABC):
-    """Async storage for feature assignments and their change log."""
+    """Async storage for feature assignments and their change log.
+
+    The methods marked ``@operation`` are the operations (:data:`OPERATIONS`); the others
+    are the life cycle (:data:`LIFECYCLE`).
+    """
 
     #: A short label for logs and metrics (``memory``, ``sqlite``, ``failing(sqlite)``).
     name: str = "store"
@@ -79,14 +115,17 @@ class Store(abc.ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Called once; the store is not used afterwards."""
 
+    @operation(Kind.READ)
     async def ping(self) -> None:
         """Raise a StoreError if the store cannot answer; used by readiness probes."""
         await self.revision()
 
+    @operation(Kind.READ)
     @abc.abstractmethod
     async def has(self, resource: Resource, feature: str) -> bool:
         """Whether ``resource`` has ``feature``."""
 
+    @operation(Kind.WRITE, mutation="addFeature")
     @abc.abstractmethod
     async def add(self, resource: Resource, feature: str, *, actor: str | None) -> WriteResult:
         """Give ``resource`` the feature. Idempotent: adding twice changes nothing.
@@ -96,10 +135,12 @@ class Store(abc.ABC):
         current revision and logs nothing.
         """
 
+    @operation(Kind.WRITE, mutation="removeFeature")
     @abc.abstractmethod
     async def remove(self, resource: Resource, feature: str, *, actor: str | None) -> WriteResult:
         """Take the feature away. Removing something absent changes nothing."""
 
+    @operation(Kind.READ, event="features_of")
     @abc.abstractmethod
     async def features_of_many(self, resources: Sequence[Resource]) -> list[list[str]]:
         """The features of each resource, sorted, in the order of ``resources``.
@@ -108,10 +149,12 @@ class Store(abc.ABC):
         field of a request into a single call.
         """
 
+    @operation(Kind.READ)
     @abc.abstractmethod
     async def check_many(self, items: Sequence[tuple[Resource, str]]) -> list[bool]:
         """Answer many ``has`` questions in one round trip, in the order asked."""
 
+    @operation(Kind.READ)
     @abc.abstractmethod
     async def resources_with(
         self, feature: str, *, type: str | None, after: Resource | None, limit: int
@@ -123,10 +166,12 @@ class Store(abc.ABC):
         keeps only resources of that type.
         """
 
+    @operation(Kind.READ)
     @abc.abstractmethod
     async def changes_since(self, revision: int, *, limit: int) -> list[ChangeEvent]:
         """Up to ``limit`` change events with a revision greater than ``revision``, ascending."""
 
+    @operation(Kind.READ)
     @abc.abstractmethod
     async def revision(self) -> int:
         """The revision of the latest change (0 for a store that never changed)."""
@@ -143,21 +188,25 @@ class Store(abc.ABC):
     def _unsupported(self, operation: str) -> StoreUnsupported:
         return StoreUnsupported(f"the {self.name} store does not implement {operation}")
 
+    @operation(Kind.WRITE, mutation="defineFeature")
     async def define(self, spec: FeatureSpec, *, actor: str | None) -> DefinitionResult:
         """Create or update a feature's definition (see :meth:`FeatureSpec.apply`); logged
         as a ``define`` change when it changes anything."""
         raise self._unsupported("define")
 
+    @operation(Kind.WRITE, mutation="archiveFeature")
     async def archive(self, name: str, *, actor: str | None) -> DefinitionResult:
         """Retire a defined feature (logged as ``archive``). Archiving a feature that is
         not defined, or already archived, changes nothing."""
         raise self._unsupported("archive")
 
+    @operation(Kind.READ)
     async def feature_infos(self, names: Sequence[str]) -> list[FeatureInfo]:
         """What the catalog knows of each name, in order (count 0 and no definition for
         a feature nobody has and nobody defined). One round trip."""
         raise self._unsupported("feature_infos")
 
+    @operation(Kind.READ)
     async def list_features(
         self, filter: FeatureFilter, *, after: str | None, limit: int
     ) -> list[FeatureInfo]:
@@ -165,20 +214,24 @@ class Store(abc.ABC):
         keeps (:meth:`FeatureFilter.keeps`), ordered by name, after the name ``after``."""
         raise self._unsupported("list_features")
 
+    @operation(Kind.READ)
     async def resource_types(self, *, after: str | None, limit: int) -> list[ResourceTypeCount]:
         """Up to ``limit`` resource types that some resource with a feature has, ordered
         by name, after the name ``after``, each with its number of such resources."""
         raise self._unsupported("resource_types")
 
+    @operation(Kind.READ)
     async def resource_count(self, type: str) -> int:
         """How many resources of ``type`` have at least one feature (a stored count)."""
         raise self._unsupported("resource_count")
 
+    @operation(Kind.READ)
     async def list_resources(self, type: str, *, after: str | None, limit: int) -> list[Resource]:
         """Up to ``limit`` resources of ``type`` having at least one feature, ordered by
         id (code point order), after the id ``after``."""
         raise self._unsupported("list_resources")
 
+    @operation(Kind.READ)
     async def history(
         self, query: HistoryQuery, *, before: int | None, limit: int
     ) -> list[ChangeEvent]:
@@ -186,6 +239,7 @@ class Store(abc.ABC):
         revision below ``before`` (all when None). Served by indexes, never a scan."""
         raise self._unsupported("history")
 
+    @operation(Kind.WRITE, mutation="addFeatures")
     async def add_many(
         self,
         items: Sequence[tuple[Resource, str]],
@@ -201,12 +255,14 @@ class Store(abc.ABC):
         """
         raise self._unsupported("add_many")
 
+    @operation(Kind.WRITE, mutation="removeFeatures")
     async def remove_many(
         self, items: Sequence[tuple[Resource, str]], *, actor: str | None
     ) -> BulkResult:
         """Remove every assignment, like :meth:`add_many`."""
         raise self._unsupported("remove_many")
 
+    @operation(Kind.WRITE, mutation="setFeatures")
     async def set_features(
         self,
         resource: Resource,
@@ -225,6 +281,7 @@ class Store(abc.ABC):
     # log from the revision of the first page. Not abstract, so a store written before
     # snapshots keeps working: replicas then replay its whole change log instead.
 
+    @operation(Kind.READ)
     async def snapshot_page(self, after: Assignment | None, *, limit: int) -> SnapshotPage:
         """Up to ``limit`` assignments after ``after`` (all when None), ordered by
         (type, id, feature) comparing strings by code point, with the revision the page
@@ -235,6 +292,7 @@ class Store(abc.ABC):
         """
         raise SnapshotsUnsupported(f"store {self.name!r} does not implement snapshots")
 
+    @operation(Kind.MAINTENANCE)
     async def trim_changes(self, through: int) -> int:
         """Delete the change events with a revision up to ``through``, always keeping
         the latest one; return how many were deleted. After a trim, ``changes_since``
@@ -264,10 +322,43 @@ class Store(abc.ABC):
         return False
 
 
-class WrappingStore(Store):
-    """A store that holds another store and delegates to it (slow, failing, cached...).
+#: Every operation of the protocol, in the order ``Store`` declares them.
+OPERATIONS: tuple[Operation, ...] = declared_operations(Store)
+#: The operations by method name.
+OPERATION_NAMED: Mapping[str, Operation] = {op.name: op for op in OPERATIONS}
+#: The members of ``Store`` that are not operations: its life cycle and what it says of
+#: itself. A wrapper delegates them as they are; nothing else is public on a store.
+LIFECYCLE = frozenset({"describe", "open", "close", "watch", "watching"})
+#: The data attributes a store sets (see :class:`Store`).
+ATTRIBUTES = frozenset({"name", "shared_between_processes", "never_suspends", "supports_catalog"})
 
-    Subclasses override the operations they change and call ``self.inner``.
+
+def through(method: M) -> M:
+    """``method`` of :class:`WrappingStore`: the same call on ``inner``, through
+    :meth:`WrappingStore.around`. Typed as ``method`` is, so mypy sees the signature."""
+    op = declaration(method)
+    if op is None:
+        raise TypeError(f"{method.__qualname__} is not a declared store operation")
+    name = op.name
+
+    async def intercepted(self: WrappingStore, *args: Any, **kwargs: Any) -> Any:
+        call = getattr(self.inner, name)
+        return await self.around(op, lambda: call(*args, **kwargs))
+
+    intercepted.__name__ = name
+    intercepted.__qualname__ = f"WrappingStore.{name}"
+    intercepted.__doc__ = method.__doc__
+    setattr(intercepted, DECLARATION, op)
+    return cast(M, intercepted)
+
+
+class WrappingStore(Store):
+    """A store that holds another store and passes every call to it (slow, failing, an
+    edge's copy...).
+
+    Every operation goes through one seam, :meth:`around`: a subclass overrides it to
+    act on every call, or on the calls of some kind (``op.kind``), and overrides an
+    operation's method only for what is truly its own.
     """
 
     def __init__(self, inner: Store) -> None:
@@ -275,6 +366,10 @@ class WrappingStore(Store):
         self.name = f"{type(self).__name__.lower()}({inner.name})"
         self.shared_between_processes = inner.shared_between_processes
         self.supports_catalog = inner.supports_catalog
+
+    async def around(self, op: Operation, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call``, the call of ``op`` on ``inner``; what a wrapper adds goes here."""
+        return await call()
 
     def describe(self) -> str:
         return f"{self.name.split('(')[0]} over {self.inner.describe()}"
@@ -285,9 +380,6 @@ class WrappingStore(Store):
     async def close(self) -> None:
         await self.inner.close()
 
-    async def ping(self) -> None:
-        await self.inner.ping()
-
     async def watch(self, changed: Callable[[int, bool], None]) -> bool:
         return await self.inner.watch(changed)
 
@@ -295,92 +387,26 @@ class WrappingStore(Store):
     def watching(self) -> bool:
         return self.inner.watching
 
-    async def has(self, resource: Resource, feature: str) -> bool:
-        return await self.inner.has(resource, feature)
-
-    async def add(self, resource: Resource, feature: str, *, actor: str | None) -> WriteResult:
-        return await self.inner.add(resource, feature, actor=actor)
-
-    async def remove(self, resource: Resource, feature: str, *, actor: str | None) -> WriteResult:
-        return await self.inner.remove(resource, feature, actor=actor)
-
-    async def features_of_many(self, resources: Sequence[Resource]) -> list[list[str]]:
-        return await self.inner.features_of_many(resources)
-
-    async def check_many(self, items: Sequence[tuple[Resource, str]]) -> list[bool]:
-        return await self.inner.check_many(items)
-
-    async def resources_with(
-        self, feature: str, *, type: str | None, after: Resource | None, limit: int
-    ) -> list[Resource]:
-        return await self.inner.resources_with(feature, type=type, after=after, limit=limit)
-
-    async def changes_since(self, revision: int, *, limit: int) -> list[ChangeEvent]:
-        return await self.inner.changes_since(revision, limit=limit)
-
-    async def revision(self) -> int:
-        return await self.inner.revision()
-
-    # -- catalog, listings, history and bulk ------------------------------------------
-
-    async def define(self, spec: FeatureSpec, *, actor: str | None) -> DefinitionResult:
-        return await self.inner.define(spec, actor=actor)
-
-    async def archive(self, name: str, *, actor: str | None) -> DefinitionResult:
-        return await self.inner.archive(name, actor=actor)
-
-    async def feature_infos(self, names: Sequence[str]) -> list[FeatureInfo]:
-        return await self.inner.feature_infos(names)
-
-    async def list_features(
-        self, filter: FeatureFilter, *, after: str | None, limit: int
-    ) -> list[FeatureInfo]:
-        return await self.inner.list_features(filter, after=after, limit=limit)
-
-    async def resource_types(self, *, after: str | None, limit: int) -> list[ResourceTypeCount]:
-        return await self.inner.resource_types(after=after, limit=limit)
-
-    async def resource_count(self, type: str) -> int:
-        return await self.inner.resource_count(type)
-
-    async def list_resources(self, type: str, *, after: str | None, limit: int) -> list[Resource]:
-        return await self.inner.list_resources(type, after=after, limit=limit)
-
-    async def history(
-        self, query: HistoryQuery, *, before: int | None, limit: int
-    ) -> list[ChangeEvent]:
-        return await self.inner.history(query, before=before, limit=limit)
-
-    async def add_many(
-        self,
-        items: Sequence[tuple[Resource, str]],
-        *,
-        actor: str | None,
-        require_defined: bool = False,
-    ) -> BulkResult:
-        return await self.inner.add_many(items, actor=actor, require_defined=require_defined)
-
-    async def remove_many(
-        self, items: Sequence[tuple[Resource, str]], *, actor: str | None
-    ) -> BulkResult:
-        return await self.inner.remove_many(items, actor=actor)
-
-    async def set_features(
-        self,
-        resource: Resource,
-        features: Sequence[str],
-        *,
-        actor: str | None,
-        require_defined: bool = False,
-    ) -> SetResult:
-        return await self.inner.set_features(
-            resource, features, actor=actor, require_defined=require_defined
-        )
-
-    # -- snapshots and feed ---------------------------------------------------------------
-
-    async def snapshot_page(self, after: Assignment | None, *, limit: int) -> SnapshotPage:
-        return await self.inner.snapshot_page(after, limit=limit)
-
-    async def trim_changes(self, through: int) -> int:
-        return await self.inner.trim_changes(through)
+    # One line an operation (tests/test_store_operations.py fails when one is missing).
+    ping = through(Store.ping)
+    has = through(Store.has)
+    add = through(Store.add)
+    remove = through(Store.remove)
+    features_of_many = through(Store.features_of_many)
+    check_many = through(Store.check_many)
+    resources_with = through(Store.resources_with)
+    changes_since = through(Store.changes_since)
+    revision = through(Store.revision)
+    define = through(Store.define)
+    archive = through(Store.archive)
+    feature_infos = through(Store.feature_infos)
+    list_features = through(Store.list_features)
+    resource_types = through(Store.resource_types)
+    resource_count = through(Store.resource_count)
+    list_resources = through(Store.list_resources)
+    history = through(Store.history)
+    add_many = through(Store.add_many)
+    remove_many = through(Store.remove_many)
+    set_features = through(Store.set_features)
+    snapshot_page = through(Store.snapshot_page)
+    trim_changes = through(Store.trim_changes)

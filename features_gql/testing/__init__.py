@@ -1,4 +1,5 @@
-"""Test support for plugin authors: the store contract suite.
+"""Test support for plugin authors: the store contract suite (and, for a store over a
+database server, its outage-and-recovery section, ``NetworkStoreContract``).
 
     from features_gql.testing import StoreContract
 
@@ -18,6 +19,11 @@ import pytest
 # AssertionError. Rewriting must be registered before the module is imported.
 pytest.register_assert_rewrite("features_gql.testing.store_contract")
 
-from features_gql.testing.store_contract import StoreContract, run_with_store  # noqa: E402
+from features_gql.testing.store_contract import (  # noqa: E402
+    NetworkStoreContract,
+    OutageServer,
+    StoreContract,
+    run_with_store,
+)
 
-__all__ = ["StoreContract", "run_with_store"]
+__all__ = ["NetworkStoreContract", "OutageServer", "StoreContract", "run_with_store"]

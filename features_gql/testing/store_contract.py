@@ -16,14 +16,21 @@ Capability flags let a store say what it honestly cannot do:
 The store itself says whether it implements the optional catalog, listing, history
 and bulk operations (``Store.supports_catalog``); their scenarios are skipped for a
 store that does not.
+
+A store over a database server also runs :class:`NetworkStoreContract`, the one
+outage-and-recovery section every such store shares: override its ``outage_server``
+fixture with a server of the test's own, which the scenarios stop and start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -41,11 +48,19 @@ from features_gql.domain import (
     HistoryQuery,
     Resource,
     ResourceTypeCount,
+    WriteResult,
 )
-from features_gql.errors import ChangesTrimmed, SnapshotsUnsupported
+from features_gql.errors import (
+    ChangesTrimmed,
+    SnapshotsUnsupported,
+    StoreTimeout,
+    StoreUnavailable,
+    StoreUnsupported,
+)
+from features_gql.events import OperationEvent
 from features_gql.feed import ChangeFeed
 from features_gql.replica import LocalReplica
-from features_gql.stores.base import Store
+from features_gql.stores.base import OPERATIONS, Store
 
 Scenario = Callable[[Store], Awaitable[None]]
 
@@ -73,6 +88,35 @@ UNUSUAL_IDS = [
 ]
 
 
+#: One call of each store operation (see ``OPERATIONS``), on plain arguments: the
+#: contract makes every one of them, and the core's tests pass each through every
+#: wrapper. An operation declared without its call here fails the contract.
+OPERATION_CALLS: dict[str, Callable[[Store], Awaitable[object]]] = {
+    "ping": lambda store: store.ping(),
+    "has": lambda store: store.has(PIPELINE, "calls"),
+    "add": lambda store: store.add(PIPELINE, "calls", actor=None),
+    "remove": lambda store: store.remove(PIPELINE, "calls", actor=None),
+    "features_of_many": lambda store: store.features_of_many([PIPELINE]),
+    "check_many": lambda store: store.check_many([(PIPELINE, "calls")]),
+    "resources_with": lambda store: store.resources_with("calls", type=None, after=None, limit=10),
+    "changes_since": lambda store: store.changes_since(0, limit=10),
+    "revision": lambda store: store.revision(),
+    "define": lambda store: store.define(FeatureSpec("calls"), actor=None),
+    "archive": lambda store: store.archive("calls", actor=None),
+    "feature_infos": lambda store: store.feature_infos(["calls"]),
+    "list_features": lambda store: store.list_features(FeatureFilter(NOW), after=None, limit=10),
+    "resource_types": lambda store: store.resource_types(after=None, limit=10),
+    "resource_count": lambda store: store.resource_count(PIPELINE.type),
+    "list_resources": lambda store: store.list_resources(PIPELINE.type, after=None, limit=10),
+    "history": lambda store: store.history(HistoryQuery(), before=None, limit=10),
+    "add_many": lambda store: store.add_many([(PIPELINE, "calls")], actor=None),
+    "remove_many": lambda store: store.remove_many([(PIPELINE, "calls")], actor=None),
+    "set_features": lambda store: store.set_features(PIPELINE, ["calls"], actor=None),
+    "snapshot_page": lambda store: store.snapshot_page(None, limit=10),
+    "trim_changes": lambda store: store.trim_changes(1),
+}
+
+
 async def read_snapshot(store: Store, *, limit: int) -> tuple[int, list[Assignment]]:
     """Every page of a snapshot: the revision of the first page, and the assignments."""
     first = await store.snapshot_page(None, limit=limit)
@@ -95,7 +139,9 @@ def apply_changes(state: set[Assignment], changes: list[ChangeEvent]) -> None:
             state.discard(key)
 
 
-def run_with_store(make_store: Callable[[], Store], scenario: Scenario) -> None:
+def run_with_store(
+    make_store: Callable[[], Store], scenario: Scenario, *, skip_unsupported: bool = True
+) -> None:
     """Open a store from ``make_store``, run ``scenario`` on it, close it."""
 
     async def main() -> None:
@@ -106,6 +152,9 @@ def run_with_store(make_store: Callable[[], Store], scenario: Scenario) -> None:
         finally:
             await store.close()
 
+    if not skip_unsupported:
+        asyncio.run(main())
+        return
     try:
         asyncio.run(main())
     except SnapshotsUnsupported as exc:
@@ -127,6 +176,41 @@ class StoreContract:
 
     def run(self, make_store: Callable[[], Store], scenario: Scenario) -> None:
         run_with_store(make_store, scenario)
+
+    def run_all(self, make_store: Callable[[], Store], scenario: Scenario) -> None:
+        """Like :meth:`run`, without skipping the test when snapshots are unsupported."""
+        run_with_store(make_store, scenario, skip_unsupported=False)
+
+    # -- the operations -----------------------------------------------------------------
+
+    def test_every_declared_operation_answers_or_is_unsupported(
+        self, make_store: Callable[[], Store]
+    ) -> None:
+        """Each operation ``Store`` declares, called once: a required one answers; an
+        optional one answers, or raises StoreUnsupported (SnapshotsUnsupported for
+        snapshots and trimming) when the store does not implement it."""
+        assert set(OPERATION_CALLS) == {op.name for op in OPERATIONS}, (
+            "every declared operation has its call in OPERATION_CALLS"
+        )
+
+        required = {
+            op.name
+            for op in OPERATIONS
+            if getattr(getattr(Store, op.name), "__isabstractmethod__", False)
+        }
+
+        async def scenario(store: Store) -> None:
+            unsupported = set()
+            for op in OPERATIONS:
+                try:
+                    await OPERATION_CALLS[op.name](store)
+                except (StoreUnsupported, SnapshotsUnsupported):
+                    unsupported.add(op.name)
+            assert not unsupported & required
+            if store.supports_catalog:
+                assert unsupported <= {"snapshot_page", "trim_changes"}
+
+        self.run_all(make_store, scenario)
 
     # -- round trips --------------------------------------------------------------------
 
@@ -1279,3 +1363,193 @@ async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
         # Polled: the conditions are the copies' state, which nothing signals.
         while not condition():  # noqa: ASYNC110
             await asyncio.sleep(0.005)
+
+
+# -- stores over a database server: outage and recovery --------------------------------
+
+
+@dataclass(frozen=True)
+class OutageServer:
+    """A database server of the test's own, which the scenarios stop and start again.
+
+    ``start`` and ``stop`` block until done (they run in a thread); the server comes back
+    on the same address, with its data. ``make_store`` builds a new, unopened store over
+    it, with driver timeouts short enough that a call to a server that is down fails
+    within a second or so. ``secrets`` (passwords) must appear in no log line and in no
+    description of the store.
+    """
+
+    start: Callable[[], None]
+    stop: Callable[[], None]
+    make_store: Callable[[], Store]
+    secrets: Sequence[str] = ()
+
+
+class NetworkStoreContract:
+    """Outage and recovery, for a store over a database server (the bundled ``mongodb``
+    and ``postgres``; see :mod:`features_gql.stores.network` for the helpers that keep
+    these rules).
+
+    Subclass it beside :class:`StoreContract` and override the ``outage_server``
+    fixture. Every scenario starts with the server stopped; the store must:
+
+    * open while its database is down, fail each call fast and typed
+      (``StoreUnavailable`` or ``StoreTimeout``, within the API's deadline), and set
+      itself up on the first call that reaches the database once it is back;
+    * do the same during an outage in the middle of a run, keep nothing half-done, and
+      answer again after it, without being reopened;
+    * when it pushes notices (``watch``), stop saying so during the outage and resume
+      after it, with a notice to catch up.
+    """
+
+    #: The API's deadline in these scenarios.
+    deadline: ClassVar[float] = 2.0
+    #: The longest a store may take to answer again once its database is back.
+    recovery: ClassVar[float] = 20.0
+
+    @pytest.fixture
+    def outage_server(self) -> OutageServer:
+        raise NotImplementedError(
+            "override the outage_server fixture: a server of the test's own (stopped), "
+            "and a make_store over it"
+        )
+
+    def run_outage(self, server: OutageServer, scenario: OutageScenario) -> None:
+        """Run ``scenario`` with a new store over ``server`` (stopped at first), logging
+        into a list it checks for secrets."""
+        lines: list[str] = []
+        handler = _Collect(lines)
+        logger = logging.getLogger("features_gql")
+        level = logger.level
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+
+        async def main() -> None:
+            store = server.make_store()
+            try:
+                await scenario(store, server)
+            finally:
+                await store.close()
+                await asyncio.to_thread(server.stop)
+            for secret in server.secrets:
+                assert secret not in store.describe()
+
+        try:
+            asyncio.run(main())
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+        for secret in server.secrets:
+            assert not [line for line in lines if secret in line], "a secret was logged"
+
+    async def fails_fast(self, api: FeaturesAPI) -> None:
+        """Calls fail, typed, within the deadline: the database is down."""
+        calls: list[Callable[[], Awaitable[object]]] = [
+            lambda: api.has(PIPELINE, "outage"),
+            api.revision,
+        ]
+        for call in calls:
+            started = time.monotonic()
+            with pytest.raises((StoreUnavailable, StoreTimeout)):
+                await call()
+            assert time.monotonic() - started < self.deadline + 1, "a dead database hung"
+        with pytest.raises((StoreUnavailable, StoreTimeout)):
+            await api.add(PIPELINE, "outage", actor=None)
+        probe = await api.probe()
+        assert (probe.up, probe.reason) in ((False, "unavailable"), (False, "timeout"))
+
+    async def answers(self, api: FeaturesAPI) -> bool:
+        """Whether PIPELINE has ``outage``, once the store answers again."""
+        async with asyncio.timeout(self.recovery):
+            while True:
+                try:
+                    return await api.has(PIPELINE, "outage")
+                except (StoreUnavailable, StoreTimeout):
+                    await asyncio.sleep(0.2)
+
+    def test_opens_while_its_database_is_down_and_sets_up_when_it_returns(
+        self, outage_server: OutageServer
+    ) -> None:
+        async def scenario(store: Store, server: OutageServer) -> None:
+            started = time.monotonic()
+            await store.open()  # the database is down: not fatal
+            assert time.monotonic() - started < 5
+            api = FeaturesAPI(store, deadline=self.deadline)
+            await self.fails_fast(api)
+
+            await asyncio.to_thread(server.start)
+            assert await self.answers(api) is False
+            assert await api.add(PIPELINE, "outage", actor=None) == WriteResult(True, 1)
+            assert (await api.probe()).up
+            assert await store.changes_since(0, limit=10) != []
+
+        self.run_outage(outage_server, scenario)
+
+    def test_fails_fast_during_an_outage_and_answers_after_it(
+        self, outage_server: OutageServer
+    ) -> None:
+        async def scenario(store: Store, server: OutageServer) -> None:
+            await asyncio.to_thread(server.start)
+            await store.open()
+            events: list[OperationEvent] = []
+            api = FeaturesAPI(store, deadline=self.deadline, on_event=events.append)
+            assert await api.add(PIPELINE, "outage", actor=None) == WriteResult(True, 1)
+            # Several connections at once, which the outage will all break.
+            answers = await asyncio.gather(*(api.has(PIPELINE, "outage") for _ in range(6)))
+            assert all(answers)
+
+            await asyncio.to_thread(server.stop)
+            events.clear()
+            await self.fails_fast(api)
+            assert {e.outcome for e in events} <= {"unavailable", "timeout"}
+            assert len(events) == 3
+
+            await asyncio.to_thread(server.start)  # the same address, the same data
+            assert await self.answers(api) is True
+            assert (await api.probe()).up
+            again = await api.add(PIPELINE, "after", actor=None)
+            assert again == WriteResult(True, 2), "the write refused in the outage left nothing"
+            changes = await api.changes_since(0)
+            assert [(c.revision, c.feature) for c in changes] == [(1, "outage"), (2, "after")]
+
+        self.run_outage(outage_server, scenario)
+
+    def test_pushed_notices_stop_during_an_outage_and_resume_after_it(
+        self, outage_server: OutageServer
+    ) -> None:
+        async def scenario(store: Store, server: OutageServer) -> None:
+            await asyncio.to_thread(server.start)
+            await store.open()
+            notices: list[tuple[int, bool]] = []
+            if not await store.watch(lambda revision, catalog: notices.append((revision, catalog))):
+                pytest.skip("this store pushes no notices of its changes (followers poll)")
+            await until(lambda: store.watching)
+            await until(lambda: notices == [(0, True)])  # told to catch up on opening
+
+            await asyncio.to_thread(server.stop)
+            await until(lambda: not store.watching, within=self.recovery)
+            await asyncio.to_thread(server.start)
+            await until(lambda: store.watching, within=self.recovery)
+            # Reopened: told to catch up, then of a change another process commits.
+            await until(lambda: notices[-1:] == [(0, True)])
+            other = server.make_store()
+            await other.open()
+            try:
+                await other.add(PIPELINE, "pushed", actor=None)
+                await until(lambda: notices[-1:] == [(1, False)])
+            finally:
+                await other.close()
+
+        self.run_outage(outage_server, scenario)
+
+
+OutageScenario = Callable[[Store, OutageServer], Awaitable[None]]
+
+
+class _Collect(logging.Handler):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))

@@ -23,31 +23,14 @@ changed while the service runs (``POST /admin/faults``).
 
 from __future__ import annotations
 
-import logging
 import math
-import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 from features_gql import hookimpl
-from features_gql.domain import (
-    Assignment,
-    BulkResult,
-    ChangeEvent,
-    DefinitionResult,
-    FeatureFilter,
-    FeatureInfo,
-    FeatureSpec,
-    HistoryQuery,
-    Resource,
-    ResourceTypeCount,
-    SetResult,
-    SnapshotPage,
-    WriteResult,
-)
 from features_gql.errors import (
     ConfigError,
     StoreConflict,
@@ -55,10 +38,10 @@ from features_gql.errors import (
     StoreTimeout,
     StoreUnavailable,
 )
-from features_gql.faults import ALL_OPERATIONS, describe, read_operations, read_seed
-from features_gql.stores import Store, StoreBuilder, StoreOptions, StoreRegistry, WrappingStore
+from features_gql.faults import ALL_OPERATIONS, FaultStore, read_operations, read_seed
+from features_gql.stores import Operation, Store, StoreBuilder, StoreOptions, StoreRegistry
 
-log = logging.getLogger("features_gql.faults")
+T = TypeVar("T")
 
 ErrorKind = Literal["unavailable", "timeout"]
 _ERRORS: dict[str, type[StoreError]] = {"unavailable": StoreUnavailable, "timeout": StoreTimeout}
@@ -130,7 +113,7 @@ class Outage:
         return True, cls(after, seconds)
 
 
-class FailingStore(WrappingStore):
+class FailingStore(FaultStore[FailingSettings]):
     """Refuses selected calls of ``inner`` by probability, by count, in an outage window,
     or (``concurrent_writes``) when a write overlaps another write in flight."""
 
@@ -144,15 +127,11 @@ class FailingStore(WrappingStore):
         outage: Outage | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(inner)
-        self.name = f"failing({inner.name})"
-        self.settings = settings or FailingSettings()
-        self._rng = random.Random(self.settings.seed)
+        super().__init__(inner, settings or FailingSettings())
         self._clock = clock
         self._configured_outage = outage
         self._window = self._schedule(outage)
         self._writes_in_flight = 0
-        self.calls = 0
         self.injected = dict.fromkeys(REASONS, 0)
 
     # -- fault control ----------------------------------------------------------------
@@ -166,17 +145,9 @@ class FailingStore(WrappingStore):
     def outage_active(self) -> bool:
         return self._window is not None and self._window[0] <= self._clock() < self._window[1]
 
-    def fault_state(self) -> dict[str, Any]:
-        s = self.settings
+    def counters(self) -> dict[str, Any]:
         return {
-            "error_rate": s.error_rate,
-            "seed": s.seed,
-            "every_nth": s.every_nth,
-            "operations": sorted(s.operations),
-            "concurrent_writes": s.concurrent_writes,
-            "error": s.error,
             "outage": self._outage_state(),
-            "calls": self.calls,
             "injected": dict(self.injected),
             "writes_in_flight": self._writes_in_flight,
         }
@@ -202,14 +173,12 @@ class FailingStore(WrappingStore):
         settings = FailingSettings.read(options, self.settings)
         outage_given, outage = Outage.read(options)
         options.check_all_used()
-        self.settings = settings
-        if "seed" in changes:
-            self._rng = random.Random(settings.seed)
+        self.apply(settings, changes)
         if outage_given:
             self._window = self._schedule(outage)
 
-    def _describe(self) -> str:
-        text = describe(self.settings)
+    def describe_faults(self) -> str:
+        text = super().describe_faults()
         now = self._clock()
         if self._window is not None and now < self._window[1]:
             start, end = self._window
@@ -223,17 +192,23 @@ class FailingStore(WrappingStore):
 
     # -- the faults -------------------------------------------------------------------
 
+    async def around(self, op: Operation, call: Callable[[], Awaitable[T]]) -> T:
+        selected = self.selects(op)
+        if selected:
+            self._refuse(op.name)
+        if not op.writes:
+            return await call()
+        with self._writing(op.name, selected):
+            return await call()
+
     def _refuse(self, op: str) -> None:
-        """Raise the injected error if this call of ``op`` is to fail."""
+        """Raise the injected error if this selected call of ``op`` is to fail."""
         settings = self.settings
-        if op not in settings.operations:
-            return
-        self.calls += 1
         if self.outage_active():
             reason, detail = "outage", "outage"
         elif settings.every_nth and self.calls % settings.every_nth == 0:
             reason, detail = "every_nth", f"every_nth={settings.every_nth}"
-        elif settings.error_rate and self._rng.random() < settings.error_rate:
+        elif settings.error_rate and self.rng.random() < settings.error_rate:
             reason, detail = "error_rate", f"error_rate={settings.error_rate:g}"
         else:
             return
@@ -243,11 +218,10 @@ class FailingStore(WrappingStore):
         )
 
     @contextmanager
-    def _writing(self, op: str) -> Iterator[None]:
-        """Refuse a write that overlaps another one in flight, when asked to."""
-        self._refuse(op)
-        settings = self.settings
-        if self._writes_in_flight and settings.concurrent_writes and op in settings.operations:
+    def _writing(self, op: str, selected: bool) -> Iterator[None]:
+        """Refuse a selected write that overlaps another one in flight (any write), when
+        asked to."""
+        if selected and self._writes_in_flight and self.settings.concurrent_writes:
             self.injected["concurrent_writes"] += 1
             raise StoreConflict(
                 f"injected fault: {self.name} refused {op}: it overlapped "
@@ -260,127 +234,8 @@ class FailingStore(WrappingStore):
         finally:
             self._writes_in_flight -= 1
 
-    async def open(self) -> None:
-        await super().open()
+    def opened(self) -> None:
         self._window = self._schedule(self._configured_outage)
-        log.warning("fault injection is on: %s (%s)", self.name, self._describe())
-
-    # -- the operations ---------------------------------------------------------------
-
-    async def ping(self) -> None:
-        self._refuse("ping")
-        await self.inner.ping()
-
-    async def has(self, resource: Resource, feature: str) -> bool:
-        self._refuse("has")
-        return await self.inner.has(resource, feature)
-
-    async def add(self, resource: Resource, feature: str, *, actor: str | None) -> WriteResult:
-        with self._writing("add"):
-            return await self.inner.add(resource, feature, actor=actor)
-
-    async def remove(self, resource: Resource, feature: str, *, actor: str | None) -> WriteResult:
-        with self._writing("remove"):
-            return await self.inner.remove(resource, feature, actor=actor)
-
-    async def features_of_many(self, resources: Sequence[Resource]) -> list[list[str]]:
-        self._refuse("features_of_many")
-        return await self.inner.features_of_many(resources)
-
-    async def check_many(self, items: Sequence[tuple[Resource, str]]) -> list[bool]:
-        self._refuse("check_many")
-        return await self.inner.check_many(items)
-
-    async def resources_with(
-        self, feature: str, *, type: str | None, after: Resource | None, limit: int
-    ) -> list[Resource]:
-        self._refuse("resources_with")
-        return await self.inner.resources_with(feature, type=type, after=after, limit=limit)
-
-    async def changes_since(self, revision: int, *, limit: int) -> list[ChangeEvent]:
-        self._refuse("changes_since")
-        return await self.inner.changes_since(revision, limit=limit)
-
-    async def revision(self) -> int:
-        self._refuse("revision")
-        return await self.inner.revision()
-
-    # -- catalog, listings, history and bulk ------------------------------------------
-
-    async def feature_infos(self, names: Sequence[str]) -> list[FeatureInfo]:
-        self._refuse("feature_infos")
-        return await self.inner.feature_infos(names)
-
-    async def list_features(
-        self, filter: FeatureFilter, *, after: str | None, limit: int
-    ) -> list[FeatureInfo]:
-        self._refuse("list_features")
-        return await self.inner.list_features(filter, after=after, limit=limit)
-
-    async def resource_types(self, *, after: str | None, limit: int) -> list[ResourceTypeCount]:
-        self._refuse("resource_types")
-        return await self.inner.resource_types(after=after, limit=limit)
-
-    async def resource_count(self, type: str) -> int:
-        self._refuse("resource_count")
-        return await self.inner.resource_count(type)
-
-    async def list_resources(self, type: str, *, after: str | None, limit: int) -> list[Resource]:
-        self._refuse("list_resources")
-        return await self.inner.list_resources(type, after=after, limit=limit)
-
-    async def history(
-        self, query: HistoryQuery, *, before: int | None, limit: int
-    ) -> list[ChangeEvent]:
-        self._refuse("history")
-        return await self.inner.history(query, before=before, limit=limit)
-
-    async def define(self, spec: FeatureSpec, *, actor: str | None) -> DefinitionResult:
-        with self._writing("define"):
-            return await self.inner.define(spec, actor=actor)
-
-    async def archive(self, name: str, *, actor: str | None) -> DefinitionResult:
-        with self._writing("archive"):
-            return await self.inner.archive(name, actor=actor)
-
-    async def add_many(
-        self,
-        items: Sequence[tuple[Resource, str]],
-        *,
-        actor: str | None,
-        require_defined: bool = False,
-    ) -> BulkResult:
-        with self._writing("add_many"):
-            return await self.inner.add_many(items, actor=actor, require_defined=require_defined)
-
-    async def remove_many(
-        self, items: Sequence[tuple[Resource, str]], *, actor: str | None
-    ) -> BulkResult:
-        with self._writing("remove_many"):
-            return await self.inner.remove_many(items, actor=actor)
-
-    async def set_features(
-        self,
-        resource: Resource,
-        features: Sequence[str],
-        *,
-        actor: str | None,
-        require_defined: bool = False,
-    ) -> SetResult:
-        with self._writing("set_features"):
-            return await self.inner.set_features(
-                resource, features, actor=actor, require_defined=require_defined
-            )
-
-    # -- snapshots and feed -------------------------------------------------------------
-
-    async def snapshot_page(self, after: Assignment | None, *, limit: int) -> SnapshotPage:
-        self._refuse("snapshot_page")
-        return await self.inner.snapshot_page(after, limit=limit)
-
-    async def trim_changes(self, through: int) -> int:
-        self._refuse("trim_changes")
-        return await self.inner.trim_changes(through)
 
 
 def _factory(options: StoreOptions, builder: StoreBuilder) -> Store:

@@ -16,6 +16,7 @@ from features_gql.domain import (
     BulkResult,
     ChangeEvent,
     ChangeOp,
+    DefinitionChange,
     DefinitionResult,
     FeatureDefinition,
     FeatureFilter,
@@ -27,10 +28,8 @@ from features_gql.domain import (
     SetResult,
     SnapshotPage,
     WriteResult,
-    retire,
 )
-from features_gql.errors import ChangesTrimmed
-from features_gql.stores import Store, StoreBuilder, StoreOptions, StoreRegistry
+from features_gql.stores import Store, StoreBuilder, StoreOptions, StoreRegistry, check_not_trimmed
 
 T = TypeVar("T")
 
@@ -141,8 +140,7 @@ class MemoryStore(Store):
         return selected[:limit]
 
     async def changes_since(self, revision: int, *, limit: int) -> list[ChangeEvent]:
-        if revision < self._trimmed:
-            raise ChangesTrimmed(revision, self._trimmed + 1)
+        check_not_trimmed(revision, self._trimmed + 1)
         # Revisions are dense: revision N sits at index N - 1 - _trimmed.
         start = revision - self._trimmed
         return self._changes[start : start + limit]
@@ -183,22 +181,20 @@ class MemoryStore(Store):
         return FeatureInfo(name, len(self._holders.get(name, ())), self._definitions.get(name))
 
     async def define(self, spec: FeatureSpec, *, actor: str | None) -> DefinitionResult:
-        current = self._definitions.get(spec.name)
-        wanted = spec.apply(current, datetime.now(UTC))
-        if wanted is None:
-            return DefinitionResult(False, self._revision, self._info(spec.name))
-        if current is None and spec.name not in self._holders:
-            self._sorted_names = None
-        self._definitions[spec.name] = wanted
-        revision = self._record("define", None, spec.name, actor)
-        return DefinitionResult(True, revision, self._info(spec.name))
+        return self._definition_write(DefinitionChange.define(spec), actor)
 
     async def archive(self, name: str, *, actor: str | None) -> DefinitionResult:
-        retired = retire(self._definitions.get(name), datetime.now(UTC))
-        if retired is None:
+        return self._definition_write(DefinitionChange.archive(name), actor)
+
+    def _definition_write(self, write: DefinitionChange, actor: str | None) -> DefinitionResult:
+        name, current = write.name, self._definitions.get(write.name)
+        wanted = write.change(current, datetime.now(UTC))
+        if wanted is None:
             return DefinitionResult(False, self._revision, self._info(name))
-        self._definitions[name] = retired
-        revision = self._record("archive", None, name, actor)
+        if current is None and name not in self._holders:
+            self._sorted_names = None
+        self._definitions[name] = wanted
+        revision = self._record(write.op, None, name, actor)
         return DefinitionResult(True, revision, self._info(name))
 
     async def feature_infos(self, names: Sequence[str]) -> list[FeatureInfo]:

@@ -97,10 +97,8 @@ import contextlib
 import importlib.util
 import inspect
 import logging
-import random
 import re
-import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar, cast
 from urllib.parse import unquote
@@ -124,6 +122,7 @@ from features_gql.domain import (
     BulkResult,
     ChangeEvent,
     ChangeOp,
+    DefinitionChange,
     DefinitionResult,
     FeatureDefinition,
     FeatureFilter,
@@ -136,17 +135,22 @@ from features_gql.domain import (
     SetResult,
     SnapshotPage,
     WriteResult,
-    retire,
 )
 from features_gql.errors import (
-    ChangesTrimmed,
     ConfigError,
-    StoreConflict,
     StoreError,
     StoreTimeout,
     StoreUnavailable,
 )
-from features_gql.stores import Store, StoreBuilder, StoreOptions, redact_url
+from features_gql.stores import Store, StoreBuilder, StoreOptions, check_not_trimmed, redact_url
+from features_gql.stores.network import (
+    STOP_SECONDS,
+    OneAtATime,
+    PushedChanges,
+    PushingStore,
+    SetUpOnce,
+    retry_conflicts,
+)
 
 log = logging.getLogger("features_gql.stores.mongodb")
 
@@ -171,10 +175,6 @@ LAYOUT_ID = "layout"
 LAYOUT_VERSION = 2
 #: Milliseconds the server holds a change stream's getMore open with nothing new.
 WATCH_AWAIT_MS = 5000
-#: The longest wait between two attempts to open the change stream again.
-WATCH_MAX_BACKOFF = 30.0
-#: The longest closing the store waits for the change stream's task to end.
-WATCH_STOP_SECONDS = 2.0
 #: Servers without change streams (a standalone mongod) answer with these codes:
 #: 40573 "only supported on replica sets", 136 "not enabled", 40324 unknown stage.
 _NO_CHANGE_STREAMS = frozenset({40573, 136, 40324})
@@ -294,7 +294,18 @@ def uri_option_names(url: str) -> set[str]:
     return {part.split("=", 1)[0].strip().lower() for part in query.split("&") if part.strip()}
 
 
-class MongoDBStore(Store):
+class _Collection:
+    """A collection of the store, ``<collection_prefix><suffix>`` in its database."""
+
+    def __init__(self, suffix: str) -> None:
+        self.suffix = suffix
+
+    def __get__(self, store: MongoDBStore, owner: object = None) -> AsyncCollection[Doc]:
+        # Motor's collections have the same coroutine methods as PyMongo's async ones.
+        return store._database[f"{store.collection_prefix}{self.suffix}"]
+
+
+class MongoDBStore(PushingStore):
     """Feature assignments and their change log in three MongoDB collections."""
 
     name = "mongodb"
@@ -365,18 +376,28 @@ class MongoDBStore(Store):
         self._given_client = client
         self._client: Any = None
         self._db: AsyncDatabase[Doc] | None = None
-        self._ready = False
-        self._setup: asyncio.Future[None] | None = None
-        self._looking: asyncio.Future[None] | None = None
+        self._setup = SetUpOnce(self._set_up_once)
+        self._looking = OneAtATime(self._look)
         self._write_lock = asyncio.Lock()
         #: Decided at set-up: whether writes run in multi-document transactions.
         self.transactional = False
         #: What the server said about itself at set-up (version, replica set).
         self.server_info: dict[str, Any] = {}
-        self._watcher: asyncio.Task[None] | None = None
-        self._watching = False
+        self.pushed = PushedChanges(
+            self._follow_changes,
+            name="features-gql-mongodb-watch",
+            what="watching the change log for pushed changes",
+            logger=log,
+        )
 
     # -- connection and set-up --------------------------------------------------------
+
+    assignments = _Collection("assignments")
+    changes = _Collection("changes")
+    counters = _Collection("counters")
+    features = _Collection("features")
+    resources = _Collection("resources")
+    type_counts = _Collection("resource_types")
 
     def _make_client(self) -> Any:
         try:
@@ -390,39 +411,11 @@ class MongoDBStore(Store):
         except ConfigurationError as exc:
             raise ConfigError(f"invalid MongoDB configuration: {exc}") from exc
 
-    def _collection(self, suffix: str) -> AsyncCollection[Doc]:
-        # Motor's collections have the same coroutine methods as PyMongo's async ones.
-        return self._database[f"{self.collection_prefix}{suffix}"]
-
     @property
     def _database(self) -> AsyncDatabase[Doc]:
         if self._db is None:
             raise StoreUnavailable("the mongodb store is not open")
         return self._db
-
-    @property
-    def assignments(self) -> AsyncCollection[Doc]:
-        return self._collection("assignments")
-
-    @property
-    def changes(self) -> AsyncCollection[Doc]:
-        return self._collection("changes")
-
-    @property
-    def counters(self) -> AsyncCollection[Doc]:
-        return self._collection("counters")
-
-    @property
-    def features(self) -> AsyncCollection[Doc]:
-        return self._collection("features")
-
-    @property
-    def resources(self) -> AsyncCollection[Doc]:
-        return self._collection("resources")
-
-    @property
-    def type_counts(self) -> AsyncCollection[Doc]:
-        return self._collection("resource_types")
 
     def describe(self) -> str:
         database = f", database {self.database}" if self.database else ""
@@ -441,17 +434,10 @@ class MongoDBStore(Store):
             )
 
     async def close(self) -> None:
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            # Bounded: closing must not wait on a server that stopped answering.
-            watcher.cancel()
-            await asyncio.wait({watcher}, timeout=WATCH_STOP_SECONDS)
+        await self.pushed.stop()
         client, self._client, self._db = self._client, None, None
-        self._ready = False
-        for attempt in (self._setup, self._looking):
-            if attempt is not None and not attempt.done():
-                attempt.cancel()
-        self._setup = self._looking = None
+        self._setup.cancel()
+        self._looking.cancel()
         if client is None or client is self._given_client:
             return
         if self.driver == "motor":
@@ -460,22 +446,21 @@ class MongoDBStore(Store):
             await client.close()
 
     async def _ensure_ready(self) -> None:
-        """Set up indexes and the counter once, on the first call that reaches the server.
+        """Set up indexes and the counter once, on the first call that reaches the server
+        (:class:`SetUpOnce`: while MongoDB is down, concurrent callers fail together
+        instead of queueing for a server selection timeout each).
 
-        Concurrent callers share one attempt (and its failure): while MongoDB is down
-        they fail together instead of queueing for a server selection timeout each.
+        While the driver's monitors find every server unreachable, calls fail at once,
+        and one server selection at a time keeps going in the background: the driver
+        re-checks an unreachable server only every heartbeat (10 s) unless an operation
+        is waiting for it, when it checks every half second, so a database that is back
+        is noticed as soon as it answers.
         """
         unreachable = self._known_unreachable()
         if unreachable is not None:
-            self._keep_looking()
+            self._looking.start()
             raise unreachable
-        if self._ready:
-            return
-        if self._setup is None or self._setup.done():
-            self._setup = asyncio.ensure_future(self._set_up_once())
-            self._setup.add_done_callback(_consume)
-        # Shielded: a caller that hits its deadline must not cancel everyone's attempt.
-        await asyncio.shield(self._setup)
+        await self._setup()
 
     def _known_unreachable(self) -> StoreUnavailable | None:
         """The driver's verdict, when its monitors already found every server unreachable.
@@ -492,17 +477,6 @@ class MongoDBStore(Store):
             return None  # not checked yet, or some server answers: the driver decides
         return StoreUnavailable(f"no MongoDB server is reachable: {errors[0]}")
 
-    def _keep_looking(self) -> None:
-        """Keep one server selection under way while calls fail fast.
-
-        The driver re-checks an unreachable server only every heartbeat (10 s) unless an
-        operation is waiting for it, when it checks every half second: a selection in
-        the background notices a database that is back as soon as it answers.
-        """
-        if self._looking is None or self._looking.done():
-            self._looking = asyncio.ensure_future(self._look())
-            self._looking.add_done_callback(_consume)
-
     async def _look(self) -> None:
         with contextlib.suppress(PyMongoError):
             await self._database.command("ping")
@@ -510,7 +484,6 @@ class MongoDBStore(Store):
     async def _set_up_once(self) -> None:
         with _TRANSLATED:
             await self._set_up()
-        self._ready = True
 
     async def _set_up(self) -> None:
         try:
@@ -658,92 +631,63 @@ class MongoDBStore(Store):
             queries.append({"feature": feature, "type": type, "id": {"$gt": after.id}})
         elif type > after.type:
             queries.append({"feature": feature, "type": type})
-        found: list[Resource] = []
+        docs = await self._in_order(queries, ("type", "id"), limit)
+        return [Resource(doc["type"], doc["id"]) for doc in docs]
+
+    async def _in_order(self, queries: list[Doc], fields: Sequence[str], limit: int) -> list[Doc]:
+        """Up to ``limit`` assignments (``fields`` of each), ordered by ``fields``, from
+        ``queries``: ranges of an index on them, in order, read one after another."""
+        found: list[Doc] = []
         with _TRANSLATED:
             for query in queries:
                 if len(found) >= limit:
                     break
                 cursor = self.assignments.find(
                     query,
-                    projection={"_id": 0, "type": 1, "id": 1},
-                    sort=[("type", ASCENDING), ("id", ASCENDING)],
+                    projection={"_id": 0, **dict.fromkeys(fields, 1)},
+                    sort=[(field, ASCENDING) for field in fields],
                     limit=limit - len(found),
                 )
-                found += [Resource(doc["type"], doc["id"]) for doc in await cursor.to_list(None)]
+                found += await cursor.to_list(None)
         return found
 
     # -- pushed changes ----------------------------------------------------------------
 
-    async def watch(self, changed: Callable[[int, bool], None]) -> bool:
-        if self._watcher is None:
-            self._watcher = asyncio.create_task(
-                self._watch_changes(changed), name="features-gql-mongodb-watch"
-            )
-        return True
-
-    @property
-    def watching(self) -> bool:
-        return self._watching
-
-    async def _watch_changes(self, changed: Callable[[int, bool], None]) -> None:
+    async def _follow_changes(
+        self, opened: Callable[[int], None], changed: Callable[[int, bool], None]
+    ) -> None:
         """Tell ``changed`` of every change logged, by any process, through a change
-        stream on the change log; and to catch up after each (re)opening, since changes
-        logged while no stream was open were told to no one. A server without change
+        stream on the change log (see :class:`PushedChanges`). A server without change
         streams (a standalone ``mongod``) leaves the readers polling."""
-        failures = 0
-        while True:
+        try:
+            await self._ensure_ready()
+            started = self.changes.watch(
+                [
+                    {"$match": {"operationType": "insert"}},
+                    {"$project": {"fullDocument._id": 1, "fullDocument.op": 1}},
+                ],
+                max_await_time_ms=WATCH_AWAIT_MS,
+            )
+            # PyMongo's async client opens it with an await; Motor's at once.
+            stream = await started if inspect.isawaitable(started) else started
             try:
-                await self._ensure_ready()
-                opened = self.changes.watch(
-                    [
-                        {"$match": {"operationType": "insert"}},
-                        {"$project": {"fullDocument._id": 1, "fullDocument.op": 1}},
-                    ],
-                    max_await_time_ms=WATCH_AWAIT_MS,
-                )
-                # PyMongo's async client opens it with an await; Motor's at once.
-                stream = await opened if inspect.isawaitable(opened) else opened
-                try:
-                    self._watching = True
-                    if failures:
-                        log.info("watching the change log for pushed changes again")
-                    failures = 0
-                    changed(await self._current_revision(), True)
-                    async for event in stream:
-                        logged = event.get("fullDocument") or {}
-                        revision = logged.get("_id")
-                        if isinstance(revision, int):
-                            changed(revision, logged.get("op") in _CATALOG_OPS)
-                finally:
-                    self._watching = False
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(WATCH_STOP_SECONDS):
-                            await stream.close()
-            except asyncio.CancelledError:
+                opened(await self._current_revision())
+                async for event in stream:
+                    logged = event.get("fullDocument") or {}
+                    revision = logged.get("_id")
+                    if isinstance(revision, int):
+                        changed(revision, logged.get("op") in _CATALOG_OPS)
+                raise StoreUnavailable("the change stream ended")
+            finally:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(STOP_SECONDS):
+                        await stream.close()
+        except OperationFailure as exc:
+            if exc.code not in _NO_CHANGE_STREAMS:
                 raise
-            except OperationFailure as exc:
-                if exc.code in _NO_CHANGE_STREAMS:
-                    log.info(
-                        "this MongoDB server has no change streams (%s): readers of the "
-                        "change log poll it",
-                        exc.code,
-                    )
-                    return
-                failures += 1
-                self._watch_failed(failures, exc)
-            except Exception as exc:  # lost, or down: poll meanwhile, and watch again
-                failures += 1
-                self._watch_failed(failures, exc)
-            delay = min(WATCH_MAX_BACKOFF, 0.5 * 2 ** min(failures, 10))
-            await asyncio.sleep(random.uniform(0.5, 1.0) * delay)
-
-    def _watch_failed(self, failures: int, exc: Exception) -> None:
-        if failures == 1:
-            log.warning(
-                "stopped watching the change log for pushed changes (readers poll "
-                "meanwhile): %s: %s",
-                type(exc).__name__,
-                exc,
+            log.info(
+                "this MongoDB server has no change streams (%s): readers of the change log poll it",
+                exc.code,
             )
 
     async def changes_since(self, revision: int, *, limit: int) -> list[ChangeEvent]:
@@ -759,8 +703,7 @@ class MongoDBStore(Store):
             with _TRANSLATED:
                 counter = await self.counters.find_one({"_id": COUNTER_ID})
             trimmed = int((counter or {}).get("trimmed", 0))
-            if revision < trimmed:
-                raise ChangesTrimmed(revision, int(docs[0]["_id"]))
+            check_not_trimmed(revision, int(docs[0]["_id"]), trimmed_through=trimmed)
         events: list[ChangeEvent] = []
         expected = revision + 1
         now = datetime.now(UTC)
@@ -793,21 +736,8 @@ class MongoDBStore(Store):
             {"type": start.type, "id": {"$gt": start.id}},
             {"type": {"$gt": start.type}},
         ]
-        found: list[Assignment] = []
-        with _TRANSLATED:
-            for query in queries:
-                if len(found) >= limit:
-                    break
-                cursor = self.assignments.find(
-                    query,
-                    projection={"_id": 0, "type": 1, "id": 1, "feature": 1},
-                    sort=[("type", ASCENDING), ("id", ASCENDING), ("feature", ASCENDING)],
-                    limit=limit - len(found),
-                )
-                found += [
-                    Assignment(doc["type"], doc["id"], doc["feature"])
-                    for doc in await cursor.to_list(None)
-                ]
+        docs = await self._in_order(queries, ("type", "id", "feature"), limit)
+        found = [Assignment(doc["type"], doc["id"], doc["feature"]) for doc in docs]
         return SnapshotPage(revision, found)
 
     async def trim_changes(self, through: int) -> int:
@@ -842,11 +772,18 @@ class MongoDBStore(Store):
     async def _write(
         self, op: AssignmentOp, resource: Resource, feature: str, actor: str | None
     ) -> WriteResult:
-        await self._ensure_ready()
-        async with self._write_lock:
-            if self.transactional:
-                return await self._write_in_transaction(op, resource, feature, actor)
-            return await self._write_in_steps(op, resource, feature, actor)
+        async def body(session: AsyncClientSession | None) -> tuple[WriteResult, bool]:
+            if session is None:
+                return await self._write_in_steps(op, resource, feature, actor), True
+            at = datetime.now(UTC)
+            if not await self._apply(op, resource, feature, at, actor, session):
+                return WriteResult(False, await self._current_revision(session)), False
+            await self._count(op, resource, feature, session)
+            revision = await self._next_revision(session)
+            await self._log(revision, op, resource, feature, at, actor, session)
+            return WriteResult(True, revision), True
+
+        return await self._locked(op, body)
 
     async def _apply(
         self,
@@ -876,7 +813,7 @@ class MongoDBStore(Store):
         )
         if counter is None:
             # Deleted behind our back: set up again (rebuilt from the log) next time.
-            self._ready = False
+            self._setup.again()
             raise StoreUnavailable("the revision counter disappeared; it is recreated on retry")
         return int(counter["seq"])
 
@@ -905,41 +842,6 @@ class MongoDBStore(Store):
             cast(Any, session).start_transaction()
         else:
             await session.start_transaction()
-
-    async def _write_in_transaction(
-        self, op: AssignmentOp, resource: Resource, feature: str, actor: str | None
-    ) -> WriteResult:
-        give_up = time.monotonic() + _CONFLICT_BUDGET_SECONDS
-        for attempt in _attempts():
-            at = datetime.now(UTC)
-            with _TRANSLATED:
-                session = await self._start_session()
-            try:
-                await self._start_transaction(session)
-                if not await self._apply(op, resource, feature, at, actor, session):
-                    await session.abort_transaction()
-                    return WriteResult(False, await self._current_revision())
-                await self._count(op, resource, feature, session)
-                revision = await self._next_revision(session)
-                await self._log(revision, op, resource, feature, at, actor, session)
-                await session.commit_transaction()
-                return WriteResult(True, revision)
-            except PyMongoError as exc:
-                # A lost connection is retried once (a pooled connection may predate a
-                # server restart); after that the server is down, not busy.
-                lost = isinstance(exc, ConnectionFailure) and attempt > 1
-                if lost or not _is_transient(exc):
-                    raise translate_error(exc) from exc
-                if time.monotonic() >= give_up:
-                    raise StoreConflict(
-                        f"{op} kept conflicting with concurrent writes ({attempt} attempts)"
-                    ) from exc
-            finally:
-                await _end(session)
-            log.debug("%s conflicted with a concurrent write (attempt %d); retrying", op, attempt)
-            # Jittered exponential backoff so two instances do not conflict in lockstep.
-            await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _write_in_steps(
         self, op: AssignmentOp, resource: Resource, feature: str, actor: str | None
@@ -1038,20 +940,8 @@ class MongoDBStore(Store):
         resources that got their first feature, or lost their last)."""
         if not features:
             return
-        await self.features.bulk_write(
-            [
-                UpdateOne({"_id": f}, {"$inc": {"count": n}}, upsert=True)
-                for f, n in features.items()
-            ],
-            ordered=True,
-            session=session,
-        )
-        shrunk = [f for f, n in features.items() if n < 0]
-        if shrunk:
-            await self.features.delete_many(
-                {"_id": {"$in": shrunk}, "count": {"$lte": 0}, "defined": {"$ne": True}},
-                session=session,
-            )
+        # A feature's document stays while it is defined, whatever its count.
+        await _move_counts(self.features, features, session, {"defined": {"$ne": True}})
         keys = list(resources)
         result = await self.resources.bulk_write(
             [
@@ -1071,26 +961,20 @@ class MongoDBStore(Store):
                 types[doc["type"]] = types.get(doc["type"], 0) - 1
             await self.resources.delete_many(query, session=session)
         if types:
-            await self.type_counts.bulk_write(
-                [
-                    UpdateOne({"_id": t}, {"$inc": {"count": n}}, upsert=True)
-                    for t, n in types.items()
-                ],
-                ordered=True,
-                session=session,
-            )
-            gone = [t for t, n in types.items() if n < 0]
-            if gone:
-                await self.type_counts.delete_many(
-                    {"_id": {"$in": gone}, "count": {"$lte": 0}}, session=session
-                )
+            await _move_counts(self.type_counts, types, session)
 
     async def _transaction(
         self, op: str, body: Callable[[AsyncClientSession], Awaitable[tuple[T, bool]]]
     ) -> T:
-        """Run ``body`` in a transaction, committed when it says so, retried on conflicts."""
-        give_up = time.monotonic() + _CONFLICT_BUDGET_SECONDS
-        for attempt in _attempts():
+        """Run ``body`` in a transaction, committed when it says so, retried on conflicts.
+
+        The counter document is written by every changing transaction, so two of them
+        always conflict: MongoDB aborts one with ``TransientTransactionError``, retried
+        (:func:`retry_conflicts`). A lost connection is retried once (a pooled
+        connection may predate a server restart); after that the server is down, not busy.
+        """
+
+        async def attempt() -> T:
             with _TRANSLATED:
                 session = await self._start_session()
             try:
@@ -1101,18 +985,21 @@ class MongoDBStore(Store):
                 else:
                     await session.abort_transaction()
                 return value
-            except PyMongoError as exc:
-                lost = isinstance(exc, ConnectionFailure) and attempt > 1
-                if lost or not (_is_transient(exc) or _duplicate_in_bulk(exc)):
-                    raise translate_error(exc) from exc
-                if time.monotonic() >= give_up:
-                    raise StoreConflict(
-                        f"{op} kept conflicting with concurrent writes ({attempt} attempts)"
-                    ) from exc
             finally:
                 await _end(session)
-            await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def conflict(exc: Exception, attempts: int) -> str | None:
+            if not isinstance(exc, PyMongoError):
+                return None
+            lost = isinstance(exc, ConnectionFailure) and attempts > 1
+            if lost or not (_is_transient(exc) or _duplicate_in_bulk(exc)):
+                return None
+            return type(exc).__name__
+
+        with _TRANSLATED:
+            return await retry_conflicts(
+                op, attempt, conflict=conflict, budget=_CONFLICT_BUDGET_SECONDS, logger=log
+            )
 
     async def _locked(
         self, op: str, body: Callable[[AsyncClientSession | None], Awaitable[tuple[T, bool]]]
@@ -1127,25 +1014,21 @@ class MongoDBStore(Store):
             return value
 
     async def define(self, spec: FeatureSpec, *, actor: str | None) -> DefinitionResult:
-        return await self._definition_write(
-            "define", spec.name, lambda current, now: spec.apply(current, now), actor
-        )
+        return await self._definition_write(DefinitionChange.define(spec), actor)
 
     async def archive(self, name: str, *, actor: str | None) -> DefinitionResult:
-        return await self._definition_write("archive", name, retire, actor)
+        return await self._definition_write(DefinitionChange.archive(name), actor)
 
     async def _definition_write(
-        self,
-        op: ChangeOp,
-        name: str,
-        change: Callable[[FeatureDefinition | None, datetime], FeatureDefinition | None],
-        actor: str | None,
+        self, write: DefinitionChange, actor: str | None
     ) -> DefinitionResult:
+        name = write.name
+
         async def body(session: AsyncClientSession | None) -> tuple[DefinitionResult, bool]:
             doc = await self.features.find_one({"_id": name}, session=session)
             current = FeatureInfo(name) if doc is None else _info(doc)
             now = _millis(datetime.now(UTC))
-            wanted = change(current.definition, now)
+            wanted = write.change(current.definition, now)
             if wanted is None:
                 return DefinitionResult(
                     False, await self._current_revision(session), current
@@ -1170,12 +1053,12 @@ class MongoDBStore(Store):
                 session=session,
             )
             revision = await self._next_revision(session)
-            await self._log(revision, op, None, name, now, actor, session)
+            await self._log(revision, write.op, None, name, now, actor, session)
             return DefinitionResult(
                 True, revision, FeatureInfo(name, current.resource_count, wanted)
             ), True
 
-        return await self._locked(op, body)
+        return await self._locked(write.op, body)
 
     async def feature_infos(self, names: Sequence[str]) -> list[FeatureInfo]:
         await self._ensure_ready()
@@ -1442,11 +1325,23 @@ def _or(branches: list[Doc]) -> Doc:
     return branches[0] if len(branches) == 1 else {"$or": branches}
 
 
-def _attempts() -> Iterator[int]:
-    attempt = 0
-    while True:
-        attempt += 1
-        yield attempt
+async def _move_counts(
+    collection: AsyncCollection[Doc],
+    amounts: Mapping[str, int],
+    session: AsyncClientSession | None,
+    keep: Doc | None = None,
+) -> None:
+    """Move the ``count`` of each document (by ``_id``) by its amount, creating it if
+    missing, and delete those left at zero or below, unless ``keep`` matches them."""
+    await collection.bulk_write(
+        [UpdateOne({"_id": k}, {"$inc": {"count": n}}, upsert=True) for k, n in amounts.items()],
+        ordered=True,
+        session=session,
+    )
+    shrunk = [key for key, n in amounts.items() if n < 0]
+    if shrunk:
+        query: Doc = {"_id": {"$in": shrunk}, "count": {"$lte": 0}, **(keep or {})}
+        await collection.delete_many(query, session=session)
 
 
 async def _end(session: AsyncClientSession) -> None:
@@ -1457,12 +1352,6 @@ async def _end(session: AsyncClientSession) -> None:
             await session.end_session()
     except (PyMongoError, TimeoutError) as exc:
         log.debug("could not end a MongoDB session: %r", exc)
-
-
-def _consume(future: asyncio.Future[None]) -> None:
-    """Retrieve a set-up failure nobody awaited (every caller may have timed out)."""
-    if not future.cancelled():
-        future.exception()
 
 
 async def _aggregate(collection: AsyncCollection[Doc], pipeline: list[Doc]) -> Any:

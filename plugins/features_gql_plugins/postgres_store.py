@@ -84,13 +84,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import itertools
 import logging
-import random
 import re
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -102,6 +98,7 @@ from features_gql.domain import (
     BulkResult,
     ChangeEvent,
     ChangeOp,
+    DefinitionChange,
     DefinitionResult,
     FeatureDefinition,
     FeatureFilter,
@@ -114,17 +111,22 @@ from features_gql.domain import (
     SetResult,
     SnapshotPage,
     WriteResult,
-    retire,
 )
 from features_gql.errors import (
-    ChangesTrimmed,
     ConfigError,
     StoreConflict,
     StoreError,
     StoreTimeout,
     StoreUnavailable,
 )
-from features_gql.stores import Store, StoreBuilder, StoreOptions, redact_url
+from features_gql.stores import Store, StoreBuilder, StoreOptions, check_not_trimmed, redact_url
+from features_gql.stores.network import (
+    STOP_SECONDS,
+    PushedChanges,
+    PushingStore,
+    SetUpOnce,
+    retry_conflicts,
+)
 
 log = logging.getLogger("features_gql.stores.postgres")
 
@@ -152,11 +154,8 @@ SET_UP_TIMEOUT_SECONDS = 30.0
 #: How long a write retries a serialisation failure or deadlock before StoreConflict.
 _CONFLICT_BUDGET_SECONDS = 1.0
 #: Seconds between two probes of the listening connection (a half-open one is found by
-#: the probe's timeout), and the longest wait between two attempts to listen again.
+#: the probe's timeout).
 LISTEN_PROBE_SECONDS = 10.0
-LISTEN_MAX_BACKOFF = 30.0
-#: The longest closing the store waits for the listening connection to let go.
-LISTEN_STOP_SECONDS = 2.0
 
 
 class IncompatibleDatabase(ConfigError):
@@ -653,7 +652,7 @@ async def _keep_session(connection: asyncpg.Connection[Any]) -> None:
         await connection.execute("ROLLBACK")
 
 
-class PostgresStore(Store):
+class PostgresStore(PushingStore):
     """Feature assignments and their change log in four PostgreSQL tables."""
 
     name = "postgres"
@@ -710,14 +709,18 @@ class PostgresStore(Store):
         self.statement_cache_size = statement_cache_size
         self._given_pool = pool
         self._pool: Pool | None = pool
-        self._ready = False
-        self._setup: asyncio.Future[None] | None = None
+        self._setup = SetUpOnce(self._set_up)
         #: What the server said about itself at set-up.
         self.server_info: dict[str, Any] = {}
         #: Whether the trigger that pushes notices is in place (None: not known yet).
         self._notifies: bool | None = None
-        self._listener: asyncio.Task[None] | None = None
-        self._listening = False
+        self.pushed = PushedChanges(
+            self._listen,
+            name="features-gql-postgres-listen",
+            what="listening for pushed changes",
+            logger=log,
+            redact=self._redact,
+        )
 
     @property
     def schema(self) -> str:
@@ -775,16 +778,9 @@ class PostgresStore(Store):
             )
 
     async def close(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            # Bounded: closing must not wait on a server that stopped answering.
-            listener.cancel()
-            await asyncio.wait({listener}, timeout=LISTEN_STOP_SECONDS)
+        await self.pushed.stop()
         pool, self._pool = self._pool, None
-        self._ready = False
-        if self._setup is not None and not self._setup.done():
-            self._setup.cancel()
-        self._setup = None
+        self._setup.cancel()
         if pool is None or pool is self._given_pool:
             return
         try:
@@ -808,14 +804,8 @@ class PostgresStore(Store):
         :class:`ConfigError` at ``open()`` (``strict``) and a StoreUnavailable saying so
         on any later call.
         """
-        if self._ready:
-            return
-        if self._setup is None or self._setup.done():
-            self._setup = asyncio.ensure_future(self._set_up())
-            self._setup.add_done_callback(_consume)
         try:
-            # Shielded: a caller that hits its deadline must not cancel everyone's attempt.
-            await asyncio.shield(self._setup)
+            await self._setup()
         except ConfigError as exc:
             if strict:
                 raise
@@ -845,7 +835,6 @@ class PostgresStore(Store):
             raise ConfigError(f"PostgreSQL cannot be used as configured: {message}") from exc
         except _DRIVER_ERRORS as exc:
             raise self._error(exc) from exc
-        self._ready = True
         log.info(
             "postgres store ready",
             extra={
@@ -958,72 +947,43 @@ class PostgresStore(Store):
 
     # -- pushed changes -----------------------------------------------------------------
 
-    async def watch(self, changed: Callable[[int, bool], None]) -> bool:
-        if self._listener is None:
-            self._listener = asyncio.create_task(
-                self._listen(changed), name="features-gql-postgres-listen"
-            )
-        return True
-
-    @property
-    def watching(self) -> bool:
-        return self._listening
-
-    async def _listen(self, changed: Callable[[int, bool], None]) -> None:
-        """Keep one pooled connection listening on the channel; tell ``changed`` of every
-        notice, and to catch up after each (re)connection, since notices sent while no one
-        listened are gone."""
+    async def _listen(
+        self, opened: Callable[[int], None], changed: Callable[[int, bool], None]
+    ) -> None:
+        """Keep one pooled connection listening on the channel, and tell ``changed`` of
+        every notice (see :class:`PushedChanges`). A half-open connection is found by a
+        probe every LISTEN_PROBE_SECONDS."""
 
         def notice(_conn: object, _pid: int, _channel: str, payload: object) -> None:
             revision, _, kind = str(payload).partition(" ")
             if revision.isdigit():
                 changed(int(revision), kind == "catalog")
 
-        failures = 0
-        while True:
+        await self._ensure_ready()
+        if not self._notifies:
+            return  # the trigger could not be installed: readers poll
+        async with self.pool.acquire(timeout=self.connect_timeout) as conn:
+            lost = asyncio.Event()
+            conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+            await conn.add_listener(self.tables.channel, notice)
             try:
-                await self._ensure_ready()
-                if not self._notifies:
-                    return  # the trigger could not be installed: readers poll
-                async with self.pool.acquire(timeout=self.connect_timeout) as conn:
-                    lost = asyncio.Event()
-                    conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
-                    await conn.add_listener(self.tables.channel, notice)
+                opened(await self._current_revision(conn))
+                while True:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(LISTEN_PROBE_SECONDS):
+                            await lost.wait()
+                    if lost.is_set():
+                        raise StoreUnavailable("the server closed the connection")
+                    await conn.fetchval("SELECT 1", timeout=self.command_timeout)
+            finally:
+                # The connection goes back to the pool: it must stop listening, within a
+                # deadline (cancelled, or a server gone quiet); one that cannot is closed.
+                if not conn.is_closed():
                     try:
-                        self._listening = True
-                        if failures:
-                            log.info("listening for pushed changes again")
-                        failures = 0
-                        changed(await self._current_revision(conn), True)
-                        while True:
-                            with contextlib.suppress(TimeoutError):
-                                async with asyncio.timeout(LISTEN_PROBE_SECONDS):
-                                    await lost.wait()
-                            if lost.is_set():
-                                raise StoreUnavailable("the server closed the connection")
-                            await conn.fetchval("SELECT 1", timeout=self.command_timeout)
-                    finally:
-                        self._listening = False
-                        # The connection goes back to the pool: it must stop listening,
-                        # within a deadline (cancelled, or a server gone quiet); one that
-                        # cannot is closed instead.
-                        if not conn.is_closed():
-                            try:
-                                async with asyncio.timeout(LISTEN_STOP_SECONDS):
-                                    await conn.remove_listener(self.tables.channel, notice)
-                            except (Exception, asyncio.CancelledError):
-                                conn.terminate()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # lost, or down: poll meanwhile, and listen again
-                failures += 1
-                if failures == 1:
-                    log.warning(
-                        "stopped listening for pushed changes (readers poll meanwhile): %s",
-                        self._redact(f"{type(exc).__name__}: {exc}"),
-                    )
-            delay = min(LISTEN_MAX_BACKOFF, 0.5 * 2 ** min(failures, 10))
-            await asyncio.sleep(random.uniform(0.5, 1.0) * delay)
+                        async with asyncio.timeout(STOP_SECONDS):
+                            await conn.remove_listener(self.tables.channel, notice)
+                    except (Exception, asyncio.CancelledError):
+                        conn.terminate()
 
     async def _run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         """Run ``work`` on a pooled connection, translating driver errors.
@@ -1042,7 +1002,7 @@ class PostgresStore(Store):
                     continue
                 if isinstance(exc, PostgresError) and exc.sqlstate in ("42P01", "3F000"):
                     # A table or the schema went missing: set up again on the next call.
-                    self._ready = False
+                    self._setup.again()
                 raise self._error(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -1120,9 +1080,7 @@ class PostgresStore(Store):
             )
 
         events = [_event(tuple(row)) for row in await self._run(work)]
-        if events and events[0].revision > revision + 1:
-            # Revisions are dense, so a hole at the start is a trimmed log.
-            raise ChangesTrimmed(revision, events[0].revision)
+        check_not_trimmed(revision, events[0].revision if events else None)
         return events
 
     async def revision(self) -> int:
@@ -1131,11 +1089,16 @@ class PostgresStore(Store):
     async def _current_revision(self, conn: Connection) -> int:
         value = await conn.fetchval(self.sql.revision, timeout=self.command_timeout)
         if value is None:
-            self._ready = False
-            raise StoreUnavailable(
-                f"the revision counter {self.tables.revision} is empty; rebuilt on retry"
-            )
+            raise self._counter_gone()
         return int(value)
+
+    def _counter_gone(self) -> StoreUnavailable:
+        """The revision counter's row is gone (deleted behind the store's back): set up
+        again, which rebuilds it from the change log, on the next call."""
+        self._setup.again()
+        return StoreUnavailable(
+            f"the revision counter {self.tables.revision} is empty; rebuilt on retry"
+        )
 
     # -- snapshots and feed -------------------------------------------------------------
 
@@ -1154,10 +1117,7 @@ class PostgresStore(Store):
 
         rows = await self._run(work)
         if not rows:
-            self._ready = False
-            raise StoreUnavailable(
-                f"the revision counter {self.tables.revision} is empty; rebuilt on retry"
-            )
+            raise self._counter_gone()
         page = [Assignment(t, i, f) for _, t, i, f in rows if t is not None]
         return SnapshotPage(int(rows[0][0]), page)
 
@@ -1182,37 +1142,22 @@ class PostgresStore(Store):
         statement = self.sql.add if op == "add" else self.sql.remove
 
         async def work(conn: Connection) -> WriteResult:
-            give_up = time.monotonic() + _CONFLICT_BUDGET_SECONDS
-            for attempt in itertools.count(1):
-                try:
-                    revision = await conn.fetchval(
-                        statement,
-                        resource.type,
-                        resource.id,
-                        feature,
-                        actor,
-                        op,
-                        timeout=self.command_timeout,
-                    )
-                except PostgresError as exc:
-                    if exc.sqlstate == "23502":
-                        # The counter row is gone (see Statements): nothing was applied.
-                        self._ready = False
-                        raise StoreUnavailable(
-                            f"the revision counter {self.tables.revision} is empty; "
-                            "rebuilt on retry"
-                        ) from exc
-                    if exc.sqlstate not in _CONFLICT_STATES or time.monotonic() > give_up:
-                        raise
-                    log.debug("%s conflicted (attempt %d, %s); retrying", op, attempt, exc.sqlstate)
-                    # Jittered exponential backoff, so writers do not collide in lockstep.
-                    await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
-                    continue
-                if revision is not None:
-                    return WriteResult(True, int(revision))
-                # Nothing changed: the revision now, read with a snapshot of its own.
-                return WriteResult(False, await self._current_revision(conn))
-            raise AssertionError("unreachable")  # pragma: no cover
+            revision = await self._modify(
+                op,
+                lambda: conn.fetchval(
+                    statement,
+                    resource.type,
+                    resource.id,
+                    feature,
+                    actor,
+                    op,
+                    timeout=self.command_timeout,
+                ),
+            )
+            if revision is not None:
+                return WriteResult(True, int(revision))
+            # Nothing changed: the revision now, read with a snapshot of its own.
+            return WriteResult(False, await self._current_revision(conn))
 
         return await self._run(work)
 
@@ -1221,33 +1166,26 @@ class PostgresStore(Store):
     supports_catalog = True
 
     async def define(self, spec: FeatureSpec, *, actor: str | None) -> DefinitionResult:
-        return await self._definition_write(
-            "define", spec.name, lambda current, now: spec.apply(current, now), actor
-        )
+        return await self._definition_write(DefinitionChange.define(spec), actor)
 
     async def archive(self, name: str, *, actor: str | None) -> DefinitionResult:
-        return await self._definition_write("archive", name, retire, actor)
+        return await self._definition_write(DefinitionChange.archive(name), actor)
 
     async def _definition_write(
-        self,
-        op: ChangeOp,
-        name: str,
-        change: Callable[[FeatureDefinition | None, datetime], FeatureDefinition | None],
-        actor: str | None,
+        self, write: DefinitionChange, actor: str | None
     ) -> DefinitionResult:
+        name = write.name
+
         async def work(conn: Connection) -> DefinitionResult:
             async with conn.transaction():
                 row = await conn.fetchrow(
                     self.sql.lock_for_definition, name, timeout=self.command_timeout
                 )
                 if row is None:
-                    self._ready = False
-                    raise StoreUnavailable(
-                        f"the revision counter {self.tables.revision} is empty; rebuilt on retry"
-                    )
+                    raise self._counter_gone()
                 current = FeatureInfo(name) if row[1] is None else _info(tuple(row)[1:])
                 now = await conn.fetchval("SELECT clock_timestamp()")
-                wanted = change(current.definition, now)
+                wanted = write.change(current.definition, now)
                 if wanted is None:
                     return DefinitionResult(False, int(row[0]), current)
                 stored = await conn.fetchrow(
@@ -1261,7 +1199,7 @@ class PostgresStore(Store):
                     wanted.updated_at,
                     wanted.archived_at,
                     f"{name}\n{(wanted.description or '').lower()}",
-                    op,
+                    write.op,
                     actor,
                     timeout=self.command_timeout,
                 )
@@ -1399,7 +1337,9 @@ class PostgresStore(Store):
             args.append(require_defined)
 
         async def work(conn: Connection) -> BulkResult:
-            rows = await self._modify(conn, op, statement, *args)
+            rows = await self._modify(
+                op, lambda: conn.fetch(statement, *args, timeout=self.command_timeout)
+            )
             refused = sorted(row[2] for row in rows if row[2] is not None)
             revisions: list[int | None] = [None] * len(items)
             for n, revision, _ in rows:
@@ -1421,14 +1361,16 @@ class PostgresStore(Store):
     ) -> SetResult:
         async def work(conn: Connection) -> SetResult:
             rows = await self._modify(
-                conn,
                 "set_features",
-                self.sql.set_features,
-                resource.type,
-                resource.id,
-                list(features),
-                actor,
-                require_defined,
+                lambda: conn.fetch(
+                    self.sql.set_features,
+                    resource.type,
+                    resource.id,
+                    list(features),
+                    actor,
+                    require_defined,
+                    timeout=self.command_timeout,
+                ),
             )
             refused = sorted(row[2] for row in rows if row[2] is not None)
             removed = sorted(row[1] for row in rows if row[0] == "remove")
@@ -1437,24 +1379,21 @@ class PostgresStore(Store):
 
         return await self._run(work)
 
-    async def _modify(self, conn: Connection, op: str, statement: str, *args: object) -> list[Any]:
+    async def _modify(self, op: str, statement: Callable[[], Awaitable[T]]) -> T:
         """Run a write statement, retrying serialisation failures within the budget."""
-        give_up = time.monotonic() + _CONFLICT_BUDGET_SECONDS
-        for attempt in itertools.count(1):
+
+        async def attempt() -> T:
             try:
-                return await conn.fetch(statement, *args, timeout=self.command_timeout)
+                return await statement()
             except PostgresError as exc:
                 if exc.sqlstate == "23502":
                     # The counter row is gone (see Statements): nothing was applied.
-                    self._ready = False
-                    raise StoreUnavailable(
-                        f"the revision counter {self.tables.revision} is empty; rebuilt on retry"
-                    ) from exc
-                if exc.sqlstate not in _CONFLICT_STATES or time.monotonic() > give_up:
-                    raise
-                log.debug("%s conflicted (attempt %d, %s); retrying", op, attempt, exc.sqlstate)
-                await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
-        raise AssertionError("unreachable")  # pragma: no cover
+                    raise self._counter_gone() from exc
+                raise
+
+        return await retry_conflicts(
+            op, attempt, conflict=_conflict, budget=_CONFLICT_BUDGET_SECONDS, logger=log
+        )
 
 
 def _agree(option: str, given: str | None, in_url: str | None, default: str) -> str:
@@ -1490,10 +1429,11 @@ def _info(row: tuple[Any, ...]) -> FeatureInfo:
     return FeatureInfo(name, int(count), definition)
 
 
-def _consume(future: asyncio.Future[None]) -> None:
-    """Retrieve a set-up failure nobody awaited (every caller may have timed out)."""
-    if not future.cancelled():
-        future.exception()
+def _conflict(exc: Exception, attempts: int) -> str | None:
+    """The SQLSTATE of a serialisation failure or deadlock, worth another attempt."""
+    if isinstance(exc, PostgresError) and exc.sqlstate in _CONFLICT_STATES:
+        return str(exc.sqlstate)
+    return None
 
 
 # -- plugin ---------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from features_gql.domain import (
     AssignmentOp,
     BulkResult,
     ChangeEvent,
+    DefinitionChange,
     DefinitionResult,
     FeatureDefinition,
     FeatureFilter,
@@ -61,10 +62,9 @@ from features_gql.domain import (
     SetResult,
     SnapshotPage,
     WriteResult,
-    retire,
 )
-from features_gql.errors import ChangesTrimmed, ConfigError, StoreTimeout, StoreUnavailable
-from features_gql.stores import Store, StoreBuilder, StoreOptions, StoreRegistry
+from features_gql.errors import ConfigError, StoreTimeout, StoreUnavailable
+from features_gql.stores import Store, StoreBuilder, StoreOptions, StoreRegistry, check_not_trimmed
 
 T = TypeVar("T")
 
@@ -403,9 +403,7 @@ class SQLiteStore(Store):
             return [_event(row) for row in rows]
 
         events = await self._run(self._reader_thread, query)
-        if events and events[0].revision > revision + 1:
-            # Revisions are dense, so a hole at the start is a trimmed log.
-            raise ChangesTrimmed(revision, events[0].revision)
+        check_not_trimmed(revision, events[0].revision if events else None)
         return events
 
     async def revision(self) -> int:
@@ -454,34 +452,27 @@ class SQLiteStore(Store):
     supports_catalog = True
 
     async def define(self, spec: FeatureSpec, *, actor: str | None) -> DefinitionResult:
-        def write() -> DefinitionResult:
-            conn = self._w
-            with _transaction(conn):
-                current = _feature(conn, spec.name)
-                now = _now()
-                wanted = spec.apply(current.definition, now)
-                if wanted is None:
-                    return DefinitionResult(False, _revision(conn), current)
-                _store_definition(conn, spec.name, wanted)
-                revision = _log(conn, "define", None, spec.name, actor, now)
-                return DefinitionResult(True, revision, _feature(conn, spec.name))
-
-        return await self._run(self._writer_thread, write)
+        return await self._definition_write(DefinitionChange.define(spec), actor)
 
     async def archive(self, name: str, *, actor: str | None) -> DefinitionResult:
-        def write() -> DefinitionResult:
-            conn = self._w
+        return await self._definition_write(DefinitionChange.archive(name), actor)
+
+    async def _definition_write(
+        self, write: DefinitionChange, actor: str | None
+    ) -> DefinitionResult:
+        def apply() -> DefinitionResult:
+            conn, name = self._w, write.name
             with _transaction(conn):
                 current = _feature(conn, name)
                 now = _now()
-                retired = retire(current.definition, now)
-                if retired is None:
+                wanted = write.change(current.definition, now)
+                if wanted is None:
                     return DefinitionResult(False, _revision(conn), current)
-                _store_definition(conn, name, retired)
-                revision = _log(conn, "archive", None, name, actor, now)
+                _store_definition(conn, name, wanted)
+                revision = _log(conn, write.op, None, name, actor, now)
                 return DefinitionResult(True, revision, _feature(conn, name))
 
-        return await self._run(self._writer_thread, write)
+        return await self._run(self._writer_thread, apply)
 
     async def feature_infos(self, names: Sequence[str]) -> list[FeatureInfo]:
         conn = self._r
