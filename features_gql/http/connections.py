@@ -53,14 +53,12 @@ Misbehaving clients are logged as counts, once per :data:`LOG_INTERVAL`, never a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import functools
 import heapq
 import ipaddress
 import logging
 import resource
-import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -967,47 +965,3 @@ class GuardedAppRunner(web.AppRunner):
         if self.guard is not None:
             self.guard.close()
         await super()._cleanup_server()
-
-
-def run_app(
-    app: web.Application,
-    *,
-    host: str,
-    port: int,
-    limits: ConnectionLimits,
-    reuse_port: bool = False,
-    sock: socket.socket | None = None,
-) -> None:
-    """Serve ``app`` until SIGTERM or SIGINT, as ``aiohttp.web.run_app`` does, with the
-    connection limits, the open-file limit raised, and out-of-descriptor errors counted."""
-    from features_gql.http.app import METRICS_KEY  # as in GuardedAppRunner._make_server
-
-    raise_open_file_limit()
-
-    async def serve() -> None:
-        loop = asyncio.get_running_loop()
-        accept_errors = AcceptErrorHandler(loop, app.get(METRICS_KEY), loop.get_exception_handler())
-        loop.set_exception_handler(accept_errors)
-        runner = GuardedAppRunner(
-            app,
-            limits,
-            handle_signals=True,
-            access_log=None,
-            keepalive_timeout=KEEPALIVE_TIMEOUT,
-            shutdown_timeout=SHUTDOWN_TIMEOUT,
-        )
-        await runner.setup()
-        try:
-            site: web.BaseSite
-            if sock is not None:
-                site = web.SockSite(runner, sock)
-            else:
-                site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
-            await site.start()
-            await asyncio.Event().wait()  # until a signal raises GracefulExit
-        finally:
-            await runner.cleanup()
-            accept_errors.close()
-
-    with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):
-        asyncio.run(serve())
