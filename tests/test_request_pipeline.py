@@ -5,6 +5,7 @@ from the application itself, so a route added without the pipeline fails here.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -327,3 +328,53 @@ async def test_a_request_is_cut_off_at_its_deadline(start_server: StartServer) -
     assert response.body["errors"][0]["extensions"]["code"] == "REQUEST_TIMEOUT"
     async with server.session.get(f"{server.url}/healthz") as health:
         assert health.status == 200
+
+
+async def test_a_token_over_its_rate_on_a_websocket_gets_a_typed_error_per_subscribe(
+    start_server: StartServer,
+) -> None:
+    """The token's bucket, not the address's: another token on the same address is
+    served, and the connection of the limited one stays open."""
+    server, secrets = await secured_server(start_server, token_rate=Rate(0.1, 2))
+    ws_url = server.url.replace("http", "ws") + "/graphql"
+    subscribe = {
+        "type": "subscribe",
+        "payload": {"query": "subscription { featureChanges { revision } }"},
+    }
+
+    async def first_answer(token: str, count: int) -> list[dict[str, Any]]:
+        async with server.session.ws_connect(ws_url, protocols=["graphql-transport-ws"]) as ws:
+            await ws.send_json(
+                {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+            )
+            assert (await ws.receive_json())["type"] == "connection_ack"
+            for n in range(count):
+                await ws.send_json({**subscribe, "id": str(n)})
+            errors: list[dict[str, Any]] = []
+            async with asyncio.timeout(5):
+                while not errors:
+                    message = json.loads((await ws.receive()).data)
+                    if message["type"] == "error":
+                        errors.append(message)
+            assert not ws.closed
+            return errors
+
+    # connection_init takes one from the reader's bucket of two, the first subscribe the
+    # second: the second subscribe is refused.
+    errors = await first_answer(secrets["reader"], 2)
+    assert errors[0]["id"] == "1"
+    error = errors[0]["payload"][0]
+    assert error["extensions"]["code"] == "RATE_LIMITED"
+    assert error["extensions"]["limit"] == "token"
+    # The writer's bucket is its own.
+    async with server.session.ws_connect(ws_url, protocols=["graphql-transport-ws"]) as ws:
+        await ws.send_json(
+            {"type": "connection_init", "payload": {"Authorization": f"Bearer {secrets['writer']}"}}
+        )
+        assert (await ws.receive_json())["type"] == "connection_ack"
+        await ws.send_json({**subscribe, "id": "w"})
+        message: dict[str, Any] | None = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                message = json.loads((await ws.receive()).data)
+        assert message is None or message["type"] != "error", message
