@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -15,6 +12,13 @@ from operator import itemgetter
 from time import perf_counter
 from typing import TypeVar
 
+# The cursor codec lives in features_gql.cursors; these names stay importable from here.
+from features_gql.cursors import decode_cursor as decode_cursor
+from features_gql.cursors import decode_key as decode_key
+from features_gql.cursors import decode_snapshot_cursor as decode_snapshot_cursor
+from features_gql.cursors import encode_cursor as encode_cursor
+from features_gql.cursors import encode_key as encode_key
+from features_gql.cursors import encode_snapshot_cursor as encode_snapshot_cursor
 from features_gql.domain import (
     DESCRIPTION_MAX,
     FEATURE_KINDS,
@@ -64,77 +68,6 @@ DEFAULT_SNAPSHOT_PAGE = 1000
 MAX_SNAPSHOT_PAGE = 10_000
 #: Operations that change the store: a missed deadline may still have applied them.
 WRITES = frozenset(op.event for op in OPERATIONS if op.writes)
-
-
-def encode_cursor(resource: Resource) -> str:
-    raw = json.dumps(
-        [resource.type, resource.id], ensure_ascii=False, separators=(",", ":")
-    ).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, field: str = "after") -> Resource:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        value = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if (
-            isinstance(value, list)
-            and len(value) == 2
-            and all(isinstance(part, str) for part in value)
-        ):
-            return Resource(value[0], value[1])
-    except (ValueError, binascii.Error, UnicodeError):
-        pass
-    raise InvalidInput(
-        field, "cursor", f"{field} must be a cursor returned by this API (got {cursor!r:.80})"
-    )
-
-
-def encode_key(kind: str, value: str | int) -> str:
-    """An opaque cursor for a listing keyed by one value (a feature name, a revision)."""
-    raw = json.dumps({kind: value}, ensure_ascii=False, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_key(cursor: str, kind: str, field: str = "after") -> str | int:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        value = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if isinstance(value, dict) and len(value) == 1 and kind in value:
-            found = value[kind]
-            if isinstance(found, str | int) and not isinstance(found, bool):
-                return found
-    except (ValueError, binascii.Error, UnicodeError):
-        pass
-    raise InvalidInput(
-        field, "cursor", f"{field} must be a cursor returned by this field (got {cursor!r:.80})"
-    )
-
-
-def encode_snapshot_cursor(assignment: Assignment) -> str:
-    raw = json.dumps(
-        [assignment.type, assignment.id, assignment.feature],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    ).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_snapshot_cursor(cursor: str, field: str = "after") -> Assignment:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        value = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if (
-            isinstance(value, list)
-            and len(value) == 3
-            and all(isinstance(part, str) for part in value)
-        ):
-            return Assignment(value[0], value[1], value[2])
-    except (ValueError, binascii.Error, UnicodeError):
-        pass
-    raise InvalidInput(
-        field, "cursor", f"{field} must be a cursor returned by this API (got {cursor!r:.80})"
-    )
 
 
 def _resource(resource: Resource | tuple[str, str], field: str = "resource") -> Resource:

@@ -7,9 +7,9 @@ from typing import Annotated, cast
 
 import strawberry
 
-from features_gql import domain
-from features_gql.api import encode_key
+from features_gql import cursors, domain
 from features_gql.errors import InvalidInput
+from features_gql.graphql import relay
 from features_gql.graphql.scalars import Revision
 from features_gql.graphql.types import (
     AFTER,
@@ -31,7 +31,6 @@ from features_gql.graphql.types import (
     Info,
     InvalidInputError,
     Node,
-    PageInfo,
     Resource,
     ResourceConnection,
     ResourceInput,
@@ -90,17 +89,15 @@ class CatalogQueries:
             after=after,
         )
         edges = [
-            FeatureEdge(cursor=encode_key("feature", f.name), node=Feature(name=f.name, catalog=f))
+            FeatureEdge(cursor=cursors.FEATURE.encode(f.name), node=Feature(name=f.name, catalog=f))
             for f in page.features
         ]
-        return FeatureConnection(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next_page,
-                has_previous_page=after is not None,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=page.end_cursor,
-            ),
+        return relay.page(
+            FeatureConnection,
+            edges,
+            after=after,
+            has_next_page=page.has_next_page,
+            end_cursor=page.end_cursor,
         )
 
     @strawberry.field(

@@ -11,8 +11,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from features_gql import domain
-from features_gql.api import decode_snapshot_cursor, encode_snapshot_cursor
+from features_gql import cursors, domain
 from features_gql.auth import AuthPolicy
 from features_gql.errors import InvalidInput
 from features_gql.graphql import hot_fields
@@ -183,13 +182,13 @@ class Query(CatalogQueries):
             int, strawberry.argument(description="Assignments per page: 1 to 10000.")
         ] = 1000,
     ) -> SnapshotPage | None:
-        start = None if after is None else decode_snapshot_cursor(after)
+        start = None if after is None else cursors.ASSIGNMENT.decode(after)
         page = await info.context.api.snapshot_page(start, limit=first)
         rows = page.assignments
         return SnapshotPage(
             revision=Revision(page.revision),
             assignments=[[a.type, a.id, a.feature] for a in rows],
-            end_cursor=encode_snapshot_cursor(rows[-1]) if rows else after,
+            end_cursor=cursors.ASSIGNMENT.encode(rows[-1]) if rows else after,
             has_next_page=len(rows) == first,
         )
 

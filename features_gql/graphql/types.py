@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
 import strawberry
 
-from features_gql import domain
-from features_gql.errors import InvalidInput
-from features_gql.graphql import hot_fields
+from features_gql import cursors, domain
+from features_gql.graphql import hot_fields, relay
 from features_gql.graphql.context import Context
 from features_gql.graphql.scalars import Revision
 
@@ -61,23 +57,17 @@ class Node:
         raise NotImplementedError
 
 
+#: The nodeId types and how many key parts each has.
+NODE_TYPES = {"Resource": 2, "Feature": 1}
+
+
 def node_id(kind: str, *parts: str) -> strawberry.ID:
-    raw = "\x1f".join((kind, *parts)).encode()
-    return strawberry.ID(base64.urlsafe_b64encode(raw).decode().rstrip("="))
+    return strawberry.ID(cursors.encode_node_id(kind, *parts))
 
 
 def decode_node_id(value: str) -> tuple[str, list[str]]:
     """The type and key parts of a nodeId; InvalidInput for anything else."""
-    try:
-        raw = base64.urlsafe_b64decode((value + "=" * (-len(value) % 4)).encode()).decode()
-        kind, *parts = raw.split("\x1f")
-    except (ValueError, binascii.Error, UnicodeError):
-        kind, parts = "", []
-    if (kind, len(parts)) not in (("Resource", 2), ("Feature", 1)):
-        raise InvalidInput(
-            "nodeId", "node-id", f"nodeId must be a nodeId returned by this API (got {value!r:.80})"
-        )
-    return kind, parts
+    return cursors.decode_node_id(value, NODE_TYPES)
 
 
 @strawberry.type(
@@ -132,44 +122,20 @@ class Resource(Node):
         )
 
 
-@strawberry.type(
-    description="Where a page of a connection stands. Pages run forward only: ask for the "
-    "next one with after: endCursor."
+@relay.edge(Resource, noun="resource")
+class ResourceEdge(relay.Edge[Resource]):
+    pass
+
+
+@relay.connection(
+    ResourceEdge,
+    "A page of resources, Relay-style.",
+    plural="resources",
+    total_count="How many resources the whole listing holds, when the store keeps that "
+    "count (a type's resources, a feature's resources of every type); null otherwise.",
 )
-class PageInfo:
-    has_next_page: bool = strawberry.field(
-        description="Whether more items follow this page (also answered for first: 0)."
-    )
-    has_previous_page: bool = strawberry.field(
-        description="Whether this page was asked for after a cursor."
-    )
-    start_cursor: str | None = strawberry.field(
-        description="The cursor of the page's first item; null for an empty page."
-    )
-    end_cursor: str | None = strawberry.field(
-        description="The cursor of the page's last item, for the next page's after; null for "
-        "an empty page."
-    )
-
-
-@strawberry.type(description="A resource in a page, with its cursor.")
-class ResourceEdge:
-    cursor: str = strawberry.field(description="Where this resource stands in the listing.")
-    node: Resource = strawberry.field(description="The resource.")
-
-
-@strawberry.type(description="A page of resources, Relay-style.")
-class ResourceConnection:
-    edges: list[ResourceEdge] = strawberry.field(description="The resources of this page.")
-    page_info: PageInfo = strawberry.field(description="Where this page stands.")
-    count: strawberry.Private[Callable[[], Awaitable[int | None]] | None] = None
-
-    @strawberry.field(
-        description="How many resources the whole listing holds, when the store keeps that "
-        "count (a type's resources, a feature's resources of every type); null otherwise."
-    )
-    async def total_count(self) -> int | None:
-        return None if self.count is None else await self.count()
+class ResourceConnection(relay.Connection[ResourceEdge]):
+    pass
 
 
 @strawberry.type(
@@ -263,26 +229,14 @@ class Feature(Node):
         first: Annotated[int | None, described(FIRST)] = None,
         after: Annotated[str | None, described(AFTER)] = None,
     ) -> ResourceConnection | None:
-        from features_gql.api import encode_cursor
-
         page = await info.context.api.resources_with(
             self.name, type=type_, first=first, after=after
         )
-        edges = [ResourceEdge(cursor=encode_cursor(r), node=Resource.of(r)) for r in page.resources]
 
         async def count() -> int | None:
             return (await self._catalog(info)).resource_count
 
-        return ResourceConnection(
-            edges=edges,
-            page_info=PageInfo(
-                has_next_page=page.has_next_page,
-                has_previous_page=after is not None,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=page.end_cursor,
-            ),
-            count=count if type_ is None else None,
-        )
+        return _resource_page(page, after, count if type_ is None else None)
 
     @strawberry.field(
         description="The changes of this feature, newest first: its assignments, and its "
@@ -474,36 +428,32 @@ class ResourceType:
         return await resource_connection(info, self.name, first, after)
 
 
-@strawberry.type(description="A feature in a page, with its cursor.")
-class FeatureEdge:
-    cursor: str = strawberry.field(description="Where this feature stands in the listing.")
-    node: Feature = strawberry.field(description="The feature.")
+@relay.edge(Feature, noun="feature")
+class FeatureEdge(relay.Edge[Feature]):
+    pass
 
 
-@strawberry.type(description="A page of the catalog, ordered by name, Relay-style.")
-class FeatureConnection:
-    edges: list[FeatureEdge] = strawberry.field(description="The features of this page.")
-    page_info: PageInfo = strawberry.field(description="Where this page stands.")
+@relay.connection(
+    FeatureEdge, "A page of the catalog, ordered by name, Relay-style.", plural="features"
+)
+class FeatureConnection(relay.Connection[FeatureEdge]):
+    pass
 
 
-@strawberry.type(description="A change in a page, with its cursor.")
-class ChangeEdge:
-    cursor: str = strawberry.field(description="Where this change stands in the history.")
-    node: ChangeEvent = strawberry.field(description="The change.")
+@relay.edge(ChangeEvent, noun="change", where="history")
+class ChangeEdge(relay.Edge[ChangeEvent]):
+    pass
 
 
-@strawberry.type(description="A page of history, newest first, Relay-style.")
-class ChangeConnection:
-    edges: list[ChangeEdge] = strawberry.field(description="The changes of this page.")
-    page_info: PageInfo = strawberry.field(description="Where this page stands.")
-    count: strawberry.Private[Callable[[], Awaitable[int | None]] | None] = None
-
-    @strawberry.field(
-        description="How many changes the whole history holds: given for the unfiltered "
-        "history (the store's revision), null for a filtered one."
-    )
-    async def total_count(self) -> int | None:
-        return None if self.count is None else await self.count()
+@relay.connection(
+    ChangeEdge,
+    "A page of history, newest first, Relay-style.",
+    plural="changes",
+    total_count="How many changes the whole history holds: given for the unfiltered "
+    "history (the store's revision), null for a filtered one.",
+)
+class ChangeConnection(relay.Connection[ChangeEdge]):
+    pass
 
 
 @strawberry.type(description="What defineFeature or archiveFeature did.")
@@ -576,25 +526,21 @@ async def change_connection(
     first: int | None,
     after: str | None,
 ) -> ChangeConnection:
-    from features_gql.api import encode_key
-
     api = info.context.api
     page = await api.history(
         resource=resource, feature=feature, actor=actor, first=first, after=after
     )
     edges = [
-        ChangeEdge(cursor=encode_key("revision", event.revision), node=ChangeEvent.of(event))
+        ChangeEdge(cursor=cursors.REVISION.encode(event.revision), node=ChangeEvent.of(event))
         for event in page.changes
     ]
     unfiltered = resource is None and feature is None and actor is None
-    return ChangeConnection(
-        edges=edges,
-        page_info=PageInfo(
-            has_next_page=page.has_next_page,
-            has_previous_page=after is not None,
-            start_cursor=edges[0].cursor if edges else None,
-            end_cursor=page.end_cursor,
-        ),
+    return relay.page(
+        ChangeConnection,
+        edges,
+        after=after,
+        has_next_page=page.has_next_page,
+        end_cursor=page.end_cursor,
         count=api.revision if unfiltered else None,
     )
 
@@ -602,23 +548,27 @@ async def change_connection(
 async def resource_connection(
     info: Info, type: str, first: int | None, after: str | None
 ) -> ResourceConnection:
-    from features_gql.api import encode_cursor
-
     api = info.context.api
     page = await api.list_resources(type, first=first, after=after)
-    edges = [ResourceEdge(cursor=encode_cursor(r), node=Resource.of(r)) for r in page.resources]
 
     async def count() -> int | None:
         return await api.resource_count(type)
 
-    return ResourceConnection(
-        edges=edges,
-        page_info=PageInfo(
-            has_next_page=page.has_next_page,
-            has_previous_page=after is not None,
-            start_cursor=edges[0].cursor if edges else None,
-            end_cursor=page.end_cursor,
-        ),
+    return _resource_page(page, after, count)
+
+
+def _resource_page(
+    page: domain.ResourcePage, after: str | None, count: relay.Count | None
+) -> ResourceConnection:
+    edges = [
+        ResourceEdge(cursor=cursors.RESOURCE.encode(r), node=Resource.of(r)) for r in page.resources
+    ]
+    return relay.page(
+        ResourceConnection,
+        edges,
+        after=after,
+        has_next_page=page.has_next_page,
+        end_cursor=page.end_cursor,
         count=count,
     )
 
