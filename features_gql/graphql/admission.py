@@ -148,6 +148,8 @@ class QueryCache:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._entries: OrderedDict[str, PreparedQuery] = OrderedDict()
+        #: The texts held (to ask whether one is, in C, without touching the order).
+        self.texts = self._entries.keys()
 
     def __len__(self) -> int:
         return len(self._entries)

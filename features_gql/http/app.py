@@ -25,7 +25,6 @@ from features_gql.feed import ChangeFeed
 from features_gql.graphql.admission import Limits
 from features_gql.graphql.schema import build_schema
 from features_gql.http.admin import add_admin_routes
-from features_gql.http.connections import client_key
 from features_gql.http.cors import cors_middleware
 from features_gql.http.graphiql import graphiql_page
 from features_gql.http.headers import undecodable_header
@@ -316,7 +315,7 @@ def _log_refused(
     else:
         message = "http request"
     throttled_log(request_log).event(
-        f"refused {client_key(scope.address)}",
+        f"refused {scope.address}",
         message,
         level=logging.INFO,
         **fields,

@@ -72,7 +72,8 @@ class RequestScope:
     """One request, as every step of the pipeline sees it; made once, passed along."""
 
     request_id: str
-    #: The client's address as the socket reports it ("" when unknown).
+    #: The client, as every per-client limit knows it: its IPv4 address, or its IPv6
+    #: address's /64 (``connections.client_key``); "" when unknown.
     address: str
     #: The ``Authorization`` header as sent (an edge forwards a caller's writes with it).
     authorization: str | None
@@ -166,9 +167,13 @@ class Pipeline:
 
     def begin(self, request: web.Request, request_id: str) -> RequestScope:
         """A new request's scope, kept on the request for the entrance that answers it."""
+        # The guarded server knows each connection's client already (computed once per
+        # connection, not per request); anything else is asked here.
+        peer = getattr(request.protocol, "peer", None)
+        address = peer.address if peer is not None else ""
         scope = RequestScope(
             request_id,
-            remote_address(request),
+            address or client_key(remote_address(request)),
             request.headers.get("Authorization"),
             [],
             time.monotonic() + self.request_deadline,
@@ -192,7 +197,7 @@ class Pipeline:
         limiter = self._addresses
         if limiter is None:
             return None
-        wait = limiter.take(client_key(scope.address))
+        wait = limiter.take(scope.address)
         return None if wait == 0.0 else self._limited("address", wait)
 
     def may_parse(self, scope: RequestScope) -> RateLimited | None:
@@ -215,7 +220,7 @@ class Pipeline:
         principal = scope.principal
         if principal is not None and not principal.anonymous:
             return f"token:{principal.name}"
-        return client_key(scope.address)
+        return scope.address
 
     def take(self, scope: RequestScope) -> RateLimited | None:
         """Charge one more operation (a WebSocket's ``subscribe``) to the client."""
@@ -225,7 +230,7 @@ class Pipeline:
             if wait:
                 return self._limited("token", wait)
         if self._addresses is not None:
-            wait = self._addresses.take(client_key(scope.address))
+            wait = self._addresses.take(scope.address)
             if wait:
                 return self._limited("address", wait)
         return None
