@@ -18,6 +18,7 @@ What it refuses, it refuses with GraphQL errors that carry a code, before any st
 from __future__ import annotations
 
 import sys
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -658,7 +659,8 @@ class _Measure:
         return _list_bounds(self.schema).get(name, DEFAULT_PAGE_COST)
 
 
-_BOUNDS: dict[int, dict[str, int]] = {}
+# Keyed by the schema itself, not its id(): an id is reused once its schema is gone.
+_BOUNDS: weakref.WeakKeyDictionary[GraphQLSchema, dict[str, int]] = weakref.WeakKeyDictionary()
 
 
 def _list_bounds(schema: GraphQLSchema) -> dict[str, int]:
@@ -669,7 +671,7 @@ def _list_bounds(schema: GraphQLSchema) -> dict[str, int]:
     arguments as the busiest field. A query nesting these lists still grows by at least
     a factor of two per level, which is what the cost limit is there to stop.
     """
-    bounds = _BOUNDS.get(id(schema))
+    bounds = _BOUNDS.get(schema)
     if bounds is None:
         types = list(schema.type_map.values())
         fields = [f for t in types for f in (getattr(t, "fields", None) or {}).values()]
@@ -694,7 +696,7 @@ def _list_bounds(schema: GraphQLSchema) -> dict[str, int]:
             ),
             "locations": 2,
         }
-        _BOUNDS[id(schema)] = bounds
+        _BOUNDS[schema] = bounds
     return bounds
 
 
