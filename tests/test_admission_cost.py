@@ -479,14 +479,15 @@ def test_a_size_left_out_is_the_arguments_default(query: str, cost: int) -> None
     assert charged(query) == cost
 
 
-def test_inline_fragments_are_charged_like_their_fields() -> None:
+def test_fragments_are_charged_like_their_fields() -> None:
     query = (
         "query Q($items: [CheckInput!]!) { "
         'hasFeature(resource: {type: "t", id: "1"}, feature: "f") '
         "... { checks(items: $items) { resource { features } } } "
-        '... on Query { checkMatrix(type: "t", ids: ["a", "b"], features: ["f"]) } }'
+        '... on Query { checkMatrix(type: "t", ids: ["a", "b"], features: ["f"]) } '
+        "...Page } fragment Page on Query { changes(first: 5) { revision } }"
     )
-    assert charged(query, {"items": items(10)}) == 1 + (10 + 10) + 2
+    assert charged(query, {"items": items(10)}) == 1 + (10 + 10) + 2 + 5
 
 
 @pytest.mark.parametrize(
@@ -579,11 +580,15 @@ def schema_with_defaults(kind: str) -> GraphQLSchema:
               defaulted(ids: [String!] = ["a", "b", "c"]): [Item!]
               optional(ids: [String!]): [Item!]
               page(first: Int = 3): [Item!]
+              all: [Item!]
             }
             type Item { id: String! tags: [String!] }
             """
         )
-    item = GraphQLObjectType("Item", {"tags": GraphQLField(GraphQLList(GraphQLString))})
+    item = GraphQLObjectType(
+        "Item",
+        {"tags": GraphQLField(GraphQLList(GraphQLString)), "id": GraphQLField(GraphQLString)},
+    )
     strings = GraphQLList(GraphQLNonNull(GraphQLString))
     return GraphQLSchema(
         GraphQLObjectType(
@@ -598,6 +603,7 @@ def schema_with_defaults(kind: str) -> GraphQLSchema:
                     GraphQLList(item),
                     {"first": GraphQLArgument(GraphQLInt, default=GraphQLDefaultInput(3))},
                 ),
+                "all": GraphQLField(GraphQLList(item)),
             },
         )
     )
@@ -620,6 +626,30 @@ def test_an_arguments_own_default_and_null_count_as_graphql_reads_them(kind: str
     assert cost(variable) == 3 + 3  # left out: the argument's default
     assert cost(variable, {"v": None}) == 1  # null given: no items
     assert cost(variable, {"v": ["a"] * 7}) == 7 + 7
+    # A list of objects with no size at all is charged as a default page.
+    assert cost("{ all { id tags } }") == 1 + 100 * 1
+
+
+def test_introspection_bounds_follow_the_schema() -> None:
+    # A field of many arguments, and one union of many types.
+    arguments = ", ".join(f"a{i}: Int" for i in range(120))
+    members = " | ".join(f"T{i}" for i in range(9))
+    objects = " ".join(f"type T{i} {{ x: Int }}" for i in range(9))
+    schema = schema_of(f"type Query {{ f({arguments}): Int u: U }} union U = {members} {objects}")
+    types = list(schema.type_map.values())
+    fields = [f for t in types for f in (getattr(t, "fields", None) or {}).values()]
+    per_field = math.ceil(sum(len(getattr(f, "args", None) or {}) for f in fields) / len(fields))
+    per_type = math.ceil(len(fields) / len(types))
+    assert per_field > 2
+    meter = Gate(schema, Limits(max_cost=0))
+    for query, cost in (
+        (
+            '{ __type(name: "Query") { fields { args { type { fields { name } } } } } }',
+            1 + 1 + max(2, per_type) * (1 + per_field * 1),
+        ),
+        ('{ __type(name: "U") { possibleTypes { fields { name } } } }', 1 + 1 + 9 * 1),
+    ):
+        assert refused_cost(meter.admit(query, None, None, PRINCIPAL)) == cost, query
 
 
 # -- the README's worked example ----------------------------------------------------------

@@ -111,6 +111,15 @@ def test_an_entry_that_does_not_parse_is_refused_with_its_syntax_error() -> None
     ]
 
 
+def test_parsing_stops_at_the_token_limit() -> None:
+    checker = gate(max_tokens=8)
+    assert isinstance(checker.admit("{ a: revision b: revision }", None, None, ANYONE), Admitted)
+    refused = checker.admit("{ a: revision b: revision c: revision }", None, None, ANYONE)
+    assert [e["message"] for e in refusal(refused)] == [
+        "Syntax Error: Document contains more than 8 tokens. Parsing aborted."
+    ]
+
+
 # -- selections in one place, and depth -----------------------------------------------------
 
 
@@ -206,6 +215,9 @@ def test_a_request_must_name_one_operation_of_the_document() -> None:
     picked = checker.admit(two, "B", None, ANYONE)
     assert isinstance(picked, Admitted)
     assert picked.operation_name == "B"
+    # Only names that select an operation are remembered: a client sending any names it
+    # likes cannot grow the entry.
+    assert checker.prepare(two).selected == {"B": picked.operation}
     # A document of one operation: named or not, and no other name.
     one = "query A { revision }"
     assert isinstance(checker.admit(one, None, None, ANYONE), Admitted)
@@ -251,17 +263,19 @@ def test_refusals_name_the_operation() -> None:
 def test_a_caller_without_the_scope_is_refused_field_by_field() -> None:
     query = (
         'query Q { a: hasFeature(resource: {type: "t", id: "1"}, feature: "f") __typename '
-        "...R ...R ... on Query { b: revision } a: hasFeature(resource: "
-        '{type: "t", id: "1"}, feature: "f") } fragment R on Query { r: revision }'
+        'a: hasFeature(resource: {type: "t", id: "1"}, feature: "f") ...R ...R '
+        "... on Query { b: revision ...S } } "
+        "fragment R on Query { r: revision ...S } fragment S on Query { s: revision }"
     )
     refused = gate().admit(query, "Q", None, NOBODY)
     assert isinstance(refused, Refused)
     assert (refused.has_data, refused.operation_name) == (True, "Q")
-    assert refused.data == {"a": None, "__typename": "Query", "r": None, "b": None}
+    assert refused.data == {"a": None, "__typename": "Query", "r": None, "s": None, "b": None}
     # One error per response key, in the order of the fields (a fragment's, once).
     assert [(e["path"], e["locations"][0]["column"]) for e in refusal(refused)] == [
         (["a"], 1 + query.index("a: has")),
         (["r"], 1 + query.index("r: revision")),
+        (["s"], 1 + query.index("s: revision")),
         (["b"], 1 + query.index("b: revision")),
     ]
     assert refusal(refused)[0] == {
@@ -273,10 +287,12 @@ def test_a_caller_without_the_scope_is_refused_field_by_field() -> None:
 
 
 def test_a_non_null_field_refused_nulls_the_whole_answer() -> None:
-    refused = gate().admit("{ revision viewer { name } b: revision }", None, None, NOBODY)
+    query = "{ revision viewer { name } b: revision ...R ...R } fragment R on Query { r: revision }"
+    refused = gate().admit(query, None, None, NOBODY)
     assert isinstance(refused, Refused)
     assert refused.data is None
-    assert [e["path"] for e in refusal(refused)] == [["revision"], ["viewer"], ["b"]]
+    # Still one error per field.
+    assert [e["path"] for e in refusal(refused)] == [["revision"], ["viewer"], ["b"], ["r"]]
 
 
 def test_writes_need_the_write_scope() -> None:
