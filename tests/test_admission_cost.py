@@ -16,11 +16,24 @@ counted); the property test compares the charge with the items execution touches
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from graphql import (
+    GraphQLArgument,
+    GraphQLDefaultInput,
+    GraphQLField,
+    GraphQLInt,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLSchema,
+    GraphQLString,
+)
+from graphql import build_schema as schema_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -40,13 +53,11 @@ def gate(limit: int) -> Gate:
     return build_schema(limits=Limits(max_cost=limit)).gate
 
 
-#: Refuses everything that costs anything: its refusals say what each request costs.
-METER = gate(0)
-
-
 def charged(query: str, variables: dict[str, Any] | None = None) -> int:
-    """What the gate charges for ``query`` with ``variables``."""
-    decision = METER.admit(query, None, variables, PRINCIPAL)
+    """What the gate charges for ``query`` with ``variables``: a gate that refuses anything
+    that costs anything names the cost (a new one each time: nothing cached from earlier
+    requests can answer for this one)."""
+    decision = gate(0).admit(query, None, variables, PRINCIPAL)
     if isinstance(decision, Admitted):
         return 0
     error = decision.errors[0]
@@ -96,7 +107,9 @@ def items(count: int) -> list[dict[str, Any]]:
     return [{"resource": {"type": "t", "id": str(i)}, "feature": "f"} for i in range(count)]
 
 
-MATRIX = 'query Q($ids: [String!]!) { checkMatrix(type: "t", ids: $ids, features: ["f"]) }'
+MATRIX = (
+    'query Q($ids: [String!]!) { checkMatrix(type: "t", ids: $ids, features: ["f", "g", "h"]) }'
+)
 CHANGES = "query Q($n: Int) { changes(first: $n) { revision } }"
 
 
@@ -219,6 +232,9 @@ def test_a_large_integral_float_is_charged_in_full() -> None:
     assert charged(CHANGES, {"n": 1e6}) == 1_000_000
     assert charged(CHANGES, {"n": 2.0**31 - 1}) == 2**31 - 1
     assert charged(CHANGES, {"n": -5.0}) == 1  # refused by the API's range check
+    # Nor does a page of no items (or fewer) charge its items' selection.
+    per_item = "query Q($n: Int!) { changes(first: $n) { resource { features } } }"
+    assert [charged(per_item, {"n": n}) for n in (-5, -5.0, 0, 1, 2.0)] == [1, 1, 1, 2, 4]
 
 
 @pytest.mark.parametrize(
@@ -233,13 +249,13 @@ def test_a_value_graphql_refuses_is_charged_the_default_page(value: Any) -> None
 @pytest.mark.parametrize(
     ("ids", "cost"),
     [
-        (["a", "b", "c"], 3),
-        ([1, 2, 3, 4], 4),  # refused by coercion later; counted all the same
-        ([None] * 5, 5),
-        ([{"x": 1}, ["y"]], 2),
-        ("a", 1),  # one value for a list is a list of one
-        ({"a": 1, "b": 2}, 1),
-        (7, 1),
+        (["a", "b", "c"], 9),
+        ([1, 2, 3, 4], 12),  # refused by coercion later; counted all the same
+        ([None] * 5, 15),
+        ([{"x": 1}, ["y"]], 6),
+        ("a", 3),  # one value for a list is a list of one
+        ({"a": 1, "b": 2}, 3),
+        (7, 3),
         (None, 1),  # null: no items, and one for the field
         ([], 1),
     ],
@@ -254,7 +270,7 @@ def test_a_literal_float_for_first_is_refused_by_validation() -> None:
         "{ changes(first: 10.0) { revision } }",
         "query Q($n: Int = 10.0) { changes(first: $n) { revision } }",
     ):
-        decision = METER.admit(query, None, {}, PRINCIPAL)
+        decision = gate(LIMIT).admit(query, None, {}, PRINCIPAL)
         assert isinstance(decision, Refused)
         assert [e.message for e in decision.errors] == [
             "Int cannot represent non-integer value: 10.0"
@@ -427,6 +443,213 @@ def test_the_ten_thousand_checks_a_request_may_hold_fit_the_default_limit() -> N
         "{ changedCount revision changes { resource { type id } feature changed revision } } } }"
     )
     assert charged(bulk, {"items": items(10_000)}) == 10_001
+
+
+# -- what a field costs besides its size ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "cost"),
+    [
+        ("{ revision }", 0),  # a scalar without arguments
+        ("{ __typename }", 0),
+        ("{ viewer { name } }", 1),  # an object at the root
+        ("{ a: viewer { name } b: health { status } revision }", 2),
+        ('{ hasFeature(resource: {type: "t", id: "1"}, feature: "f") }', 1),  # arguments
+        ('{ resource(type: "t", id: "1") { type id features } }', 2),  # and a list
+        ("{ viewer { scopes } }", 2),
+    ],
+)
+def test_what_a_field_costs_besides_its_size(query: str, cost: int) -> None:
+    assert charged(query) == cost
+
+
+@pytest.mark.parametrize(
+    ("query", "cost"),
+    [
+        ("{ resourceTypes { name } }", 1000),
+        ("{ snapshot { revision } }", 1000),
+        ("{ changes { revision } }", 100),
+        ("{ features { edges { cursor } } }", 100 + 1),
+        ('{ feature(name: "f") { resources { totalCount } } }', 1 + 100),
+        ("{ features(first: null) { pageInfo { hasNextPage } } }", 100),
+    ],
+)
+def test_a_size_left_out_is_the_arguments_default(query: str, cost: int) -> None:
+    assert charged(query) == cost
+
+
+def test_fragments_are_charged_like_their_fields() -> None:
+    query = (
+        "query Q($items: [CheckInput!]!) { "
+        'hasFeature(resource: {type: "t", id: "1"}, feature: "f") '
+        "... { checks(items: $items) { resource { features } } } "
+        '... on Query { checkMatrix(type: "t", ids: ["a", "b"], features: ["f"]) } '
+        "...Page } fragment Page on Query { changes(first: 5) { revision } }"
+    )
+    assert charged(query, {"items": items(10)}) == 1 + (10 + 10) + 2 + 5
+
+
+@pytest.mark.parametrize(
+    ("query", "static"),
+    [
+        ('query Q($f: String!) { hasFeature(resource: {type: "t", id: "1"}, feature: $f) }', True),
+        ('query Q($a: String!) { checkMatrix(type: $a, ids: [$a, $a], features: ["f"]) }', True),
+        ("query Q { ...F } fragment F on Query { changes(first: 5) { revision } }", True),
+        ("query Q($n: Int) { changes(first: $n) { revision } }", False),
+        ('query Q($n: Int) { feature(name: "f") { resources(first: $n) { totalCount } } }', False),
+        (
+            'query Q($n: Int) { node(nodeId: "x") '
+            "{ ... on Feature { resources(first: $n) { totalCount } } } }",
+            False,
+        ),
+        ("query Q($n: Int = 5) { ... { changes(first: $n) { revision } } }", False),
+        (
+            "query Q($n: Int) { ...F } fragment F on Query { changes(first: $n) { revision } }",
+            False,
+        ),
+    ],
+)
+def test_a_cost_no_variable_can_change_is_measured_once(query: str, static: bool) -> None:
+    limited = gate(LIMIT)
+    prepared = limited.prepare(query)
+    if static:
+        # Measured with the text, and each request for it answered alike, from memory.
+        cost = charged(query, {"f": "f", "a": "a"})
+        assert prepared.static_costs == {"Q": cost}
+        first = limited.admit(query, "Q", {"f": "f", "a": "a"}, PRINCIPAL)
+        assert isinstance(first, Admitted)
+        assert limited.admit(query, "Q", {"f": "g", "a": "b"}, PRINCIPAL) is first
+    else:
+        # Measured for each request, with its own variables.
+        assert prepared.static_costs == {}
+        small = limited.admit(query, "Q", {"n": 1}, PRINCIPAL)
+        assert isinstance(small, Admitted)
+        assert refused_cost(limited.admit(query, "Q", {"n": 5000}, PRINCIPAL)) in (5000, 5001)
+        assert limited.admit(query, "Q", {"n": 1}, PRINCIPAL) is not small
+
+
+def test_introspection_lists_are_charged_at_their_size_in_this_schema() -> None:
+    schema = build_schema().graphql_schema
+    types = list(schema.type_map.values())
+
+    def average(sizes: list[int]) -> int:
+        """The mean of ``sizes``, rounded up, and at least 2."""
+        return max(2, math.ceil(sum(sizes) / len(sizes)))
+
+    fields = average([len(getattr(t, "fields", None) or {}) for t in types])
+    arguments = average(
+        [
+            len(f.args)
+            for t in types
+            for f in (getattr(t, "fields", None) or {}).values()
+            if hasattr(f, "args")
+        ]
+        + [
+            0
+            for t in types
+            for f in (getattr(t, "fields", None) or {}).values()
+            if not hasattr(f, "args")
+        ]
+    )
+    possible = average(
+        [len(schema.get_possible_types(t)) for t in types if hasattr(t, "resolve_type")]
+    )
+    count = {
+        "{ __schema { types { fields { name } } } }": 2 + len(types),
+        "{ __schema { directives { args { name } } } }": 2 + len(schema.directives),
+        "{ __schema { types { fields { args { name } } } } }": 2 + len(types) * (1 + fields),
+        "{ __schema { types { inputFields { type { fields { name } } } } } }": 2
+        + len(types) * (1 + fields),
+        "{ __schema { types { interfaces { fields { name } } } } }": 2 + len(types) * (1 + 2),
+        "{ __schema { types { possibleTypes { fields { name } } } } }": 2
+        + len(types) * (1 + possible),
+        '{ __type(name: "Query") { fields { args { type { fields { name } } } } } }': 2
+        + fields * (1 + arguments),
+    }
+    assert {query: charged(query) for query in count} == count
+
+
+def schema_with_defaults(kind: str) -> GraphQLSchema:
+    """A schema whose sizes have defaults of their own (those of this service's schema are
+    Strawberry's, or none): written in SDL (defaults as literals), or in Python (values)."""
+    if kind == "sdl":
+        return schema_of(
+            """
+            type Query {
+              defaulted(ids: [String!] = ["a", "b", "c"]): [Item!]
+              optional(ids: [String!]): [Item!]
+              page(first: Int = 3): [Item!]
+              all: [Item!]
+            }
+            type Item { id: String! tags: [String!] }
+            """
+        )
+    item = GraphQLObjectType(
+        "Item",
+        {"tags": GraphQLField(GraphQLList(GraphQLString)), "id": GraphQLField(GraphQLString)},
+    )
+    strings = GraphQLList(GraphQLNonNull(GraphQLString))
+    return GraphQLSchema(
+        GraphQLObjectType(
+            "Query",
+            {
+                "defaulted": GraphQLField(
+                    GraphQLList(item),
+                    {"ids": GraphQLArgument(strings, default=GraphQLDefaultInput(["a", "b", "c"]))},
+                ),
+                "optional": GraphQLField(GraphQLList(item), {"ids": GraphQLArgument(strings)}),
+                "page": GraphQLField(
+                    GraphQLList(item),
+                    {"first": GraphQLArgument(GraphQLInt, default=GraphQLDefaultInput(3))},
+                ),
+                "all": GraphQLField(GraphQLList(item)),
+            },
+        )
+    )
+
+
+@pytest.mark.parametrize("kind", ["sdl", "python"])
+def test_an_arguments_own_default_and_null_count_as_graphql_reads_them(kind: str) -> None:
+    meter = Gate(schema_with_defaults(kind), Limits(max_cost=0))
+
+    def cost(query: str, variables: dict[str, Any] | None = None) -> int:
+        found = refused_cost(meter.admit(query, None, variables, PRINCIPAL))
+        return 0 if found is None else found
+
+    assert cost("{ defaulted { tags } }") == 3 + 3
+    assert cost("{ page { tags } }") == 3 + 3
+    assert cost("{ defaulted(ids: null) { tags } }") == 1
+    assert cost('{ defaulted(ids: "x") { tags } }') == 1 + 1
+    assert cost("{ optional { tags } }") == 1
+    variable = "query Q($v: [String!]) { defaulted(ids: $v) { tags } }"
+    assert cost(variable) == 3 + 3  # left out: the argument's default
+    assert cost(variable, {"v": None}) == 1  # null given: no items
+    assert cost(variable, {"v": ["a"] * 7}) == 7 + 7
+    # A list of objects with no size at all is charged as a default page.
+    assert cost("{ all { id tags } }") == 1 + 100 * 1
+
+
+def test_introspection_bounds_follow_the_schema() -> None:
+    # A field of many arguments, and one union of many types.
+    arguments = ", ".join(f"a{i}: Int" for i in range(120))
+    members = " | ".join(f"T{i}" for i in range(9))
+    objects = " ".join(f"type T{i} {{ x: Int }}" for i in range(9))
+    schema = schema_of(f"type Query {{ f({arguments}): Int u: U }} union U = {members} {objects}")
+    types = list(schema.type_map.values())
+    fields = [f for t in types for f in (getattr(t, "fields", None) or {}).values()]
+    per_field = math.ceil(sum(len(getattr(f, "args", None) or {}) for f in fields) / len(fields))
+    per_type = math.ceil(len(fields) / len(types))
+    assert per_field > 2
+    meter = Gate(schema, Limits(max_cost=0))
+    for query, cost in (
+        (
+            '{ __type(name: "Query") { fields { args { type { fields { name } } } } } }',
+            1 + 1 + max(2, per_type) * (1 + per_field * 1),
+        ),
+        ('{ __type(name: "U") { possibleTypes { fields { name } } } }', 1 + 1 + 9 * 1),
+    ):
+        assert refused_cost(meter.admit(query, None, None, PRINCIPAL)) == cost, query
 
 
 # -- the README's worked example ----------------------------------------------------------
@@ -621,7 +844,7 @@ def test_the_charge_is_never_less_than_what_execution_touches(
     document: tuple[str, dict[str, Any], int, int],
 ) -> None:
     query, variables, truth, fields = document
-    assert METER.prepare(query).errors == [], query
+    assert gate(0).prepare(query).errors == [], query
     cost = charged(query, variables)
     assert cost >= truth, (query, json.dumps(variables)[:200])
     # Nor much more: at most one for a field asking for no items, one for a list of changes.

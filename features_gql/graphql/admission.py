@@ -18,6 +18,7 @@ What it refuses, it refuses with GraphQL errors that carry a code, before any st
 from __future__ import annotations
 
 import sys
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -232,7 +233,7 @@ class Gate:
                 continue
             root = self.schema.get_root_type(definition.operation)
             assert root is not None  # validation checked the operation type exists
-            depth = measure.depth(definition.selection_set, root)
+            depth = measure.depth(definition.selection_set)
             if depth > self.limits.max_depth:
                 name = definition.name.value if definition.name else "the operation"
                 return PreparedQuery(
@@ -450,7 +451,9 @@ class _Measure:
 
     # Depth -----------------------------------------------------------------------------
 
-    def depth(self, selection_set: SelectionSetNode, parent: GraphQLNamedType | None) -> int:
+    def depth(self, selection_set: SelectionSetNode) -> int:
+        """How many levels of fields ``selection_set`` nests (fragments add none), read
+        from the syntax alone."""
         deepest = 0
         for node in selection_set.selections:
             if isinstance(node, FieldNode):
@@ -460,12 +463,9 @@ class _Measure:
                     continue
                 level = 1
                 if node.selection_set is not None:
-                    definition = self._field(parent, node)
-                    inner = None if definition is None else get_named_type(definition.type)
-                    level += self.depth(node.selection_set, inner)
+                    level += self.depth(node.selection_set)
             elif isinstance(node, InlineFragmentNode):
-                condition = node.type_condition.name.value if node.type_condition else None
-                level = self.depth(node.selection_set, self._inner(parent, condition))
+                level = self.depth(node.selection_set)
             elif isinstance(node, FragmentSpreadNode):
                 level = self._fragment_depth(node)
             else:
@@ -478,9 +478,7 @@ class _Measure:
         if name not in self._depths:
             self._depths[name] = 0  # validation rejects cycles; this guards the walk anyway
             fragment = self.fragments[name]
-            self._depths[name] = self.depth(
-                fragment.selection_set, self.schema.get_type(fragment.type_condition.name.value)
-            )
+            self._depths[name] = self.depth(fragment.selection_set)
         return self._depths[name]
 
     # Cost ------------------------------------------------------------------------------
@@ -496,7 +494,7 @@ class _Measure:
                     continue
                 if any(
                     isinstance(a.value, VariableNode)
-                    and _sizes(a.name.value, definition.args.get(a.name.value))
+                    and _sizes(a.name.value, definition.args[a.name.value])
                     for a in node.arguments or ()
                 ):
                     return True
@@ -588,8 +586,6 @@ class _Measure:
     def _size(self, definition: GraphQLField, node: FieldNode) -> int | None:
         """How many items ``node`` asks for: the product of its list arguments' lengths
         and its page size, as execution will see them; None if it has neither."""
-        if not definition.args:
-            return None
         given = {a.name.value: a.value for a in node.arguments or ()}
         size: int | None = None
         for name, argument in definition.args.items():
@@ -618,7 +614,7 @@ class _Measure:
         """How many items a list argument holds at execution."""
         used = self._used(value)
         if used is Undefined:
-            used = argument.default_value
+            used = _default(argument)
         if isinstance(used, ListValueNode):
             return len(used.values)  # a variable inside it is one item, like a literal
         if isinstance(used, NullValueNode):
@@ -630,15 +626,15 @@ class _Measure:
     def _page(self, value: ValueNode | None, argument: GraphQLArgument) -> int:
         """The page size (``first``) at execution."""
         used = self._used(value)
-        number: Any
         if used is Undefined:
-            number = argument.default_value
-        elif isinstance(used, IntValueNode):
-            number = int(used.value)
-        elif isinstance(used, ValueNode):
-            number = None  # validation lets only an Int or null literal through
+            used = _default(argument)
+        number: Any
+        if isinstance(used, ValueNode):
+            # Validation lets only an Int or a null literal through.
+            number = int(used.value) if isinstance(used, IntValueNode) else None
         else:
-            # A variable's JSON, coerced as execution will (Int takes 1000.0 as 1000).
+            # A variable's JSON (or a default), coerced as execution will: Int takes 1000.0
+            # as 1000.
             number = coerce_input_value(used, argument.type)
         # null is the API's default page; a value coercion refuses (Undefined) never runs.
         return max(number, 0) if isinstance(number, int) else DEFAULT_PAGE_COST
@@ -647,7 +643,8 @@ class _Measure:
         return _list_bounds(self.schema).get(name, DEFAULT_PAGE_COST)
 
 
-_BOUNDS: dict[int, dict[str, int]] = {}
+# Keyed by the schema itself, not its id(): an id is reused once its schema is gone.
+_BOUNDS: weakref.WeakKeyDictionary[GraphQLSchema, dict[str, int]] = weakref.WeakKeyDictionary()
 
 
 def _list_bounds(schema: GraphQLSchema) -> dict[str, int]:
@@ -658,7 +655,7 @@ def _list_bounds(schema: GraphQLSchema) -> dict[str, int]:
     arguments as the busiest field. A query nesting these lists still grows by at least
     a factor of two per level, which is what the cost limit is there to stop.
     """
-    bounds = _BOUNDS.get(id(schema))
+    bounds = _BOUNDS.get(schema)
     if bounds is None:
         types = list(schema.type_map.values())
         fields = [f for t in types for f in (getattr(t, "fields", None) or {}).values()]
@@ -683,7 +680,7 @@ def _list_bounds(schema: GraphQLSchema) -> dict[str, int]:
             ),
             "locations": 2,
         }
-        _BOUNDS[id(schema)] = bounds
+        _BOUNDS[schema] = bounds
     return bounds
 
 
@@ -691,10 +688,19 @@ def _is_list(kind: GraphQLInputType | GraphQLOutputType) -> bool:
     return is_list_type(get_nullable_type(kind))
 
 
-def _sizes(name: str, argument: GraphQLArgument | None) -> bool:
+def _sizes(name: str, argument: GraphQLArgument) -> bool:
     """Whether ``argument`` sets how many items its field asks for: a page size, or a
     list (``checks``' items, ``checkMatrix``' ids and features)."""
-    return argument is not None and (name == PAGE_SIZE or _is_list(argument.type))
+    return name == PAGE_SIZE or _is_list(argument.type)
+
+
+def _default(argument: GraphQLArgument) -> Any:
+    """An argument's default as execution takes it: a literal (as a schema written in SDL
+    states it), a value, or Undefined when it has none."""
+    default = argument.default
+    if default is None:
+        return argument.default_value  # the older, coerced form (Strawberry's)
+    return default.value if default.literal is None else default.literal
 
 
 def _items(value: Any) -> int:
