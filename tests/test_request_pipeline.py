@@ -25,7 +25,7 @@ CONTEXT = {"context": {"targetingKey": "1", "resourceType": "t"}}
 SAMPLES = {"key": "speedups", "name": "index.html", "digest": "0"}
 #: The requests that reach each non-public route's entrance (method, body).
 ENTRANCES: dict[str, tuple[str, Any]] = {
-    "/graphql": ("POST", {"query": '{ hasFeature(type: "t", id: "1", feature: "f") }'}),
+    "/graphql": ("POST", {"query": '{ hasFeature(resource: {type: "t", id: "1"}, feature: "f") }'}),
     "/ofrep/v1/evaluate/flags/{key}": ("POST", CONTEXT),
     "/ofrep/v1/evaluate/flags": ("POST", CONTEXT),
     "/admin/faults": ("GET", None),
@@ -105,7 +105,10 @@ async def test_every_route_is_public_or_entered_through_the_pipeline(
             headers = bearer(secrets["reader"])
             async with client.request(method, url, json=body, headers=headers) as response:
                 expected = 403 if path == "/admin/faults" else 200
-                assert response.status == expected, (path, await response.text())
+                text = await response.text()
+                assert response.status == expected, (path, text)
+                if path == "/graphql":
+                    assert json.loads(text) == {"data": {"hasFeature": False}}
     text = await _metrics(server, secrets["reader"])
     assert 'features_gql_graphql_errors_total{code="UNAUTHENTICATED"}' in text
     assert (
@@ -166,7 +169,7 @@ async def test_an_address_over_its_rate_gets_429_with_retry_after(
     start_server: StartServer,
 ) -> None:
     server = await start_server(address_rate=Rate(1, 5))
-    query = {"query": '{ hasFeature(type: "t", id: "1", feature: "f") }'}
+    query = {"query": '{ hasFeature(resource: {type: "t", id: "1"}, feature: "f") }'}
     async with client_at("127.0.0.2") as greedy, client_at("127.0.0.3") as other:
         statuses = []
         for _ in range(6):
@@ -201,7 +204,7 @@ async def test_a_token_over_its_rate_is_refused_and_another_token_is_not(
     start_server: StartServer,
 ) -> None:
     server, secrets = await secured_server(start_server, token_rate=Rate(0.5, 3))
-    query = {"query": '{ hasFeature(type: "t", id: "1", feature: "f") }'}
+    query = {"query": '{ hasFeature(resource: {type: "t", id: "1"}, feature: "f") }'}
     statuses = []
     for _ in range(4):
         async with server.session.post(
@@ -222,7 +225,9 @@ async def test_new_query_texts_are_limited_per_client_and_repeated_ones_are_not(
 ) -> None:
     # A thousandth of a second of parsing, then a thousandth a second: one new text.
     server = await start_server(parse_rate=Rate(0.001, 0.001))
-    fields = " ".join(f'a{i}: hasFeature(type: "t", id: "{i}", feature: "f")' for i in range(40))
+    fields = " ".join(
+        f'a{i}: hasFeature(resource: {{type: "t", id: "{i}"}}, feature: "f")' for i in range(40)
+    )
     repeated = {"query": f"{{ {fields} }}"}
     async with client_at("127.0.0.4") as client, client_at("127.0.0.5") as other:
         async with client.post(f"{server.url}/graphql", json=repeated) as response:
@@ -252,7 +257,7 @@ async def test_distinct_maximum_size_queries_from_one_client_leave_the_loop_to_o
     fast as it can; probes and another client's flag checks are answered within a second
     throughout, and once the client has used its burst of parsing it is refused."""
     server = await start_server()
-    check = {"query": '{ hasFeature(type: "t", id: "1", feature: "f") }'}
+    check = {"query": '{ hasFeature(resource: {type: "t", id: "1"}, feature: "f") }'}
     statuses: list[int] = []
     slowest = 0.0
 
