@@ -19,6 +19,7 @@ import pytest
 
 from features_gql.http.connections import peer_address
 from tests.conftest import Server, StartServer, make_tokens
+from tests.test_connections import read_response
 
 pytestmark = [
     pytest.mark.slow,
@@ -49,18 +50,6 @@ def post_head(token: str | None = None, length: int = len(HAS), close: bool = Fa
     if close:
         lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines:
-        if line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    body = await reader.readexactly(int(headers.get("content-length", "0")))
-    return int(status_line.split()[1]), headers, body
 
 
 async def normal_request(server: Server, token: str | None = None) -> int:
