@@ -578,7 +578,7 @@ class _Measure:
         if size is None:
             # A list with no size argument holds the items the field above it asked for
             # (addFeatures' changes, a page's edges), charged there. Introspection's lists
-            # (types, fields, args...) are charged for their length in this schema.
+            # (types, fields, args...) are charged at their average length in this schema.
             size = bound if bound is not None else self._list_bound(node.name.value)
         # The selection runs once for each item of the list.
         return own + size * self.cost(node.selection_set, inner)
