@@ -158,8 +158,18 @@ async def close_of(reader: asyncio.StreamReader, wait: float = 10) -> tuple[int,
 
 
 def clean(caplog: pytest.LogCaptureFixture) -> None:
-    """No traceback, and no error, in what the service logged."""
-    bad = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    """No traceback, and no error, in what the service logged.
+
+    Except asyncio's note that aiohttp's own task for a force-closed connection
+    (RequestHandler.start) was collected while pending: seen with the lowest aiohttp
+    allowed (3.14.0), not with 3.14.5; it is aiohttp's bookkeeping, not an error of
+    the service's."""
+    bad = [
+        r
+        for r in caplog.records
+        if (r.exc_info or r.levelno >= logging.ERROR)
+        and not (r.name == "asyncio" and "RequestHandler.start()" in r.getMessage())
+    ]
     assert not bad, [(r.name, r.getMessage()) for r in bad]
     assert not [r for r in caplog.records if "Unhandled exception" in r.getMessage()]
 
