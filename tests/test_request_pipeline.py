@@ -383,3 +383,95 @@ async def test_a_token_over_its_rate_on_a_websocket_gets_a_typed_error_per_subsc
             async with asyncio.timeout(0.5):
                 message = json.loads((await ws.receive()).data)
         assert message is None or message["type"] != "error", message
+
+
+# -- every refusal in the same words -------------------------------------------------------
+
+REALMS = {
+    "/graphql": "features-gql",
+    "/ofrep/v1/evaluate/flags/{key}": "features-gql ofrep",
+    "/ofrep/v1/evaluate/flags": "features-gql ofrep",
+    "/admin/faults": "features-gql admin",
+    "/metrics": "features-gql metrics",
+}
+
+
+@pytest.mark.parametrize("path", sorted(ENTRANCES))
+async def test_refusals_are_answered_alike_at_every_entrance(
+    start_server: StartServer, path: str
+) -> None:
+    server, secrets = await secured_server(start_server, token_rate=Rate(0.5, 1))
+    method, body = ENTRANCES[path]
+    url = f"{server.url}{_concrete(path)}"
+
+    async def ask(headers: dict[str, str]) -> tuple[int, Any, Any]:
+        async with server.session.request(method, url, json=body, headers=headers) as response:
+            text = await response.text()
+            is_json = response.content_type == "application/json"
+            return response.status, response.headers, json.loads(text) if is_json else text
+
+    status, headers, answer = await ask({})
+    assert status == 401
+    assert headers["WWW-Authenticate"] == f'Bearer realm="{REALMS[path]}"'
+    error = answer["errors"][0]
+    assert error["extensions"] == {"code": "UNAUTHENTICATED"}
+    scope = "admin" if path == "/admin/faults" else "read"
+    assert (
+        error["message"] == f"This needs the '{scope}' scope: send Authorization: Bearer <token>."
+    )
+    status, headers, answer = await ask(bearer("not-a-token"))
+    assert status == 401
+    assert answer["errors"][0]["message"] == "The bearer token is not known to this service."
+    if path == "/admin/faults":
+        status, _, answer = await ask(bearer(secrets["reader"]))
+        assert status == 403
+        assert answer["errors"][0] == {
+            "message": "The token 'reader' lacks the 'admin' scope.",
+            "extensions": {"code": "FORBIDDEN"},
+        }
+    token = secrets["operator" if path == "/admin/faults" else "reader"]
+    status, _, _ = await ask(bearer(token))
+    assert status == 200
+    status, headers, answer = await ask(bearer(token))
+    assert status == 429
+    assert headers["Retry-After"] == "2"
+    error = answer["errors"][0]
+    assert error["message"] == "Too many requests from this token; retry in 2 s."
+    waits = error["extensions"].pop("retryAfterSeconds")
+    assert error["extensions"] == {"code": "RATE_LIMITED", "limit": "token"}
+    assert 1.9 < waits <= 2.0  # the bucket refills at 0.5 a second from empty
+
+
+async def test_an_application_that_mounts_the_api_without_the_observer_is_limited_too(
+    tmp_path: Any,
+) -> None:
+    """Without request_context, the pipeline makes the scope itself and takes the
+    address from the socket."""
+    from aiohttp import web
+
+    from features_gql import FeaturesAPI
+    from features_gql.http import mount_graphql
+    from features_gql.http.pipeline import Pipeline
+    from features_gql.rate_limits import RateLimits
+    from features_gql_plugins.memory_store import MemoryStore
+
+    app = web.Application()
+    limits = RateLimits(per_address=Rate(0.5, 2))
+    mount_graphql(app, FeaturesAPI(MemoryStore()), pipeline=Pipeline(rate_limits=limits))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    query = {"query": '{ hasFeature(resource: {type: "t", id: "1"}, feature: "f") }'}
+    try:
+        statuses = []
+        async with aiohttp.ClientSession() as session:
+            for _ in range(3):
+                async with session.post(f"http://127.0.0.1:{port}/graphql", json=query) as r:
+                    statuses.append(r.status)
+                    last = await r.json()
+        assert statuses == [200, 200, 429]
+        assert last["errors"][0]["message"] == "Too many requests from this address; retry in 2 s."
+    finally:
+        await runner.cleanup()
