@@ -466,12 +466,18 @@ async def test_an_application_that_mounts_the_api_without_the_observer_is_limite
     query = {"query": '{ hasFeature(resource: {type: "t", id: "1"}, feature: "f") }'}
     try:
         statuses = []
-        async with aiohttp.ClientSession() as session:
+        async with client_at("127.0.0.8") as session:
             for _ in range(3):
                 async with session.post(f"http://127.0.0.1:{port}/graphql", json=query) as r:
                     statuses.append(r.status)
                     last = await r.json()
         assert statuses == [200, 200, 429]
         assert last["errors"][0]["message"] == "Too many requests from this address; retry in 2 s."
+        # Another address has a bucket of its own: the socket's address is the key.
+        async with (
+            client_at("127.0.0.9") as other,
+            other.post(f"http://127.0.0.1:{port}/graphql", json=query) as r,
+        ):
+            assert r.status == 200
     finally:
         await runner.cleanup()
