@@ -138,3 +138,12 @@ def test_off_switches_every_limit_off() -> None:
     assert off.per_address.unlimited
     assert off.parse_seconds.unlimited
     assert not RateLimits().per_token.unlimited
+
+
+def test_a_charge_after_the_fact_drives_the_bucket_below_zero(clock: Clock) -> None:
+    limiter = Limiter(Rate(1, 2))
+    limiter.charge("a", 5.0)  # a key never seen: a full bucket of 2, less 5
+    assert limiter.take("a", 0.0) == pytest.approx(3.0)
+    clock.now += 3.0
+    assert limiter.take("a", 0.0) == 0.0
+    assert limiter.take("b", 0.0) == 0.0  # other keys are not charged

@@ -239,6 +239,10 @@ async def test_new_query_texts_are_limited_per_client_and_repeated_ones_are_not(
             assert int(response.headers["Retry-After"]) >= 1
             body = await response.json()
         assert body["errors"][0]["extensions"]["limit"] == "parse"
+        assert body["errors"][0]["message"].startswith(
+            "Too many new query texts from this client; send queries it has sent before, "
+            "or retry in "
+        )
         # A text already parsed costs nothing to parse again...
         for _ in range(5):
             async with client.post(f"{server.url}/graphql", json=repeated) as response:
@@ -312,7 +316,9 @@ async def test_a_subscription_over_the_rate_gets_a_typed_error(start_server: Sta
                 answers.append(message)
         error = answers[0]["payload"][0]
         assert error["extensions"]["code"] == "RATE_LIMITED"
+        assert error["extensions"]["limit"] == "address"
         assert error["extensions"]["retryAfter"] >= 1
+        assert error["message"].startswith("Too many requests from this address; retry in ")
 
 
 async def test_a_request_is_cut_off_at_its_deadline(start_server: StartServer) -> None:
@@ -481,3 +487,42 @@ async def test_an_application_that_mounts_the_api_without_the_observer_is_limite
             assert r.status == 200
     finally:
         await runner.cleanup()
+
+
+async def test_limits_switched_off_never_refuse(start_server: StartServer) -> None:
+    off = Rate(0, 0)
+    server, secrets = await secured_server(
+        start_server, token_rate=off, address_rate=off, parse_rate=off
+    )
+    statuses = set()
+    for n in range(30):
+        fresh = {
+            "query": f'query Q{n} {{ hasFeature(resource: {{type: "t", id: "1"}}, feature: "f") }}'
+        }
+        async with server.session.post(
+            f"{server.url}/graphql", json=fresh, headers=bearer(secrets["reader"])
+        ) as response:
+            statuses.add(response.status)
+    assert statuses == {200}
+
+
+async def test_tokenless_subscriptions_are_not_charged_to_a_token_bucket(
+    start_server: StartServer,
+) -> None:
+    """Anonymous callers share no token bucket: only their address's counts."""
+    server = await start_server(token_rate=Rate(0.1, 1), address_rate=Rate(100, 100))
+    ws_url = server.url.replace("http", "ws") + "/graphql"
+    subscribe = {
+        "type": "subscribe",
+        "payload": {"query": "subscription { featureChanges { revision } }"},
+    }
+    async with server.session.ws_connect(ws_url, protocols=["graphql-transport-ws"]) as ws:
+        await ws.send_json({"type": "connection_init"})
+        assert (await ws.receive_json())["type"] == "connection_ack"
+        for n in range(3):
+            await ws.send_json({**subscribe, "id": str(n)})
+        message: dict[str, Any] | None = None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                message = json.loads((await ws.receive()).data)
+        assert message is None or message["type"] != "error", message
