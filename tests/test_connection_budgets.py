@@ -19,7 +19,7 @@ import pytest
 
 from features_gql.http.connections import peer_address
 from tests.conftest import Server, StartServer, make_tokens
-from tests.test_connections import read_response
+from tests.test_connections import closed, read_response
 
 pytestmark = [
     pytest.mark.slow,
@@ -73,20 +73,8 @@ async def started(server: Server, source: str) -> Connection:
     return reader, writer
 
 
-async def is_closed(reader: asyncio.StreamReader, wait: float = 0.5) -> bool:
-    """Whether the server closed this connection (read to its end) within ``wait`` s."""
-    try:
-        async with asyncio.timeout(wait):
-            await reader.read()
-    except TimeoutError:
-        return False
-    except ConnectionError:
-        pass
-    return True
-
-
 async def closed_ones(connections: list[Connection], wait: float = 0.5) -> list[bool]:
-    return list(await asyncio.gather(*(is_closed(reader, wait) for reader, _ in connections)))
+    return list(await asyncio.gather(*(closed(reader, wait) for reader, _ in connections)))
 
 
 def close_all(connections: list[Connection]) -> None:
@@ -209,7 +197,7 @@ async def test_an_address_at_its_budget_keeps_its_connections_and_past_it_loses_
         assert await metric(server, "features_gql_connections_unproven") == 4
         # One more: the oldest goes, without a word since it had sent nothing...
         slow.append(await started(server, "127.0.0.2"))
-        assert await is_closed(silent[0])
+        assert await closed(silent[0], 0.5)
         assert await closed_ones(slow, 0.2) == [False] * 4
         # ...and the next oldest, which had started a request, with a JSON 429.
         slow.append(await started(server, "127.0.0.2"))
@@ -328,7 +316,7 @@ async def test_connection_init_must_arrive_within_its_deadline(
         writer.write(ws_frame('{"type":"connection_init","payload":{}}'))
         assert await next_frame(reader) == (0x1, b'{"type":"connection_ack"}')
         await asyncio.sleep(1)
-        assert not await is_closed(reader, 0.1)
+        assert not await closed(reader, 0.1)
         writer.close()
         assert await dropped(server, "init_timeout") == 1
     clean(caplog)
@@ -353,7 +341,7 @@ async def test_websockets_awaiting_connection_init_count_against_their_address(
         assert code == 4408
         assert reason.startswith("Connection initialisation timeout: too many connections")
         assert await closed_ones(waiting[1:], 0.2) == [False, False]
-        assert not await is_closed(proven[0], 0.1)
+        assert not await closed(proven[0], 0.1)
         # The proven one goes on: connection_init is acknowledged.
         proven[1].write(ws_frame('{"type":"connection_init","payload":{}}'))
         assert await next_frame(proven[0]) == (0x1, b'{"type":"connection_ack"}')
@@ -396,7 +384,7 @@ async def test_a_token_past_its_budget_of_slow_bodies_loses_its_oldest_and_other
         status, headers, body = await read_response(bodies[0][0])
         assert (status, headers["retry-after"]) == (429, "1")
         assert json.loads(body)["errors"][0]["extensions"]["code"] == "TOO_MANY_REQUESTS"
-        assert await is_closed(bodies[0][0])
+        assert await closed(bodies[0][0], 0.5)
         assert await closed_ones(bodies[1:], 0.2) == [False] * 4
 
         # A flood of them: the token keeps four at most, the other token is answered.
@@ -409,7 +397,7 @@ async def test_a_token_past_its_budget_of_slow_bodies_loses_its_oldest_and_other
         await attack
         assert statuses == [200] * 20
         assert (await closed_ones(bodies, 0.2)).count(False) == 4
-        assert not await is_closed(normal_slow[0], 0.1)
+        assert not await closed(normal_slow[0], 0.1)
         # The normal slow body, once complete, is answered.
         normal_slow[1].write(HAS[10:].encode())
         assert (await read_response(normal_slow[0]))[0] == 200
@@ -473,9 +461,9 @@ async def test_a_connection_answered_before_its_body_is_in_closes_once_it_is(
     reader, writer = await connect(server, "127.0.0.2")
     writer.write(post_head().replace(b"application/json", b"text/plain") + HAS[:10].encode())
     assert (await read_response(reader))[0] == 415
-    assert not await is_closed(reader, 0.2)  # the rest of the body is still taken in
+    assert not await closed(reader, 0.2)  # the rest of the body is still taken in
     writer.write(HAS[10:].encode())
-    assert await is_closed(reader, 5)
+    assert await closed(reader, 5)
     writer.close()
     # A body all in when it is answered leaves the connection alive.
     reader, writer = await connect(server, "127.0.0.2")

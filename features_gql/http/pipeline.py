@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from aiohttp import web
 
 from features_gql.auth import AuthPolicy, Principal, Unauthenticated
-from features_gql.http.connections import claim, client_key
+from features_gql.http.connections import claim, peer_address
 from features_gql.http.responses import error_response
 from features_gql.http.throttled_log import ThrottledLog
 from features_gql.rate_limits import Limiter, RateLimits, retry_after
@@ -95,15 +95,6 @@ class RequestScope:
 
 
 SCOPE_KEY = web.RequestKey("features_gql.scope", RequestScope)
-
-
-def remote_address(request: web.BaseRequest) -> str:
-    """The client's address as the socket reports it ("" when unknown)."""
-    transport = request.transport
-    peer = transport.get_extra_info("peername") if transport is not None else None
-    if isinstance(peer, tuple) and peer and isinstance(peer[0], str):
-        return peer[0]
-    return ""
 
 
 class RateLimited(Exception):
@@ -171,9 +162,14 @@ class Pipeline:
         # connection, not per request); anything else is asked here.
         peer = getattr(request.protocol, "peer", None)
         address = peer.address if peer is not None else ""
+        if not address:
+            transport = request.transport
+            address = peer_address(
+                None if transport is None else transport.get_extra_info("peername")
+            )
         scope = RequestScope(
             request_id,
-            address or client_key(remote_address(request)),
+            address,
             request.headers.get("Authorization"),
             [],
             time.monotonic() + self.request_deadline,
